@@ -1,0 +1,39 @@
+# `make demo` and `make test` are all a fresh machine needs; both install into .venv/ first when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH := torch==2.14.1 torchvision==0.29.1
+export NO_ALBUMENTATIONS_UPDATE := 1
+DEMO := demo
+DEMO_ARGS ?= --n-train 3000 --n-test 1000 --imbalance 5
+
+.PHONY: install test test-fast demo lint bench clean
+
+install: $(BIN)/comp
+
+$(BIN)/comp: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first: on this machine it comes from local disk; GPU users keep the build they installed.
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check comp tests benchmarks
+
+demo: install
+	bash scripts/demo.sh $(DEMO) $(DEMO_ARGS)
+
+bench: install
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/predict_throughput.py
+
+clean:
+	rm -rf $(DEMO) runs reports folds/folds.csv submissions/*.csv

@@ -1,0 +1,260 @@
+"""The ``comp`` command line: parses options and calls library functions (tests call those directly)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from comp import __version__
+
+CONFIG_HELP = "competition config (default ./comp.yaml)"
+
+
+def config_option(f):
+    return click.option("-c", "--config", "config_path", default="comp.yaml", show_default=True, help=CONFIG_HELP)(f)
+
+
+def user_errors(f):
+    """Errors a user must fix print as one clear line and exit 1, without a traceback."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        from comp.config import ConfigError
+        from comp.data import DataError
+
+        try:
+            return f(*args, **kwargs)
+        except (ConfigError, DataError, FileExistsError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def load(config_path: str, exp: str | None = None, overrides=(), require_data: bool = True):
+    from comp.config import load_config
+
+    return load_config(config_path, exp=exp, overrides=overrides, require_data=require_data)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="comp")
+def cli():
+    """comp: from an image-classification competition folder to a scored submission.
+
+    \b
+    comp sample demo/comp            # a small real competition (Fashion-MNIST)
+    comp init demo/comp              # writes comp.yaml
+    comp check                       # validates every row and image
+    comp folds                       # folds/folds.csv
+    comp train --exp base --all-folds
+    comp predict --exp base --tta identity,hflip
+    comp ensemble --exp base --name first
+    comp score submissions/first.csv --solution demo/comp/solution.csv
+    """
+
+
+# ---------------------------------------------------------------- foundation
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--n-train", default=2000, show_default=True, help="training images")
+@click.option("--n-test", default=500, show_default=True, help="test images")
+@click.option("--imbalance", default=1.0, show_default=True, help="largest/smallest class ratio (long tail)")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["png", "jpg"]), default="png", show_default=True)
+@click.option("--from", "from_dir", type=click.Path(exists=True, file_okay=False), help="folder with Fashion-MNIST IDX files")
+@click.option("--overwrite", is_flag=True, help="replace OUT if it exists")
+@user_errors
+def sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite):
+    """Build a small real Kaggle-style competition in OUT (with the held-out OUT/solution.csv)."""
+    from comp.sample import make_sample
+
+    try:
+        info = make_sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"source: {info.source}")
+    click.echo(f"wrote {info.out}: {info.n_train} train, {info.n_test} test images, {len(info.classes)} classes")
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(info.counts.items(), key=lambda kv: -kv[1]))
+    click.echo(f"train class counts: {counts}")
+    click.echo(f"held-out truth: {info.out / 'solution.csv'} (read only by `comp score`)")
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--id-col", help="id column of train.csv")
+@click.option("--label-col", help="label column of train.csv")
+@click.option("--group-col", help="group column (folds keep a group together)")
+@click.option("--train-dir", help="folder of training images, relative to DIRECTORY")
+@click.option("--test-dir", help="folder of test images, relative to DIRECTORY")
+@click.option("-c", "--config", "config_path", default="comp.yaml", show_default=True, help="config file to write")
+@click.option("--overwrite", is_flag=True, help="replace an existing config file")
+@user_errors
+def init(directory, id_col, label_col, group_col, train_dir, test_dir, config_path, overwrite):
+    """Write comp.yaml for the competition in DIRECTORY, saying what was detected."""
+    from comp.init import init_competition
+
+    init_competition(
+        directory, config_path, id_col=id_col, label_col=label_col, group_col=group_col,
+        train_dir=train_dir, test_dir=test_dir, overwrite=overwrite, echo=click.echo,
+    )
+
+
+@cli.command()
+@config_option
+@click.option("--out", default="reports", show_default=True, help="folder for check.csv")
+@click.option("--workers", type=int, help="decoding processes (default: all cores)")
+@user_errors
+def check(config_path, out, workers):
+    """Validate every row and image; exit 1 if anything is wrong (details in reports/check.csv)."""
+    from comp.check import run_check
+
+    report = run_check(load(config_path), out_dir=out, workers=workers, echo=click.echo)
+    sys.exit(0 if report.ok else 1)
+
+
+@cli.command()
+@config_option
+@click.option("--n-splits", type=int, help="number of folds (default folds.n_splits)")
+@click.option("--seed", type=int, help="split seed (default folds.seed)")
+@click.option("--skip-bad", is_flag=True, help="leave out rows that `comp check` flags")
+@click.option("--overwrite", is_flag=True, help="replace an existing folds file")
+@user_errors
+def folds(config_path, n_splits, seed, skip_bad, overwrite):
+    """Stratified (grouped when data.group_col is set) K folds -> folds/folds.csv."""
+    from comp.folds import make_folds
+
+    make_folds(load(config_path), n_splits=n_splits, seed=seed, skip_bad=skip_bad, overwrite=overwrite, echo=click.echo)
+
+
+@cli.command()
+@click.argument("submission", type=click.Path(exists=True, dir_okay=False))
+@click.option("--solution", required=True, type=click.Path(exists=True, dir_okay=False), help="truth csv (id, label)")
+@click.option("--sample-submission", type=click.Path(exists=True, dir_okay=False), help="check header and id order too")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@user_errors
+def score(submission, solution, sample_submission, as_json):
+    """Score SUBMISSION against --solution: macro F1, accuracy, per-class table."""
+    from comp.score import SubmissionError, format_report, score_files
+
+    try:
+        result = score_files(submission, solution, sample_submission)
+    except SubmissionError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result, ensure_ascii=False))
+    else:
+        click.echo(format_report(result))
+
+
+# ---------------------------------------------------------------- training
+
+
+def train_options(f):
+    f = click.option("--set", "overrides", multiple=True, help="override a config key: --set train.lr=0.01")(f)
+    f = click.option("--exp", required=True, help="experiment name (reads configs/EXP.yaml when it exists)")(f)
+    return config_option(f)
+
+
+@cli.command()
+@train_options
+@click.option("--fold", "fold_ids", type=int, multiple=True, help="fold to train (repeatable)")
+@click.option("--all-folds", is_flag=True, help="train every fold")
+@click.option("--resume", is_flag=True, help="continue interrupted folds from their last finished epoch")
+@click.option("--overwrite", is_flag=True, help="discard an existing run made with another config")
+@click.option("--skip-bad", is_flag=True, help="leave out rows that `comp check` flags")
+@user_errors
+def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, skip_bad):
+    """Train one model per fold -> runs/EXP/fold_K/ and runs/EXP/oof.csv."""
+    from comp.train import train_folds
+
+    if not fold_ids and not all_folds:
+        raise click.UsageError("say which folds: --fold K (repeatable) or --all-folds")
+    cfg = load(config_path, exp, overrides)
+    train_folds(cfg, folds=None if all_folds else list(fold_ids), resume=resume, overwrite=overwrite,
+                skip_bad=skip_bad)
+
+
+@cli.command("lr-find")
+@train_options
+@click.option("--fold", "fold_id", type=int, default=0, show_default=True)
+@click.option("--skip-bad", is_flag=True)
+@user_errors
+def lr_find(config_path, exp, overrides, fold_id, skip_bad):
+    """Learning-rate range test on one fold: plot and suggested train.lr."""
+    from comp.lr_find import lr_find as run
+
+    run(load(config_path, exp, overrides), fold=fold_id, skip_bad=skip_bad, echo=click.echo)
+
+
+# ---------------------------------------------------------------- inference
+
+
+@cli.command()
+@train_options
+@click.option("--tta", help="comma-separated views, e.g. identity,hflip (default infer.tta)")
+@click.option("--oof", is_flag=True, help="also rewrite the OOF with the same views")
+@click.option("--overwrite", is_flag=True, help="replace an existing runs/EXP/test.csv")
+@user_errors
+def predict(config_path, exp, overrides, tta, oof, overwrite):
+    """Test predictions of EXP's fold models with TTA -> runs/EXP/test.csv."""
+    from comp.predict import predict as run
+
+    views = [v.strip() for v in tta.split(",") if v.strip()] if tta else None
+    run(load(config_path, exp, overrides), tta=views, oof=oof, overwrite=overwrite)
+
+
+@cli.command()
+@config_option
+@click.option("--exp", "exps", multiple=True, required=True, help="experiment to include (repeatable)")
+@click.option("--weights", default="auto", show_default=True, help="auto, or w1,w2,... in --exp order")
+@click.option("--method", type=click.Choice(["mean", "geometric", "rank"]), default="mean", show_default=True)
+@click.option("--tune-bias", is_flag=True, help="fit per-class log-probability biases for macro F1")
+@click.option("--name", required=True, help="submission name -> submissions/NAME.csv")
+@click.option("--overwrite", is_flag=True, help="replace an existing submission of that name")
+@user_errors
+def ensemble(config_path, exps, weights, method, tune_bias, name, overwrite):
+    """Blend experiments into submissions/NAME.csv and log it in submissions/ledger.csv."""
+    from comp.ensemble import ensemble as run
+
+    run(load(config_path), list(exps), weights=weights, method=method, tune_bias=tune_bias, name=name,
+        overwrite=overwrite)
+
+
+# ---------------------------------------------------------------- reports
+
+
+@cli.command()
+@config_option
+@click.option("--out", default="reports/eda", show_default=True)
+@user_errors
+def eda(config_path, out):
+    """Data report: class counts, sizes, colours, duplicates and leakage -> OUT/index.html."""
+    from comp.eda import run_eda
+
+    run_eda(load(config_path), out=out, echo=click.echo)
+
+
+@cli.command()
+@config_option
+@click.option("--exp", required=True)
+@click.option("--out", help="default reports/EXP")
+@user_errors
+def analyze(config_path, exp, out):
+    """Error analysis of EXP's OOF: confusion matrix, confident mistakes, Grad-CAM -> OUT/index.html."""
+    from comp.analyze import run_analyze
+
+    run_analyze(load(config_path, exp), exp=exp, out=out or f"reports/{exp}", echo=click.echo)
+
+
+def main():
+    cli(prog_name="comp")
+
+
+if __name__ == "__main__":
+    main()

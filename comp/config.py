@@ -1,0 +1,355 @@
+"""Typed, validated configuration.
+
+One YAML file (``comp.yaml``) describes the competition (``data``) and default experiment settings; an
+experiment file ``configs/<exp>.yaml`` overrides any section; ``--set section.key=value`` overrides last.
+Every key is checked against the dataclasses below: an unknown key is an error naming the closest valid ones,
+a wrong type is an error naming the key and the expected type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key or value a user must fix; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    """Where the competition lives and how its csv is laid out (written by ``comp init``)."""
+
+    root: str = "."  # competition folder, relative to the config file's folder
+    layout: Literal["csv", "folders"] = "csv"  # folders: <train_dir>/<class>/<image>
+    train_csv: Optional[str] = "train.csv"
+    train_dir: str = "train_images"
+    test_dir: Optional[str] = "test_images"
+    sample_submission: Optional[str] = "sample_submission.csv"
+    id_col: str = "image_id"
+    label_col: str = "label"
+    group_col: Optional[str] = None
+    id_has_ext: bool = True  # ids carry their file extension (``a.png``) or not (``a`` + ``ext``)
+    ext: str = ""  # appended to ids when id_has_ext is false
+    max_pixels: int = 89_478_485  # larger images are refused as decompression bombs (Pillow's own limit)
+
+
+@dataclass
+class FoldsConfig:
+    n_splits: int = 5
+    seed: int = 42
+    file: str = "folds/folds.csv"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet18"  # any timm model name
+    pretrained: bool = False  # hub weights (needs a network)
+    pretrained_file: Optional[str] = None  # local safetensors / timm checkpoint; head may differ in size
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    freeze_epochs: int = 0  # train only the head for this many epochs, then unfreeze
+    freeze_stages: int = 0  # keep the stem and the first N stages frozen for the whole run
+
+
+@dataclass
+class InputConfig:
+    size: int = 224
+    resize: Literal["stretch", "letterbox", "crop"] = "stretch"
+    mean: Optional[list[float]] = None  # default: the model's pretrained config
+    std: Optional[list[float]] = None
+
+
+@dataclass
+class AugmentConfig:
+    preset: Literal["none", "light", "medium", "heavy"] = "light"
+    pipeline: Optional[dict] = None  # albumentations dict form (A.to_dict); replaces the preset
+    mixup: float = 0.0  # timm Mixup alpha; 0 = off
+    cutmix: float = 0.0  # timm CutMix alpha; 0 = off
+    mix_prob: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 42
+    optimizer: str = "adamw"  # timm create_optimizer_v2 names
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    scheduler: str = "cosine"  # timm create_scheduler_v2 names: cosine, step, exponential, plateau, ...
+    warmup_epochs: Optional[int] = None  # None: derived from epochs (about 10%, 0 for runs under 5 epochs)
+    min_lr: float = 0.0
+    loss: str = "ce"  # ce, focal, soft_f1, ce+soft_f1, bce
+    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0
+    soft_f1_weight: float = 0.5  # weight of soft_f1 in ce+soft_f1
+    class_weights: Optional[str] = None  # None or a timm compute_class_weights method
+    sampler: Literal["random", "balanced"] = "random"
+    grad_clip: Optional[float] = None
+    accum_steps: int = 1
+    precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: bf16 on GPU that has it, else fp32
+    ema: bool = False
+    ema_decay: float = 0.998
+    channels_last: bool = False
+    compile: bool = False
+    early_stopping_metric: Literal["val_macro_f1", "val_loss", "val_acc"] = "val_macro_f1"
+    patience: Optional[int] = None  # epochs without improvement before stopping; None = never stop early
+    num_workers: Optional[int] = None  # None: 0 on machines with <= 2 cores (workers would steal compute)
+    cache: Literal["auto", "memory", "disk", "none"] = "auto"
+    trackers: list[str] = field(default_factory=list)  # tensorboard, wandb, mlflow (when installed)
+
+
+@dataclass
+class InferConfig:
+    tta: list[str] = field(default_factory=lambda: ["identity"])
+    batch_size: int = 128
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    folds: FoldsConfig = field(default_factory=FoldsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    # Not user keys: where the config came from, to resolve relative paths.
+    base_dir: str = field(default=".", metadata={"internal": True})
+    exp: Optional[str] = field(default=None, metadata={"internal": True})
+
+    @property
+    def root(self) -> Path:
+        """The competition folder."""
+        return (Path(self.base_dir) / self.data.root).resolve()
+
+    def to_dict(self, internal: bool = False) -> dict:
+        d = dataclasses.asdict(self)
+        if not internal:
+            for f in dataclasses.fields(self):
+                if f.metadata.get("internal"):
+                    d.pop(f.name)
+        return d
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if not f.metadata.get("internal")}
+EXPERIMENT_SECTIONS = ("model", "input", "augment", "train", "infer")
+
+
+def _closest(key: str, valid: list[str]) -> str:
+    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    if near:
+        return "did you mean " + " or ".join(repr(n) for n in near) + "?"
+    return "valid keys: " + ", ".join(valid)
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    """Return ``value`` coerced to ``tp`` (int -> float only), or raise ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} is not a valid value")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            if isinstance(value, (str, int, float)):
+                value = [value]
+            else:
+                raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, values: dict, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            full = f"{where}.{key}" if where else str(key)
+            raise ConfigError(f"unknown config key '{full}' ({_closest(str(key), names)})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value or {}, f"{where}.{key}" if where else key)
+        else:
+            kwargs[key] = _check_type(value, tp, f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "pipeline":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_set(items: typing.Iterable[str]) -> dict:
+    """Turn ``["train.lr=0.01", "infer.tta=[identity,hflip]"]`` into a nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set train.lr=0.01")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set train.epochs=3")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e.problem})") from e
+        d = out
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = value
+    return out
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found (run `comp init DIR` to write one, or pass -c PATH)") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, model, train, ...)")
+    return data
+
+
+def from_dict(values: dict, base_dir: str = ".", exp: Optional[str] = None) -> Config:
+    cfg = _build(Config, values, "")
+    cfg.base_dir = str(base_dir)
+    cfg.exp = exp
+    validate(cfg)
+    return cfg
+
+
+def load_config(
+    path: str | Path = "comp.yaml",
+    exp: Optional[str] = None,
+    overrides: typing.Iterable[str] = (),
+    require_data: bool = True,
+) -> Config:
+    """Read ``path``, then ``configs/<exp>.yaml`` beside it (when it exists), then ``--set`` overrides."""
+    path = Path(path)
+    if path.exists() or require_data:
+        values = read_yaml(path)
+    else:
+        values = {}
+    base_dir = path.resolve().parent
+    if exp:
+        if not exp.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise ConfigError(f"--exp {exp!r}: use letters, digits, '-', '_' and '.' only")
+        exp_file = base_dir / "configs" / f"{exp}.yaml"
+        if exp_file.exists():
+            exp_values = read_yaml(exp_file)
+            bad = [k for k in exp_values if k not in EXPERIMENT_SECTIONS]
+            if bad:
+                raise ConfigError(
+                    f"{exp_file}: section '{bad[0]}' does not belong in an experiment file "
+                    f"(allowed: {', '.join(EXPERIMENT_SECTIONS)})"
+                )
+            values = _merge(values, exp_values)
+    values = _merge(values, parse_set(overrides))
+    return from_dict(values, base_dir=str(base_dir), exp=exp)
+
+
+def validate(cfg: Config) -> None:
+    """Range checks a type can't express; each message names its key."""
+    t = cfg.train
+    checks = [
+        (cfg.folds.n_splits >= 2, "folds.n_splits must be at least 2"),
+        (cfg.input.size >= 8, "input.size must be at least 8 pixels"),
+        (t.epochs >= 1, "train.epochs must be at least 1"),
+        (t.batch_size >= 1, "train.batch_size must be at least 1"),
+        (t.lr > 0, "train.lr must be positive"),
+        (t.accum_steps >= 1, "train.accum_steps must be at least 1"),
+        (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+        (0 < t.ema_decay < 1, "train.ema_decay must be in (0, 1)"),
+        (t.warmup_epochs is None or 0 <= t.warmup_epochs < t.epochs,
+         "train.warmup_epochs must be smaller than train.epochs (or left empty to derive it)"),
+        (cfg.data.max_pixels > 0, "data.max_pixels must be positive"),
+        (cfg.infer.batch_size >= 1, "infer.batch_size must be at least 1"),
+        (bool(cfg.infer.tta), "infer.tta must name at least one view, e.g. [identity]"),
+        (cfg.model.freeze_epochs >= 0 and cfg.model.freeze_stages >= 0, "model.freeze_* must be >= 0"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    for key in ("mean", "std"):
+        v = getattr(cfg.input, key)
+        if v is not None and len(v) != 3:
+            raise ConfigError(f"input.{key} must list 3 numbers (R, G, B), got {v}")
+
+
+def dump_config(cfg: Config, extra: Optional[dict] = None) -> str:
+    d = cfg.to_dict()
+    if extra:
+        d.update(extra)
+    return yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
+
+
+def resolve(cfg: Config, p: Optional[str]) -> Optional[Path]:
+    """A path from the config, relative to the config file's folder."""
+    if p is None:
+        return None
+    q = Path(p)
+    return q if q.is_absolute() else (Path(cfg.base_dir) / q)

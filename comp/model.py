@@ -1,0 +1,72 @@
+"""Model factory (timm) and checkpoints (safetensors + JSON metadata beside them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+
+from comp.config import Config, ConfigError, resolve
+from comp.files import atomic_path, write_text
+
+
+def create_model(cfg: Config, num_classes: int) -> torch.nn.Module:
+    """timm model ``model.name`` with ``num_classes`` outputs.
+
+    ``model.pretrained`` loads hub weights (needs a network); ``model.pretrained_file`` loads a local
+    safetensors or timm checkpoint offline. A classifier of another size in the file is dropped and the new head
+    starts fresh.
+    """
+    m = cfg.model
+    kwargs = dict(num_classes=num_classes, drop_rate=m.drop_rate)
+    if m.drop_path_rate:
+        kwargs["drop_path_rate"] = m.drop_path_rate
+    pretrained = m.pretrained
+    if m.pretrained_file:
+        path = resolve(cfg, m.pretrained_file)
+        if not path.exists():
+            raise ConfigError(f"model.pretrained_file: {path} does not exist")
+        pretrained = True
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
+    try:
+        model = timm.create_model(m.name, pretrained=pretrained, **kwargs)
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            near = timm.list_models(f"*{m.name.split('.')[0][:6]}*")[:8]
+            raise ConfigError(f"model.name: unknown timm model {m.name!r}; similar names: {near}") from None
+        raise
+    return model
+
+
+def normalization(cfg: Config, model: Optional[torch.nn.Module] = None) -> tuple[list[float], list[float]]:
+    """input.mean/std, else the model's pretrained config, else ImageNet's."""
+    mean, std = cfg.input.mean, cfg.input.std
+    pc = getattr(model, "pretrained_cfg", None) or {}
+    if mean is None:
+        mean = list(pc.get("mean", timm.data.IMAGENET_DEFAULT_MEAN))
+    if std is None:
+        std = list(pc.get("std", timm.data.IMAGENET_DEFAULT_STD))
+    return [float(x) for x in mean], [float(x) for x in std]
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict) -> None:
+    """Weights to ``path`` (safetensors), ``meta`` (classes, input size, epoch, score, ...) to path.json."""
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, ensure_ascii=False))
+
+
+def load_meta(path: str | Path) -> dict:
+    return json.loads(Path(path).with_suffix(".json").read_text(encoding="utf-8"))
+
+
+def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict:
+    """Load safetensors weights into ``model`` (never unpickles); return the metadata."""
+    model.load_state_dict(load_file(str(path)))
+    return load_meta(path)

@@ -1,0 +1,168 @@
+"""``comp sample``: a small real Kaggle-style competition from Fashion-MNIST (or scikit-learn digits)."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from comp.files import write_csv
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+@dataclass
+class SampleInfo:
+    out: Path
+    source: str
+    n_train: int
+    n_test: int
+    classes: list[str]
+    counts: dict
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find(folder: Path, stem: str) -> Optional[Path]:
+    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx")):
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def load_fashion_mnist(folder: Path) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(train images, train labels, test images, test labels), or None when the IDX files are not there."""
+    files = {k: [_find(folder, s) for s in v] for k, v in FASHION_FILES.items()}
+    if any(p is None for ps in files.values() for p in ps):
+        return None
+    (xi, yi), (ti, tl) = [[_read_idx(p) for p in files[k]] for k in ("train", "test")]
+    return xi, yi, ti, tl
+
+
+def load_source(from_dir: Optional[Path] = None):
+    """Returns (name, classes, x_train, y_train, x_test, y_test)."""
+    folder = Path(from_dir) if from_dir else FASHION_DIR
+    fm = load_fashion_mnist(folder)
+    if fm is not None:
+        return (f"Fashion-MNIST ({folder})", FASHION_CLASSES, *fm)
+    if from_dir:
+        raise FileNotFoundError(
+            f"--from {from_dir}: expected Fashion-MNIST IDX files there "
+            f"({', '.join(s + '.gz' for v in FASHION_FILES.values() for s in v)})"
+        )
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
+    y = d.target.astype(np.int64)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(y))
+    cut = int(len(y) * 0.75)
+    classes = [str(i) for i in range(10)]
+    return ("scikit-learn digits (install Debian package dataset-fashion-mnist for Fashion-MNIST)", classes,
+            x[idx[:cut]], y[idx[:cut]], x[idx[cut:]], y[idx[cut:]])
+
+
+def class_counts(n: int, n_classes: int, imbalance: float) -> np.ndarray:
+    """Long-tailed counts summing to ``n``: class k gets n_0 * imbalance^(-k/(K-1))."""
+    if imbalance < 1:
+        raise ValueError("--imbalance is the largest/smallest class ratio and must be >= 1")
+    w = imbalance ** (-np.arange(n_classes) / max(1, n_classes - 1))
+    counts = np.floor(w / w.sum() * n).astype(int)
+    counts = np.maximum(counts, 1)
+    counts[0] += n - counts.sum()
+    return counts
+
+
+def _pick(y: np.ndarray, counts: np.ndarray, order: np.ndarray, rng) -> np.ndarray:
+    out = []
+    for rank, c in enumerate(order):
+        idx = np.flatnonzero(y == c)
+        if counts[rank] > len(idx):
+            raise ValueError(f"class {c} has only {len(idx)} images; ask for fewer with --n-train/--n-test")
+        out.append(rng.choice(idx, size=counts[rank], replace=False))
+    sel = np.concatenate(out)
+    rng.shuffle(sel)
+    return sel
+
+
+def _save(img: np.ndarray, path: Path, fmt: str) -> None:
+    im = Image.fromarray(img)
+    if fmt == "jpg":
+        im.save(path, quality=95)
+    else:
+        im.save(path)
+
+
+def make_sample(
+    out: str | Path,
+    n_train: int = 2000,
+    n_test: int = 500,
+    imbalance: float = 1.0,
+    seed: int = 0,
+    fmt: str = "png",
+    from_dir: Optional[str | Path] = None,
+    overwrite: bool = False,
+) -> SampleInfo:
+    """Write OUT/{train.csv, train_images/, test_images/, sample_submission.csv, solution.csv}.
+
+    Ids carry no extension (``tr_000001`` names ``train_images/tr_000001.png``), as in many Kaggle
+    competitions. ``solution.csv`` is the held-out truth: only ``comp score`` should ever read it.
+    """
+    if fmt not in ("png", "jpg"):
+        raise ValueError(f"--format {fmt!r}: expected png or jpg")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
+        shutil.rmtree(out)
+    source, classes, xtr, ytr, xte, yte = load_source(Path(from_dir) if from_dir else None)
+    k = len(classes)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(k)  # which class is the largest
+    tr = _pick(ytr, class_counts(n_train, k, imbalance), order, rng)
+    te = _pick(yte, class_counts(n_test, k, 1.0), order, rng)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "train_images").mkdir(parents=True)
+    (tmp / "test_images").mkdir(parents=True)
+    train_ids = [f"tr_{i:06d}" for i in range(len(tr))]
+    test_ids = [f"te_{i:06d}" for i in range(len(te))]
+    for i, j in zip(train_ids, tr):
+        _save(xtr[j], tmp / "train_images" / f"{i}.{fmt}", fmt)
+    for i, j in zip(test_ids, te):
+        _save(xte[j], tmp / "test_images" / f"{i}.{fmt}", fmt)
+    train = pd.DataFrame({"image_id": train_ids, "label": [classes[c] for c in ytr[tr]]})
+    write_csv(tmp / "train.csv", train)
+    write_csv(tmp / "sample_submission.csv", pd.DataFrame({"image_id": test_ids, "label": classes[0]}))
+    write_csv(tmp / "solution.csv", pd.DataFrame({"image_id": test_ids, "label": [classes[c] for c in yte[te]]}))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    counts = train["label"].value_counts().to_dict()
+    return SampleInfo(out=out, source=source, n_train=len(tr), n_test=len(te), classes=classes, counts=counts)

@@ -1,0 +1,32 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="comp",
+    version="0.1.0",
+    description="From an image-classification competition folder to a scored submission.",
+    packages=find_packages(include=["comp", "comp.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "timm>=1.0.9",
+        "albumentations>=2.0,<=2.0.8",  # 2.0.8 is the last MIT release; later ones are AGPL
+        "opencv-python-headless>=4.8",
+        "scikit-learn>=1.3",
+        "pandas>=2.0",
+        "accelerate>=0.34",
+        "click>=8.1",
+        "pyyaml>=6.0",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "pillow>=10.0",
+        "imagehash>=4.3",
+        "grad-cam>=1.5",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout", "selenium>=4.10", "ruff"],
+        "trackers": ["tensorboard"],
+    },
+    entry_points={"console_scripts": ["comp=comp.cli:main"]},
+)
