@@ -90,7 +90,8 @@ def load_train(cfg: Config) -> pd.DataFrame:
     if d.group_col:
         df["group"] = raw[d.group_col]
     paths = [safe_join(train_dir, image_name(cfg, i)) for i in df["id"]]
-    df["path"] = [str(p) if p is not None else None for p in paths]
+    # object dtype: pandas 3 would store None as NaN in a str column, and later steps test ``path is None``
+    df["path"] = pd.Series([str(p) if p is not None else None for p in paths], dtype=object, index=df.index)
     df["row"] = range(2, len(df) + 2)  # line number in train.csv (1 is the header)
     return df
 
@@ -114,7 +115,7 @@ def load_test(cfg: Config) -> pd.DataFrame:
         if not d.id_has_ext:
             ids = [i[: -len(d.ext)] if d.ext and i.endswith(d.ext) else i for i in ids]
     paths = [safe_join(test_dir, image_name(cfg, i)) for i in ids]
-    return pd.DataFrame({"id": ids, "path": [str(p) if p is not None else None for p in paths]})
+    return pd.DataFrame({"id": ids, "path": pd.Series([str(p) if p is not None else None for p in paths], dtype=object)})
 
 
 def class_names(labels) -> list[str]:
