@@ -133,7 +133,7 @@ def folds(config_path, n_splits, seed, skip_bad, overwrite):
 @cli.command()
 @click.argument("submission", type=click.Path(exists=True, dir_okay=False))
 @click.option("--solution", required=True, type=click.Path(exists=True, dir_okay=False), help="truth csv (id, label)")
-@click.option("--sample-submission", type=click.Path(exists=True, dir_okay=False), help="check header and id order too")
+@click.option("--sample-submission", type=click.Path(exists=True, dir_okay=False), help="also require its header")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @user_errors
 def score(submission, solution, sample_submission, as_json):
