@@ -112,13 +112,19 @@ def build_bad_competition(root: Path) -> dict:
         rows.append((name, "cat" if j % 2 else "dog / wolf"))
         fine.append(name)
     pd.DataFrame(rows, columns=["image_id", "label"]).to_csv(root / "train.csv", index=False)
-    return {"problems": problems, "fine": fine}
+    # test side: two good images and one id in sample_submission.csv with no file
+    (root / "test_images").mkdir()
+    for k in range(2):
+        Image.fromarray(pattern(900 + k)).save(root / "test_images" / f"t{k}.png")
+    sub = pd.DataFrame({"image_id": ["t0.png", "t1.png", "t_missing.png"], "label": "cat"})
+    sub.to_csv(root / "sample_submission.csv", index=False)
+    return {"problems": problems, "fine": fine, "test_problems": {"t_missing.png": "missing_file"}}
 
 
 def bad_config(workdir: Path, root: Path) -> Path:
     import yaml
 
     path = workdir / "comp.yaml"
-    data = {"root": str(root), "id_has_ext": True, "test_dir": None, "sample_submission": None}
+    data = {"root": str(root), "id_has_ext": True}
     path.write_text(yaml.safe_dump({"data": data}), encoding="utf-8")
     return path

@@ -1,0 +1,348 @@
+"""``comp init DIR``: write ``comp.yaml`` for a competition folder, saying what was detected and why.
+
+Two layouts: a csv (``train.csv`` with an id and a label column, images in a folder) or a class-per-folder
+tree (``DIR/<class>/*.jpg`` or ``DIR/train/<class>/*.jpg``, as torchvision's ImageFolder reads it).
+Every guess can be overridden by a flag; when nothing fits, the error names the flag to pass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from comp.config import Config, ConfigError, load_config
+from comp.data import IMAGE_EXTS, DataError, read_csv_str
+from comp.files import write_text
+
+ID_NAMES = ("image_id", "id", "image", "image_name", "filename", "file_name", "file", "img", "name", "path")
+LABEL_NAMES = ("label", "labels", "class", "class_name", "category", "target", "species", "y")
+PROBE = 50  # ids tried when looking for the image folder and extension
+
+HINT = """
+# Other sections (defaults shown; see `comp train --help`). Experiments: configs/<exp>.yaml holds
+# model/input/augment/train/infer sections; `--set section.key=value` overrides any key.
+# folds: {n_splits: 5, seed: 42}
+# model: {name: resnet18, pretrained: false}
+# input: {size: 224, resize: stretch}
+# train: {epochs: 10, batch_size: 64, lr: 0.001, loss: ce}
+# infer: {tta: [identity]}
+"""
+
+
+def _subdirs(folder: Path, depth: int = 2) -> list[Path]:
+    """``folder`` and its non-hidden subfolders down to ``depth`` levels, shallow first."""
+    out, level = [folder], [folder]
+    for _ in range(depth):
+        nxt = []
+        for d in level:
+            try:
+                nxt += sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+            except OSError:
+                pass
+        out += nxt
+        level = nxt
+    return out
+
+
+def _images_in(folder: Path, limit: int = 1) -> int:
+    n = 0
+    try:
+        for p in folder.iterdir():
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTS:
+                n += 1
+                if n >= limit:
+                    break
+    except OSError:
+        pass
+    return n
+
+
+def _class_tree(folder: Path) -> list[Path]:
+    """Subfolders of ``folder`` that hold images directly (candidate class folders)."""
+    try:
+        subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+    return [p for p in subs if _images_in(p)]
+
+
+def _resolve_ids(folder: Path, ids: list[str]) -> tuple[int, bool, str]:
+    """How many of ``ids`` name a file in ``folder``: (hits, ids carry the extension, extension to add)."""
+    with_ext, exts = 0, Counter()
+    for i in ids:
+        if (folder / i).is_file():
+            with_ext += 1
+            continue
+        for e in IMAGE_EXTS + tuple(e.upper() for e in IMAGE_EXTS):
+            if (folder / f"{i}{e}").is_file():
+                exts[e] += 1
+                break
+    without = sum(exts.values())
+    if with_ext >= without:
+        return with_ext, True, ""
+    return without, False, exts.most_common(1)[0][0]
+
+
+def _find_image_folder(root: Path, ids: list[str], prefer: str) -> tuple[str, bool, str, int] | None:
+    """The folder (relative to root) where most of ``ids`` exist; ties go to a name starting with ``prefer``."""
+    best = None
+    for d in _subdirs(root):
+        hits, has_ext, ext = _resolve_ids(d, ids)
+        if not hits:
+            continue
+        rel = d.relative_to(root).as_posix()
+        key = (hits, d.name.lower().startswith(prefer), -len(d.parts))
+        if best is None or key > best[0]:
+            best = (key, rel, has_ext, ext, hits)
+    return None if best is None else best[1:]
+
+
+def _pick_csv(root: Path, words: tuple[str, ...], exclude: tuple[str, ...] = ()) -> Path | None:
+    csvs = sorted(p for p in root.glob("*.csv") if not any(x in p.name.lower() for x in exclude))
+    for w in words:
+        exact = root / f"{w}.csv"
+        if exact.exists():
+            return exact
+    for w in words:
+        for p in csvs:
+            if w in p.name.lower():
+                return p
+    return None
+
+
+def _rel(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` when it lies inside it, else absolute."""
+    path, base = path.resolve(), base.resolve()
+    try:
+        return path.relative_to(base).as_posix() or "."
+    except ValueError:
+        return str(path)
+
+
+def _pick_id_col(train: pd.DataFrame, sample: pd.DataFrame | None, sample_name: str) -> tuple[str, str]:
+    cols = list(train.columns)
+    if sample is not None and len(sample.columns) and sample.columns[0] in cols:
+        return sample.columns[0], f"matches {sample_name}'s first column"
+    lower = {c.lower(): c for c in cols}
+    for n in ID_NAMES:
+        c = lower.get(n)
+        if c is not None and train[c].is_unique:
+            return c, "its name says id and every value is unique"
+    for c in cols:
+        if train[c].is_unique:
+            return c, "first column whose values are all unique"
+    raise DataError(f"could not tell the id column of train.csv (columns: {', '.join(cols)}); pass --id-col NAME")
+
+
+def _pick_label_col(train: pd.DataFrame, id_col: str, sample: pd.DataFrame | None, sample_name: str,
+                    group_col: str | None) -> tuple[str, str]:
+    cols = [c for c in train.columns if c not in (id_col, group_col)]
+    if sample is not None and len(sample.columns) > 1 and sample.columns[1] in cols:
+        return sample.columns[1], f"matches {sample_name}'s second column"
+    lower = {c.lower(): c for c in cols}
+    for n in LABEL_NAMES:
+        if n in lower:
+            return lower[n], "its name says label"
+    repeat = [c for c in cols if train[c].nunique() < len(train)]
+    if repeat:
+        c = min(repeat, key=lambda c: train[c].nunique())
+        return c, f"the column with the fewest distinct values ({train[c].nunique()}) besides the id"
+    raise DataError(
+        f"could not tell the label column of train.csv (columns: {', '.join(train.columns)}); pass --label-col NAME"
+    )
+
+
+def _require_col(df: pd.DataFrame, col: str, flag: str, name: str) -> None:
+    if col not in df.columns:
+        raise DataError(f"{flag} {col!r}: {name} has no such column; its columns are: {', '.join(df.columns)}")
+
+
+def detect(
+    root: Path,
+    id_col: str | None = None,
+    label_col: str | None = None,
+    group_col: str | None = None,
+    train_dir: str | None = None,
+    test_dir: str | None = None,
+) -> tuple[dict, list[str]]:
+    """The ``data`` section for the competition in ``root`` and one line per choice saying why."""
+    why: list[str] = []
+    for flag, val in (("--train-dir", train_dir), ("--test-dir", test_dir)):
+        if val is not None and not (root / val).is_dir():
+            raise DataError(f"{flag} {val}: {root / val} is not a folder")
+    train_csv = _pick_csv(root, ("train", "labels", "train_labels"), exclude=("sample", "submission", "solution",
+                                                                               "test"))
+    if train_csv is None:
+        return _detect_folders(root, train_dir, test_dir, why), why
+    train = read_csv_str(train_csv)
+    if train.empty or len(train.columns) < 2:
+        raise DataError(f"{train_csv}: expected a header and rows with an id and a label column")
+    why.append(f"layout: csv ({train_csv.name} lists the train images)")
+    sample_csv = _pick_csv(root, ("sample_submission", "sample", "submission"), exclude=("solution",))
+    sample = read_csv_str(sample_csv) if sample_csv else None
+    sample_name = sample_csv.name if sample_csv else ""
+    if sample_csv:
+        why.append(f"sample submission: {sample_csv.name}")
+    else:
+        why.append("sample submission: none found (test ids will come from the test image folder)")
+    if id_col:
+        _require_col(train, id_col, "--id-col", train_csv.name)
+        why.append(f"id column: {id_col} (--id-col)")
+    else:
+        id_col, reason = _pick_id_col(train, sample, sample_name)
+        why.append(f"id column: {id_col} ({reason}; else pass --id-col)")
+    if group_col:
+        _require_col(train, group_col, "--group-col", train_csv.name)
+    if label_col:
+        _require_col(train, label_col, "--label-col", train_csv.name)
+        why.append(f"label column: {label_col} (--label-col)")
+    else:
+        label_col, reason = _pick_label_col(train, id_col, sample, sample_name, group_col)
+        why.append(f"label column: {label_col} ({reason}; else pass --label-col)")
+    if label_col == id_col:
+        raise DataError(f"the id and label columns are both '{id_col}'; pass --id-col and --label-col")
+    n_classes = train[label_col].nunique()
+    why.append(f"classes: {n_classes} in {len(train)} rows")
+    if group_col:
+        why.append(f"group column: {group_col} (--group-col; folds keep a group together)")
+    else:
+        why.append("group column: none (pass --group-col NAME to keep related images in one fold)")
+
+    ids = [i.strip() for i in train[id_col].head(PROBE)]
+    if train_dir is not None:
+        hits, has_ext, ext = _resolve_ids(root / train_dir, ids)
+        if not hits:
+            raise DataError(f"--train-dir {train_dir}: none of the first ids of {train_csv.name} (e.g. "
+                            f"'{ids[0]}') names a file there")
+        why.append(f"train images: {train_dir}/ (--train-dir)")
+    else:
+        found = _find_image_folder(root, ids, "train")
+        if found is None:
+            raise DataError(
+                f"could not find the images named in {train_csv.name}'s '{id_col}' column (e.g. '{ids[0]}') in "
+                f"{root} or its subfolders; pass --train-dir FOLDER"
+            )
+        train_dir, has_ext, ext, hits = found
+        why.append(f"train images: {train_dir}/ ({hits} of the first {len(ids)} ids found there)")
+    why.append(f"ids carry the extension: {'yes' if has_ext else f'no, files are <id>{ext}'}")
+
+    if test_dir is not None:
+        why.append(f"test images: {test_dir}/ (--test-dir)")
+    else:
+        test_dir = _find_test_dir(root, sample, id_col, has_ext, ext, train_dir, why)
+    data = {
+        "layout": "csv", "train_csv": _rel(train_csv, root), "train_dir": train_dir, "test_dir": test_dir,
+        "sample_submission": _rel(sample_csv, root) if sample_csv else None,
+        "id_col": id_col, "label_col": label_col, "group_col": group_col, "id_has_ext": has_ext, "ext": ext,
+    }
+    return data, why
+
+
+def _find_test_dir(root: Path, sample, id_col: str, has_ext: bool, ext: str, train_dir: str,
+                   why: list[str]) -> str | None:
+    if sample is not None and id_col in sample.columns and len(sample):
+        ids = [i.strip() for i in sample[id_col].head(PROBE)]
+        names = ids if has_ext else [f"{i}{ext}" for i in ids]
+        best = None
+        for d in _subdirs(root):
+            hits = sum((d / n).is_file() for n in names)
+            rel = d.relative_to(root).as_posix()
+            key = (hits, d.name.lower().startswith("test"))
+            if hits and (best is None or key > best[0]):
+                best = (key, rel)
+        if best is not None:
+            why.append(f"test images: {best[1]}/ ({best[0][0]} of the first {len(ids)} sample-submission ids "
+                       "found there)")
+            return best[1]
+    for d in _subdirs(root, depth=1)[1:]:
+        rel = d.relative_to(root).as_posix()
+        if d.name.lower().startswith("test") and rel != train_dir and _images_in(d):
+            why.append(f"test images: {rel}/ (folder named test* holding images)")
+            return rel
+    why.append("test images: none found (pass --test-dir FOLDER to predict)")
+    return None
+
+
+def _detect_folders(root: Path, train_dir: str | None, test_dir: str | None, why: list[str]) -> dict:
+    """A class-per-folder tree: <train_dir>/<class>/<image>."""
+    if train_dir is None:
+        named = [p for p in _subdirs(root, depth=1)[1:] if p.name.lower().startswith("train") and _class_tree(p)]
+        if named:
+            train_dir = named[0].relative_to(root).as_posix()
+            reason = "folder named train* holding class folders"
+        elif _class_tree(root):
+            train_dir = "."
+            reason = "class folders right in the competition folder"
+        else:
+            raise DataError(
+                f"{root}: no train.csv and no class folders of images (DIR/<class>/*.jpg or DIR/train/<class>/*.jpg); "
+                "pass --train-dir FOLDER"
+            )
+    else:
+        reason = "--train-dir"
+    classes = _class_tree(root / train_dir)
+    if not classes:
+        raise DataError(f"{root / train_dir}: no class folders holding images (<train_dir>/<class>/<image>)")
+    if test_dir is None:
+        for d in _subdirs(root, depth=1)[1:]:
+            if d.name.lower().startswith("test") and _images_in(d) and d not in classes:
+                test_dir = d.relative_to(root).as_posix()
+                why.append(f"test images: {test_dir}/ (folder named test* holding images)")
+                break
+        else:
+            why.append("test images: none found (pass --test-dir FOLDER to predict)")
+    else:
+        why.append(f"test images: {test_dir}/ (--test-dir)")
+    if train_dir == "." and test_dir and (root / test_dir) in classes:
+        raise DataError(f"{test_dir}/ would also be read as a class; move the class folders into train/ or "
+                        "pass --train-dir")
+    why.insert(0, f"layout: folders ({len(classes)} class folders in {train_dir}/: {reason})")
+    shown = ", ".join(repr(c.name) for c in classes[:6]) + (", ..." if len(classes) > 6 else "")
+    why.insert(1, f"classes: {shown}")
+    sample_csv = _pick_csv(root, ("sample_submission", "sample", "submission"), exclude=("solution",))
+    return {
+        "layout": "folders", "train_csv": None, "train_dir": train_dir, "test_dir": test_dir,
+        "sample_submission": _rel(sample_csv, root) if sample_csv else None,
+        "id_has_ext": True, "ext": "",
+    }
+
+
+def init_competition(
+    directory: str | Path,
+    config_path: str | Path = "comp.yaml",
+    id_col: str | None = None,
+    label_col: str | None = None,
+    group_col: str | None = None,
+    train_dir: str | None = None,
+    test_dir: str | None = None,
+    overwrite: bool = False,
+    echo: Callable[[str], None] = print,
+) -> Config:
+    """Detect the competition layout in ``directory``, write ``config_path`` and return the loaded Config."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder")
+    config_path = Path(config_path)
+    if config_path.exists() and not overwrite:
+        raise FileExistsError(f"{config_path} exists; pass --overwrite to replace it (or -c OTHER.yaml)")
+    data, why = detect(root, id_col, label_col, group_col, train_dir, test_dir)
+    base = config_path.resolve().parent
+    data = {"root": _rel(root, base), **data}
+    text = (f"# written by `comp init {directory}`; edit freely (unknown keys are errors)\n"
+            + yaml.safe_dump({"data": data}, sort_keys=False, allow_unicode=True) + HINT)
+    write_text(config_path, text)
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as e:  # a bug here, not the user's: keep the file for a look
+        raise ConfigError(f"{config_path} was written but does not load: {e}") from e
+    echo(f"competition: {root.resolve()}")
+    for line in why:
+        echo(f"  {line}")
+    echo(f"wrote {config_path} (data.root: {data['root']})")
+    echo("next: comp check" + ("" if os.path.samefile(base, Path.cwd()) else f" -c {config_path}"))
+    return cfg
