@@ -231,13 +231,22 @@ def ensemble(config_path, exps, weights, method, tune_bias, name, overwrite):
 
 @cli.command()
 @config_option
-@click.option("--out", default="reports/eda", show_default=True)
+@click.option("--out", default="reports/eda", show_default=True,
+              help="report folder (an earlier report there is replaced)")
+@click.option("--max-images", type=int, help="hash and measure at most this many train images (a random sample)")
+@click.option("--near", "near_threshold", type=int, default=3, show_default=True,
+              help="phash bits that may differ for a near duplicate")
+@click.option("--workers", type=int, help="processes (default: all cores)")
 @user_errors
-def eda(config_path, out):
-    """Data report: class counts, sizes, colours, duplicates and leakage -> OUT/index.html."""
+def eda(config_path, out, max_images, near_threshold, workers):
+    """Data report: class counts, sizes, colours, duplicates and leakage -> OUT/index.html.
+
+    Exits 0 when images are broken: they are listed in the report (and OUT/check.csv).
+    """
     from comp.eda import run_eda
 
-    run_eda(load(config_path), out=out, echo=click.echo)
+    run_eda(load(config_path), out=out, echo=click.echo, max_images=max_images, near_threshold=near_threshold,
+            workers=workers)
 
 
 @cli.command()
