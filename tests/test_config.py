@@ -1,0 +1,75 @@
+"""Typed, validated config: unknown keys suggest the closest, wrong types name the key, --set and experiments."""
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from comp.cli import cli
+from comp.config import ConfigError, dump_config, load_config, parse_set
+
+
+def _write(path, values):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(values, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_defaults_and_types(tmp_path):
+    cfg = load_config(_write(tmp_path / "comp.yaml", {"data": {"root": "."}, "train": {"lr": "1e-3"}}))
+    assert cfg.train.lr == 0.001 and isinstance(cfg.train.lr, float)  # YAML 1.1 reads 1e-3 as a string
+    assert cfg.model.name == "resnet18" and cfg.folds.n_splits == 5
+    assert cfg.root == tmp_path.resolve()
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"modle": {}}, "unknown config key 'modle' (did you mean 'model'?)"),
+        ({"train": {"lrr": 0.1}}, "unknown config key 'train.lrr' (did you mean 'lr'"),
+        ({"train": {"epochs": "ten"}}, "train.epochs: expected an integer, got 'ten'"),
+        ({"train": {"ema": "yes please"}}, "train.ema: expected true or false"),
+        ({"input": {"resize": "squash"}}, "input.resize: 'squash' is not one of 'stretch', 'letterbox', 'crop'"),
+        ({"folds": {"n_splits": 1}}, "folds.n_splits must be at least 2"),
+        ({"input": {"mean": [0.5, 0.5]}}, "input.mean must list 3 numbers"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, values, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path / "comp.yaml", values))
+    assert message in str(e.value)
+
+
+def test_set_overrides_parse_yaml_values():
+    d = parse_set(["train.lr=0.01", "infer.tta=[identity,hflip]", "model.pretrained=true", "data.group_col="])
+    assert d == {"train": {"lr": 0.01}, "infer": {"tta": ["identity", "hflip"]}, "model": {"pretrained": True},
+                 "data": {"group_col": None}}
+    for bad in ["train.lr", "lr=0.1", "train.=3"]:
+        with pytest.raises(ConfigError, match="section.key=value"):
+            parse_set([bad])
+
+
+def test_experiment_file_merges_then_set_wins(tmp_path):
+    path = _write(tmp_path / "comp.yaml", {"data": {"root": "."}, "train": {"epochs": 3, "lr": 0.1}})
+    _write(tmp_path / "configs" / "big.yaml", {"model": {"name": "resnet10t"}, "train": {"epochs": 7}})
+    cfg = load_config(path, exp="big", overrides=["train.epochs=9", "infer.tta=[identity,hflip]"])
+    assert cfg.model.name == "resnet10t" and cfg.train.lr == 0.1  # untouched keys survive the merge
+    assert cfg.train.epochs == 9 and cfg.infer.tta == ["identity", "hflip"] and cfg.exp == "big"
+    assert load_config(path, exp="big").train.epochs == 7
+    assert load_config(path, exp="nofile").train.epochs == 3  # an experiment without a file uses comp.yaml
+    _write(tmp_path / "configs" / "leak.yaml", {"data": {"root": "/elsewhere"}})
+    with pytest.raises(ConfigError, match="section 'data' does not belong"):
+        load_config(path, exp="leak")
+    with pytest.raises(ConfigError, match="unknown config key 'train.epoch'"):
+        load_config(path, overrides=["train.epoch=2"])
+    # the resolved config round-trips
+    again = _write(tmp_path / "again.yaml", yaml.safe_load(dump_config(cfg)))
+    assert load_config(again).to_dict() == cfg.to_dict()
+
+
+def test_cli_config_errors_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["check"])
+    assert r.exit_code == 1 and "comp.yaml not found" in r.output and "comp init" in r.output
+    _write(tmp_path / "other.yaml", {"data": {"root": "."}, "trian": {}})
+    r = CliRunner().invoke(cli, ["folds", "-c", "other.yaml"])
+    assert r.exit_code == 1 and "did you mean 'train'" in r.output and "Traceback" not in r.output
