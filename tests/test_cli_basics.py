@@ -1,0 +1,43 @@
+"""The command line: `python -m comp`, help for every command, -c/--config everywhere, clean user errors."""
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from comp import __version__
+from comp.cli import cli
+
+COMMANDS = sorted(cli.commands)
+READS_CONFIG = [c for c in COMMANDS if c not in ("sample", "score")]  # init writes the file -c names
+
+
+def test_python_m_comp_help():
+    cmd = [sys.executable, "-m", "comp", "--help"]
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for name in ("sample", "init", "check", "folds", "train", "predict", "ensemble", "score"):
+        assert name in r.stdout
+
+
+def test_version():
+    r = CliRunner().invoke(cli, ["--version"])
+    assert r.exit_code == 0 and __version__ in r.output
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_has_help(name):
+    r = CliRunner().invoke(cli, [name, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Usage:" in r.output
+    if name in READS_CONFIG:
+        assert "-c, --config" in r.output
+
+
+def test_user_error_is_one_clean_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["folds", "-c", "nowhere.yaml"])
+    assert r.exit_code == 1
+    assert r.output.startswith("Error: config file nowhere.yaml not found")
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
