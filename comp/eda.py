@@ -385,7 +385,8 @@ def run_eda(
             train["fold"] = train["id"].map(dict(zip(folds["id"], folds["fold"])))
             missing = int(train["fold"].isna().sum())
             if missing:
-                fold_note = f"{missing:,} train rows are not in {cfg.folds.file} (stale folds file? rerun `comp folds`)"
+                fold_note = (f"{missing:,} train rows have no fold in {cfg.folds.file} (left out by "
+                             "`comp folds --skip-bad`, or the folds file is older than train.csv)")
         except DataError:
             folds = None
             train["fold"] = np.nan
@@ -403,6 +404,9 @@ def run_eda(
                                  desc="eda train")
         t = pd.concat([train, scan], axis=1)
         t["split"] = "train"
+        n_hashed = int(t["phash"].notna().sum())
+        n_pix = int(((levels == 2) & t["problem"].isna().to_numpy()).sum())
+        sampled_hash, sampled_pix = len(hashed) < len(healthy), len(pix) < len(hashed)
         digests = getattr(check, "digests", None) or {}
         if digests:
             t["exact_key"] = t["path"].map(lambda p: digests.get(p))
@@ -479,9 +483,9 @@ def run_eda(
             mean = [(hist[c] * v).sum() / npix for c in range(3)]
             std = [float(np.sqrt(max(0.0, (hist[c] * v * v).sum() / npix - mean[c] ** 2))) for c in range(3)]
             _pixel_figure(hist, tmp / "pixel_histograms.png")
-            sec.note(f"computed on a random sample of {len(pix):,} of {n:,} train images at full resolution "
-                     f"({npix:,} pixels per channel)" if len(pix) < n else
-                     f"computed on all {len(pix):,} train images at full resolution")
+            sec.note(f"computed on a random sample of {n_pix:,} of {n:,} train images at full resolution "
+                     f"({npix:,} pixels per channel)" if sampled_pix or sampled_hash else
+                     f"computed on all {n_pix:,} readable train images at full resolution")
             sec.image("pixel_histograms.png", "per-channel pixel histograms")
             sec.table([{"channel": ch, "mean": mean[c], "std": std[c]} for c, ch in enumerate("RGB")])
             sec.p("To normalise with these instead of the model's pretrained statistics (usually better only "
@@ -499,8 +503,8 @@ def run_eda(
             z = pd.concat([_robust_z(b).abs(), _robust_z(t["contrast"]).abs()], axis=1).max(axis=1)
             t["outlier"] = (z > 4).fillna(False)
             _brightness_figure(t, tmp / "brightness_contrast.png")
-            if len(hashed) < n:
-                sec.note(f"measured on a random sample of {len(hashed):,} of {n:,} train images (max_images)")
+            if sampled_hash:
+                sec.note(f"measured on a random sample of {n_hashed:,} of {n:,} train images (max_images)")
             sec.p("Brightness is the mean gray level, contrast its standard deviation (0-255). Outliers are more "
                   f"than 4 robust standard deviations from the median: {int(t['outlier'].sum()):,} images.")
             sec.image("brightness_contrast.png", "brightness vs contrast")
@@ -532,8 +536,8 @@ def run_eda(
         has_folds = t["fold"].notna().any()
         sec.p(f"Exact duplicates: {exact_def}. Near duplicates: perceptual hashes (imagehash.phash, 64 bits) "
               f"differing in at most {near_threshold} bits, computed on "
-              + (f"all {len(hashed):,} readable train images." if len(hashed) == len(healthy)
-                 else f"a random sample of {len(hashed):,} train images (max_images); pairs outside it are not seen."))
+              + (f"all {n_hashed:,} readable train images." if not sampled_hash
+                 else f"a random sample of {n_hashed:,} train images (max_images); pairs outside it are not seen."))
         if not complete:
             sec.note(f"more than {MAX_PAIRS:,} pairs: counting stopped there (many identical images?)", "bad")
         med_side = float(np.nanmedian(np.minimum(t["width"], t["height"]))) if t["width"].notna().any() else 0
@@ -604,14 +608,14 @@ def run_eda(
              "no folds yet"},
             {"what": "pixel mean / std (RGB, 0-1)", "value": (
                 f"{[round(float(m), 3) for m in mean]} / {[round(float(s), 3) for s in std]}" if mean else "n/a")},
-            {"what": "read", "value": f"headers of all files; hashes of {len(hashed):,}; full pixels of {len(pix):,}"},
+            {"what": "read", "value": f"headers of all files; hashes of {n_hashed:,}; full pixels of {n_pix:,}"},
             {"what": "time", "value": f"{secs:.1f} s"},
         ])
         if n_bad:
             ov.note(f"{n_bad:,} problem rows: see Problems below", "bad")
         summary = {
             "train_rows": n, "classes": len(classes), "class_counts": {str(k): int(v) for k, v in counts.items()},
-            "problem_rows": n_bad, "hashed_images": len(hashed), "pixel_sample": len(pix),
+            "problem_rows": n_bad, "hashed_images": n_hashed, "pixel_sample": n_pix,
             "pixel_mean": [float(m) for m in mean] if mean else None,
             "pixel_std": [float(s) for s in std] if std else None,
             "exact_pairs": int((pairs["kind"] == "exact").sum()), "near_pairs": int((pairs["kind"] == "near").sum()),
