@@ -7,7 +7,6 @@ Reading a table never opens an image; ``comp check`` does that. Ids whose path e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
@@ -39,7 +38,7 @@ def _require_columns(df: pd.DataFrame, cols: list[str], path: Path, keys: list[s
             )
 
 
-def safe_join(folder: Path, name: str) -> Optional[Path]:
+def safe_join(folder: Path, name: str) -> Path | None:
     """``folder/name`` if it stays inside ``folder``; None for ids like ``../secret.png`` or absolute paths."""
     if not name or "\x00" in name:
         return None
