@@ -170,26 +170,41 @@ def train_options(f):
 @click.option("--skip-bad", is_flag=True, help="leave out rows that `comp check` flags")
 @user_errors
 def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, skip_bad):
-    """Train one model per fold -> runs/EXP/fold_K/ and runs/EXP/oof.csv."""
-    from comp.train import train_folds
+    """Train one model per fold -> runs/EXP/fold_K/ and runs/EXP/oof.csv.
+
+    \b
+    comp train --exp base --fold 0 --set train.epochs=3
+    comp train --exp base --all-folds --resume
+    accelerate launch --num_processes 2 -m comp train --exp base --all-folds
+    """
+    from comp.train import TrainingError, train_folds
 
     if not fold_ids and not all_folds:
         raise click.UsageError("say which folds: --fold K (repeatable) or --all-folds")
+    if fold_ids and all_folds:
+        raise click.UsageError("pass --fold K or --all-folds, not both")
     cfg = load(config_path, exp, overrides)
-    train_folds(cfg, folds=None if all_folds else list(fold_ids), resume=resume, overwrite=overwrite,
-                skip_bad=skip_bad)
+    try:
+        train_folds(cfg, folds=None if all_folds else list(fold_ids), resume=resume, overwrite=overwrite,
+                    skip_bad=skip_bad, echo=click.echo)
+    except TrainingError as e:
+        raise click.ClickException(str(e)) from None
 
 
 @cli.command("lr-find")
 @train_options
 @click.option("--fold", "fold_id", type=int, default=0, show_default=True)
-@click.option("--skip-bad", is_flag=True)
+@click.option("--steps", default=100, show_default=True, help="learning rates tried (one batch each)")
+@click.option("--start-lr", default=1e-7, show_default=True)
+@click.option("--end-lr", default=10.0, show_default=True)
+@click.option("--skip-bad", is_flag=True, help="leave out rows that `comp check` flags")
 @user_errors
-def lr_find(config_path, exp, overrides, fold_id, skip_bad):
-    """Learning-rate range test on one fold: plot and suggested train.lr."""
+def lr_find(config_path, exp, overrides, fold_id, steps, start_lr, end_lr, skip_bad):
+    """Learning-rate range test on one fold -> runs/EXP/lr_find.{png,csv} and a suggested train.lr."""
     from comp.lr_find import lr_find as run
 
-    run(load(config_path, exp, overrides), fold=fold_id, skip_bad=skip_bad, echo=click.echo)
+    run(load(config_path, exp, overrides), fold=fold_id, steps=steps, start_lr=start_lr, end_lr=end_lr,
+        skip_bad=skip_bad, echo=click.echo)
 
 
 # ---------------------------------------------------------------- inference

@@ -92,7 +92,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
     soft_f1_weight: float = 0.5  # weight of soft_f1 in ce+soft_f1
-    class_weights: Optional[str] = None  # None or a timm compute_class_weights method
+    class_weights: Optional[str] = None  # balanced, inverse, sqrt_inverse, effective_num (timm compute_class_weights)
     sampler: Literal["random", "balanced"] = "random"
     grad_clip: Optional[float] = None
     accum_steps: int = 1
@@ -106,6 +106,10 @@ class TrainConfig:
     num_workers: Optional[int] = None  # None: 0 on machines with <= 2 cores (workers would steal compute)
     cache: Literal["auto", "memory", "disk", "none"] = "auto"
     trackers: list[str] = field(default_factory=list)  # tensorboard, wandb, mlflow (when installed)
+    decay_epochs: Optional[float] = None  # step/multistep: epochs between decays (None: a third of the run)
+    decay_rate: Optional[float] = None  # step: lr factor per decay (None: 0.1; exponential: to 1% by the end)
+    plateau_patience: int = 2  # plateau: epochs without val_macro_f1 improvement before the lr drops
+    stop_after_epochs: Optional[int] = None  # tests/ops: stop this invocation after N epochs, as if killed
 
 
 @dataclass
@@ -330,6 +334,13 @@ def validate(cfg: Config) -> None:
         (cfg.infer.batch_size >= 1, "infer.batch_size must be at least 1"),
         (bool(cfg.infer.tta), "infer.tta must name at least one view, e.g. [identity]"),
         (cfg.model.freeze_epochs >= 0 and cfg.model.freeze_stages >= 0, "model.freeze_* must be >= 0"),
+        (t.grad_clip is None or t.grad_clip > 0, "train.grad_clip must be positive (or left empty for none)"),
+        (t.patience is None or t.patience >= 1, "train.patience must be at least 1 (or left empty)"),
+        (t.stop_after_epochs is None or t.stop_after_epochs >= 1, "train.stop_after_epochs must be at least 1"),
+        (t.focal_gamma >= 0, "train.focal_gamma must be >= 0"),
+        (t.soft_f1_weight >= 0, "train.soft_f1_weight must be >= 0"),
+        (cfg.augment.mixup >= 0 and cfg.augment.cutmix >= 0, "augment.mixup and augment.cutmix must be >= 0"),
+        (0 <= cfg.augment.mix_prob <= 1, "augment.mix_prob must be in [0, 1]"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -1,0 +1,166 @@
+"""Run directories: ``runs/<exp>/`` layout, its config.yaml, and the OOF table assembled from the folds.
+
+    runs/E/config.yaml          resolved config + versions (comp, torch, timm, ...) + git commit
+    runs/E/fold_k/model.safetensors, model.json   best epoch by validation macro F1 (+ metadata)
+    runs/E/fold_k/metrics.csv   one row per epoch (METRICS_COLUMNS)
+    runs/E/fold_k/oof.csv       <id>, fold, <label>, one probability column per class
+    runs/E/fold_k/curves.png    training curves
+    runs/E/fold_k/done.json     written last: the fold is finished (a later run skips it)
+    runs/E/fold_k/state/        accelerate save_state + trainer.json, for --resume
+    runs/E/oof.csv              every fold's oof.csv, in train.csv order, once every fold is done
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from comp.config import Config, ConfigError, dump_config
+from comp.files import write_csv, write_text
+
+RUNS_DIR = Path("runs")
+METRICS_COLUMNS = ["epoch", "train_loss", "val_loss", "val_macro_f1", "val_acc", "lr", "seconds", "images_per_s"]
+# Keys that change how a run is executed, not what it computes: a run may resume with other values.
+EXECUTION_KEYS = {("train", "stop_after_epochs"), ("train", "trackers"), ("train", "num_workers"), ("train", "cache")}
+
+
+def run_dir(exp: str) -> Path:
+    """``runs/<exp>`` relative to the working directory."""
+    return RUNS_DIR / exp
+
+
+def fold_dir(exp: str, fold: int) -> Path:
+    return run_dir(exp) / f"fold_{fold}"
+
+
+def git_commit(where: Path | None = None) -> str | None:
+    """The commit of the comp source tree (with ``+dirty`` when it has local changes), or None outside git."""
+    where = where or Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict:
+    import accelerate
+    import albumentations
+    import timm
+    import torch
+
+    import comp
+
+    return {"comp": str(comp.__version__), "torch": str(torch.__version__), "timm": str(timm.__version__),
+            "accelerate": str(accelerate.__version__), "albumentations": str(albumentations.__version__)}
+
+
+def _comparable(d: dict) -> dict:
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items() if k not in ("versions", "git_commit")}
+    for section, key in EXECUTION_KEYS:
+        d.get(section, {}).pop(key, None)
+    return d
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict) and k != "pipeline":
+            out += _diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def check_run(cfg: Config, overwrite: bool = False) -> list[str]:
+    """Differences between ``runs/<exp>/config.yaml`` and ``cfg`` (empty when none or no run yet).
+
+    Raises ConfigError naming --overwrite when they differ and ``overwrite`` is False."""
+    rd = run_dir(cfg.exp)
+    path = rd / "config.yaml"
+    if not path.exists():
+        return []
+    old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    changes = _diff(_comparable(old), _comparable(yaml.safe_load(dump_config(cfg))))
+    if changes and not overwrite:
+        shown = "; ".join(changes[:5]) + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else "")
+        raise ConfigError(
+            f"{rd} was made with a different config ({shown}). Use another --exp name, or pass --overwrite to "
+            f"delete {rd} and start again."
+        )
+    return changes
+
+
+def prepare_run(cfg: Config, overwrite: bool = False, echo: Callable[[str], None] = print) -> Path:
+    """Create ``runs/<exp>`` and write its config.yaml (resolved config, versions, git commit); main process only.
+
+    A directory made with a different config is refused (see check_run), or removed first with ``overwrite``."""
+    rd = run_dir(cfg.exp)
+    if check_run(cfg, overwrite):
+        echo(f"--overwrite: removing {rd} (made with a different config)")
+        shutil.rmtree(rd)
+    rd.mkdir(parents=True, exist_ok=True)
+    write_text(rd / "config.yaml", dump_config(cfg, {"versions": versions(), "git_commit": git_commit()}))
+    return rd
+
+
+def class_columns(classes: list[str]) -> list[str]:
+    return list(classes)
+
+
+def oof_frame(cfg: Config, ids, labels, fold: int, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """``<id>, fold, <label>, <class...>`` with one probability column per class (sorted class names)."""
+    d = cfg.data
+    df = pd.DataFrame({d.id_col: list(ids), "fold": fold, d.label_col: list(labels)})
+    p = pd.DataFrame(np.asarray(probs, dtype=np.float64), columns=class_columns(classes))
+    if len(set(p.columns) & {d.id_col, "fold", d.label_col}):
+        raise ConfigError("a class is named like the id/label/fold column; rename data.id_col or data.label_col")
+    return pd.concat([df, p], axis=1)
+
+
+def read_oof(path: Path, cfg: Config) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={cfg.data.id_col: str, cfg.data.label_col: str}, keep_default_na=False)
+
+
+def assemble_oof(cfg: Config, train_ids: list[str], folds: list[int]) -> pd.DataFrame | None:
+    """``runs/E/oof.csv`` from every fold's oof.csv, in ``train_ids`` order, when every fold is done.
+
+    Returns None (and writes nothing) while a fold is missing. Raises if the folds do not cover every id exactly
+    once (the folds file changed under the run)."""
+    parts = []
+    for k in folds:
+        f = fold_dir(cfg.exp, k) / "oof.csv"
+        if not (fold_dir(cfg.exp, k) / "done.json").exists() or not f.exists():
+            return None
+        parts.append(read_oof(f, cfg))
+    oof = pd.concat(parts, ignore_index=True)
+    idc = cfg.data.id_col
+    dup = oof[idc][oof[idc].duplicated()]
+    if len(dup):
+        raise RuntimeError(f"id {dup.iloc[0]!r} is in the OOF of two folds; folds/folds.csv changed during the run "
+                           f"(retrain with --overwrite)")
+    missing = set(train_ids) - set(oof[idc])
+    if missing:
+        raise RuntimeError(f"{len(missing)} train ids (e.g. {sorted(missing)[0]!r}) have no OOF prediction; "
+                           f"folds/folds.csv changed during the run (retrain with --overwrite)")
+    oof = oof.set_index(idc).loc[list(train_ids)].reset_index()
+    write_csv(run_dir(cfg.exp) / "oof.csv", oof)
+    return oof
+
+
+def fold_done(exp: str, fold: int) -> dict | None:
+    """The fold's done.json summary, or None when it is not finished."""
+    p = fold_dir(exp, fold) / "done.json"
+    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None

@@ -1,0 +1,683 @@
+"""``comp train``: one model per fold, written to ``runs/<exp>/fold_k/`` (layout in comp/runs.py).
+
+The same loop runs on CPU, one GPU or many processes (``accelerate launch`` / ``torchrun``): accelerate picks the
+device, shards the batches and gathers the validation predictions; only the main process writes files.
+
+Reproducibility: every random draw of epoch e (batch order, augmentation, dropout, Mixup) is seeded from
+(train.seed, e, rank), and the state saved after each epoch (accelerate ``save_state`` + EMA + trainer.json)
+holds everything else, so ``--resume`` ends where an uninterrupted run ends (bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import f1_score
+from tqdm.auto import tqdm
+
+from comp import runs
+from comp.augment import build_mixup, build_transform
+from comp.cache import load_images
+from comp.config import Config, ConfigError, resolve
+from comp.data import DataError, class_names, read_folds
+from comp.dataset import CachedImages, EpochSampler, balanced_weights, epoch_seed, make_loader, to_tensor_batch
+from comp.files import write_csv, write_text
+from comp.losses import create_loss
+from comp.model import create_model, normalization, save_checkpoint
+from comp.optim import check_names, create_optimizer, create_scheduler, current_lr, warmup_epochs
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message says what was kept and what to try."""
+
+
+class _Stopped(Exception):
+    """train.stop_after_epochs reached: leave the state for --resume, as a kill would."""
+
+
+# ---------------------------------------------------------------- setup
+
+
+def resolve_precision(p: str) -> str:
+    """auto: bf16 on a GPU that has it, fp16 on other GPUs, fp32 ("no") on CPU."""
+    if p == "auto":
+        if torch.cuda.is_available():
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "no"
+    if p == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("train.precision: fp16 needs a GPU; use bf16 or no (fp32) on CPU")
+    return p
+
+
+def num_workers(cfg: Config) -> int:
+    """train.num_workers, else 0 on machines with <= 2 cores (workers would take cores from the model)."""
+    if cfg.train.num_workers is not None:
+        return cfg.train.num_workers
+    return 0 if (os.cpu_count() or 1) <= 2 else min(4, (os.cpu_count() or 1) // 2)
+
+
+def make_accelerator(cfg: Config):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    t = cfg.train
+    precision = resolve_precision(t.precision)
+    log_with = _trackers(t.trackers)
+    # One process may train several experiments (tests, notebooks): start accelerate's shared state afresh,
+    # keeping the process group.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    return Accelerator(
+        mixed_precision=precision,
+        gradient_accumulation_steps=t.accum_steps,
+        # Parameters frozen for the first epochs get no gradient; DDP must be told to expect that.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.model.freeze_epochs > 0)],
+        log_with=log_with or None,
+        project_dir=str(runs.run_dir(cfg.exp)),
+        dynamo_backend="inductor" if t.compile else "no",
+        step_scheduler_with_optimizer=False,
+    )
+
+
+def _trackers(names: list[str]) -> list[str]:
+    from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
+
+    available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "mlflow": is_mlflow_available}
+    for n in names:
+        if n not in available:
+            raise ConfigError(f"train.trackers: unknown tracker {n!r}, expected some of {tuple(available)}")
+        if not available[n]():
+            raise ConfigError(f"train.trackers: {n} is not installed (pip install {n}), or remove it from the list")
+    if "wandb" in names:
+        os.environ.setdefault("WANDB_MODE", "offline")  # no network: logs stay in ./wandb until `wandb sync`
+    return list(names)
+
+
+def check_config(cfg: Config) -> None:
+    """Everything a user controls that can be checked before any image is decoded."""
+    import timm
+
+    if not cfg.exp:
+        raise ConfigError("an experiment name is needed: --exp NAME")
+    if not timm.is_model(cfg.model.name) and not cfg.model.pretrained_file:
+        near = timm.list_models(f"*{cfg.model.name.split('.')[0][:6]}*")[:8]
+        raise ConfigError(f"model.name: unknown timm model {cfg.model.name!r}; similar names: {near}")
+    check_names(cfg.train)
+    create_loss(cfg.train, class_counts=[1, 1])
+    build_transform(cfg.augment, cfg.input.size)
+    if cfg.model.freeze_epochs >= cfg.train.epochs:
+        raise ConfigError("model.freeze_epochs must be smaller than train.epochs (the backbone would never train)")
+    resolve_precision(cfg.train.precision)
+    _trackers(cfg.train.trackers)
+
+
+def load_table(cfg: Config, skip_bad: bool, echo: Callable[[str], None]) -> tuple[pd.DataFrame, list[str]]:
+    """The train rows joined with their folds: columns id, label, path, fold, y (class index), in csv order."""
+    from comp.check import clean_train
+
+    train = clean_train(cfg, skip_bad=skip_bad, echo=echo)
+    folds = read_folds(cfg)
+    path = resolve(cfg, cfg.folds.file)
+    dup = folds["id"][folds["id"].duplicated()]
+    if len(dup):
+        raise DataError(f"{path}: id {dup.iloc[0]!r} is listed twice; run `comp folds --overwrite`")
+    extra = set(folds["id"]) - set(train["id"])
+    if extra and not skip_bad:
+        raise DataError(f"{path}: {len(extra)} ids (e.g. {sorted(extra)[0]!r}) are not usable train rows; "
+                        f"run `comp folds --overwrite`, or pass --skip-bad if `comp check` flagged them")
+    if extra:
+        echo(f"--skip-bad: {len(extra)} rows of {path} left out")
+    df = train.merge(folds[["id", "label", "fold"]], on="id", how="left", suffixes=("", "_folds"))
+    missing = df[df["fold"].isna()]
+    if len(missing):
+        raise DataError(f"{path}: {len(missing)} train rows have no fold (e.g. id {missing['id'].iloc[0]!r}, "
+                        f"train.csv line {missing['row'].iloc[0]}); run `comp folds --overwrite`")
+    changed = df[df["label"] != df["label_folds"]]
+    if len(changed):
+        r = changed.iloc[0]
+        raise DataError(f"{path}: id {r['id']!r} has label {r['label_folds']!r} there but {r['label']!r} in "
+                        f"train.csv; run `comp folds --overwrite`")
+    df["fold"] = df["fold"].astype(int)
+    classes = class_names(df["label"])
+    df["y"] = df["label"].map({c: i for i, c in enumerate(classes)}).astype(int)
+    return df.drop(columns=["label_folds"]).reset_index(drop=True), classes
+
+
+# ---------------------------------------------------------------- model parts
+
+
+def freeze_stages(model: torch.nn.Module, n: int, name: str) -> set[int]:
+    """Freeze the stem and the first ``n`` stages (timm's coarse ``group_matcher``); the ids of frozen params."""
+    if n == 0:
+        return set()
+    from timm.models import group_parameters
+
+    if not hasattr(model, "group_matcher"):
+        raise ConfigError(f"model.freeze_stages: {name} does not describe its stages (no group_matcher); use 0")
+    groups = group_parameters(model, model.group_matcher(coarse=True))
+    ids = sorted(groups)
+    n_stages = len(ids) - 2  # minus the stem and the head
+    if n > n_stages:
+        raise ConfigError(f"model.freeze_stages={n}, but {name} has {n_stages} stages after its stem")
+    names = set(chain.from_iterable(groups[i] for i in ids[: n + 1]))
+    frozen = set()
+    for pname, p in model.named_parameters():
+        if pname in names:
+            p.requires_grad_(False)
+            frozen.add(id(p))
+    return frozen
+
+
+def set_backbone_trainable(model: torch.nn.Module, trainable: bool, keep_frozen: set[int]) -> None:
+    """model.freeze_epochs: only the classifier trains while ``trainable`` is False."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    for p in model.parameters():
+        if id(p) not in head and id(p) not in keep_frozen:
+            p.requires_grad_(trainable)
+
+
+def _sync_buffers(module: torch.nn.Module, accelerator) -> None:
+    """Batch-norm statistics drift apart across processes; evaluate (and save) rank 0's everywhere."""
+    if accelerator.num_processes > 1:
+        for b in module.buffers():
+            torch.distributed.broadcast(b, src=0)
+
+
+# ---------------------------------------------------------------- state
+
+
+@dataclass
+class FoldState:
+    """What the loop needs besides model/optimizer/RNG to continue after epoch ``epoch`` (trainer.json)."""
+
+    epoch: int = 0  # epochs finished
+    num_updates: int = 0
+    best_score: float = -1.0  # best val macro F1 (raw or EMA weights)
+    best_epoch: int = 0
+    best_is_ema: bool = False
+    stop_best: float | None = None  # best value of train.early_stopping_metric
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    history: list = field(default_factory=list)
+    ema_history: list = field(default_factory=list)
+    scheduler: dict = field(default_factory=dict)
+
+
+def find_state(fd: Path) -> Path | None:
+    """The last complete state folder: ``state/``, else ``state.old/`` (a kill between the two renames)."""
+    for name in ("state", "state.old"):
+        p = fd / name
+        if (p / "trainer.json").exists():
+            return p
+    return None
+
+
+def save_state(accelerator, fd: Path, st: FoldState, ema, best_oof: pd.DataFrame | None) -> None:
+    """Write the state to ``.state.tmp`` (every rank writes its RNG file), then swap it in for ``state``.
+
+    trainer.json is written last, so a folder without it is incomplete and never loaded; the previous state is
+    kept (as state.old) until the new one is in place.
+    """
+    tmp, cur, old = fd / ".state.tmp", fd / "state", fd / "state.old"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        if ema is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()},
+                      str(tmp / "ema.safetensors"))
+        if best_oof is not None:
+            write_csv(tmp / "best_oof.csv", best_oof)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_text(tmp / "trainer.json", json.dumps(asdict(st)))
+        shutil.rmtree(old, ignore_errors=True)
+        if cur.exists():
+            os.replace(cur, old)
+        os.replace(tmp, cur)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def load_state(accelerator, path: Path, ema) -> FoldState:
+    accelerator.load_state(str(path))
+    if ema is not None:
+        ema.module.load_state_dict(load_file(str(path / "ema.safetensors")))
+    return FoldState(**json.loads((path / "trainer.json").read_text(encoding="utf-8")))
+
+
+# ---------------------------------------------------------------- one epoch
+
+
+@dataclass
+class Eval:
+    loss: float
+    macro_f1: float
+    acc: float
+    probs: np.ndarray
+
+
+def exactly_once(rows: np.ndarray, n: int) -> np.ndarray:
+    """Positions that put gathered validation rows in order 0..n-1, each exactly once.
+
+    gather_for_metrics drops the padding that evens out the last batches, but some setups return it untrimmed;
+    a padded row repeats a real one, so keeping the first of each is exact. Anything else is a bug: raise.
+    """
+    uniq, first = np.unique(rows, return_index=True)
+    if len(uniq) != n or (n and (uniq[0] != 0 or uniq[-1] != n - 1)):
+        raise RuntimeError(f"validation gather returned {len(rows)} rows covering {len(uniq)} of the {n} "
+                           f"validation ids; predictions would be lost or doubled")
+    return first  # np.unique sorts, so first[i] is where row i sits
+
+
+@torch.no_grad()
+def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, accelerator) -> Eval:
+    model.eval()
+    outs, rows = [], []
+    for u8, _, r in loader:
+        x = to_tensor_batch(u8, mean, std, channels_last)
+        with accelerator.autocast():
+            logits = model(x)
+        logits, r = accelerator.gather_for_metrics((logits.float(), r))
+        outs.append(logits.cpu())
+        rows.append(r.cpu())
+    logits = torch.cat(outs)[exactly_once(torch.cat(rows).numpy(), len(y_val))]
+    y = torch.as_tensor(y_val)
+    loss = torch.nn.functional.cross_entropy(logits, y).item()
+    probs = logits.softmax(1).numpy()
+    pred = probs.argmax(1)
+    return Eval(loss, float(f1_score(y_val, pred, average="macro", labels=range(probs.shape[1]), zero_division=0)),
+                float((pred == y_val).mean()), probs)
+
+
+# ---------------------------------------------------------------- session
+
+
+@dataclass
+class Session:
+    cfg: Config
+    accelerator: object
+    table: pd.DataFrame
+    classes: list[str]
+    images: np.ndarray
+    echo: Callable[[str], None]
+
+
+def _say(accelerator, echo):
+    return echo if accelerator.is_main_process else (lambda *_: None)
+
+
+def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = False, overwrite: bool = False,
+                skip_bad: bool = False, echo: Callable[[str], None] = print) -> dict:
+    """Train ``folds`` (None: every fold in folds.csv) of experiment ``cfg.exp``.
+
+    Finished folds are skipped; interrupted ones continue with ``resume`` or restart with ``overwrite``; a run
+    directory made with another config is refused unless ``overwrite``. When every fold is done, writes
+    runs/E/oof.csv and returns its macro F1 as ``cv_macro_f1``.
+
+    Returns {"folds": {k: {"score", "epoch", ...}}, "cv_macro_f1": float | None, "run_dir": str,
+    "interrupted": bool}.
+    """
+    if resume and overwrite:
+        raise ConfigError("--resume continues a run and --overwrite discards it: pass one of them")
+    check_config(cfg)
+    accelerator = make_accelerator(cfg)
+    say = _say(accelerator, echo)
+    table, classes = load_table(cfg, skip_bad, say)
+    all_folds = sorted(table["fold"].unique().tolist())
+    folds = all_folds if folds is None else list(dict.fromkeys(folds))
+    bad = [k for k in folds if k not in all_folds]
+    if bad:
+        raise ConfigError(f"--fold {bad[0]}: {cfg.folds.file} has folds {all_folds}")
+    # Every rank checks the run directory (so all refuse together); the main process writes it.
+    runs.check_run(cfg, overwrite)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        runs.prepare_run(cfg, overwrite=overwrite, echo=say)
+    accelerator.wait_for_everyone()
+
+    todo = [k for k in folds if overwrite or runs.fold_done(cfg.exp, k) is None]
+    images = None
+    if todo:
+        # The main process fills a disk cache first; the others then read the finished file.
+        with accelerator.main_process_first():
+            images = load_images(table["path"].tolist(), cfg.input.size, cfg.input.resize, cfg.data.max_pixels,
+                                 cache=cfg.train.cache, cache_dir=runs.RUNS_DIR / ".cache",
+                                 progress=accelerator.is_local_main_process, desc="decode (once)")
+    s = Session(cfg, accelerator, table, classes, images, say)
+    if accelerator.trackers is not None and cfg.train.trackers:
+        accelerator.init_trackers(cfg.exp, config=_flat_config(cfg))
+    results, interrupted = {}, False
+    try:
+        for k in folds:
+            results[k] = _train_fold(s, k, resume=resume, overwrite=overwrite)
+    except _Stopped:
+        interrupted = True
+    finally:
+        if cfg.train.trackers:
+            accelerator.end_training()
+    out = {"folds": results, "cv_macro_f1": None, "run_dir": str(runs.run_dir(cfg.exp)), "interrupted": interrupted}
+    if not interrupted and accelerator.is_main_process:
+        oof = runs.assemble_oof(cfg, table["id"].tolist(), all_folds)
+        if oof is not None:
+            y = oof[cfg.data.label_col].astype(str).to_numpy()
+            pred = np.asarray(classes)[oof[classes].to_numpy().argmax(1)]
+            out["cv_macro_f1"] = float(f1_score(y, pred, average="macro", labels=classes, zero_division=0))
+            out["cv_acc"] = float((y == pred).mean())
+            scores = ", ".join(f"{k}: {runs.fold_done(cfg.exp, k)['score']:.4f}" for k in all_folds)
+            say(f"CV macro F1 {out['cv_macro_f1']:.4f} (accuracy {out['cv_acc']:.4f}; folds {scores}) "
+                f"-> {runs.run_dir(cfg.exp) / 'oof.csv'}")
+        else:
+            left = [k for k in all_folds if runs.fold_done(cfg.exp, k) is None]
+            say(f"folds {left} still to train before runs/{cfg.exp}/oof.csv is assembled")
+    return out
+
+
+def train_fold(cfg: Config, fold: int, resume: bool = False, overwrite: bool = False, skip_bad: bool = False,
+               echo: Callable[[str], None] = print) -> dict:
+    """Train one fold (see train_folds); returns its summary (best score and epoch, ...)."""
+    return train_folds(cfg, [fold], resume=resume, overwrite=overwrite, skip_bad=skip_bad, echo=echo)["folds"][fold]
+
+
+def _flat_config(cfg: Config) -> dict:
+    out = {}
+    for section, values in cfg.to_dict().items():
+        for k, v in values.items():
+            if isinstance(v, (int, float, str, bool)):
+                out[f"{section}.{k}"] = v
+    return out
+
+
+def _banner(s: Session, fold: int, model, n_train: int, n_val: int, steps: int) -> str:
+    c, t, a = s.cfg, s.cfg.train, s.accelerator
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    aug = "pipeline" if c.augment.pipeline else c.augment.preset
+    if c.augment.mixup or c.augment.cutmix:
+        aug += f" + mixup {c.augment.mixup}/cutmix {c.augment.cutmix}"
+    loss = t.loss + (f" (smoothing {t.label_smoothing})" if t.label_smoothing else "")
+    loss += f", class weights {t.class_weights}" if t.class_weights else ""
+    extras = [x for x, on in (("ema", t.ema), ("channels_last", t.channels_last), ("compile", t.compile)) if on]
+    return (
+        f"fold {fold}: {n_train} train / {n_val} val images | model {c.model.name} ({n_params:.2f}M params"
+        f"{', pretrained' if c.model.pretrained or c.model.pretrained_file else ''}) | input {c.input.size}px "
+        f"{c.input.resize} | epochs {t.epochs} | batch {t.batch_size} x {a.num_processes} processes x "
+        f"{t.accum_steps} accum, {steps} steps/epoch | lr {t.lr:g} {t.optimizer} wd {t.weight_decay:g} | "
+        f"scheduler {t.scheduler}, warmup {warmup_epochs(t)} epochs | loss {loss} | sampler {t.sampler} | "
+        f"augment {aug} | precision {a.mixed_precision} | device {a.device} | processes {a.num_processes}"
+        + (f" | {' '.join(extras)}" if extras else "")
+    )
+
+
+def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
+    cfg, t, acc = s.cfg, s.cfg.train, s.accelerator
+    fd = runs.fold_dir(cfg.exp, fold)
+    done = runs.fold_done(cfg.exp, fold)
+    if done is not None and not overwrite:
+        s.echo(f"fold {fold}: already finished (macro F1 {done['score']:.4f}, epoch {done['epoch']}); skipped")
+        return done
+    state_path = find_state(fd)
+    if state_path is not None and not (resume or overwrite):
+        st = json.loads((state_path / "trainer.json").read_text(encoding="utf-8"))
+        raise ConfigError(f"{fd} holds an interrupted run (epoch {st['epoch']} of {t.epochs} finished); pass "
+                          f"--resume to continue it or --overwrite to start it again")
+    acc.wait_for_everyone()
+    if acc.is_main_process and fd.exists() and (overwrite or state_path is None):
+        shutil.rmtree(fd)  # --overwrite, or leftovers of a run killed before its first epoch ended
+    acc.wait_for_everyone()
+    if overwrite:
+        state_path = None
+    fd.mkdir(parents=True, exist_ok=True)
+
+    # ---- data
+    tr = s.table[s.table["fold"] != fold]
+    va = s.table[s.table["fold"] == fold]
+    rank = acc.process_index
+    transform = build_transform(cfg.augment, cfg.input.size)
+    train_set = CachedImages(s.images, tr.index, tr["y"], transform, seed=t.seed, rank=rank)
+    val_set = CachedImages(s.images, va.index, va["y"])
+    weights = balanced_weights(tr["y"].to_numpy()) if t.sampler == "balanced" else None
+    mixup = build_mixup(cfg.augment, len(s.classes), t.label_smoothing)
+    # Mixup needs even batches: drop the ragged last batch when there is more than one.
+    drop_last = mixup is not None and len(tr) >= 2 * t.batch_size * acc.num_processes
+    workers = num_workers(cfg)
+    train_loader = make_loader(train_set, t.batch_size, EpochSampler(len(tr), t.seed, weights), workers, drop_last)
+    val_loader = make_loader(val_set, cfg.infer.batch_size, None, workers)
+
+    # ---- model, optimizer, EMA
+    torch.manual_seed(t.seed)  # same initial weights on every rank and every run
+    model = create_model(cfg, len(s.classes))
+    mean, std = normalization(cfg, model)
+    frozen = freeze_stages(model, cfg.model.freeze_stages, cfg.model.name)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer(model, t)
+    ema = None
+    if t.ema:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=t.ema_decay, device=acc.device)
+    model, optimizer, train_loader, val_loader = acc.prepare(model, optimizer, train_loader, val_loader)
+    raw = acc.unwrap_model(model)
+    steps = len(train_loader)
+    scheduler = create_scheduler(optimizer, t, updates_per_epoch=math.ceil(steps / t.accum_steps))
+    counts = np.bincount(tr["y"], minlength=len(s.classes))
+    criterion = create_loss(t, counts).to(acc.device)
+    y_val = va["y"].to_numpy()
+
+    st = FoldState()
+    if state_path is not None:
+        st = load_state(acc, state_path, ema)
+        if scheduler is not None and st.scheduler:
+            scheduler.load_state_dict(st.scheduler)
+        s.echo(f"fold {fold}: resuming after epoch {st.epoch} of {t.epochs} (best macro F1 {st.best_score:.4f} "
+               f"at epoch {st.best_epoch})")
+        if acc.is_main_process:
+            _repair_outputs(s, fd, fold, st, raw, ema, mean, std, state_path)
+    s.echo(_banner(s, fold, raw, len(tr), len(va), steps))
+
+    meta = dict(classes=s.classes, input_size=cfg.input.size, resize=cfg.input.resize, mean=mean, std=std,
+                model_name=cfg.model.name, fold=fold, exp=cfg.exp, num_classes=len(s.classes))
+    ran = 0
+    for epoch in range(st.epoch, t.epochs):
+        if t.stop_after_epochs is not None and ran >= t.stop_after_epochs:
+            s.echo(f"fold {fold}: stopped after {ran} epochs (train.stop_after_epochs); continue with --resume")
+            raise _Stopped()
+        t0 = time.perf_counter()
+        # Every draw of this epoch (order, augmentation, dropout, mixup) follows from (seed, epoch, rank).
+        from accelerate.utils import set_seed
+
+        set_seed(epoch_seed(t.seed, epoch, rank))
+        train_set.set_epoch(epoch)
+        train_loader.set_epoch(epoch)
+        set_backbone_trainable(raw, epoch >= cfg.model.freeze_epochs, frozen)
+        model.train()
+        loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
+        seen = 0
+        bar = tqdm(train_loader, desc=f"fold {fold} epoch {epoch + 1}/{t.epochs}", leave=False,
+                   disable=not acc.is_local_main_process)
+        for step, (u8, y, _) in enumerate(bar):
+            x = to_tensor_batch(u8, mean, std, t.channels_last)
+            target = y
+            if mixup is not None and len(x) % 2 == 0:
+                x, target = mixup(x, y)
+            with acc.accumulate(model):
+                with acc.autocast():
+                    logits = model(x)
+                loss = criterion(logits, target)
+                # One tiny all-reduce: every rank stops together, before the bad step touches the weights.
+                if acc.reduce((~torch.isfinite(loss.detach())).float(), "sum").item() > 0:
+                    raise TrainingError(_nan_message(fold, epoch, step, st, t))
+                acc.backward(loss)
+                if t.grad_clip is not None and acc.sync_gradients:
+                    acc.clip_grad_norm_(model.parameters(), t.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if acc.sync_gradients:
+                st.num_updates += 1
+                if scheduler is not None:
+                    scheduler.step_update(st.num_updates)
+                if ema is not None:
+                    ema.update(raw, step=st.num_updates)
+            loss_sum += loss.detach().double() * len(x)
+            seen += len(x)
+        train_seconds = time.perf_counter() - t0
+        tot = acc.reduce(torch.tensor([loss_sum.item(), float(seen)], device=acc.device), "sum").cpu()
+        train_loss = float(tot[0] / tot[1])
+        images_per_s = float(tot[1]) / train_seconds
+
+        _sync_buffers(raw, acc)
+        ev = evaluate(model, val_loader, y_val, mean, std, t.channels_last, acc)
+        ev_ema = None
+        if ema is not None:
+            _sync_buffers(ema.module, acc)
+            ev_ema = evaluate(ema.module, val_loader, y_val, mean, std, t.channels_last, acc)
+        lr = current_lr(optimizer)
+        if scheduler is not None:
+            scheduler.step(epoch + 1, ev.macro_f1)
+            st.scheduler = _json_safe(scheduler.state_dict())
+        seconds = time.perf_counter() - t0
+        st.seconds += seconds
+        row = dict(epoch=epoch + 1, train_loss=train_loss, val_loss=ev.loss, val_macro_f1=ev.macro_f1, val_acc=ev.acc,
+                   lr=lr, seconds=round(seconds, 3), images_per_s=round(images_per_s, 2))
+        st.history.append(row)
+        if ev_ema is not None:
+            st.ema_history.append(dict(row, val_loss=ev_ema.loss, val_macro_f1=ev_ema.macro_f1, val_acc=ev_ema.acc))
+        # Best checkpoint: the higher validation macro F1 of the raw and EMA weights.
+        cand, is_ema = (ev_ema, True) if ev_ema is not None and ev_ema.macro_f1 > ev.macro_f1 else (ev, False)
+        new_best = cand.macro_f1 > st.best_score
+        best_oof = None
+        if new_best:
+            st.best_score, st.best_epoch, st.best_is_ema = cand.macro_f1, epoch + 1, is_ema
+            best_oof = runs.oof_frame(cfg, va["id"], va["label"], fold, cand.probs, s.classes)
+        # Early stopping on train.early_stopping_metric (raw weights' value, or EMA's when better).
+        metric = t.early_stopping_metric
+        value = {"val_macro_f1": cand.macro_f1, "val_acc": max(ev.acc, ev_ema.acc if ev_ema else ev.acc),
+                 "val_loss": min(ev.loss, ev_ema.loss if ev_ema else ev.loss)}[metric]
+        better = st.stop_best is None or (value < st.stop_best if metric == "val_loss" else value > st.stop_best)
+        st.stop_best, st.bad_epochs = (value, 0) if better else (st.stop_best, st.bad_epochs + 1)
+        st.stopped_early = t.patience is not None and st.bad_epochs >= t.patience and epoch + 1 < t.epochs
+        st.epoch = epoch + 1
+        ran += 1
+
+        save_state(acc, fd, st, ema, best_oof)  # the commit point of this epoch
+        if acc.is_main_process:
+            if new_best:
+                weights = ema.module if is_ema else raw
+                _publish(fd, weights, best_oof, dict(meta, epoch=epoch + 1, score=cand.macro_f1, ema=is_ema,
+                                                     val_loss=cand.loss, val_acc=cand.acc))
+            _write_metrics(fd, st)
+        if cfg.train.trackers:
+            acc.log({f"fold_{fold}/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+        s.echo(f"fold {fold} epoch {epoch + 1}/{t.epochs}: train_loss {train_loss:.4f} val_loss {ev.loss:.4f} "
+               f"macro_f1 {ev.macro_f1:.4f} acc {ev.acc:.4f}"
+               + (f" | ema macro_f1 {ev_ema.macro_f1:.4f}" if ev_ema else "")
+               + f" | lr {lr:.2e} | {images_per_s:.0f} img/s | {seconds:.1f}s" + (" *" if new_best else ""))
+        if st.stopped_early:
+            s.echo(f"fold {fold}: early stop, {metric} has not improved for {t.patience} epochs")
+            break
+
+    summary = dict(fold=fold, score=st.best_score, epoch=st.best_epoch, ema=st.best_is_ema,
+                   epochs_run=st.epoch, stopped_early=st.stopped_early, seconds=round(st.seconds, 2),
+                   processes=acc.num_processes)
+    if acc.is_main_process:
+        _plot_curves(fd, st)
+        write_text(fd / "done.json", json.dumps(summary, indent=2))
+    acc.wait_for_everyone()
+    s.echo(f"fold {fold}: best macro F1 {st.best_score:.4f} at epoch {st.best_epoch}"
+           f"{' (EMA weights)' if st.best_is_ema else ''} -> {fd / 'model.safetensors'} ({acc.num_processes} "
+           f"process{'es' if acc.num_processes > 1 else ''}, {st.seconds:.0f}s)")
+    return summary
+
+
+def _nan_message(fold: int, epoch: int, step: int, st: FoldState, t) -> str:
+    kept = (f"the state after epoch {st.epoch} (for --resume) and the best model (epoch {st.best_epoch}, macro F1 "
+            f"{st.best_score:.4f}) are kept" if st.epoch else "nothing was saved yet")
+    hints = "a lower train.lr"
+    if t.grad_clip is None:
+        hints += ", train.grad_clip=1.0"
+    if t.precision in ("fp16", "auto"):
+        hints += ", train.precision=bf16 or no"
+    return (f"fold {fold}: the training loss became NaN/inf at epoch {epoch + 1}, step {step + 1}; training of "
+            f"this fold stopped and {kept}. Try {hints}.")
+
+
+def _json_safe(d):
+    if isinstance(d, dict):
+        return {str(k): _json_safe(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_json_safe(v) for v in d]
+    if isinstance(d, (int, float, str, bool)) or d is None:
+        return d
+    if isinstance(d, torch.Tensor) and d.numel() == 1:
+        return d.item()
+    return None  # objects (e.g. noise RNGs) are rebuilt by the scheduler itself
+
+
+def _publish(fd: Path, weights: torch.nn.Module, oof: pd.DataFrame, meta: dict) -> None:
+    save_checkpoint(fd / "model.safetensors", weights, meta)
+    write_csv(fd / "oof.csv", oof)
+
+
+def _repair_outputs(s: Session, fd: Path, fold: int, st: FoldState, raw, ema, mean, std, state_path: Path) -> None:
+    """A kill after the state commit but before model/oof/metrics were written: write them from the state."""
+    _write_metrics(fd, st)
+    meta_path = fd / "model.json"
+    published = json.loads(meta_path.read_text(encoding="utf-8")).get("epoch") if meta_path.exists() else None
+    if st.best_epoch and published != st.best_epoch and st.best_epoch == st.epoch:
+        oof = runs.read_oof(state_path / "best_oof.csv", s.cfg)
+        hist = (st.ema_history if st.best_is_ema else st.history)[-1]
+        meta = dict(classes=s.classes, input_size=s.cfg.input.size, resize=s.cfg.input.resize, mean=mean, std=std,
+                    model_name=s.cfg.model.name, fold=fold, exp=s.cfg.exp, num_classes=len(s.classes),
+                    epoch=st.best_epoch, score=st.best_score, ema=st.best_is_ema, val_loss=hist["val_loss"],
+                    val_acc=hist["val_acc"])
+        _publish(fd, ema.module if st.best_is_ema else raw, oof, meta)
+
+
+def _write_metrics(fd: Path, st: FoldState) -> None:
+    write_csv(fd / "metrics.csv", pd.DataFrame(st.history, columns=runs.METRICS_COLUMNS))
+    if st.ema_history:
+        write_csv(fd / "metrics_ema.csv", pd.DataFrame(st.ema_history, columns=runs.METRICS_COLUMNS))
+
+
+def _plot_curves(fd: Path, st: FoldState) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = pd.DataFrame(st.history)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.plot(h["epoch"], h["train_loss"], "o-", label="train loss")
+    a.plot(h["epoch"], h["val_loss"], "o-", label="val loss")
+    b.plot(h["epoch"], h["val_macro_f1"], "o-", label="val macro F1")
+    b.plot(h["epoch"], h["val_acc"], "o-", label="val accuracy")
+    if st.ema_history:
+        e = pd.DataFrame(st.ema_history)
+        b.plot(e["epoch"], e["val_macro_f1"], "o--", label="val macro F1 (EMA)")
+    b.axvline(st.best_epoch, color="grey", lw=0.8, ls=":")
+    for ax, title in ((a, "loss"), (b, f"best macro F1 {st.best_score:.4f} (epoch {st.best_epoch})")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = fd / ".curves.png.tmp.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, fd / "curves.png")
