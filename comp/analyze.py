@@ -1,0 +1,405 @@
+"""``comp analyze --exp E``: error analysis of an experiment's out-of-fold predictions, as one HTML page.
+
+Reads ``runs/E/oof.csv`` (or the finished folds' ``fold_k/oof.csv`` while the run is incomplete), the fold
+models ``runs/E/fold_k/model.safetensors`` (+ ``model.json``) and ``fold_k/metrics.csv``; writes to ``out``:
+
+- per-class precision / recall / F1 (``per_class.csv``), macro F1 and accuracy;
+- ``confusion_matrix.png`` (counts and row-normalised) and the most confused class pairs;
+- a gallery of the most confidently wrong OOF images (true, predicted, probability);
+- Grad-CAM overlays (``cam_<class>_correct_<k>.png`` / ``cam_<class>_wrong_<k>.png``) for correct and wrong
+  images of each class, each made with the model of the fold that scored the image;
+- ``training_curves.png``: loss, validation macro F1 and learning rate per epoch for every fold.
+
+Figures are PNG files beside ``index.html``; thumbnails under ``thumbs/``; file names never hold a class name
+raw (:func:`comp.report.safe_name`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from comp.config import Config
+from comp.data import DataError, load_train
+from comp.files import write_csv, write_text
+from comp.report import (
+    Img,
+    Report,
+    report_dir,
+    safe_name,
+    save_figure,
+    thumbnail,
+    use_agg,
+)
+
+RUNS_DIR = Path("runs")
+GALLERY = 24  # most confidently wrong images shown
+TOP_PAIRS = 20  # most confused class pairs listed
+CAM_PER_CLASS = 2  # correct and wrong images per class with Grad-CAM
+MAX_CAM_CLASSES = 20  # with more classes, the lowest-F1 ones get Grad-CAM
+
+
+# ---------------------------------------------------------------- reading the run
+
+
+def read_run_oof(cfg: Config, run: Path) -> tuple[pd.DataFrame, str]:
+    """The OOF table (columns id, fold, label, classes...) and a note on where it came from."""
+    d = cfg.data
+    dtypes = {d.id_col: str, d.label_col: str}
+    path = run / "oof.csv"
+    if path.exists():
+        return pd.read_csv(path, dtype=dtypes, keep_default_na=False), ""
+    parts = sorted(run.glob("fold_*/oof.csv"))
+    if not parts:
+        raise DataError(f"{path} not found and no fold has an oof.csv yet: train first: "
+                        f"comp train --exp {run.name} --all-folds")
+    oof = pd.concat([pd.read_csv(p, dtype=dtypes, keep_default_na=False) for p in parts], ignore_index=True)
+    folds = ", ".join(p.parent.name for p in parts)
+    return oof, f"{path} is not written yet (not every fold is done): analysing the finished folds ({folds})"
+
+
+def fold_models(run: Path) -> dict[int, tuple[Path, dict]]:
+    """fold -> (model.safetensors, its metadata) for every fold with a saved model."""
+    out = {}
+    for f in sorted(run.glob("fold_*/model.safetensors")):
+        k = f.parent.name[5:]
+        meta = f.with_suffix(".json")
+        if k.isdigit() and meta.exists():
+            out[int(k)] = (f, json.loads(meta.read_text(encoding="utf-8")))
+    return out
+
+
+def oof_arrays(cfg: Config, oof: pd.DataFrame, classes: list[str] | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(classes, y_true indices, probabilities (N, K)); raises DataError naming what is missing."""
+    d = cfg.data
+    for col in (d.id_col, "fold", d.label_col):
+        if col not in oof.columns:
+            raise DataError(f"OOF file has no column '{col}'; columns are {list(oof.columns)}")
+    if classes is None:
+        classes = [c for c in oof.columns if c not in (d.id_col, "fold", d.label_col)]
+    missing = [c for c in classes if c not in oof.columns]
+    if missing:
+        raise DataError(f"OOF file has no probability column for class {missing[0]!r} (the model's classes)")
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(oof[d.label_col]) - set(index))
+    if unknown:
+        raise DataError(f"OOF label {unknown[0]!r} is not one of the model's classes")
+    y = oof[d.label_col].map(index).to_numpy(dtype=np.int64)
+    probs = oof[classes].to_numpy(dtype=np.float64)
+    return classes, y, probs
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _plt():
+    use_agg()
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_figure(cm: np.ndarray, classes: list[str], path: Path) -> Path:
+    plt = _plt()
+    k = len(classes)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    side = max(4.5, min(0.45 * k + 2, 16))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side))
+    labels = [str(c)[:18] for c in classes]
+    for ax, m, title, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalised (recall on diagonal)", ".2f")):
+        im = ax.imshow(m, cmap="Blues", vmin=0)
+        ax.set_title(title)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_xticks(range(k), labels, rotation=90, fontsize=7 if k > 12 else 9)
+        ax.set_yticks(range(k), labels, fontsize=7 if k > 12 else 9)
+        if k <= 20:
+            hi = m.max() / 2 if m.max() else 1
+            for i in range(k):
+                for j in range(k):
+                    v = m[i, j]
+                    ax.text(j, i, format(v, fmt) if fmt != "d" else str(int(v)), ha="center", va="center",
+                            fontsize=7, color="white" if v > hi else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def curves_figure(metrics: dict[int, pd.DataFrame], path: Path) -> Path:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    cmap = plt.get_cmap("tab10")
+    for n, (k, m) in enumerate(sorted(metrics.items())):
+        c = cmap(n % 10)
+        if "train_loss" in m:
+            axes[0].plot(m["epoch"], m["train_loss"], "--", color=c, label=f"fold {k} train")
+        if "val_loss" in m:
+            axes[0].plot(m["epoch"], m["val_loss"], "-", color=c, label=f"fold {k} val")
+        if "val_macro_f1" in m:
+            axes[1].plot(m["epoch"], m["val_macro_f1"], "-o", ms=3, color=c, label=f"fold {k}")
+        if "lr" in m:
+            axes[2].plot(m["epoch"], m["lr"], "-", color=c, label=f"fold {k}")
+    for ax, title in zip(axes, ("loss (dashed: train, solid: validation)", "validation macro F1", "learning rate")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------- Grad-CAM
+
+
+def _load_fold_model(cfg: Config, path: Path, meta: dict):
+    from comp.model import create_model, load_checkpoint
+
+    mcfg = copy.deepcopy(cfg)
+    mcfg.model.name = meta.get("model_name", cfg.model.name)
+    mcfg.model.pretrained, mcfg.model.pretrained_file = False, None  # the fold's own weights replace them
+    model = create_model(mcfg, len(meta["classes"]))
+    load_checkpoint(path, model)
+    return model.eval()
+
+
+def _input_batch(paths: list[str], meta: dict, cfg: Config):
+    """uint8 model inputs (N, S, S, 3) as the fold saw them, and the normalised tensor."""
+    from comp.dataset import to_tensor_batch
+    from comp.images import load_rgb
+    from comp.preprocess import resize
+
+    s = meta["input_size"]
+    size = int(s[-1] if isinstance(s, (list, tuple)) else s)
+    rgb = np.stack([resize(load_rgb(p, cfg.data.max_pixels), size, meta.get("resize", "stretch")) for p in paths])
+    return rgb, to_tensor_batch(rgb, meta["mean"], meta["std"])
+
+
+def cam_picks(y: np.ndarray, probs: np.ndarray, cls: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions of the ``n`` most confident correct and the ``n`` most confidently wrong images of ``cls``."""
+    pred = probs.argmax(1)
+    right = np.flatnonzero((y == cls) & (pred == cls))
+    right = right[np.argsort(-probs[right, cls], kind="stable")][:n]
+    wrong = np.flatnonzero((y == cls) & (pred != cls))
+    wrong = wrong[np.argsort(-probs[wrong].max(1), kind="stable")][:n]
+    return right, wrong
+
+
+def make_cams(cfg: Config, models: dict, rows: pd.DataFrame, out: Path, echo: Callable) -> tuple[dict, list[str]]:
+    """Grad-CAM overlays for ``rows`` (columns pos, fold, path, target, file): {pos: file written}, notes."""
+    import torch
+
+    from comp.cam import find_target_layer, grad_cam, overlay
+
+    done, notes = {}, []
+    for fold, grp in rows.groupby("fold", sort=True):
+        if fold not in models:
+            notes.append(f"fold {fold}: no model.safetensors, so no Grad-CAM for its {len(grp)} images")
+            continue
+        path, meta = models[fold]
+        model = _load_fold_model(cfg, path, meta)
+        layer, name = find_target_layer(model)
+        if layer is None:
+            notes.append(f"Grad-CAM skipped: {meta.get('model_name', cfg.model.name)}: {name}")
+            break
+        rgb, x = _input_batch(grp["path"].tolist(), meta, cfg)
+        with torch.enable_grad():
+            masks = grad_cam(model, x, grp["target"].tolist(), layer)
+        for (pos, file), img, mask in zip(zip(grp["pos"], grp["file"]), rgb, masks):
+            thumbnail(overlay(img, mask), out / file, side=max(128, 2 * 112))
+            done[pos] = file
+        echo(f"analyze: Grad-CAM fold {fold} ({len(grp)} images, layer {name})")
+    return done, notes
+
+
+# ---------------------------------------------------------------- the report
+
+
+def run_analyze(
+    cfg: Config,
+    exp: str,
+    out: str | Path | None = None,
+    echo: Callable[[str], None] = print,
+    cam_per_class: int = CAM_PER_CLASS,
+    runs_dir: str | Path = RUNS_DIR,
+) -> Path:
+    """Write the error analysis of experiment ``exp`` to ``out/index.html`` (default reports/<exp>)."""
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
+
+    t0 = time.time()
+    run = Path(runs_dir) / exp
+    if not run.is_dir():
+        raise DataError(f"{run} not found: train the experiment first: comp train --exp {exp} --all-folds")
+    out = Path(out or Path("reports") / exp)
+    d = cfg.data
+    oof, oof_note = read_run_oof(cfg, run)
+    models = fold_models(run)
+    meta0 = next(iter(models.values()))[1] if models else {}
+    classes, y, probs = oof_arrays(cfg, oof, meta0.get("classes"))
+    k = len(classes)
+    pred = probs.argmax(1)
+    conf = probs.max(1)
+    folds_seen = sorted(oof["fold"].astype(int).unique().tolist())
+    train = load_train(cfg)
+    paths = dict(zip(train["id"], train["path"]))
+    oof_paths = oof[d.id_col].map(paths)
+    echo(f"analyze: {exp}: {len(oof):,} OOF rows, {k} classes, folds {folds_seen} -> {out}")
+
+    with report_dir(out) as tmp:
+        rep = Report(f"comp analyze — {exp}", f"{run} — {len(oof):,} out-of-fold predictions, {k} classes")
+        ov = rep.section("Overview", "overview")
+
+        # ------------------------------------------------ per-class metrics
+        p, r, f, s = precision_recall_fscore_support(y, pred, labels=range(k), zero_division=0)
+        per = pd.DataFrame({"class": classes, "precision": p, "recall": r, "f1": f, "support": s.astype(int),
+                            "predicted": np.bincount(pred, minlength=k)})
+        write_csv(tmp / "per_class.csv", per)
+        macro = float(f1_score(y, pred, labels=range(k), average="macro", zero_division=0))
+        acc = float(accuracy_score(y, pred))
+        sec = rep.section("Per-class precision, recall and F1", "per-class")
+        sec.p(f"macro F1 {macro:.4f} (the mean of the f1 column; every class counts the same), accuracy {acc:.4f}. "
+              "Sorted by F1, worst first.")
+        sec.table(per.sort_values(["f1", "class"], kind="stable"))
+        sec.link("per_class.csv", "per_class.csv")
+
+        # ------------------------------------------------ confusion
+        cm = confusion_matrix(y, pred, labels=range(k))
+        confusion_figure(cm, classes, tmp / "confusion_matrix.png")
+        write_csv(tmp / "confusion_matrix.csv", pd.DataFrame(cm, index=classes, columns=classes)
+                  .rename_axis("true \\ predicted").reset_index())
+        sec = rep.section("Confusion matrix", "confusion")
+        sec.image("confusion_matrix.png", "confusion matrix", "left: counts; right: each row divided by its "
+                  "class's support (the diagonal is recall)")
+        sec.link("confusion_matrix.csv", "counts as csv: confusion_matrix.csv")
+        sec = rep.section("Most confused class pairs", "confused-pairs")
+        off = [(cm[i, j], i, j) for i in range(k) for j in range(k) if i != j and cm[i, j] > 0]
+        off.sort(key=lambda t: (-t[0], t[1], t[2]))
+        if off:
+            rows = []
+            for n, i, j in off[:TOP_PAIRS]:
+                m = (y == i) & (pred == j)
+                rows.append({"true": classes[i], "predicted as": classes[j], "images": int(n),
+                             "share of true class": n / max(1, cm[i].sum()),
+                             "mean confidence": float(conf[m].mean()),
+                             "reverse (predicted as true)": int(cm[j, i])})
+            sec.table(rows)
+        else:
+            sec.note("no mistakes in the OOF", "ok")
+
+        # ------------------------------------------------ confidently wrong
+        thumbs = tmp / "thumbs"
+        sec = rep.section("Most confidently wrong", "confident-wrong")
+        wrong = np.flatnonzero(pred != y)
+        wrong = wrong[np.argsort(-conf[wrong], kind="stable")][:GALLERY]
+        items = []
+        for i in wrong:
+            src = _thumb(oof_paths.iloc[i], i, thumbs)
+            items.append(Img(src, f"wrong {oof[d.id_col].iloc[i]}",
+                             f"{oof[d.id_col].iloc[i]} (fold {int(oof['fold'].iloc[i])})\ntrue: {classes[y[i]]} "
+                             f"(p={probs[i, y[i]]:.2f})\npredicted: {classes[pred[i]]} (p={conf[i]:.2f})"))
+        if items:
+            sec.p(f"The {len(items)} wrong predictions with the highest probability on the predicted class: often "
+                  "label noise, sometimes a real gap between classes.")
+            sec.gallery(items)
+        else:
+            sec.note("no mistakes in the OOF", "ok")
+
+        # ------------------------------------------------ Grad-CAM
+        sec = rep.section("Grad-CAM: where the model looks", "gradcam")
+        cam_classes = list(range(k))
+        if k > MAX_CAM_CLASSES:
+            cam_classes = sorted(np.argsort(f, kind="stable")[:MAX_CAM_CLASSES].tolist())
+            sec.note(f"{k} classes: showing the {MAX_CAM_CLASSES} with the lowest F1")
+        picks = []
+        for c in cam_classes:
+            right, wrong_c = cam_picks(y, probs, c, cam_per_class)
+            for kind, rows_ in (("correct", right), ("wrong", wrong_c)):
+                for n, i in enumerate(rows_):
+                    if isinstance(oof_paths.iloc[i], str):
+                        picks.append({"pos": int(i), "fold": int(oof["fold"].iloc[i]), "path": oof_paths.iloc[i],
+                                      "target": int(pred[i]), "cls": c, "kind": kind,
+                                      "file": f"cam_{safe_name(classes[c], c)}_{kind}_{n}.png"})
+        picks_df = pd.DataFrame(picks, columns=["pos", "fold", "path", "target", "cls", "kind", "file"])
+        done, notes = make_cams(cfg, models, picks_df, tmp, echo) if len(picks_df) else ({}, [])
+        for note in notes:
+            sec.note(note)
+        if done:
+            sec.p("Each pair is the model input and its Grad-CAM for the predicted class, from the model of the "
+                  "fold that held the image out. 'wrong' images belong to the class but were predicted as another.")
+        for c in cam_classes:
+            for kind in ("correct", "wrong"):
+                sel = picks_df[(picks_df["cls"] == c) & (picks_df["kind"] == kind) & picks_df["pos"].isin(done)]
+                if sel.empty:
+                    continue
+                sec.gallery([Img(done[i], f"Grad-CAM {kind} {oof[d.id_col].iloc[i]}",
+                                 f"{oof[d.id_col].iloc[i]}\npredicted {classes[pred[i]]} p={conf[i]:.2f}")
+                             for i in sel["pos"]], label=f"{classes[c]} — {kind}")
+
+        # ------------------------------------------------ training curves
+        sec = rep.section("Training curves", "curves")
+        metrics = {}
+        for mpath in sorted(run.glob("fold_*/metrics.csv")):
+            if mpath.parent.name[5:].isdigit():
+                m = pd.read_csv(mpath)
+                if len(m) and "epoch" in m:
+                    metrics[int(mpath.parent.name[5:])] = m
+        if metrics:
+            curves_figure(metrics, tmp / "training_curves.png")
+            sec.image("training_curves.png", "training curves of all folds")
+            rows = []
+            for fk, m in sorted(metrics.items()):
+                best = m.loc[m["val_macro_f1"].idxmax()] if "val_macro_f1" in m else m.iloc[-1]
+                rows.append({"fold": fk, "epochs": len(m), "best epoch": int(best["epoch"]),
+                             "best val macro F1": float(best.get("val_macro_f1", np.nan)),
+                             "last val loss": float(m["val_loss"].iloc[-1]) if "val_loss" in m else None,
+                             "minutes": float(m["seconds"].sum() / 60) if "seconds" in m else None})
+            sec.table(rows)
+        else:
+            sec.note(f"no fold_k/metrics.csv in {run}")
+
+        # ------------------------------------------------ overview
+        ov.table([
+            {"what": "experiment", "value": exp},
+            {"what": "model", "value": f"{meta0.get('model_name', '?')} at {meta0.get('input_size', '?')} px"},
+            {"what": "OOF rows", "value": f"{len(oof):,} in folds {folds_seen}"},
+            {"what": "OOF macro F1", "value": f"{macro:.4f}"},
+            {"what": "OOF accuracy", "value": f"{acc:.4f}"},
+            {"what": "worst class (F1)", "value": f"{classes[int(np.argmin(f))]} ({f.min():.3f})"},
+            {"what": "wrong predictions", "value": f"{int((pred != y).sum()):,}"},
+            {"what": "Grad-CAM overlays", "value": f"{len(done)}"},
+        ])
+        if oof_note:
+            ov.note(oof_note)
+        summary = {"exp": exp, "oof_rows": len(oof), "folds": folds_seen, "macro_f1": macro, "accuracy": acc,
+                   "classes": classes, "cams": sorted(done.values()), "seconds": round(time.time() - t0, 2)}
+        write_text(tmp / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+        rep.write(tmp)
+    echo(f"analyze: OOF macro F1 {macro:.4f}, accuracy {acc:.4f}, {len(done)} Grad-CAM overlays "
+         f"({time.time() - t0:.1f} s)")
+    echo(f"wrote {out / 'index.html'}")
+    return out / "index.html"
+
+
+def _thumb(path, pos: int, folder: Path) -> str:
+    from comp.images import ImageProblem, load_rgb
+
+    name = f"{int(pos)}.png"
+    target = folder / name
+    if not target.exists():
+        try:
+            rgb = load_rgb(path)
+        except (ImageProblem, TypeError, OSError):
+            rgb = np.full((8, 8, 3), 128, np.uint8)
+        thumbnail(rgb, target, side=128)
+    return f"thumbs/{name}"

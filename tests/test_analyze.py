@@ -1,0 +1,214 @@
+"""comp analyze on a real (briefly trained) 2-fold run of the sample competition, and Grad-CAM on its own."""
+
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import write_config
+from PIL import Image
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from torch import nn
+
+from comp.analyze import cam_picks, run_analyze
+from comp.cache import load_images
+from comp.cam import find_target_layer, grad_cam
+from comp.cli import cli
+from comp.config import load_config
+from comp.data import class_names, load_train
+from comp.dataset import to_tensor_batch
+from comp.files import write_csv
+from comp.model import create_model, normalization, save_checkpoint
+
+SIZE = 32
+MODEL = "resnet10t"
+QUIET = {"echo": lambda s: None}
+
+
+def recalibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
+    """BatchNorm statistics recomputed on training images ("precise BN"): after a handful of steps the running
+    averages still mostly hold their initial values, and eval-mode predictions would be near chance."""
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over this pass
+    with torch.no_grad():
+        model.train()(x)
+    for m in bns:
+        m.momentum = 0.1
+
+
+def build_run(work: Path, root: Path, exp: str = "e1", n_folds: int = 2, epochs: int = 2, steps: int = 6) -> dict:
+    """runs/<exp>/ as the trainer leaves it (fold models, metrics.csv, fold and full oof.csv), from a real resnet10t
+    trained a few SGD steps per epoch on each fold's training part. Returns the config and the OOF table."""
+    write_config(work, root, model={"name": MODEL}, input={"size": SIZE})
+    cfg = load_config(work / "comp.yaml", exp=exp)
+    train = load_train(cfg)
+    classes = class_names(train["label"])
+    y = train["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    images = load_images(train["path"].tolist(), SIZE, progress=False)
+    folds = np.arange(len(train)) % n_folds
+    run = work / "runs" / exp
+    parts = []
+    torch.manual_seed(0)
+    for k in range(n_folds):
+        model = create_model(cfg, len(classes))
+        mean, std = normalization(cfg, model)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        tr, va = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+        xv, yv = to_tensor_batch(images[va], mean, std), torch.as_tensor(y[va])
+        rows, rng = [], np.random.default_rng(k)
+        for epoch in range(1, epochs + 1):
+            t0, model = time.time(), model.train()
+            losses = []
+            for _ in range(steps):
+                b = rng.choice(tr, 48, replace=False)
+                loss = nn.functional.cross_entropy(model(to_tensor_batch(images[b], mean, std)), torch.as_tensor(y[b]))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            recalibrate_bn(model, to_tensor_batch(images[tr[:200]], mean, std))
+            with torch.no_grad():
+                logits = model.eval()(xv)
+            probs = logits.softmax(1).numpy()
+            pred = probs.argmax(1)
+            f1 = precision_recall_fscore_support(y[va], pred, labels=range(len(classes)), average="macro",
+                                                 zero_division=0)[2]
+            rows.append({"epoch": epoch, "train_loss": float(np.mean(losses)),
+                         "val_loss": float(nn.functional.cross_entropy(logits, yv)), "val_macro_f1": float(f1),
+                         "val_acc": float((pred == y[va]).mean()), "lr": 0.05, "seconds": time.time() - t0,
+                         "images_per_s": steps * 48 / (time.time() - t0)})
+        meta = dict(classes=classes, input_size=SIZE, resize="stretch", mean=mean, std=std, model_name=MODEL,
+                    epoch=epochs, score=rows[-1]["val_macro_f1"], fold=k, exp=exp)
+        save_checkpoint(run / f"fold_{k}" / "model.safetensors", model, meta)
+        write_csv(run / f"fold_{k}" / "metrics.csv", pd.DataFrame(rows))
+        oof = pd.DataFrame({"image_id": train["id"].to_numpy()[va], "fold": k, "label": train["label"].to_numpy()[va]})
+        oof = pd.concat([oof, pd.DataFrame(probs.astype(np.float64), columns=classes)], axis=1)
+        write_csv(run / f"fold_{k}" / "oof.csv", oof)
+        parts.append(oof)
+    full = pd.concat(parts).set_index("image_id").loc[train["id"]].reset_index()
+    write_csv(run / "oof.csv", full)
+    return {"cfg": cfg, "oof": full, "classes": classes, "run": run}
+
+
+@pytest.fixture(scope="module")
+def trained(competition, tmp_path_factory):
+    work = tmp_path_factory.mktemp("analyze")
+    run = build_run(work, competition)
+    page = run_analyze(run["cfg"], "e1", out=work / "reports" / "e1", runs_dir=work / "runs", **QUIET)
+    return {**run, "work": work, "page": page}
+
+
+def test_metrics_and_confusion_match_sklearn(trained):
+    oof, classes = trained["oof"], trained["classes"]
+    y = oof["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    pred = oof[classes].to_numpy().argmax(1)
+    folder = trained["page"].parent
+    per = pd.read_csv(folder / "per_class.csv", dtype={"class": str}, keep_default_na=False)
+    p, r, f, s = precision_recall_fscore_support(y, pred, labels=range(len(classes)), zero_division=0)
+    assert per["class"].tolist() == classes
+    np.testing.assert_allclose(per[["precision", "recall", "f1"]].to_numpy(), np.stack([p, r, f], 1), atol=1e-9)
+    cm = pd.read_csv(folder / "confusion_matrix.csv").iloc[:, 1:].to_numpy()
+    np.testing.assert_array_equal(cm, confusion_matrix(y, pred, labels=range(len(classes))))
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    assert summary["macro_f1"] == pytest.approx(f.mean()) and summary["folds"] == [0, 1]
+    assert summary["macro_f1"] > 0.3  # a few SGD steps already beat chance (0.1): the OOF is real
+    with Image.open(folder / "confusion_matrix.png") as im:
+        assert im.size[0] > 400
+
+
+def test_page_sections_gallery_and_curves(trained):
+    html = trained["page"].read_text(encoding="utf-8")
+    for sid in ("overview", "per-class", "confusion", "confused-pairs", "confident-wrong", "gradcam", "curves"):
+        assert f'<section id="{sid}">' in html, sid
+    wrong = re.search(r'<section id="confident-wrong">(.*?)</section>', html, re.S).group(1)
+    oof, classes = trained["oof"], trained["classes"]
+    probs = oof[classes].to_numpy()
+    y = oof["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    bad = np.flatnonzero(probs.argmax(1) != y)
+    top = bad[np.argmax(probs[bad].max(1))]
+    assert oof["image_id"].iloc[top] in wrong  # the most confident mistake leads the gallery
+    assert f"p={probs[top].max():.2f}" in wrong
+    assert "training_curves.png" in html and (trained["page"].parent / "training_curves.png").exists()
+    for src in re.findall(r'<img src="([^"]+)"', html):
+        assert (trained["page"].parent / src).is_file(), src
+
+
+def test_gradcam_files_per_class_with_safe_names(trained):
+    folder = trained["page"].parent
+    cams = sorted(p.name for p in folder.glob("cam_*.png"))
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    assert cams == summary["cams"] and len(cams) >= len(trained["classes"])
+    assert all(re.fullmatch(r"cam_\d{3}_[A-Za-z0-9_-]+_(correct|wrong)_\d\.png", c) for c in cams)
+    tshirt = trained["classes"].index("T-shirt/top")
+    assert any(c.startswith(f"cam_{tshirt:03d}_T-shirt-top_") for c in cams)
+    with Image.open(folder / cams[0]) as im:
+        w, h = im.size
+        assert w == 2 * h  # input | overlay
+        a = np.asarray(im.convert("RGB"), dtype=np.int16)
+    # the overlay half is coloured by the heat map; the input half is gray (Fashion-MNIST)
+    right = a[:, w // 2 :]
+    assert np.abs(right[..., 0] - right[..., 2]).mean() > 10
+    html = trained["page"].read_text(encoding="utf-8")
+    for c in cams:
+        assert f'src="{c}"' in html
+
+
+def test_cam_picks_are_right_and_wrong():
+    y = np.array([0, 0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.3, 0.7], [0.95, 0.05]])
+    right, wrong = cam_picks(y, probs, 0, 2)
+    assert right.tolist() == [0, 1] and wrong.tolist() == [2]
+    right, wrong = cam_picks(y, probs, 1, 2)
+    assert right.tolist() == [3] and wrong.tolist() == [4]
+
+
+def test_gradcam_highlights_the_evidence():
+    """A class whose logit is the brightness of the image: the map must sit on the bright square."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight.fill_(0.1)
+        model[0].bias.zero_()
+        model[4].weight.copy_(torch.tensor([[1.0] * 4, [-1.0] * 4]))
+        model[4].bias.zero_()
+    layer, name = find_target_layer(model)
+    assert layer is model[0] and name == "0"
+    x = torch.zeros(1, 3, 32, 32)
+    x[:, :, 4:14, 18:28] = 1.0  # bright square top right
+    mask = grad_cam(model, x, [0], layer)[0]
+    assert mask.shape == (32, 32)
+    assert mask[4:14, 18:28].mean() > 0.5 > mask[20:, :12].mean()
+
+
+def test_target_layer_for_timm_models():
+    import timm
+
+    cnn = timm.create_model("resnet10t", num_classes=3)
+    layer, name = find_target_layer(cnn)
+    assert name == "layer4" and layer is cnn.layer4
+    vit = timm.create_model("test_vit", num_classes=3)
+    layer, why = find_target_layer(vit)
+    assert layer is None and "not a CNN" in why
+
+
+def test_analyze_before_every_fold_is_done_and_cli(trained, tmp_path, monkeypatch):
+    import shutil
+
+    work = trained["work"]
+    monkeypatch.chdir(work)
+    shutil.copytree(work / "runs" / "e1", work / "runs" / "part")
+    (work / "runs" / "part" / "oof.csv").unlink()
+    shutil.rmtree(work / "runs" / "part" / "fold_1")
+    res = CliRunner().invoke(cli, ["analyze", "--exp", "part"])
+    assert res.exit_code == 0, res.output
+    html = (work / "reports" / "part" / "index.html").read_text(encoding="utf-8")
+    assert "not every fold is done" in html and "fold_0" in html
+    res = CliRunner().invoke(cli, ["analyze", "--exp", "nothing"])
+    assert res.exit_code == 1 and "comp train --exp nothing" in res.output
