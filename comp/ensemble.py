@@ -1,0 +1,309 @@
+"""``comp ensemble``: blend experiments' fold-averaged probabilities into a submission and log it in the ledger.
+
+Each member is an experiment E with ``runs/E/oof.csv`` (every train row once) and ``runs/E/test.csv``. Weights
+are fit on the OOF — ``auto`` is greedy forward selection with replacement (Caruana et al., 2004): start from
+the best member, repeatedly add the member that most raises OOF macro F1, keep the best prefix; weights are
+the counts, so they are non-negative and sum to 1 and a useless member gets 0. ``tune_bias`` then fits one
+additive log-score bias per class (comp.decision) with an honest cross-validated estimate.
+
+Blend methods (``method``), all giving log-scores whose argmax is the label:
+  mean       log of the weighted mean of probabilities
+  geometric  weighted mean of log-probabilities (renormalised)
+  rank       log of the weighted mean of per-class ranks (each member's column ranked within OOF / test)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import log_softmax
+from scipy.stats import rankdata
+
+from comp import ledger
+from comp.config import Config, ConfigError
+from comp.data import DataError, load_test, read_csv_str
+from comp.decision import apply_bias, cv_bias, macro_f1
+from comp.files import write_csv
+from comp.predict import run_dir
+from comp.score import SubmissionError, check_submission
+
+METHODS = ("mean", "geometric", "rank")
+SUBMISSIONS_DIR = Path("submissions")
+EPS = 1e-7
+
+
+@dataclass
+class Member:
+    exp: str
+    classes: list[str]
+    oof: pd.DataFrame  # index: id; columns: label + classes
+    test: pd.DataFrame  # index: id; columns: classes
+    note: str = ""  # why its OOF may not match its test (views)
+
+
+def _class_cols(df: pd.DataFrame, skip: Sequence[str]) -> list[str]:
+    return [c for c in df.columns if c not in skip]
+
+
+def load_member(cfg: Config, exp: str) -> Member:
+    """Read ``runs/E/oof.csv`` and ``runs/E/test.csv`` and check they agree on the classes."""
+    d = cfg.data
+    run = run_dir(exp)
+    oof_path, test_path = run / "oof.csv", run / "test.csv"
+    if not oof_path.exists():
+        raise DataError(f"{oof_path} not found: train the experiment first (comp train --exp {exp} --all-folds)")
+    if not test_path.exists():
+        raise DataError(f"{test_path} not found: predict the test first (comp predict --exp {exp})")
+    oof = read_csv_str(oof_path)
+    test = read_csv_str(test_path)
+    for col in (d.id_col, "fold", d.label_col):
+        if col not in oof.columns:
+            raise DataError(f"{oof_path}: no column '{col}'; columns are: {', '.join(oof.columns)}")
+    if d.id_col not in test.columns:
+        raise DataError(f"{test_path}: no column '{d.id_col}'; columns are: {', '.join(test.columns)}")
+    classes = _class_cols(oof, (d.id_col, "fold", d.label_col))
+    test_classes = _class_cols(test, (d.id_col,))
+    if sorted(classes) != sorted(test_classes):
+        raise DataError(f"{oof_path} and {test_path} have different class columns; re-run comp predict --exp {exp} "
+                        "--overwrite")
+    classes = sorted(classes)
+    for path, df in ((oof_path, oof), (test_path, test)):
+        dup = df[d.id_col][df[d.id_col].duplicated()]
+        if len(dup):
+            raise DataError(f"{path}: id {dup.iloc[0]!r} appears more than once")
+    try:
+        oof_p = oof[classes].astype(float)
+        test_p = test[classes].astype(float)
+    except ValueError as e:
+        raise DataError(f"{run}: a probability cell is not a number ({e})") from None
+    note = ""
+    info_path = run / "predict.json"
+    if info_path.exists():
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        tv, ov = info.get("test_views"), info.get("oof_views", ["identity"])
+        if tv and tv != ov:
+            note = (f"{exp}: test.csv used views {tv} but oof.csv {ov}; to fit weights on what the test sees run "
+                    f"comp predict --exp {exp} --tta {','.join(tv)} --oof --overwrite")
+    return Member(
+        exp=exp,
+        classes=classes,
+        oof=pd.concat([oof[[d.label_col]], oof_p], axis=1).set_index(oof[d.id_col]),
+        test=test_p.set_index(test[d.id_col]),
+        note=note,
+    )
+
+
+def _rank(p: np.ndarray) -> np.ndarray:
+    return rankdata(p, axis=0) / len(p)
+
+
+def blend(probs: Sequence[np.ndarray], weights: Sequence[float], method: str = "mean") -> np.ndarray:
+    """Log-scores (N, C) of the weighted blend of members' probabilities; argmax gives the labels."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown ensemble method {method!r}, expected one of {METHODS}")
+    w = np.asarray(weights, np.float64)
+    w = w / w.sum()
+    if method == "geometric":
+        return log_softmax(sum(wi * np.log(np.clip(p, EPS, 1)) for wi, p in zip(w, probs) if wi), axis=1)
+    if method == "rank":
+        return np.log(sum(wi * _rank(p) for wi, p in zip(w, probs) if wi))
+    return np.log(np.clip(sum(wi * p for wi, p in zip(w, probs) if wi), EPS, None))
+
+
+def greedy_weights(
+    probs: Sequence[np.ndarray], y: np.ndarray, method: str = "mean", steps: int = 40
+) -> np.ndarray:
+    """Non-negative weights summing to 1 that maximise OOF macro F1 (greedy selection with replacement).
+
+    Starts from the best single member; each step adds the member whose extra copy gives the best blend;
+    returns the counts of the best prefix (the earliest on ties, so fewer members win).
+    """
+    m = len(probs)
+    c = probs[0].shape[1]
+    if method == "rank":  # ranks are a fixed transform: compute once, then blend by mean
+        probs, method = [_rank(p) for p in probs], "mean"
+
+    def f1(counts):
+        return macro_f1(y, blend(probs, counts, method).argmax(1), c)
+
+    singles = [f1(np.eye(m)[i]) for i in range(m)]
+    counts = np.eye(m)[int(np.argmax(singles))]
+    best, best_counts = max(singles), counts.copy()
+    for _ in range(steps - 1):
+        trials = [f1(counts + np.eye(m)[i]) for i in range(m)]
+        counts = counts + np.eye(m)[int(np.argmax(trials))]
+        if max(trials) > best + 1e-12:
+            best, best_counts = max(trials), counts.copy()
+    return best_counts / best_counts.sum()
+
+
+def parse_weights(weights: str | Sequence[float], n: int) -> np.ndarray | None:
+    """None for ``auto``; else ``n`` non-negative numbers (a string ``w1,w2,...``), normalised to sum 1."""
+    if isinstance(weights, str):
+        if weights.strip().lower() == "auto":
+            return None
+        try:
+            w = [float(x) for x in weights.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--weights {weights!r}: expected 'auto' or numbers like 0.7,0.3") from None
+    else:
+        w = [float(x) for x in weights]
+    if len(w) != n:
+        raise ConfigError(f"--weights lists {len(w)} number(s) for {n} --exp member(s); give one per --exp, in order")
+    if any(x < 0 or not np.isfinite(x) for x in w) or sum(w) <= 0:
+        raise ConfigError(f"--weights {weights!r}: weights must be non-negative with a positive sum")
+    w = np.asarray(w)
+    return w / w.sum()
+
+
+def _sample_frame(cfg: Config) -> tuple[pd.DataFrame, str, str]:
+    """The sample submission (cells as written), its id column and the label column to fill."""
+    d = cfg.data
+    if not d.sample_submission:
+        test = load_test(cfg)
+        return pd.DataFrame({d.id_col: test["id"], d.label_col: ""}), d.id_col, d.label_col
+    path = cfg.root / d.sample_submission
+    sample = read_csv_str(path)
+    if d.id_col not in sample.columns:
+        raise DataError(f"{path}: no id column '{d.id_col}' (data.id_col); columns are: {', '.join(sample.columns)}")
+    others = [c for c in sample.columns if c != d.id_col]
+    if d.label_col in sample.columns:
+        label_col = d.label_col
+    elif len(others) == 1:
+        label_col = others[0]
+    else:
+        raise DataError(f"{path}: no label column '{d.label_col}' (data.label_col) among {', '.join(others)}")
+    return sample, d.id_col, label_col
+
+
+def ensemble(
+    cfg: Config,
+    exps: Sequence[str],
+    weights: str | Sequence[float] = "auto",
+    method: str = "mean",
+    tune_bias: bool = False,
+    name: str | None = None,
+    overwrite: bool = False,
+    bias_folds: int = 5,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    """Blend ``exps`` into ``submissions/NAME.csv``, validate it, log it in ``submissions/ledger.csv``.
+
+    weights: ``auto`` (greedy on OOF macro F1) or one number per experiment. method: mean, geometric, rank.
+    tune_bias: per-class log-score biases fit on the OOF, their gain estimated with ``bias_folds``-fold CV.
+    Returns the figures printed (members' and blend's OOF macro F1, weights, bias report, paths).
+    """
+    if not name or not re.fullmatch(r"[\w.-]+", name):
+        raise ConfigError(f"--name {name!r}: use letters, digits, '-', '_' and '.' only")
+    if method not in METHODS:
+        raise ConfigError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    exps = list(exps)
+    if not exps:
+        raise ConfigError("name at least one experiment: --exp E (repeatable)")
+    if len(set(exps)) != len(exps):
+        raise ConfigError(f"--exp lists an experiment twice ({exps}); weights say how much each counts")
+    fixed = parse_weights(weights, len(exps))
+    out_path = SUBMISSIONS_DIR / f"{name}.csv"
+    if out_path.exists() and not overwrite:
+        raise FileExistsError(f"{out_path} already exists; choose another --name or pass --overwrite to replace it")
+
+    d = cfg.data
+    members = [load_member(cfg, e) for e in exps]
+    first = members[0]
+    classes = first.classes
+    ids = first.oof.index
+    for mb in members[1:]:
+        if mb.classes != classes:
+            raise DataError(f"runs/{mb.exp} has classes {mb.classes}, runs/{first.exp} has {classes}; "
+                            "only experiments on the same classes can be blended")
+        if len(mb.oof) != len(ids) or not mb.oof.index.isin(ids).all():
+            extra = mb.oof.index[~mb.oof.index.isin(ids)].tolist() + ids[~ids.isin(mb.oof.index)].tolist()
+            raise DataError(f"runs/{mb.exp}/oof.csv and runs/{first.exp}/oof.csv cover different train ids "
+                            f"(e.g. {extra[:3]}); train both on the same rows (same --skip-bad)")
+        if not (mb.oof.loc[ids, d.label_col].to_numpy() == first.oof[d.label_col].to_numpy()).all():
+            raise DataError(f"runs/{mb.exp}/oof.csv labels differ from runs/{first.exp}/oof.csv's")
+    for mb in members:
+        if mb.note:
+            echo(f"note: {mb.note}")
+    unknown = sorted(set(first.oof[d.label_col]) - set(classes))
+    if unknown:
+        raise DataError(f"runs/{first.exp}/oof.csv has labels {unknown[:3]} that are not class columns")
+    y = pd.Categorical(first.oof[d.label_col], categories=classes).codes.astype(np.int64)
+    oof_probs = [mb.oof.loc[ids, classes].to_numpy() for mb in members]
+
+    sample, id_col, label_col = _sample_frame(cfg)
+    test_ids = sample[id_col].str.strip()
+    test_probs = []
+    for mb in members:
+        missing = test_ids[~test_ids.isin(mb.test.index)]
+        if len(missing):
+            raise DataError(f"runs/{mb.exp}/test.csv lacks {len(missing)} id(s) of the sample submission "
+                            f"(e.g. {missing.iloc[0]!r}); re-run comp predict --exp {mb.exp} --overwrite")
+        test_probs.append(mb.test.loc[test_ids, classes].to_numpy())
+
+    n_c = len(classes)
+    member_f1 = {mb.exp: macro_f1(y, blend([p], [1], method).argmax(1), n_c) for mb, p in zip(members, oof_probs)}
+    w = greedy_weights(oof_probs, y, method) if fixed is None else fixed
+    oof_scores = blend(oof_probs, w, method)
+    test_scores = blend(test_probs, w, method)
+    blend_f1 = macro_f1(y, oof_scores.argmax(1), n_c)
+
+    width = max(len("blend"), *(len(e) for e in exps))
+    echo(f"{'member':<{width}}  weight  OOF macro F1   (method {method}, weights {'auto' if fixed is None else 'given'})")
+    for e, wi in zip(exps, w):
+        echo(f"{e:<{width}}  {wi:6.3f}  {member_f1[e]:.4f}")
+    echo(f"{'blend':<{width}}  {'':6}  {blend_f1:.4f}")
+
+    bias = np.zeros(n_c)
+    report = None
+    cv_f1 = blend_f1
+    if tune_bias:
+        report = cv_bias(oof_scores, y, n_splits=bias_folds, seed=cfg.folds.seed)
+        bias = report.bias
+        cv_f1 = report.cv_f1
+        echo(report.summary(classes))
+    labels = np.asarray(classes, dtype=object)[apply_bias(test_scores, bias)]
+
+    sub = sample.copy()
+    sub[label_col] = labels
+    try:
+        check_submission(sub, sample[id_col].tolist(), id_col, label_col, classes=classes,
+                         header=[str(c) for c in sample.columns])
+    except SubmissionError as e:
+        raise DataError(f"the blended submission failed validation: {e}") from None
+    write_csv(out_path, sub)
+    options = {
+        "method": method,
+        "weights": "auto" if fixed is None else "given",
+        "tune_bias": tune_bias,
+        "oof_macro_f1": round(blend_f1, 5),
+        "members_oof_macro_f1": {k: round(v, 5) for k, v in member_f1.items()},
+    }
+    if report is not None:
+        options.update(bias={c: round(float(b), 3) for c, b in zip(classes, bias)},
+                       bias_argmax_f1=round(report.argmax_f1, 5), bias_in_sample_f1=round(report.in_sample_f1, 5),
+                       bias_cv_f1=round(report.cv_f1, 5), bias_folds=bias_folds)
+    row = ledger.append(name, exps, w, cv_f1, options, SUBMISSIONS_DIR / "ledger.csv")
+    dist = pd.Series(labels).value_counts()
+    echo(f"wrote {out_path}: {len(sub)} rows; predicted classes: "
+         + ", ".join(f"{k} {v}" for k, v in dist.items()))
+    echo(f"cv macro F1 of this submission: {cv_f1:.4f} (logged in {SUBMISSIONS_DIR / 'ledger.csv'})")
+    return {
+        "path": str(out_path),
+        "name": name,
+        "members": exps,
+        "weights": [float(x) for x in w],
+        "member_f1": member_f1,
+        "blend_f1": blend_f1,
+        "cv_macro_f1": cv_f1,
+        "bias": [float(b) for b in bias],
+        "bias_report": report,
+        "ledger_row": row,
+        "n_test": len(sub),
+    }

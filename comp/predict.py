@@ -1,0 +1,336 @@
+"""``comp predict``: test (and optionally OOF) probabilities of an experiment's fold models, with TTA.
+
+Every fold model in ``runs/E/fold_k/model.safetensors`` sees every test image through every view; the
+softmax probabilities are averaged over views, then over folds, and written to ``runs/E/test.csv``
+(``<id>``, one column per class). ``oof=True`` runs each fold model over its own validation rows with the same
+views and rewrites ``runs/E/oof.csv`` (the trainer's file is kept as ``runs/E/oof.train.csv``), so that
+ensemble weights and biases are fit on what the test will see.
+
+Images are decoded once per input size (comp.cache). Under several processes (``torchrun``/``accelerate
+launch``) the rows are sharded by accelerate, gathered with ``gather_for_metrics`` together with their row
+numbers, every row is checked to arrive exactly once, and only the main process writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from comp.cache import load_images
+from comp.config import Config, ConfigError
+from comp.data import DataError, load_test, load_train, read_csv_str
+from comp.decision import macro_f1
+from comp.files import write_csv, write_text
+from comp.model import create_model, load_checkpoint
+from comp.tta import check_views, create_views
+
+RUNS_DIR = Path("runs")
+FLOAT_FORMAT = "%.7g"
+
+
+def run_dir(exp: str) -> Path:
+    return RUNS_DIR / exp
+
+
+@dataclass
+class FoldModel:
+    fold: int
+    path: Path
+    meta: dict
+
+    @property
+    def size(self) -> int:
+        s = self.meta["input_size"]
+        return int(s[-1] if isinstance(s, (list, tuple)) else s)
+
+    @property
+    def resize(self) -> str:
+        return self.meta.get("resize", "stretch")
+
+
+def find_fold_models(run: Path, expected: Sequence[int] | None = None) -> list[FoldModel]:
+    """The fold models of a run, sorted by fold; all of ``expected`` must be there and agree on the classes."""
+    models = []
+    for d in sorted(run.glob("fold_*")):
+        f = d / "model.safetensors"
+        if f.exists() and f.with_suffix(".json").exists() and d.name[5:].isdigit():
+            meta = json.loads(f.with_suffix(".json").read_text(encoding="utf-8"))
+            models.append(FoldModel(int(d.name[5:]), f, meta))
+    models.sort(key=lambda m: m.fold)
+    exp = run.name
+    if not models:
+        raise DataError(f"{run}: no fold models (fold_k/model.safetensors); train them: comp train --exp {exp} --all-folds")
+    have = {m.fold for m in models}
+    missing = sorted(set(expected or ()) - have)
+    if missing:
+        k = missing[0]
+        raise DataError(
+            f"{run}: no model for fold(s) {missing} that {run / 'oof.csv'} lists; "
+            f"train them first: comp train --exp {exp} --fold {k} (or --all-folds)"
+        )
+    classes = models[0].meta["classes"]
+    for m in models[1:]:
+        if m.meta["classes"] != classes:
+            raise DataError(f"{m.path}: its classes differ from fold {models[0].fold}'s; retrain it with the same data")
+    return models
+
+
+def _precision(cfg: Config) -> str:
+    p = cfg.train.precision
+    if p == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return p
+
+
+def _load_model(cfg: Config, fm: FoldModel, device: torch.device) -> torch.nn.Module:
+    mcfg = copy.deepcopy(cfg)
+    mcfg.model.name = fm.meta.get("model_name", cfg.model.name)
+    mcfg.model.pretrained, mcfg.model.pretrained_file = False, None  # the fold's own weights replace them
+    model = create_model(mcfg, len(fm.meta["classes"]))
+    load_checkpoint(fm.path, model)
+    model.eval().to(device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+@dataclass
+class Timing:
+    seconds: float = 0.0  # in the inference loops only (no decoding, no model loading)
+    images: int = 0  # images x views x folds that went through a model
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+@torch.inference_mode()
+def predict_images(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    rows: np.ndarray,
+    views: Sequence[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+    accelerator,
+    batch_size: int = 128,
+    timing: Timing | None = None,
+    bar: tqdm | None = None,
+) -> np.ndarray:
+    """Softmax probabilities of ``images[rows]`` averaged over ``views``: (len(rows), C), in ``rows`` order.
+
+    ``images`` is uint8 NHWC (every process holds it; each one predicts its shard). Returns the gathered
+    result on every process; raises if any row came back missing or twice.
+    """
+    from torch.utils.data import DataLoader
+
+    fns = create_views(views)
+    n = len(rows)
+    loader = accelerator.prepare_data_loader(DataLoader(torch.arange(n), batch_size=batch_size), device_placement=False)
+    device = accelerator.device
+    scale = torch.tensor([1 / (255.0 * s) for s in std], device=device).view(1, 3, 1, 1)
+    shift = torch.tensor([m / s for m, s in zip(mean, std)], device=device).view(1, 3, 1, 1)
+    out = None
+    seen = np.zeros(n, np.int64)
+    t0 = time.perf_counter()
+    for pos in loader:
+        idx = rows[pos.numpy()]
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        batch = images[lo:hi] if hi - lo == len(idx) and np.all(np.diff(idx) == 1) else images[idx]
+        # NHWC uint8 -> NCHW float (channels-last strides, which CPU and GPU convolutions both like)
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True).permute(0, 3, 1, 2)
+        x = x.float().mul_(scale).sub_(shift)
+        probs = None
+        with accelerator.autocast():
+            for fn in fns:
+                p = model(fn(x)).float().softmax(1)
+                probs = p if probs is None else probs.add_(p)
+        probs /= len(fns)
+        g_pos, g_probs = accelerator.gather_for_metrics((pos.to(device), probs))
+        g_pos, g_probs = g_pos.cpu().numpy(), g_probs.cpu().numpy()
+        if out is None:
+            out = np.zeros((n, g_probs.shape[1]), np.float64)
+        out[g_pos] = g_probs
+        np.add.at(seen, g_pos, 1)
+        if bar is not None:
+            bar.update(len(g_pos))
+    if timing is not None:
+        timing.seconds += time.perf_counter() - t0
+        timing.images += n * len(fns)
+    bad = np.flatnonzero(seen != 1)
+    if len(bad):
+        raise RuntimeError(
+            f"prediction gathered {len(bad)} row(s) missing or duplicated across processes "
+            f"(first: row {int(bad[0])} seen {int(seen[bad[0]])} times); please report this"
+        )
+    return out
+
+
+def _decode(cfg: Config, paths: list[str], fm: FoldModel, desc: str, accelerator) -> np.ndarray:
+    # The main process decodes first: a disk cache is then written once and read by the others.
+    with accelerator.main_process_first():
+        return load_images(
+            paths, fm.size, fm.resize, max_pixels=cfg.data.max_pixels, cache=cfg.train.cache,
+            progress=accelerator.is_main_process, desc=desc,
+        )
+
+
+def _check_paths(df: pd.DataFrame, what: str, fix: str) -> None:
+    bad = df[df["path"].isna()]
+    if len(bad):
+        raise DataError(f"{what} id {bad['id'].iloc[0]!r} (and {len(bad) - 1} more) has no usable path; {fix}")
+
+
+def _run_models(
+    cfg: Config,
+    models: list[FoldModel],
+    paths: list[str],
+    rows_per_model: list[np.ndarray],
+    views: list[str],
+    accelerator,
+    desc: str,
+    timing: Timing,
+) -> list[np.ndarray]:
+    """One probability array per model, for its rows; images decoded once per (size, resize)."""
+    decoded: dict = {}
+    outs = []
+    total = sum(len(r) for r in rows_per_model)
+    bar = tqdm(total=total, desc=desc, unit="img", disable=not accelerator.is_main_process, leave=False)
+    for fm, rows in zip(models, rows_per_model):
+        key = (fm.size, fm.resize)
+        if key not in decoded:
+            decoded[key] = _decode(cfg, paths, fm, f"decode {desc} {fm.size}px", accelerator)
+        model = _load_model(cfg, fm, accelerator.device)
+        mean, std = fm.meta.get("mean"), fm.meta.get("std")
+        if mean is None or std is None:
+            raise DataError(f"{fm.path.with_suffix('.json')}: no mean/std; retrain fold {fm.fold} with this comp")
+        outs.append(predict_images(model, decoded[key], rows, views, mean, std, accelerator,
+                                   cfg.infer.batch_size, timing, bar))
+        del model
+    bar.close()
+    return outs
+
+
+def predict(
+    cfg: Config,
+    tta: list[str] | None = None,
+    oof: bool = False,
+    overwrite: bool = False,
+    echo: Callable[[str], None] = print,
+) -> pd.DataFrame:
+    """Write ``runs/E/test.csv`` (E = ``cfg.exp``) and return it; with ``oof`` also rewrite ``runs/E/oof.csv``.
+
+    tta: view names (comp.tta), default ``infer.tta``. An existing test.csv is refused unless ``overwrite``.
+    The returned frame's ``attrs['timing']`` holds the inference-loop seconds and images (x views x folds).
+    """
+    from accelerate import Accelerator
+
+    exp = cfg.exp
+    if not exp:
+        raise ConfigError("predict needs an experiment: comp predict --exp NAME")
+    try:
+        views = check_views(tta if tta else cfg.infer.tta)
+    except ValueError as e:
+        raise ConfigError(f"{'--tta' if tta else 'infer.tta'}: {e}") from None
+    run = run_dir(exp)
+    out_path = run / "test.csv"
+    if out_path.exists() and not overwrite:
+        raise FileExistsError(f"{out_path} already exists; pass --overwrite to replace it")
+    oof_path, oof_df = run / "oof.csv", None
+    if oof and not oof_path.exists():
+        raise DataError(f"{oof_path} not found: --oof needs the trainer's OOF (comp train --exp {exp} --all-folds)")
+    expected = None
+    if oof_path.exists():  # every fold the OOF lists must have its model
+        oof_df = read_csv_str(oof_path)
+        if "fold" not in oof_df.columns:
+            raise DataError(f"{oof_path}: no column 'fold'; columns are: {', '.join(oof_df.columns)}")
+        expected = sorted(int(k) for k in oof_df["fold"].astype(int).unique())
+    models = find_fold_models(run, expected)
+    classes = list(models[0].meta["classes"])
+    id_col = cfg.data.id_col
+
+    # cpu=True when there is no accelerator: accelerate then sets up gloo for several CPU processes (torchrun).
+    accelerator = Accelerator(mixed_precision=_precision(cfg), cpu=not torch.accelerator.is_available())
+    main = accelerator.is_main_process
+    if main:
+        echo(f"predict {exp}: folds {[m.fold for m in models]}, views {views}, {models[0].size}px, "
+             f"{accelerator.num_processes} process(es) on {accelerator.device}")
+    timing = Timing()
+
+    test = load_test(cfg)
+    if test.empty:
+        raise DataError("no test images to predict (sample_submission.csv / data.test_dir is empty)")
+    _check_paths(test, "test", "run `comp check` to see why")
+    all_rows = np.arange(len(test))
+    probs = _run_models(cfg, models, test["path"].tolist(), [all_rows] * len(models), views, accelerator,
+                        "test", timing)
+    mean_probs = np.mean(probs, axis=0)
+    result = pd.concat([pd.DataFrame({id_col: test["id"]}), pd.DataFrame(mean_probs, columns=classes)], axis=1)
+
+    oof_report = ""
+    if oof:
+        oof_report = _rewrite_oof(cfg, run, oof_df, models, classes, views, accelerator, timing, main)
+
+    if main:
+        write_csv(out_path, result, float_format=FLOAT_FORMAT)
+        info_path = run / "predict.json"
+        info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
+        info.update(test_views=views, folds=[m.fold for m in models], n_test=len(test),
+                    time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if oof:
+            info["oof_views"] = views
+        write_text(info_path, json.dumps(info, indent=2))
+        echo(f"wrote {out_path}: {len(result)} ids x {len(classes)} classes, mean over {len(models)} fold(s) x "
+             f"{len(views)} view(s); {timing.images_per_s:.0f} images/s")
+        if oof_report:
+            echo(oof_report)
+    accelerator.wait_for_everyone()
+    result.attrs["timing"] = timing
+    return result
+
+
+def _rewrite_oof(cfg, run, oof_df, models, classes, views, accelerator, timing, main) -> str:
+    d = cfg.data
+    for col in (d.id_col, "fold", d.label_col):
+        if col not in oof_df.columns:
+            raise DataError(f"{run / 'oof.csv'}: no column '{col}'; columns are: {', '.join(oof_df.columns)}")
+    cls_cols = [c for c in oof_df.columns if c not in (d.id_col, "fold", d.label_col)]
+    if sorted(cls_cols) != sorted(classes):
+        raise DataError(f"{run / 'oof.csv'}: its class columns {cls_cols} differ from the fold models' {classes}")
+    train = load_train(cfg).set_index("id")
+    ids = oof_df[d.id_col]
+    unknown = ids[~ids.isin(train.index)]
+    if len(unknown):
+        raise DataError(f"{run / 'oof.csv'}: id {unknown.iloc[0]!r} is not in the train table; was it made from "
+                        "another train.csv?")
+    paths = train.loc[ids, "path"].tolist()
+    _check_paths(pd.DataFrame({"id": ids, "path": paths}), "train", "run `comp check` to see why")
+    folds = oof_df["fold"].astype(int).to_numpy()
+    rows = [np.flatnonzero(folds == m.fold) for m in models]
+    probs = _run_models(cfg, models, paths, rows, views, accelerator, "oof", timing)
+    new = np.zeros((len(oof_df), len(classes)))
+    for r, p in zip(rows, probs):
+        new[r] = p
+    y = pd.Categorical(oof_df[d.label_col], categories=classes).codes
+    before = macro_f1(y, oof_df[classes].astype(float).to_numpy().argmax(1), len(classes))
+    after = macro_f1(y, new.argmax(1), len(classes))
+    if not main:
+        return ""
+    backup = run / "oof.train.csv"
+    if not backup.exists():
+        shutil.copyfile(run / "oof.csv", backup)
+    out = oof_df[[d.id_col, "fold", d.label_col]].copy()
+    out = pd.concat([out.reset_index(drop=True), pd.DataFrame(new, columns=classes)], axis=1)
+    write_csv(run / "oof.csv", out, float_format=FLOAT_FORMAT)
+    return (f"rewrote {run / 'oof.csv'} with views {views}: OOF macro F1 {after:.4f} "
+            f"(before: {before:.4f}; the trainer's OOF is kept in {backup})")

@@ -1,0 +1,134 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from comp import ledger
+from comp.cli import cli
+from comp.config import ConfigError
+from comp.data import DataError, class_names, load_train, read_csv_str
+from comp.decision import macro_f1
+from comp.ensemble import blend, ensemble, greedy_weights, parse_weights
+from comp.score import score_files
+
+
+def noisy_probs(y: np.ndarray, n_classes: int, strength: float, rng) -> np.ndarray:
+    """Probabilities that favour the true class by ``strength`` (logit units) under Gumbel noise."""
+    logits = rng.gumbel(size=(len(y), n_classes))
+    logits[np.arange(len(y)), y] += strength
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_greedy_weights_prefer_the_better_member():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 2000)
+    good, poor = noisy_probs(y, 5, 2.5, rng), noisy_probs(y, 5, 0.5, rng)
+    f_good, f_poor = (macro_f1(y, p.argmax(1), 5) for p in (good, poor))
+    assert f_good > f_poor + 0.2
+    for order in ((good, poor), (poor, good)):
+        w = greedy_weights(list(order), y)
+        w_good = w[0] if order[0] is good else w[1]
+        assert w_good > 0.7 and abs(w.sum() - 1) < 1e-9 and (w >= 0).all()
+    # Two equally good, independent members: the blend beats both and both get weight.
+    other = noisy_probs(y, 5, 2.5, rng)
+    w = greedy_weights([good, other], y)
+    assert 0.2 < w[0] < 0.8
+    blended = macro_f1(y, blend([good, other], w).argmax(1), 5)
+    assert blended > max(f_good, macro_f1(y, other.argmax(1), 5))
+    for method in ("geometric", "rank"):
+        w = greedy_weights([poor, good], y, method=method)
+        assert w[1] > w[0]
+
+
+def test_parse_weights():
+    assert parse_weights("auto", 2) is None
+    np.testing.assert_allclose(parse_weights("3,1", 2), [0.75, 0.25])
+    with pytest.raises(ConfigError, match="2 number"):
+        parse_weights("1,1", 3)
+    with pytest.raises(ConfigError, match="non-negative"):
+        parse_weights("1,-1", 2)
+    with pytest.raises(ConfigError, match="numbers like"):
+        parse_weights("a,b", 2)
+
+
+def make_member(workdir, cfg, exp: str, strength: float, seed: int, classes=None) -> None:
+    """runs/EXP/oof.csv and test.csv as predict leaves them, with probabilities of a chosen quality."""
+    rng = np.random.default_rng(seed)
+    train = load_train(cfg)
+    classes = classes or class_names(train["label"])
+    y = pd.Categorical(train["label"], categories=classes).codes
+    run = workdir / "runs" / exp
+    run.mkdir(parents=True, exist_ok=True)
+    oof = pd.DataFrame({"image_id": train["id"], "fold": np.arange(len(train)) % 5, "label": train["label"]})
+    oof = pd.concat([oof, pd.DataFrame(noisy_probs(y, len(classes), strength, rng), columns=classes)], axis=1)
+    oof.to_csv(run / "oof.csv", index=False)
+    solution = read_csv_str(cfg.root / "solution.csv")
+    yt = pd.Categorical(solution["label"], categories=classes).codes
+    test = pd.DataFrame(noisy_probs(yt, len(classes), strength, rng), columns=classes)
+    test.insert(0, "image_id", solution["image_id"])
+    test.sample(frac=1, random_state=seed).to_csv(run / "test.csv", index=False)  # any row order
+
+
+def test_ensemble_writes_checked_submission_and_ledger(workdir, cfg):
+    make_member(workdir, cfg, "good", 3.0, 0)
+    make_member(workdir, cfg, "poor", 0.3, 1)
+    lines = []
+    res = ensemble(cfg, ["poor", "good"], name="first", echo=lines.append)
+    assert res["weights"][1] >= 0.7 > res["weights"][0]
+    assert res["member_f1"]["good"] > res["member_f1"]["poor"] + 0.3
+    table = {line.split()[0]: line.split()[1:] for line in lines[1:4]}  # member F1 beside the blend's
+    assert table["good"] == [f"{res['weights'][1]:.3f}", f"{res['member_f1']['good']:.4f}"]
+    assert table["blend"] == [f"{res['blend_f1']:.4f}"]
+
+    sub_path = workdir / "submissions/first.csv"
+    sample_path = cfg.root / "sample_submission.csv"
+    sub, sample = read_csv_str(sub_path), read_csv_str(sample_path)
+    assert sub_path.read_text().splitlines()[0] == sample_path.read_text().splitlines()[0]  # header, byte for byte
+    assert sub["image_id"].tolist() == sample["image_id"].tolist()  # ids and their order
+    assert set(sub["label"]) <= set(class_names(load_train(cfg)["label"]))
+    scored = score_files(sub_path, cfg.root / "solution.csv", sample_path)  # the `comp score` validation
+    assert abs(scored["macro_f1"] - res["blend_f1"]) < 0.15  # test probabilities are as good as the OOF
+
+    rows = ledger.read(workdir / "submissions/ledger.csv")
+    assert len(rows) == 1
+    row = rows.iloc[0]
+    assert row["name"] == "first" and row["members"] == "poor,good"
+    assert [float(w) for w in row["weights"].split(",")] == pytest.approx(res["weights"], abs=1e-4)
+    assert float(row["cv_macro_f1"]) == pytest.approx(res["blend_f1"], abs=1e-5)
+    assert json.loads(row["options"])["method"] == "mean"
+    assert list(rows.columns) == list(ledger.COLUMNS)
+
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        ensemble(cfg, ["good"], name="first", echo=lines.append)
+    before = sub_path.read_bytes()
+    r = CliRunner().invoke(cli, ["ensemble", "--exp", "good", "--name", "first"])
+    assert r.exit_code == 1 and "--overwrite" in r.output and sub_path.read_bytes() == before
+    assert len(ledger.read(workdir / "submissions/ledger.csv")) == 1
+
+    r = CliRunner().invoke(cli, ["ensemble", "--exp", "good", "--exp", "poor", "--weights", "1,0",
+                                 "--method", "geometric", "--name", "first", "--overwrite"])
+    assert r.exit_code == 0, r.output
+    rows = ledger.read(workdir / "submissions/ledger.csv")
+    assert len(rows) == 2 and rows.iloc[1]["weights"] == "1.0000,0.0000"
+    assert json.loads(rows.iloc[1]["options"])["method"] == "geometric"
+
+
+def test_ensemble_refuses_members_that_do_not_fit(workdir, cfg):
+    make_member(workdir, cfg, "a", 2.0, 0)
+    classes = class_names(load_train(cfg)["label"])
+    make_member(workdir, cfg, "b", 2.0, 1, classes=classes + ["Extra"])
+    with pytest.raises(DataError, match="only experiments on the same classes"):
+        ensemble(cfg, ["a", "b"], name="x", echo=lambda s: None)
+    make_member(workdir, cfg, "c", 2.0, 2)
+    test = pd.read_csv(workdir / "runs/c/test.csv").iloc[1:]
+    test.to_csv(workdir / "runs/c/test.csv", index=False)
+    with pytest.raises(DataError, match=r"runs/c/test.csv lacks 1 id\(s\).*comp predict --exp c --overwrite"):
+        ensemble(cfg, ["a", "c"], name="x", echo=lambda s: None)
+    with pytest.raises(DataError, match="comp predict --exp missing|comp train --exp missing"):
+        ensemble(cfg, ["missing"], name="x", echo=lambda s: None)
+    with pytest.raises(ConfigError, match="--name"):
+        ensemble(cfg, ["a"], name="../x", echo=lambda s: None)
+    assert not (workdir / "submissions/x.csv").exists()
