@@ -92,6 +92,18 @@ def _precision(cfg: Config) -> str:
     return p
 
 
+def make_accelerator(cfg: Config):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    # One process may train and predict several experiments (tests, notebooks): start accelerate's shared
+    # state afresh (keeping the process group), as comp.train does.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    # cpu=True when there is no accelerator: accelerate then sets up gloo for several CPU processes (torchrun).
+    return Accelerator(mixed_precision=_precision(cfg), cpu=not torch.accelerator.is_available())
+
+
 def _load_model(cfg: Config, fm: FoldModel, device: torch.device) -> torch.nn.Module:
     mcfg = copy.deepcopy(cfg)
     mcfg.model.name = fm.meta.get("model_name", cfg.model.name)
@@ -233,8 +245,6 @@ def predict(
     tta: view names (comp.tta), default ``infer.tta``. An existing test.csv is refused unless ``overwrite``.
     The returned frame's ``attrs['timing']`` holds the inference-loop seconds and images (x views x folds).
     """
-    from accelerate import Accelerator
-
     exp = cfg.exp
     if not exp:
         raise ConfigError("predict needs an experiment: comp predict --exp NAME")
@@ -259,8 +269,7 @@ def predict(
     classes = list(models[0].meta["classes"])
     id_col = cfg.data.id_col
 
-    # cpu=True when there is no accelerator: accelerate then sets up gloo for several CPU processes (torchrun).
-    accelerator = Accelerator(mixed_precision=_precision(cfg), cpu=not torch.accelerator.is_available())
+    accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
     if main:
         echo(f"predict {exp}: folds {[m.fold for m in models]}, views {views}, {models[0].size}px, "

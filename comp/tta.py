@@ -13,7 +13,7 @@ image by about 1/16 of its side, repeating the edge — both small, to stay clos
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
