@@ -7,6 +7,7 @@ import pytest
 from bad_images import bad_config, build_bad_competition
 from click.testing import CliRunner
 
+from comp import check
 from comp.check import clean_train, run_check
 from comp.cli import cli
 from comp.config import load_config
@@ -76,11 +77,21 @@ def test_clean_sample_passes_with_header_only_csv(cfg, workdir):
     assert text.strip() == "image_id,file,problem,detail,split,row"
 
 
-def test_pool_and_serial_agree(cfg):
-    a = run_check(cfg, out_dir=None, workers=2, echo=lambda s: None, progress=False, cache_dir=None)
-    b = run_check(cfg, out_dir=None, workers=1, echo=lambda s: None, progress=False, cache_dir=None)
+def test_pool_and_serial_agree(cfg, bad_cfg, monkeypatch):
+    def both(c):
+        b = run_check(c, out_dir=None, workers=1, echo=lambda s: None, progress=False, cache_dir=None)
+        with monkeypatch.context() as m:  # small sets are decoded serially; force the pool
+            m.setattr(check, "SERIAL_BELOW", 0)
+            m.setattr(check, "SERIAL_BELOW_BYTES", 0)
+            a = run_check(c, out_dir=None, workers=2, echo=lambda s: None, progress=False, cache_dir=None)
+        return a, b
+
+    a, b = both(cfg)
     assert a.ok and b.ok
     assert a.n_images == 750 and a.digests == b.digests
+    a, b = both(bad_cfg)
+    pd.testing.assert_frame_equal(a.problems, b.problems)
+    assert a.digests == b.digests
 
 
 def test_cache_reuses_results_and_sees_changes(tmp_path, bad, monkeypatch):
