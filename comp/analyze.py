@@ -204,7 +204,8 @@ def make_cams(cfg: Config, models: dict, rows: pd.DataFrame, out: Path, echo: Ca
             continue
         path, meta = models[fold]
         model = _load_fold_model(cfg, path, meta)
-        layer, name = find_target_layer(model)
+        s = meta.get("input_size", 224)
+        layer, name = find_target_layer(model, int(s[-1] if isinstance(s, (list, tuple)) else s))
         if layer is None:
             notes.append(f"Grad-CAM skipped: {meta.get('model_name', cfg.model.name)}: {name}")
             break
@@ -344,7 +345,7 @@ def run_analyze(
                     continue
                 sec.gallery([Img(done[i], f"Grad-CAM {kind} {oof[d.id_col].iloc[i]}",
                                  f"{oof[d.id_col].iloc[i]}\npredicted {classes[pred[i]]} p={conf[i]:.2f}")
-                             for i in sel["pos"]], label=f"{classes[c]} — {kind}")
+                             for i in sel["pos"]], label=f"{classes[c]} — {kind}", wide=True)
 
         # ------------------------------------------------ training curves
         sec = rep.section("Training curves", "curves")

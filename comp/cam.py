@@ -19,25 +19,39 @@ def _has_conv(m: nn.Module) -> bool:
     return any(isinstance(x, nn.Conv2d) for x in m.modules())
 
 
-def find_target_layer(model: nn.Module) -> tuple[nn.Module | None, str]:
-    """(layer, its name) for Grad-CAM, or (None, why) for models with no convolutional stage."""
+MIN_CAM_SIDE = 4  # a stage whose output is smaller than this (e.g. 1x1 for 32 px inputs) gives a flat map
+
+
+def find_target_layer(model: nn.Module, input_size: int | None = None) -> tuple[nn.Module | None, str]:
+    """(layer, its name) for Grad-CAM, or (None, why) for models with no convolutional stage.
+
+    With ``input_size``, stages whose output would be under MIN_CAM_SIDE pixels a side are passed over for the
+    deepest one that still has a spatial map (small inputs: ``layer2`` of a ResNet at 32 px, ``layer4`` at 224).
+    """
     info = getattr(model, "feature_info", None)
     names: list[str] = []
+    reductions: list[int] = []
     if info is not None:
         try:
-            names = [f["module"] for f in info] if isinstance(info, list) else list(info.module_name())
-        except (TypeError, KeyError, AttributeError):
-            names = []
-    for name in reversed(names):
-        try:
-            mod = model.get_submodule(name)
-        except AttributeError:
-            continue
-        if _has_conv(mod):
-            return mod, name
-        break  # the deepest stage has no convolution: a token model, whatever its stem has
+            if isinstance(info, list):
+                names = [f["module"] for f in info]
+                reductions = [int(f.get("reduction", 1)) for f in info]
+            else:
+                names, reductions = list(info.module_name()), [int(r) for r in info.reduction()]
+        except (TypeError, KeyError, AttributeError, ValueError):
+            names, reductions = [], []
     if names:
-        return None, f"the last feature stage '{names[-1]}' has no convolution (not a CNN)"
+        last = model.get_submodule(names[-1]) if _exists(model, names[-1]) else None
+        if last is None or not _has_conv(last):
+            return None, f"the last feature stage '{names[-1]}' has no convolution (not a CNN)"
+        for i in range(len(names) - 1, -1, -1):
+            if not _exists(model, names[i]):
+                continue
+            mod = model.get_submodule(names[i])
+            small = input_size is not None and i < len(reductions) and input_size // reductions[i] < MIN_CAM_SIDE
+            if _has_conv(mod) and (not small or i == 0):
+                return mod, names[i]
+        return last, names[-1]
     head = None
     if hasattr(model, "get_classifier"):
         head = model.get_classifier()
@@ -50,6 +64,14 @@ def find_target_layer(model: nn.Module) -> tuple[nn.Module | None, str]:
     if last is None:
         return None, "the model has no convolution"
     return last
+
+
+def _exists(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, targets: Sequence[int], layer: nn.Module,

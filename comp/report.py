@@ -43,7 +43,7 @@ figure{margin:8px 0 16px}figure img{max-width:100%;border:1px solid #e3e6ec}figc
 overflow-wrap:anywhere}.thumb img{width:128px;height:128px;object-fit:contain;background:#222;image-rendering:pixelated;
 display:block;border:1px solid #ccd}.row-label{font-weight:600;margin:10px 0 2px}td img{width:72px;height:72px;
 object-fit:contain;background:#222;image-rendering:pixelated;display:block}code,pre{background:#f1f3f7;padding:1px 4px}
-pre{padding:8px;overflow-x:auto}
+pre{padding:8px;overflow-x:auto}.wide .thumb{width:260px}.wide .thumb img{width:256px}
 """
 
 
@@ -155,10 +155,10 @@ class Section:
         self.parts.append(f'<figure><img src="{html.escape(src)}" alt="{html.escape(alt)}">{cap}</figure>')
         return self
 
-    def gallery(self, items: Iterable[Img], label: str = "") -> Section:
-        """A row of thumbnails with captions (``label`` above it, e.g. a class name)."""
+    def gallery(self, items: Iterable[Img], label: str = "", wide: bool = False) -> Section:
+        """A row of thumbnails with captions (``label`` above it, e.g. a class name); ``wide`` for 2:1 images."""
         out = [f'<div class="row-label">{html.escape(label)}</div>'] if label else []
-        out.append('<div class="gallery">')
+        out.append('<div class="gallery wide">' if wide else '<div class="gallery">')
         for it in items:
             cap = "<br>".join(html.escape(line) for line in it.caption.split("\n")) if it.caption else ""
             out.append(f'<div class="thumb"><img src="{html.escape(it.src)}" alt="{html.escape(it.alt)}">{cap}</div>')

@@ -84,8 +84,8 @@ def build_run(work: Path, root: Path, exp: str = "e1", n_folds: int = 2, epochs:
                          "val_loss": float(nn.functional.cross_entropy(logits, yv)), "val_macro_f1": float(f1),
                          "val_acc": float((pred == y[va]).mean()), "lr": 0.05, "seconds": time.time() - t0,
                          "images_per_s": steps * 48 / (time.time() - t0)})
-        meta = dict(classes=classes, input_size=SIZE, resize="stretch", mean=mean, std=std, model_name=MODEL,
-                    epoch=epochs, score=rows[-1]["val_macro_f1"], fold=k, exp=exp)
+        meta = {"classes": classes, "input_size": SIZE, "resize": "stretch", "mean": mean, "std": std,
+                "model_name": MODEL, "epoch": epochs, "score": rows[-1]["val_macro_f1"], "fold": k, "exp": exp}
         save_checkpoint(run / f"fold_{k}" / "model.safetensors", model, meta)
         write_csv(run / f"fold_{k}" / "metrics.csv", pd.DataFrame(rows))
         oof = pd.DataFrame({"image_id": train["id"].to_numpy()[va], "fold": k, "label": train["label"].to_numpy()[va]})
@@ -111,7 +111,7 @@ def test_metrics_and_confusion_match_sklearn(trained):
     pred = oof[classes].to_numpy().argmax(1)
     folder = trained["page"].parent
     per = pd.read_csv(folder / "per_class.csv", dtype={"class": str}, keep_default_na=False)
-    p, r, f, s = precision_recall_fscore_support(y, pred, labels=range(len(classes)), zero_division=0)
+    p, r, f, _ = precision_recall_fscore_support(y, pred, labels=range(len(classes)), zero_division=0)
     assert per["class"].tolist() == classes
     np.testing.assert_allclose(per[["precision", "recall", "f1"]].to_numpy(), np.stack([p, r, f], 1), atol=1e-9)
     cm = pd.read_csv(folder / "confusion_matrix.csv").iloc[:, 1:].to_numpy()
@@ -127,7 +127,7 @@ def test_page_sections_gallery_and_curves(trained):
     html = trained["page"].read_text(encoding="utf-8")
     for sid in ("overview", "per-class", "confusion", "confused-pairs", "confident-wrong", "gradcam", "curves"):
         assert f'<section id="{sid}">' in html, sid
-    wrong = re.search(r'<section id="confident-wrong">(.*?)</section>', html, re.S).group(1)
+    wrong = re.search(r'<section id="confident-wrong">(.*?)</section>', html, re.DOTALL).group(1)
     oof, classes = trained["oof"], trained["classes"]
     probs = oof[classes].to_numpy()
     y = oof["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
@@ -152,9 +152,10 @@ def test_gradcam_files_per_class_with_safe_names(trained):
         w, h = im.size
         assert w == 2 * h  # input | overlay
         a = np.asarray(im.convert("RGB"), dtype=np.int16)
-    # the overlay half is coloured by the heat map; the input half is gray (Fashion-MNIST)
+    # the overlay half is coloured by a heat map that varies (not a flat 1x1 map); the input half is gray
     right = a[:, w // 2 :]
     assert np.abs(right[..., 0] - right[..., 2]).mean() > 10
+    assert right[..., 0].std() > 10
     html = trained["page"].read_text(encoding="utf-8")
     for c in cams:
         assert f'src="{c}"' in html
@@ -193,6 +194,8 @@ def test_target_layer_for_timm_models():
     cnn = timm.create_model("resnet10t", num_classes=3)
     layer, name = find_target_layer(cnn)
     assert name == "layer4" and layer is cnn.layer4
+    assert find_target_layer(cnn, 224)[1] == "layer4"  # 7x7 map
+    assert find_target_layer(cnn, 32)[1] == "layer2"  # layer4 would be 1x1 at 32 px: a flat map
     vit = timm.create_model("test_vit", num_classes=3)
     layer, why = find_target_layer(vit)
     assert layer is None and "not a CNN" in why
