@@ -112,7 +112,8 @@ def confusion_figure(cm: np.ndarray, classes: list[str], path: Path) -> Path:
     side = max(4.5, min(0.45 * k + 2, 16))
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side))
     labels = [str(c)[:18] for c in classes]
-    for ax, m, title, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalised (recall on diagonal)", ".2f")):
+    panels = ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalised (recall on diagonal)", ".2f"))
+    for ax, m, title, fmt in panels:
         im = ax.imshow(m, cmap="Blues", vmin=0)
         ax.set_title(title)
         ax.set_xlabel("predicted")

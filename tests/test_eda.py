@@ -79,7 +79,8 @@ def report(planted):
 
 
 def _pair(pairs: pd.DataFrame, a: str, b: str) -> pd.Series:
-    m = ((pairs["image_id_a"] == a) & (pairs["image_id_b"] == b)) | ((pairs["image_id_a"] == b) & (pairs["image_id_b"] == a))
+    ia, ib = pairs["image_id_a"], pairs["image_id_b"]
+    m = ((ia == a) & (ib == b)) | ((ia == b) & (ib == a))
     assert m.sum() == 1, f"pair {a}-{b} not found once in duplicates.csv"
     return pairs[m].iloc[0]
 
@@ -149,7 +150,8 @@ def test_problems_from_comp_check_are_reported(report):
     check = pd.read_csv(report.parent / "check.csv", dtype=str, keep_default_na=False)
     found = dict(zip(check["image_id"], check["problem"]))
     assert found["zero"] == "empty_file" and found["text"] == "not_an_image" and found["gone"] == "missing_file"
-    problems = re.search(r'<section id="problems">(.*?)</section>', report.read_text(encoding="utf-8"), re.DOTALL).group(1)
+    html = report.read_text(encoding="utf-8")
+    problems = re.search(r'<section id="problems">(.*?)</section>', html, re.DOTALL).group(1)
     for word in ("empty_file", "not_an_image", "missing_file", "zero", "gone"):
         assert word in problems
 
