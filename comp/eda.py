@@ -458,6 +458,8 @@ def run_eda(
             sec.table(common, caption="most common sizes")
             desc = read.groupby("split")[["width", "height"]].describe(percentiles=[0.05, 0.5, 0.95]).round(1)
             desc.columns = [f"{a} {b}" for a, b in desc.columns]
+            for c in [c for c in desc.columns if c.endswith(" count")]:
+                desc[c] = desc[c].astype(int)
             sec.table(desc.reset_index())
         sec = rep.section("File formats and colour modes", "formats")
         if len(read):
