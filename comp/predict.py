@@ -69,7 +69,8 @@ def find_fold_models(run: Path, expected: Sequence[int] | None = None) -> list[F
     models.sort(key=lambda m: m.fold)
     exp = run.name
     if not models:
-        raise DataError(f"{run}: no fold models (fold_k/model.safetensors); train them: comp train --exp {exp} --all-folds")
+        raise DataError(f"{run}: no fold models (fold_k/model.safetensors); train them: "
+                        f"comp train --exp {exp} --all-folds")
     have = {m.fold for m in models}
     missing = sorted(set(expected or ()) - have)
     if missing:
@@ -188,12 +189,12 @@ def predict_images(
     return out
 
 
-def _decode(cfg: Config, paths: list[str], fm: FoldModel, desc: str, accelerator) -> np.ndarray:
+def _decode(cfg: Config, paths: list[str], fm: FoldModel, desc: str, accelerator, progress: bool) -> np.ndarray:
     # The main process decodes first: a disk cache is then written once and read by the others.
     with accelerator.main_process_first():
         return load_images(
             paths, fm.size, fm.resize, max_pixels=cfg.data.max_pixels, cache=cfg.train.cache,
-            progress=accelerator.is_main_process, desc=desc,
+            progress=progress, desc=desc,
         )
 
 
@@ -212,16 +213,17 @@ def _run_models(
     accelerator,
     desc: str,
     timing: Timing,
+    progress: bool = True,
 ) -> list[np.ndarray]:
     """One probability array per model, for its rows; images decoded once per (size, resize)."""
     decoded: dict = {}
     outs = []
     total = sum(len(r) for r in rows_per_model)
-    bar = tqdm(total=total, desc=desc, unit="img", disable=not accelerator.is_main_process, leave=False)
+    bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False)
     for fm, rows in zip(models, rows_per_model):
         key = (fm.size, fm.resize)
         if key not in decoded:
-            decoded[key] = _decode(cfg, paths, fm, f"decode {desc} {fm.size}px", accelerator)
+            decoded[key] = _decode(cfg, paths, fm, f"decode {desc} {fm.size}px", accelerator, progress)
         model = _load_model(cfg, fm, accelerator.device)
         mean, std = fm.meta.get("mean"), fm.meta.get("std")
         if mean is None or std is None:
@@ -239,10 +241,12 @@ def predict(
     oof: bool = False,
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Write ``runs/E/test.csv`` (E = ``cfg.exp``) and return it; with ``oof`` also rewrite ``runs/E/oof.csv``.
 
     tta: view names (comp.tta), default ``infer.tta``. An existing test.csv is refused unless ``overwrite``.
+    progress: tqdm bars (main process only).
     The returned frame's ``attrs['timing']`` holds the inference-loop seconds and images (x views x folds).
     """
     exp = cfg.exp
@@ -271,6 +275,7 @@ def predict(
 
     accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
+    show = progress and main
     if main:
         echo(f"predict {exp}: folds {[m.fold for m in models]}, views {views}, {models[0].size}px, "
              f"{accelerator.num_processes} process(es) on {accelerator.device}")
@@ -282,13 +287,13 @@ def predict(
     _check_paths(test, "test", "run `comp check` to see why")
     all_rows = np.arange(len(test))
     probs = _run_models(cfg, models, test["path"].tolist(), [all_rows] * len(models), views, accelerator,
-                        "test", timing)
+                        "test", timing, show)
     mean_probs = np.mean(probs, axis=0)
     result = pd.concat([pd.DataFrame({id_col: test["id"]}), pd.DataFrame(mean_probs, columns=classes)], axis=1)
 
     oof_report = ""
     if oof:
-        oof_report = _rewrite_oof(cfg, run, oof_df, models, classes, views, accelerator, timing, main)
+        oof_report = _rewrite_oof(cfg, run, oof_df, models, classes, views, accelerator, timing, show)
 
     if main:
         write_csv(out_path, result, float_format=FLOAT_FORMAT)
@@ -308,7 +313,7 @@ def predict(
     return result
 
 
-def _rewrite_oof(cfg, run, oof_df, models, classes, views, accelerator, timing, main) -> str:
+def _rewrite_oof(cfg, run, oof_df, models, classes, views, accelerator, timing, show) -> str:
     d = cfg.data
     for col in (d.id_col, "fold", d.label_col):
         if col not in oof_df.columns:
@@ -326,14 +331,14 @@ def _rewrite_oof(cfg, run, oof_df, models, classes, views, accelerator, timing, 
     _check_paths(pd.DataFrame({"id": ids, "path": paths}), "train", "run `comp check` to see why")
     folds = oof_df["fold"].astype(int).to_numpy()
     rows = [np.flatnonzero(folds == m.fold) for m in models]
-    probs = _run_models(cfg, models, paths, rows, views, accelerator, "oof", timing)
+    probs = _run_models(cfg, models, paths, rows, views, accelerator, "oof", timing, show)
     new = np.zeros((len(oof_df), len(classes)))
     for r, p in zip(rows, probs):
         new[r] = p
     y = pd.Categorical(oof_df[d.label_col], categories=classes).codes
     before = macro_f1(y, oof_df[classes].astype(float).to_numpy().argmax(1), len(classes))
     after = macro_f1(y, new.argmax(1), len(classes))
-    if not main:
+    if not accelerator.is_main_process:
         return ""
     backup = run / "oof.train.csv"
     if not backup.exists():

@@ -1,0 +1,102 @@
+"""Prediction throughput per TTA view against the same model's compute-only inference.
+
+Builds a sample competition and a one-fold run of ``--model`` (weights are irrelevant to speed), then times
+
+  compute-only  model(x) over pre-normalised float batches already in memory (the ceiling)
+  predict       comp.predict.predict(cfg, tta=[view]) for each view: batches sliced from the decoded-image
+                cache, normalised, viewed, forwarded, softmaxed, gathered (decoding happens once, before)
+
+and prints images/s and the ratio predict / compute-only per view (goal >= 0.9).
+
+    .venv/bin/python benchmarks/predict_throughput.py [--model resnet18] [--size 64] [--n-test 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from comp.cache import load_images  # noqa: E402
+from comp.config import load_config  # noqa: E402
+from comp.data import class_names, load_test, load_train  # noqa: E402
+from comp.model import create_model, normalization, save_checkpoint  # noqa: E402
+from comp.predict import predict  # noqa: E402
+from comp.sample import make_sample  # noqa: E402
+
+VIEWS = ["identity", "hflip", "vflip", "rot90", "scale0.9", "scale1.1", "shift"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="resnet18")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--n-test", type=int, default=2000)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3, help="best of N timings")
+    ap.add_argument("--views", default=",".join(VIEWS))
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="comp-bench-"))
+    os.chdir(work)
+    make_sample(work / "data", n_train=200, n_test=args.n_test, seed=0)
+    (work / "comp.yaml").write_text(
+        "data: {root: data, id_has_ext: false, ext: .png}\n"
+        f"model: {{name: {args.model}}}\ninput: {{size: {args.size}}}\ninfer: {{batch_size: {args.batch_size}}}\n"
+    )
+    cfg = load_config("comp.yaml", exp="bench")
+    classes = class_names(load_train(cfg)["label"])
+    model = create_model(cfg, len(classes)).eval()
+    mean, std = normalization(cfg, model)
+    save_checkpoint("runs/bench/fold_0/model.safetensors", model,
+                    {"classes": classes, "input_size": args.size, "resize": "stretch", "mean": mean, "std": std,
+                     "model_name": args.model, "fold": 0, "exp": "bench"})
+
+    test = load_test(cfg)
+    images = load_images(test["path"].tolist(), args.size, progress=False)
+    n = len(images)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+    x = ((x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)).contiguous()
+    batches = list(x.split(args.batch_size))
+
+    def compute_only() -> float:
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for b in batches:
+                model(b).softmax(1)
+        return n / (time.perf_counter() - t)
+
+    quiet = {"echo": lambda s: None, "progress": False}
+    print(f"{args.model} @ {args.size}px, {n} test images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, cpu; best of {args.repeats}, each view timed beside its own compute-only run")
+    compute_only()  # warm-up
+    predict(cfg, tta=["identity"], overwrite=True, **quiet)
+    print(f"{'view':<10} {'predict':>9} {'compute':>9}  ratio   (images/s)")
+    ratios = []
+    for view in args.views.split(","):
+        pairs = []
+        for _ in range(args.repeats):  # interleaved, so a busy machine slows both sides alike
+            c = compute_only()
+            p = predict(cfg, tta=[view], overwrite=True, **quiet).attrs["timing"].images_per_s
+            pairs.append((p, c))
+        p, c = max(q for q, _ in pairs), max(q for _, q in pairs)
+        ratios.append(p / c)
+        print(f"{view:<10} {p:9.0f} {c:9.0f}  {p / c:5.2f}")
+    print(f"worst ratio {min(ratios):.2f}, median {float(np.median(ratios)):.2f} (goal >= 0.9)")
+    t = time.perf_counter()
+    predict(cfg, tta=["identity"], overwrite=True, **quiet)
+    wall = time.perf_counter() - t
+    print(f"end to end (decode {n} PNGs, load model, predict, write test.csv), identity: {n / wall:.0f} images/s")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
