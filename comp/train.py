@@ -81,6 +81,8 @@ def make_accelerator(cfg: Config):
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     return Accelerator(
+        # Without a GPU, accelerate only joins a torchrun/`accelerate launch` process group when told it is CPU.
+        cpu=not _has_accelerator(),
         mixed_precision=precision,
         gradient_accumulation_steps=t.accum_steps,
         # Parameters frozen for the first epochs get no gradient; DDP must be told to expect that.
@@ -90,6 +92,13 @@ def make_accelerator(cfg: Config):
         dynamo_backend="inductor" if t.compile else "no",
         step_scheduler_with_optimizer=False,
     )
+
+
+def _has_accelerator() -> bool:
+    acc = getattr(torch, "accelerator", None)
+    if acc is not None and hasattr(acc, "is_available"):
+        return bool(acc.is_available())
+    return torch.cuda.is_available()
 
 
 def _trackers(names: list[str]) -> list[str]:
@@ -298,7 +307,7 @@ def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, a
         outs.append(logits.cpu())
         rows.append(r.cpu())
     logits = torch.cat(outs)[exactly_once(torch.cat(rows).numpy(), len(y_val))]
-    y = torch.as_tensor(y_val)
+    y = torch.tensor(np.array(y_val, dtype=np.int64))
     loss = torch.nn.functional.cross_entropy(logits, y).item()
     probs = logits.softmax(1).numpy()
     pred = probs.argmax(1)
@@ -506,6 +515,7 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
         train_set.set_epoch(epoch)
         train_loader.set_epoch(epoch)
         set_backbone_trainable(raw, epoch >= cfg.model.freeze_epochs, frozen)
+        lr = current_lr(optimizer)
         model.train()
         loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
         seen = 0
@@ -529,6 +539,7 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             if acc.sync_gradients:
+                lr = current_lr(optimizer)  # the lr this update used (metrics.csv reports the epoch's last)
                 st.num_updates += 1
                 if scheduler is not None:
                     scheduler.step_update(st.num_updates)
@@ -547,7 +558,6 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
         if ema is not None:
             _sync_buffers(ema.module, acc)
             ev_ema = evaluate(ema.module, val_loader, y_val, mean, std, t.channels_last, acc)
-        lr = current_lr(optimizer)
         if scheduler is not None:
             scheduler.step(epoch + 1, ev.macro_f1)
             st.scheduler = _json_safe(scheduler.state_dict())
