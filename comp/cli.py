@@ -212,16 +212,25 @@ def lr_find(config_path, exp, overrides, fold_id, steps, start_lr, end_lr, skip_
 
 @cli.command()
 @train_options
-@click.option("--tta", help="comma-separated views, e.g. identity,hflip (default infer.tta)")
-@click.option("--oof", is_flag=True, help="also rewrite the OOF with the same views")
+@click.option("--tta", help="comma-separated views (default infer.tta): identity, hflip, vflip, hvflip, rot90, "
+              "rot270, shift, shift_ul, scale<f> (0.5-2, e.g. scale0.9)")
+@click.option("--oof", is_flag=True, help="also rewrite runs/EXP/oof.csv with the same views (trainer's kept as "
+              "oof.train.csv), so ensemble weights are fit on what the test sees")
 @click.option("--overwrite", is_flag=True, help="replace an existing runs/EXP/test.csv")
 @user_errors
 def predict(config_path, exp, overrides, tta, oof, overwrite):
-    """Test predictions of EXP's fold models with TTA -> runs/EXP/test.csv."""
+    """Test predictions of EXP's fold models with TTA -> runs/EXP/test.csv.
+
+    Probabilities are averaged over the views, then over the folds; several processes shard the images.
+
+    \b
+    comp predict --exp base --tta identity,hflip --oof
+    torchrun --nproc_per_node 2 -m comp predict --exp base
+    """
     from comp.predict import predict as run
 
     views = [v.strip() for v in tta.split(",") if v.strip()] if tta else None
-    run(load(config_path, exp, overrides), tta=views, oof=oof, overwrite=overwrite)
+    run(load(config_path, exp, overrides), tta=views, oof=oof, overwrite=overwrite, echo=click.echo)
 
 
 @cli.command()
@@ -234,11 +243,20 @@ def predict(config_path, exp, overrides, tta, oof, overwrite):
 @click.option("--overwrite", is_flag=True, help="replace an existing submission of that name")
 @user_errors
 def ensemble(config_path, exps, weights, method, tune_bias, name, overwrite):
-    """Blend experiments into submissions/NAME.csv and log it in submissions/ledger.csv."""
+    """Blend experiments into submissions/NAME.csv and log it in submissions/ledger.csv.
+
+    auto weights maximise OOF macro F1 (greedy selection with replacement); --tune-bias adds per-class
+    log-probability biases, with a cross-validated estimate of their gain. The submission has the header,
+    ids and id order of sample_submission.csv and passes the checks of `comp score`.
+
+    \b
+    comp ensemble --exp base --exp big --tune-bias --name blend1
+    comp ensemble --exp base --exp big --weights 0.7,0.3 --method geometric --name blend2
+    """
     from comp.ensemble import ensemble as run
 
     run(load(config_path), list(exps), weights=weights, method=method, tune_bias=tune_bias, name=name,
-        overwrite=overwrite)
+        overwrite=overwrite, echo=click.echo)
 
 
 # ---------------------------------------------------------------- reports
