@@ -5,6 +5,7 @@
 #
 #   bash scripts/demo.sh DEMO_DIR [comp sample options, e.g. --n-train 3000 --n-test 1000 --imbalance 5]
 #
+# DEMO_SET adds --set overrides to train and predict, e.g. DEMO_SET="train.epochs=1" for a quick look.
 # Every comp command runs inside DEMO_DIR, so folds/, runs/, submissions/ and reports/ land there. The demo
 # owns DEMO_DIR: a re-run starts it afresh (it refuses a non-empty folder it did not make).
 set -euo pipefail
@@ -15,6 +16,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 COMP="$REPO/.venv/bin/comp"
 PY="$REPO/.venv/bin/python"
 export NO_ALBUMENTATIONS_UPDATE=1
+SETS=()
+for kv in ${DEMO_SET:-}; do SETS+=(--set "$kv"); done
 
 if [ -d "$DEMO_DIR" ] && [ -n "$(ls -A "$DEMO_DIR")" ]; then
   if [ ! -f "$DEMO_DIR/.comp-demo" ]; then
@@ -55,11 +58,11 @@ infer: {tta: [identity, hflip]}
 YAML
 
 step "comp train --exp base --all-folds   (configs/base.yaml)"
-"$COMP" train --exp base --all-folds
+"$COMP" train --exp base --all-folds ${SETS[@]+"${SETS[@]}"}
 [ -f runs/base/oof.csv ] || { echo "demo: training did not finish (no runs/base/oof.csv)" >&2; exit 1; }
 
 step "comp predict --exp base --oof   (TTA views from infer.tta, applied to test and OOF alike)"
-"$COMP" predict --exp base --oof
+"$COMP" predict --exp base --oof ${SETS[@]+"${SETS[@]}"}
 
 step "comp ensemble --exp base --tune-bias"
 "$COMP" ensemble --exp base --name demo_argmax
