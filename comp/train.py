@@ -121,7 +121,8 @@ def check_config(cfg: Config) -> None:
 
     if not cfg.exp:
         raise ConfigError("an experiment name is needed: --exp NAME")
-    if not timm.is_model(cfg.model.name) and not cfg.model.pretrained_file:
+    hub = cfg.model.name.startswith(("hf-hub:", "hf_hub:", "local-dir:"))
+    if not hub and not timm.is_model(cfg.model.name) and not cfg.model.pretrained_file:
         near = timm.list_models(f"*{cfg.model.name.split('.')[0][:6]}*")[:8]
         raise ConfigError(f"model.name: unknown timm model {cfg.model.name!r}; similar names: {near}")
     check_names(cfg.train)
@@ -482,7 +483,7 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
 
         ema = ModelEmaV3(model, decay=t.ema_decay, device=acc.device)
     model, optimizer, train_loader, val_loader = acc.prepare(model, optimizer, train_loader, val_loader)
-    raw = acc.unwrap_model(model)
+    raw = acc.unwrap_model(model, keep_torch_compile=False)  # the plain module: checkpoints load anywhere
     steps = len(train_loader)
     scheduler = create_scheduler(optimizer, t, updates_per_epoch=math.ceil(steps / t.accum_steps))
     counts = np.bincount(tr["y"], minlength=len(s.classes))

@@ -10,6 +10,7 @@ import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file
 from sklearn.metrics import f1_score
+from train_utils import TINY, make_folds_file, quiet, read_oof, tiny_cfg
 
 from comp.cli import cli
 from comp.config import ConfigError
@@ -18,7 +19,6 @@ from comp.losses import LOSSES
 from comp.model import create_model, load_checkpoint
 from comp.runs import METRICS_COLUMNS
 from comp.train import train_fold, train_folds
-from train_utils import TINY, make_folds_file, quiet, read_oof, tiny_cfg
 
 CHANCE = 0.1  # 10 balanced classes
 
@@ -199,3 +199,13 @@ def test_train_fold_api_and_tensorboard_tracker(folded):
     assert summary["fold"] == 2 and summary["epochs_run"] == 1 and summary["score"] > CHANCE
     events = list((folded / "runs" / "tb").rglob("events.out.tfevents.*"))
     assert events, "tensorboard wrote no event file under runs/tb"
+
+
+def test_exactly_once_drops_gather_padding_and_refuses_lost_rows():
+    from comp.train import exactly_once
+
+    rows = np.array([2, 0, 1, 3, 2, 0])  # untrimmed gather: the padding repeats rows 2 and 0
+    pos = exactly_once(rows, 4)
+    assert rows[pos].tolist() == [0, 1, 2, 3]
+    with pytest.raises(RuntimeError, match="covering 3 of the 4"):
+        exactly_once(np.array([0, 1, 3, 3]), 4)
