@@ -166,7 +166,7 @@ def train_options(f):
 @click.option("--fold", "fold_ids", type=int, multiple=True, help="fold to train (repeatable)")
 @click.option("--all-folds", is_flag=True, help="train every fold")
 @click.option("--resume", is_flag=True, help="continue interrupted folds from their last finished epoch")
-@click.option("--overwrite", is_flag=True, help="discard an existing run made with another config")
+@click.option("--overwrite", is_flag=True, help="retrain the folds asked for (a run made with another config: all of it)")
 @click.option("--skip-bad", is_flag=True, help="leave out rows that `comp check` flags")
 @user_errors
 def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, skip_bad):
@@ -175,7 +175,9 @@ def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, s
     \b
     comp train --exp base --fold 0 --set train.epochs=3
     comp train --exp base --all-folds --resume
-    accelerate launch --num_processes 2 -m comp train --exp base --all-folds
+    torchrun --nproc_per_node 2 -m comp train --exp base --all-folds
+    accelerate launch --multi_gpu --num_processes 2 -m comp train --exp base --all-folds
+    (on CPU-only machines too: comp joins the processes over gloo)
     """
     from comp.train import TrainingError, train_folds
 
