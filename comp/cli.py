@@ -166,7 +166,7 @@ def train_options(f):
 @click.option("--fold", "fold_ids", type=int, multiple=True, help="fold to train (repeatable)")
 @click.option("--all-folds", is_flag=True, help="train every fold")
 @click.option("--resume", is_flag=True, help="continue interrupted folds from their last finished epoch")
-@click.option("--overwrite", is_flag=True, help="retrain the folds asked for (a run made with another config: all of it)")
+@click.option("--overwrite", is_flag=True, help="retrain the folds asked for (a run with another config: all)")
 @click.option("--skip-bad", is_flag=True, help="leave out rows that `comp check` flags")
 @user_errors
 def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, skip_bad):
