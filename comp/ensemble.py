@@ -255,7 +255,8 @@ def ensemble(
     blend_f1 = macro_f1(y, oof_scores.argmax(1), n_c)
 
     width = max(len("blend"), *(len(e) for e in exps))
-    echo(f"{'member':<{width}}  weight  OOF macro F1   (method {method}, weights {'auto' if fixed is None else 'given'})")
+    how = "auto" if fixed is None else "given"
+    echo(f"{'member':<{width}}  weight  OOF macro F1   (method {method}, weights {how})")
     for e, wi in zip(exps, w):
         echo(f"{e:<{width}}  {wi:6.3f}  {member_f1[e]:.4f}")
     echo(f"{'blend':<{width}}  {'':6}  {blend_f1:.4f}")

@@ -62,7 +62,10 @@ def test_shift_moves_content_by_a_sixteenth():
 def test_scale_views_zoom_about_the_centre():
     x = np.zeros((1, 40, 40, 3), np.uint8)
     x[:, 10:30, 10:30] = 200  # a centred 20px square
-    side = lambda img: int((img[0, 20, :, 0] > 100).sum())
+
+    def side(img):
+        return int((img[0, 20, :, 0] > 100).sum())
+
     assert side(apply_view("scale1.2", x)) == 24
     assert side(apply_view("scale0.8", x)) == 16
     flat = np.full((2, 24, 24, 3), 77, np.uint8)
