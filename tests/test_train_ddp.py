@@ -7,7 +7,6 @@ import sys
 
 import pandas as pd
 import pytest
-
 from train_utils import TINY, make_folds_file, read_oof
 
 

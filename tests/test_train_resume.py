@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_utils import make_folds_file, quiet, tiny_cfg
 
 import comp.train
 from comp.train import TrainingError, find_state, train_folds
-from train_utils import make_folds_file, quiet, tiny_cfg
 
 # Every random path on: augmentation, Mixup/CutMix, dropout, balanced sampling, EMA; 3 epochs with warmup-free
 # cosine so the lr differs each epoch.
