@@ -4,7 +4,8 @@ Each member is an experiment E with ``runs/E/oof.csv`` (every train row once) an
 are fit on the OOF — ``auto`` is greedy forward selection with replacement (Caruana et al., 2004): start from
 the best member, repeatedly add the member that most raises OOF macro F1, keep the best prefix; weights are
 the counts, so they are non-negative and sum to 1 and a useless member gets 0. ``tune_bias`` then fits one
-additive log-score bias per class (comp.decision) with an honest cross-validated estimate.
+additive log-score bias per class (comp.decision) with an honest cross-validated estimate, and keeps them
+only when that estimate beats plain argmax.
 
 Blend methods (``method``), all giving log-scores whose argmax is the label:
   mean       log of the weighted mean of probabilities
@@ -196,7 +197,8 @@ def ensemble(
     """Blend ``exps`` into ``submissions/NAME.csv``, validate it, log it in ``submissions/ledger.csv``.
 
     weights: ``auto`` (greedy on OOF macro F1) or one number per experiment. method: mean, geometric, rank.
-    tune_bias: per-class log-score biases fit on the OOF, their gain estimated with ``bias_folds``-fold CV.
+    tune_bias: per-class log-score biases fit on the OOF, their gain estimated with ``bias_folds``-fold CV;
+    applied only when that cross-validated gain is positive.
     Returns the figures printed (members' and blend's OOF macro F1, weights, bias report, paths).
     """
     if not name or not re.fullmatch(r"[\w.-]+", name):
@@ -266,9 +268,11 @@ def ensemble(
     cv_f1 = blend_f1
     if tune_bias:
         report = cv_bias(oof_scores, y, n_splits=bias_folds, seed=cfg.folds.seed)
-        bias = report.bias
-        cv_f1 = report.cv_f1
         echo(report.summary(classes))
+        if report.cv_gain > 0:
+            bias, cv_f1 = report.bias, report.cv_f1
+        else:  # the in-sample gain did not survive cross-validation: it was fitting noise
+            echo("biases not applied: their cross-validated macro F1 does not beat argmax")
     labels = np.asarray(classes, dtype=object)[apply_bias(test_scores, bias)]
 
     sub = sample.copy()
@@ -287,7 +291,7 @@ def ensemble(
         "members_oof_macro_f1": {k: round(v, 5) for k, v in member_f1.items()},
     }
     if report is not None:
-        options.update(bias={c: round(float(b), 3) for c, b in zip(classes, bias)},
+        options.update(bias_applied=bool(bias.any()), bias={c: round(float(b), 3) for c, b in zip(classes, bias)},
                        bias_argmax_f1=round(report.argmax_f1, 5), bias_in_sample_f1=round(report.in_sample_f1, 5),
                        bias_cv_f1=round(report.cv_f1, 5), bias_folds=bias_folds)
     row = ledger.append(name, exps, w, cv_f1, options, SUBMISSIONS_DIR / "ledger.csv")

@@ -132,3 +132,17 @@ def test_ensemble_refuses_members_that_do_not_fit(workdir, cfg):
     with pytest.raises(ConfigError, match="--name"):
         ensemble(cfg, ["a"], name="../x", echo=lambda s: None)
     assert not (workdir / "submissions/x.csv").exists()
+
+
+def test_tune_bias_keeps_argmax_when_cross_validation_sees_no_gain(workdir, cfg):
+    """Balanced classes and unbiased probabilities: any in-sample bias gain is noise, and CV says so."""
+    make_member(workdir, cfg, "fair", 1.5, 3)
+    lines = []
+    plain = ensemble(cfg, ["fair"], name="plain", echo=lines.append)
+    tuned = ensemble(cfg, ["fair"], name="tuned", tune_bias=True, echo=lines.append)
+    report = tuned["bias_report"]
+    assert report.in_sample_f1 > report.argmax_f1 >= report.cv_f1
+    assert "biases not applied" in "\n".join(lines)
+    assert tuned["bias"] == [0.0] * len(tuned["bias"]) and tuned["cv_macro_f1"] == plain["blend_f1"]
+    assert (workdir / "submissions/tuned.csv").read_bytes() == (workdir / "submissions/plain.csv").read_bytes()
+    assert json.loads(ledger.read().iloc[-1]["options"])["bias_applied"] is False
