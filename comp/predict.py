@@ -127,6 +127,13 @@ class Timing:
         return self.images / self.seconds if self.seconds else 0.0
 
 
+def _memory_format(model: torch.nn.Module) -> torch.memory_format:
+    """channels_last when the model's convolution weights are (train.channels_last), else contiguous."""
+    w = next((p for p in model.parameters() if p.dim() == 4), None)
+    cl = w is not None and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
+
+
 @torch.inference_mode()
 def predict_images(
     model: torch.nn.Module,
@@ -148,6 +155,7 @@ def predict_images(
     from torch.utils.data import DataLoader
 
     fns = create_views(views)
+    fmt = _memory_format(model)
     n = len(rows)
     loader = accelerator.prepare_data_loader(DataLoader(torch.arange(n), batch_size=batch_size), device_placement=False)
     device = accelerator.device
@@ -160,9 +168,10 @@ def predict_images(
         idx = rows[pos.numpy()]
         lo, hi = int(idx[0]), int(idx[-1]) + 1
         batch = images[lo:hi] if hi - lo == len(idx) and np.all(np.diff(idx) == 1) else images[idx]
-        # NHWC uint8 -> NCHW float (channels-last strides, which CPU and GPU convolutions both like)
+        # NHWC uint8 -> NCHW float in the model's memory format (a mismatch costs ~15% on CPU), reordered
+        # while still uint8 (a quarter of the bytes)
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True).permute(0, 3, 1, 2)
-        x = x.float().mul_(scale).sub_(shift)
+        x = x.contiguous(memory_format=fmt).float().mul_(scale).sub_(shift)
         probs = None
         with accelerator.autocast():
             for fn in fns:

@@ -45,12 +45,19 @@ def _nchw(fn: Callable[[torch.Tensor], torch.Tensor]) -> View:
     return view
 
 
-def _edge_shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """Translate content by (dy, dx) pixels, repeating edge pixels (an index gather: exact for any dtype)."""
-    h, w = x.shape[-2:]
-    rows = (torch.arange(h, device=x.device) - dy).clamp_(0, h - 1)
-    cols = (torch.arange(w, device=x.device) - dx).clamp_(0, w - 1)
+def _edge_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+    """Pad by repeating edge pixels (negative amounts crop); float tensors use the native replicate pad."""
+    if x.is_floating_point():
+        return F.pad(x, (left, right, top, bottom), mode="replicate")
+    h, w = x.shape[-2:]  # uint8: an index gather, exact
+    rows = (torch.arange(-top, h + bottom, device=x.device)).clamp_(0, h - 1)
+    cols = (torch.arange(-left, w + right, device=x.device)).clamp_(0, w - 1)
     return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def _edge_shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Translate content by (dy, dx) pixels, repeating edge pixels."""
+    return _edge_pad(x, dy, -dy, dx, -dx)
 
 
 def _shift(sign: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -73,9 +80,7 @@ def _scale(f: float) -> Callable[[torch.Tensor], torch.Tensor]:
             y = y[..., top : top + h, left : left + w]
         else:  # zoom out: centre, repeat the edge around it
             top, left = (h - nh) // 2, (w - nw) // 2
-            rows = (torch.arange(h, device=x.device) - top).clamp_(0, nh - 1)
-            cols = (torch.arange(w, device=x.device) - left).clamp_(0, nw - 1)
-            y = y.index_select(-2, rows).index_select(-1, cols)
+            y = _edge_pad(y, top, h - nh - top, left, w - nw - left)
         if is_int:
             y = y.round_().clamp_(0, 255).to(x.dtype)
         return y
