@@ -81,7 +81,7 @@ import json
 import pandas as pd
 
 ledger = pd.read_csv("submissions/ledger.csv", dtype=str).set_index("name")
-rows = [("TTA, argmax", "demo_argmax"), ("TTA + tuned class biases", "demo")]
+rows = [("TTA, argmax", "demo_argmax"), ("TTA, --tune-bias", "demo")]
 print(f"\n{'submission':<28} {'CV macro F1':>12} {'hold-out macro F1':>18}")
 for label, name in rows:
     cv = float(ledger.loc[name, "cv_macro_f1"])
