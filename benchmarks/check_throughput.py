@@ -42,8 +42,9 @@ def main() -> None:
         os.chdir(tmp)
         cores = os.cpu_count() or 1
         times = {}
-        for name, workers, cache in [("serial", 1, None), (f"pool x{cores}", cores, None),
-                                     ("pool, cache cold", cores, "runs/.cache"), ("cached re-run", cores, "runs/.cache")]:
+        settings = [("serial", 1, None), (f"pool x{cores}", cores, None),
+                    ("pool, cache cold", cores, "runs/.cache"), ("cached re-run", cores, "runs/.cache")]
+        for name, workers, cache in settings:
             t = time.perf_counter()
             rep = run_check(cfg, out_dir=None, workers=workers, echo=lambda s: None, progress=False, cache_dir=cache)
             times[name] = time.perf_counter() - t

@@ -189,7 +189,9 @@ def _conflicts(df: pd.DataFrame, digests: dict, cfg: Config, folder: str) -> lis
         if len(labels) < 2:
             continue
         for rec in grp.itertuples(index=False):
-            others = [f"row {r} '{i}' ({lab})" for i, lab, r in zip(grp["id"], grp["label"], grp["row"]) if r != rec.row]
+            others = [
+                f"row {r} '{i}' ({lab})" for i, lab, r in zip(grp["id"], grp["label"], grp["row"]) if r != rec.row
+            ]
             name = image_name(cfg, rec.id) if cfg.data.layout == "csv" else rec.id
             out.append({
                 "id": rec.id, "file": _display(folder, name), "split": "train", "row": rec.row,

@@ -65,7 +65,9 @@ def cli():
 @click.option("--imbalance", default=1.0, show_default=True, help="largest/smallest class ratio (long tail)")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["png", "jpg"]), default="png", show_default=True)
-@click.option("--from", "from_dir", type=click.Path(exists=True, file_okay=False), help="folder with Fashion-MNIST IDX files")
+@click.option(
+    "--from", "from_dir", type=click.Path(exists=True, file_okay=False), help="folder with Fashion-MNIST IDX files"
+)
 @click.option("--overwrite", is_flag=True, help="replace OUT if it exists")
 @user_errors
 def sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite):

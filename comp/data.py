@@ -114,7 +114,8 @@ def load_test(cfg: Config) -> pd.DataFrame:
         if not d.id_has_ext:
             ids = [i[: -len(d.ext)] if d.ext and i.endswith(d.ext) else i for i in ids]
     paths = [safe_join(test_dir, image_name(cfg, i)) for i in ids]
-    return pd.DataFrame({"id": ids, "path": pd.Series([str(p) if p is not None else None for p in paths], dtype=object)})
+    path_col = pd.Series([str(p) if p is not None else None for p in paths], dtype=object)
+    return pd.DataFrame({"id": ids, "path": path_col})
 
 
 def class_names(labels) -> list[str]:
