@@ -20,6 +20,7 @@ $(BIN)/comp: setup.py
 	touch $@
 
 test: install
+	$(BIN)/ruff check comp tests benchmarks
 	$(BIN)/python -m pytest -q
 
 test-fast: install
