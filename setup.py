@@ -25,7 +25,7 @@ setup(
         "grad-cam>=1.5",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout", "selenium>=4.10", "ruff"],
+        "test": ["pytest>=7", "pytest-timeout", "selenium>=4.10", "ruff", "tensorboard"],
         "trackers": ["tensorboard"],
     },
     entry_points={"console_scripts": ["comp=comp.cli:main"]},
