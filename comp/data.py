@@ -27,6 +27,8 @@ def read_csv_str(path: Path) -> pd.DataFrame:
         raise DataError(f"{path} not found (check data.root / data.train_csv in comp.yaml)") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty: expected a header row and one row per image") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 ({e.reason} at byte {e.start}); re-save it as UTF-8") from None
 
 
 def _require_columns(df: pd.DataFrame, cols: list[str], path: Path, keys: list[str]) -> None:
@@ -67,9 +69,13 @@ def load_train(cfg: Config) -> pd.DataFrame:
         if not train_dir.is_dir():
             raise DataError(f"data.train_dir: {train_dir} is not a folder")
         rows = []
-        for cls_dir in sorted(p for p in train_dir.iterdir() if p.is_dir()):
+        for cls_dir in sorted(p for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for f in sorted(cls_dir.rglob("*")):
-                if f.is_file() and not f.name.startswith("."):
+                rel = f.relative_to(train_dir)
+                # Image files only (as torchvision's ImageFolder): comp's own reports/ or runs/.cache files, or a
+                # stray README.txt, inside the tree are not training images.
+                if (f.is_file() and f.suffix.lower() in IMAGE_EXTS
+                        and not any(part.startswith(".") for part in rel.parts)):
                     rows.append({"id": f.relative_to(train_dir).as_posix(), "label": cls_dir.name, "path": str(f)})
         if not rows:
             raise DataError(f"{train_dir}: no images found in class folders (<train_dir>/<class>/<image>)")
@@ -85,6 +91,8 @@ def load_train(cfg: Config) -> pd.DataFrame:
         cols.append(d.group_col)
         keys.append("data.group_col")
     _require_columns(raw, cols, csv, keys)
+    if raw.empty:
+        raise DataError(f"{csv}: no rows below the header; expected one row per training image")
     df = pd.DataFrame({"id": raw[d.id_col].str.strip(), "label": raw[d.label_col]})
     if d.group_col:
         df["group"] = raw[d.group_col]

@@ -160,6 +160,19 @@ def assemble_oof(cfg: Config, train_ids: list[str], folds: list[int]) -> pd.Data
     return oof
 
 
+def forget_oof_views(exp: str) -> None:
+    """A freshly assembled oof.csv holds plain (identity) predictions: drop what `comp predict --oof` recorded
+    about the previous one (its TTA views in predict.json and its oof.train.csv backup), so `comp ensemble`
+    warns when test.csv was made with other views."""
+    run = run_dir(exp)
+    (run / "oof.train.csv").unlink(missing_ok=True)
+    info_path = run / "predict.json"
+    if info_path.exists():
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        if info.pop("oof_views", None) is not None:
+            write_text(info_path, json.dumps(info, indent=2))
+
+
 def fold_done(exp: str, fold: int) -> dict | None:
     """The fold's done.json summary, or None when it is not finished."""
     p = fold_dir(exp, fold) / "done.json"

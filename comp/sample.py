@@ -138,7 +138,8 @@ def make_sample(
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
-        shutil.rmtree(out)
+        if not ((out / "train.csv").exists() and (out / "solution.csv").exists()):
+            raise FileExistsError(f"{out} is not an earlier `comp sample` folder; --overwrite replaces only those")
     source, classes, xtr, ytr, xte, yte = load_source(Path(from_dir) if from_dir else None)
     k = len(classes)
     rng = np.random.default_rng(seed)
@@ -161,8 +162,8 @@ def make_sample(
     write_csv(tmp / "sample_submission.csv", pd.DataFrame({"image_id": test_ids, "label": classes[0]}))
     write_csv(tmp / "solution.csv", pd.DataFrame({"image_id": test_ids, "label": [classes[c] for c in yte[te]]}))
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.rmdir()
+    if out.exists():  # replaced only now that the new sample is complete
+        shutil.rmtree(out)
     tmp.rename(out)
     counts = train["label"].value_counts().to_dict()
     return SampleInfo(out=out, source=source, n_train=len(tr), n_test=len(te), classes=classes, counts=counts)

@@ -312,7 +312,7 @@ def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, a
     loss = torch.nn.functional.cross_entropy(logits, y).item()
     probs = logits.softmax(1).numpy()
     pred = probs.argmax(1)
-    return Eval(loss, float(f1_score(y_val, pred, average="macro", labels=range(probs.shape[1]), zero_division=0)),
+    return Eval(loss, float(f1_score(y_val, pred, average="macro", zero_division=0)),
                 float((pred == y_val).mean()), probs)
 
 
@@ -384,11 +384,18 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
             accelerator.end_training()
     out = {"folds": results, "cv_macro_f1": None, "run_dir": str(runs.run_dir(cfg.exp)), "interrupted": interrupted}
     if not interrupted and accelerator.is_main_process:
-        oof = runs.assemble_oof(cfg, table["id"].tolist(), all_folds)
+        oof_path = runs.run_dir(cfg.exp) / "oof.csv"
+        if todo or not oof_path.exists():
+            oof = runs.assemble_oof(cfg, table["id"].tolist(), all_folds)
+            if oof is not None:
+                runs.forget_oof_views(cfg.exp)
+        else:
+            # Nothing trained: keep runs/E/oof.csv as it is (it may hold `comp predict --oof` TTA views).
+            oof = runs.read_oof(oof_path, cfg)
         if oof is not None:
             y = oof[cfg.data.label_col].astype(str).to_numpy()
             pred = np.asarray(classes)[oof[classes].to_numpy().argmax(1)]
-            out["cv_macro_f1"] = float(f1_score(y, pred, average="macro", labels=classes, zero_division=0))
+            out["cv_macro_f1"] = float(f1_score(y, pred, average="macro", zero_division=0))
             out["cv_acc"] = float((y == pred).mean())
             scores = ", ".join(f"{k}: {runs.fold_done(cfg.exp, k)['score']:.4f}" for k in all_folds)
             say(f"CV macro F1 {out['cv_macro_f1']:.4f} (accuracy {out['cv_acc']:.4f}; folds {scores}) "
