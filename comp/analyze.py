@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from comp import runs
 from comp.config import Config
 from comp.data import DataError, load_train
 from comp.files import write_csv, write_text
@@ -38,7 +39,6 @@ from comp.report import (
     use_agg,
 )
 
-RUNS_DIR = Path("runs")
 GALLERY = 24  # most confidently wrong images shown
 TOP_PAIRS = 20  # most confused class pairs listed
 CAM_PER_CLASS = 2  # correct and wrong images per class with Grad-CAM
@@ -50,16 +50,14 @@ MAX_CAM_CLASSES = 20  # with more classes, the lowest-F1 ones get Grad-CAM
 
 def read_run_oof(cfg: Config, run: Path) -> tuple[pd.DataFrame, str]:
     """The OOF table (columns id, fold, label, classes...) and a note on where it came from."""
-    d = cfg.data
-    dtypes = {d.id_col: str, d.label_col: str}
     path = run / "oof.csv"
     if path.exists():
-        return pd.read_csv(path, dtype=dtypes, keep_default_na=False), ""
+        return runs.read_oof(path, cfg), ""
     parts = sorted(run.glob("fold_*/oof.csv"))
     if not parts:
         raise DataError(f"{path} not found and no fold has an oof.csv yet: train first: "
                         f"comp train --exp {run.name} --all-folds")
-    oof = pd.concat([pd.read_csv(p, dtype=dtypes, keep_default_na=False) for p in parts], ignore_index=True)
+    oof = pd.concat([runs.read_oof(p, cfg) for p in parts], ignore_index=True)
     folds = ", ".join(p.parent.name for p in parts)
     return oof, f"{path} is not written yet (not every fold is done): analysing the finished folds ({folds})"
 
@@ -229,7 +227,7 @@ def run_analyze(
     out: str | Path | None = None,
     echo: Callable[[str], None] = print,
     cam_per_class: int = CAM_PER_CLASS,
-    runs_dir: str | Path = RUNS_DIR,
+    runs_dir: str | Path = runs.RUNS_DIR,
 ) -> Path:
     """Write the error analysis of experiment ``exp`` to ``out/index.html`` (default reports/<exp>)."""
     from sklearn.metrics import (

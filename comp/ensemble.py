@@ -31,7 +31,7 @@ from comp.config import Config, ConfigError
 from comp.data import DataError, load_test, read_csv_str
 from comp.decision import apply_bias, cv_bias, macro_f1
 from comp.files import write_csv
-from comp.predict import run_dir
+from comp.runs import run_dir
 from comp.score import SubmissionError, check_submission
 
 METHODS = ("mean", "geometric", "rank")

@@ -32,14 +32,10 @@ from comp.data import DataError, load_test, load_train, read_csv_str
 from comp.decision import macro_f1
 from comp.files import write_csv, write_text
 from comp.model import create_model, load_checkpoint
+from comp.runs import run_dir
 from comp.tta import check_views, create_views
 
-RUNS_DIR = Path("runs")
 FLOAT_FORMAT = "%.7g"
-
-
-def run_dir(exp: str) -> Path:
-    return RUNS_DIR / exp
 
 
 @dataclass
@@ -86,23 +82,18 @@ def find_fold_models(run: Path, expected: Sequence[int] | None = None) -> list[F
     return models
 
 
-def _precision(cfg: Config) -> str:
-    p = cfg.train.precision
-    if p == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return p
-
-
 def make_accelerator(cfg: Config):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
+
+    from comp.train import _has_accelerator, resolve_precision
 
     # One process may train and predict several experiments (tests, notebooks): start accelerate's shared
     # state afresh (keeping the process group), as comp.train does.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     # cpu=True when there is no accelerator: accelerate then sets up gloo for several CPU processes (torchrun).
-    return Accelerator(mixed_precision=_precision(cfg), cpu=not torch.accelerator.is_available())
+    return Accelerator(mixed_precision=resolve_precision(cfg.train.precision), cpu=not _has_accelerator())
 
 
 def _load_model(cfg: Config, fm: FoldModel, device: torch.device) -> torch.nn.Module:
