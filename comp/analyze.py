@@ -32,11 +32,12 @@ from comp.files import write_csv, write_text
 from comp.report import (
     Img,
     Report,
+    pyplot,
     report_dir,
     safe_name,
     save_figure,
+    thumb_src,
     thumbnail,
-    use_agg,
 )
 
 GALLERY = 24  # most confidently wrong images shown
@@ -96,15 +97,8 @@ def oof_arrays(cfg: Config, oof: pd.DataFrame, classes: list[str] | None) -> tup
 # ---------------------------------------------------------------- figures
 
 
-def _plt():
-    use_agg()
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def confusion_figure(cm: np.ndarray, classes: list[str], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     k = len(classes)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     side = max(4.5, min(0.45 * k + 2, 16))
@@ -131,7 +125,7 @@ def confusion_figure(cm: np.ndarray, classes: list[str], path: Path) -> Path:
 
 
 def curves_figure(metrics: dict[int, pd.DataFrame], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     cmap = plt.get_cmap("tab10")
     for n, (k, m) in enumerate(sorted(metrics.items())):
@@ -304,7 +298,7 @@ def run_analyze(
         wrong = wrong[np.argsort(-conf[wrong], kind="stable")][:GALLERY]
         items = []
         for i in wrong:
-            src = _thumb(oof_paths.iloc[i], i, thumbs)
+            src = thumb_src(oof_paths.iloc[i], i, thumbs)
             items.append(Img(src, f"wrong {oof[d.id_col].iloc[i]}",
                              f"{oof[d.id_col].iloc[i]} (fold {int(oof['fold'].iloc[i])})\ntrue: {classes[y[i]]} "
                              f"(p={probs[i, y[i]]:.2f})\npredicted: {classes[pred[i]]} (p={conf[i]:.2f})"))
@@ -391,15 +385,3 @@ def run_analyze(
     return out / "index.html"
 
 
-def _thumb(path, pos: int, folder: Path) -> str:
-    from comp.images import ImageProblem, load_rgb
-
-    name = f"{int(pos)}.png"
-    target = folder / name
-    if not target.exists():
-        try:
-            rgb = load_rgb(path)
-        except (ImageProblem, TypeError, OSError):
-            rgb = np.full((8, 8, 3), 128, np.uint8)
-        thumbnail(rgb, target, side=128)
-    return f"thumbs/{name}"

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from comp.config import Config
 from comp.data import DataError, class_names, load_test, load_train, read_folds
 from comp.files import write_csv, write_text
-from comp.report import Img, Report, report_dir, save_figure, thumbnail, use_agg
+from comp.report import Img, Report, pyplot, report_dir, save_figure, thumb_src
 
 PIXEL_SAMPLE = 2000  # images read at full resolution for channel histograms and mean/std
 HASH_DRAFT = 128  # JPEGs are decoded at about this side for hashing (draft mode); enough for a 32x32 phash
@@ -240,15 +240,8 @@ def find_duplicates(table: pd.DataFrame, near_threshold: int = NEAR_THRESHOLD,
 # ---------------------------------------------------------------- figures
 
 
-def _plt():
-    use_agg()
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _bar_counts(counts: pd.Series, path: Path, title: str) -> Path:
-    plt = _plt()
+    plt = pyplot()
     n = len(counts)
     fig, ax = plt.subplots(figsize=(8, max(2.5, 0.25 * min(n, 60) + 1)))
     shown = counts.iloc[:60]
@@ -261,7 +254,7 @@ def _bar_counts(counts: pd.Series, path: Path, title: str) -> Path:
 
 
 def _fold_figure(ct: pd.DataFrame, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     share = ct.div(ct.sum(axis=0), axis=1)  # per fold, each class's share
     fig, ax = plt.subplots(figsize=(8, 3.5))
     bottom = np.zeros(share.shape[1])
@@ -279,7 +272,7 @@ def _fold_figure(ct: pd.DataFrame, path: Path) -> Path:
 
 
 def _size_figures(sizes: pd.DataFrame, out: Path) -> list[Path]:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
     for split, grp in sizes.groupby("split"):
         g = grp.sample(min(len(grp), 20000), random_state=0) if len(grp) > 20000 else grp
@@ -303,7 +296,7 @@ def _size_figures(sizes: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def _pixel_figure(hist: np.ndarray, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.5))
     x = np.arange(256)
     for c, (name, color) in enumerate(zip("RGB", ("#d62728", "#2ca02c", "#1f77b4"))):
@@ -318,7 +311,7 @@ def _pixel_figure(hist: np.ndarray, path: Path) -> Path:
 
 
 def _brightness_figure(t: pd.DataFrame, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ok = t[t["brightness"].notna()]
     out = ok["outlier"]
@@ -671,18 +664,7 @@ def _scan_test(cfg: Config, workers, progress, echo) -> pd.DataFrame:
 
 
 def _thumb(t: pd.DataFrame, i: int, folder: Path) -> str:
-    """Relative src of row i's thumbnail, written once (named by row position, never by id or class)."""
-    from comp.images import ImageProblem, load_rgb
-
-    name = f"{int(i)}.png"
-    path = folder / name
-    if not path.exists():
-        try:
-            rgb = load_rgb(t.at[i, "path"])
-        except (ImageProblem, TypeError, OSError):
-            rgb = np.full((8, 8, 3), 128, np.uint8)
-        thumbnail(rgb, path, side=128)
-    return f"thumbs/{name}"
+    return thumb_src(t.at[i, "path"], i, folder)
 
 
 def _pair_row(t: pd.DataFrame, r, thumbs: Path) -> dict:

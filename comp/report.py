@@ -263,6 +263,30 @@ def thumbnail(rgb: np.ndarray, path: str | Path, side: int = 128) -> Path:
     return path
 
 
+def thumb_src(image_path, pos: int, folder: Path, side: int = 128) -> str:
+    """Relative src (``thumbs/<pos>.png``) of an image file's thumbnail, written once; named by row position,
+    never by id or class. An unreadable file gets a grey square."""
+    from comp.images import ImageProblem, load_rgb
+
+    name = f"{int(pos)}.png"
+    target = Path(folder) / name
+    if not target.exists():
+        try:
+            rgb = load_rgb(image_path)
+        except (ImageProblem, TypeError, OSError):
+            rgb = np.full((8, 8, 3), 128, np.uint8)
+        thumbnail(rgb, target, side=side)
+    return f"thumbs/{name}"
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend."""
+    use_agg()
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def use_agg() -> None:
     """matplotlib without a display."""
     import matplotlib
