@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from comp.check import PROBLEMS, run_check
 from comp.config import Config
 from comp.data import DataError, class_names, load_test, load_train, read_folds
 from comp.files import write_csv, write_text
@@ -332,15 +333,6 @@ def _robust_z(x: pd.Series) -> pd.Series:
     return (x - med) / (mad if mad > 0 else (x.std() or 1.0))
 
 
-def _check_problems(cfg: Config, out_dir: Path, echo: Callable, progress: bool, workers: int | None):
-    """comp check's report (written to out_dir/check.csv), or None when comp.check has no run_check."""
-    try:
-        from comp.check import run_check
-    except ImportError:
-        return None
-    return run_check(cfg, out_dir=out_dir, workers=workers, echo=echo, progress=progress)
-
-
 def run_eda(
     cfg: Config,
     out: str | Path = "reports/eda",
@@ -369,7 +361,8 @@ def run_eda(
     with report_dir(out) as tmp:
         thumbs = tmp / "thumbs"
         thumbs.mkdir()
-        check = _check_problems(cfg, tmp, lambda s: echo(s.replace(str(tmp), str(out))), progress, workers)
+        check = run_check(cfg, out_dir=tmp, workers=workers, echo=lambda s: echo(s.replace(str(tmp), str(out))),
+                          progress=progress)
 
         # folds
         fold_note = ""
@@ -400,7 +393,7 @@ def run_eda(
         n_hashed = int(t["phash"].notna().sum())
         n_pix = int(((levels == 2) & t["problem"].isna().to_numpy()).sum())
         sampled_hash, sampled_pix = len(hashed) < len(healthy), len(pix) < len(hashed)
-        digests = getattr(check, "digests", None) or {}
+        digests = check.digests
         if digests:
             t["exact_key"] = t["path"].map(lambda p: digests.get(p))
             exact_def = "identical decoded pixels"
@@ -571,24 +564,17 @@ def run_eda(
 
         # ------------------------------------------------ problems
         sec = rep.section("Problems found by comp check", "problems")
-        if check is not None:
-            probs = check.problems
-            if probs.empty:
-                sec.note(f"no problems in {check.n_rows:,} rows and {check.n_images:,} images", "ok")
-            else:
-                sec.note(f"{len(probs):,} problem rows: fix them, or train with --skip-bad to leave them out", "bad")
-                from comp.check import PROBLEMS
-
-                sec.table([{"problem": k, "rows": v, "meaning": PROBLEMS.get(k, "")} for k, v in check.summary.items()])
-                sec.table(probs.rename(columns={"id": cfg.data.id_col}), max_rows=200)
-            sec.link("check.csv", "all problems: check.csv")
+        probs = check.problems
+        if probs.empty:
+            sec.note(f"no problems in {check.n_rows:,} rows and {check.n_images:,} images", "ok")
         else:
-            bad = t[t["problem"].notna()]
-            sec.note("comp check is not available; problems below are what the eda scan saw", "note")
-            sec.table(bad[["id", "row", "problem"]], max_rows=200)
+            sec.note(f"{len(probs):,} problem rows: fix them, or train with --skip-bad to leave them out", "bad")
+            sec.table([{"problem": k, "rows": v, "meaning": PROBLEMS.get(k, "")} for k, v in check.summary.items()])
+            sec.table(probs.rename(columns={"id": cfg.data.id_col}), max_rows=200)
+        sec.link("check.csv", "all problems: check.csv")
 
         # ------------------------------------------------ overview + images.csv
-        n_bad = len(check.problems) if check is not None else int(t["problem"].notna().sum())
+        n_bad = len(check.problems)
         secs = time.time() - t0
         ov.table([
             {"what": "train rows", "value": f"{n:,}"},
