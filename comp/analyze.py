@@ -250,7 +250,8 @@ def run_analyze(
     oof_paths = oof[d.id_col].map(paths)
     echo(f"analyze: {exp}: {len(oof):,} OOF rows, {k} classes, folds {folds_seen} -> {out}")
 
-    with report_dir(out) as tmp:
+    # comp relabel writes beside the analysis (reports/E/relabel.csv with a person's marks): keep it.
+    with report_dir(out, keep=("relabel.csv", "relabel.json", "relabel")) as tmp:
         rep = Report(f"comp analyze — {exp}", f"{run} — {len(oof):,} out-of-fold predictions, {k} classes")
         ov = rep.section("Overview", "overview")
 

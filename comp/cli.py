@@ -298,6 +298,32 @@ def analyze(config_path, exp, out):
     run_analyze(load(config_path, exp), exp=exp, out=out or f"reports/{exp}", echo=click.echo)
 
 
+
+# ---------------------------------------------------------------- winning techniques
+
+
+@cli.command()
+@config_option
+@click.option("--exp", required=True, help="a finished experiment (its runs/EXP/oof.csv)")
+@click.option("--out", help="default reports/EXP (relabel.csv there, the gallery in OUT/relabel/)")
+@click.option("--gallery", type=int, default=60, show_default=True, help="suspects shown with Grad-CAM")
+@click.option("--overwrite", is_flag=True, help="replace an existing relabel.csv (and the marks in it)")
+@user_errors
+def relabel(config_path, exp, out, gallery, overwrite):
+    """Likely label errors in EXP's OOF (confident learning) -> OUT/relabel.csv + a Grad-CAM gallery.
+
+    \b
+    comp relabel --exp base                  # reports/base/relabel.csv, reports/base/relabel/index.html
+    # mark rows 'accept' (take the suggested label) or 'drop' in the accept column, then in a new experiment
+    # configs/clean.yaml:  data: {relabel: reports/base/relabel.csv}
+    comp train --exp clean --all-folds       # training labels change; validation keeps the given labels
+    """
+    from comp.techniques.relabel import run_relabel
+
+    run_relabel(load(config_path, exp), exp=exp, out=out or f"reports/{exp}", gallery=gallery,
+                overwrite=overwrite, echo=click.echo)
+
+
 def main():
     cli(prog_name="comp")
 

@@ -39,6 +39,7 @@ class DataConfig:
     id_has_ext: bool = True  # ids carry their file extension (``a.png``) or not (``a`` + ``ext``)
     ext: str = ""  # appended to ids when id_has_ext is false
     max_pixels: int = 89_478_485  # larger images are refused as decompression bombs (Pillow's own limit)
+    relabel: Optional[str] = None  # comp relabel's relabel.csv: accepted/dropped rows change TRAINING labels only
 
 
 @dataclass
@@ -147,6 +148,8 @@ class Config:
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if not f.metadata.get("internal")}
 EXPERIMENT_SECTIONS = ("model", "input", "augment", "train", "infer")
+# data keys that describe an experiment's training set rather than the competition: allowed in experiment files.
+EXPERIMENT_DATA_KEYS = ("relabel",)
 
 
 def _closest(key: str, valid: list[str]) -> str:
@@ -305,11 +308,17 @@ def load_config(
         exp_file = base_dir / "configs" / f"{exp}.yaml"
         if exp_file.exists():
             exp_values = read_yaml(exp_file)
-            bad = [k for k in exp_values if k not in EXPERIMENT_SECTIONS]
+            bad = [k for k in exp_values if k not in EXPERIMENT_SECTIONS and k != "data"]
             if bad:
                 raise ConfigError(
                     f"{exp_file}: section '{bad[0]}' does not belong in an experiment file "
-                    f"(allowed: {', '.join(EXPERIMENT_SECTIONS)})"
+                    f"(allowed: {', '.join(EXPERIMENT_SECTIONS)}, and data.{', data.'.join(EXPERIMENT_DATA_KEYS)})"
+                )
+            bad = [k for k in exp_values.get("data") or {} if k not in EXPERIMENT_DATA_KEYS]
+            if bad:
+                raise ConfigError(
+                    f"{exp_file}: data.{bad[0]} describes the competition and belongs in comp.yaml; an experiment "
+                    f"file may set only data.{', data.'.join(EXPERIMENT_DATA_KEYS)}"
                 )
             values = _merge(values, exp_values)
     values = _merge(values, parse_set(overrides))

@@ -14,8 +14,10 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import re
+import shutil
 import unicodedata
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,21 +222,31 @@ def is_report_dir(path: Path) -> bool:
         return False
 
 
-def report_dir(out: str | Path):
+@contextmanager
+def report_dir(out: str | Path, keep: Sequence[str] = ()):
     """Context manager yielding a temporary folder that replaces ``out`` when the report is complete.
 
     An existing comp report at ``out`` is replaced (a report is derived from files that are kept); any other
-    non-empty folder is refused, so ``--out .`` can never wipe a working directory.
+    non-empty folder is refused, so ``--out .`` can never wipe a working directory. Entries of ``out`` named in
+    ``keep`` (other commands' outputs sharing the folder, e.g. comp relabel's) are carried into the new folder.
     """
     out = Path(out)
     if out.exists():
         if not out.is_dir():
             raise FileExistsError(f"--out {out}: a file is in the way; choose another --out")
-        if any(out.iterdir()) and not is_report_dir(out):
+        own = [p for p in out.iterdir() if p.name not in keep]
+        if own and not is_report_dir(out):
             raise FileExistsError(
                 f"--out {out}: folder exists and is not a comp report; choose an empty or new folder for --out"
             )
-    return atomic_dir(out)
+    with atomic_dir(out) as tmp:
+        yield tmp
+        for name in keep:
+            if (out / name).exists() and not (tmp / name).exists():
+                if (out / name).is_dir():
+                    shutil.copytree(out / name, tmp / name)
+                else:
+                    shutil.copy2(out / name, tmp / name)
 
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:

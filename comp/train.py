@@ -37,6 +37,7 @@ from comp.files import write_csv, write_text
 from comp.losses import create_loss
 from comp.model import create_model, normalization, save_checkpoint
 from comp.optim import check_names, create_optimizer, create_scheduler, current_lr, warmup_epochs
+from comp.techniques.relabel import apply_relabel
 
 
 class TrainingError(RuntimeError):
@@ -163,7 +164,9 @@ def load_table(cfg: Config, skip_bad: bool, echo: Callable[[str], None]) -> tupl
     df["fold"] = df["fold"].astype(int)
     classes = class_names(df["label"])
     df["y"] = df["label"].map({c: i for i, c in enumerate(classes)}).astype(int)
-    return df.drop(columns=["label_folds"]).reset_index(drop=True), classes
+    # Training targets (y_train, train_use): data.relabel's accepted/dropped rows; y stays the given label.
+    df = apply_relabel(cfg, df.drop(columns=["label_folds"]).reset_index(drop=True), classes, echo)
+    return df, classes
 
 
 # ---------------------------------------------------------------- model parts
@@ -462,13 +465,13 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
     fd.mkdir(parents=True, exist_ok=True)
 
     # ---- data
-    tr = s.table[s.table["fold"] != fold]
+    tr = s.table[(s.table["fold"] != fold) & s.table["train_use"]]
     va = s.table[s.table["fold"] == fold]
     rank = acc.process_index
     transform = build_transform(cfg.augment, cfg.input.size)
-    train_set = CachedImages(s.images, tr.index, tr["y"], transform, seed=t.seed, rank=rank)
+    train_set = CachedImages(s.images, tr.index, tr["y_train"], transform, seed=t.seed, rank=rank)
     val_set = CachedImages(s.images, va.index, va["y"])
-    weights = balanced_weights(tr["y"].to_numpy()) if t.sampler == "balanced" else None
+    weights = balanced_weights(tr["y_train"].to_numpy()) if t.sampler == "balanced" else None
     mixup = build_mixup(cfg.augment, len(s.classes), t.label_smoothing)
     # Mixup needs even batches: drop the ragged last batch when there is more than one.
     drop_last = mixup is not None and len(tr) >= 2 * t.batch_size * acc.num_processes
@@ -493,7 +496,7 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
     raw = acc.unwrap_model(model, keep_torch_compile=False)  # the plain module: checkpoints load anywhere
     steps = len(train_loader)
     scheduler = create_scheduler(optimizer, t, updates_per_epoch=math.ceil(steps / t.accum_steps))
-    counts = np.bincount(tr["y"], minlength=len(s.classes))
+    counts = np.bincount(tr["y_train"], minlength=len(s.classes))
     criterion = create_loss(t, counts).to(acc.device)
     y_val = va["y"].to_numpy()
 

@@ -1,0 +1,149 @@
+"""comp relabel (confident learning on the OOF) and data.relabel (accepted rows change training labels only)."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import write_config
+
+from comp.cli import cli
+from comp.config import ConfigError, load_config
+from comp.data import DataError
+from comp.folds import make_folds
+from comp.sample import make_sample
+from comp.techniques.relabel import find_suspects
+from comp.train import load_table, train_folds
+
+QUIET = {"echo": lambda s: None}
+
+
+def test_find_suspects_rules_and_order():
+    # Class thresholds: mean p(own class) over rows labelled with it: 0.7, 0.575 and 0.9.
+    y = np.array([0, 0, 0, 1, 1, 2, 2])
+    probs = np.array([
+        [0.90, 0.05, 0.05],  # confident and right
+        [0.80, 0.10, 0.10],
+        [0.40, 0.55, 0.05],  # p0 < 0.7, p1 = 0.55 < 0.575 but the argmax: argmax rule -> suggests 1
+        [0.05, 0.95, 0.00],
+        [0.75, 0.20, 0.05],  # p1 < 0.575 and p0 = 0.75 >= 0.7: confident rule -> suggests 0
+        [0.00, 0.00, 1.00],
+        [0.01, 0.19, 0.80],  # p2 < 0.9 but no other class reaches its threshold, argmax is 2: not a suspect
+    ])
+    s = find_suspects(y, probs)
+    np.testing.assert_allclose(s.thresholds, [0.7, 0.575, 0.9])
+    assert s.pos.tolist() == [4, 2]  # lowest p(given) first: 0.20, then 0.40
+    assert s.suggested.tolist() == [0, 1]
+    assert s.rule.tolist() == ["confident", "argmax"]
+
+
+def _relabel_csv(path: Path, rows: list[dict]) -> Path:
+    pd.DataFrame(rows, columns=["id", "fold", "given", "suggested", "accept"]).to_csv(path, index=False)
+    return path
+
+
+def test_data_relabel_changes_training_targets_only(workdir, competition):
+    make_folds(load_config(workdir / "comp.yaml"), n_splits=2, **QUIET)
+    train = pd.read_csv(competition / "train.csv", dtype=str)
+    classes = sorted(train["label"].unique())
+    a, b, c = train.iloc[0], train.iloc[1], train.iloc[2]
+    other = next(x for x in classes if x != a["label"])
+    _relabel_csv(workdir / "relabel.csv", [
+        {"id": a["image_id"], "fold": 0, "given": a["label"], "suggested": other, "accept": "accept"},
+        {"id": b["image_id"], "fold": 0, "given": b["label"], "suggested": other, "accept": "drop"},
+        {"id": c["image_id"], "fold": 0, "given": c["label"], "suggested": other, "accept": ""},
+    ])
+    (workdir / "configs").mkdir()
+    (workdir / "configs" / "clean.yaml").write_text(yaml.safe_dump({"data": {"relabel": "relabel.csv"}}))
+    said = []
+    cfg = load_config(workdir / "comp.yaml", exp="clean")
+    table, cls = load_table(cfg, skip_bad=False, echo=said.append)
+    t = table.set_index("id")
+    assert cls[t.loc[a["image_id"], "y_train"]] == other and t.loc[a["image_id"], "label"] == a["label"]
+    assert cls[t.loc[a["image_id"], "y"]] == a["label"]  # validation / OOF keep the given label
+    assert not t.loc[b["image_id"], "train_use"] and t["train_use"].sum() == len(t) - 1
+    assert t.loc[c["image_id"], "y_train"] == t.loc[c["image_id"], "y"]
+    assert (t["y_train"] != t["y"]).sum() == 1
+    assert any("1 training labels changed, 1 rows dropped" in s for s in said)
+
+    # A real (tiny) run with it: the OOF still holds every row once, with its given label.
+    cfg = load_config(workdir / "comp.yaml", exp="clean", overrides=[
+        "model.name=test_resnet", "input.size=32", "train.epochs=1", "train.batch_size=64"])
+    train_folds(cfg, **QUIET)
+    oof = pd.read_csv(workdir / "runs" / "clean" / "oof.csv", dtype=str).set_index("image_id")
+    assert len(oof) == len(train)
+    assert oof.loc[a["image_id"], "label"] == a["label"] and b["image_id"] in oof.index
+
+
+def test_data_relabel_errors_name_line_and_key(workdir, competition):
+    make_folds(load_config(workdir / "comp.yaml"), n_splits=2, **QUIET)
+    train = pd.read_csv(competition / "train.csv", dtype=str)
+    a = train.iloc[0]
+    _relabel_csv(workdir / "bad.csv", [{"id": a["image_id"], "fold": 0, "given": a["label"], "suggested": "Nope",
+                                        "accept": "accept"}])
+    cfg = load_config(workdir / "comp.yaml", overrides=["data.relabel=bad.csv"], exp="x")
+    with pytest.raises(DataError, match=r"bad.csv line 2: suggested label 'Nope' is not a class"):
+        load_table(cfg, skip_bad=False, echo=QUIET["echo"])
+    _relabel_csv(workdir / "bad.csv", [{"id": a["image_id"], "fold": 0, "given": a["label"], "suggested": a["label"],
+                                        "accept": "maybe"}])
+    with pytest.raises(DataError, match=r"line 2: accept='maybe'; write accept, drop, or leave it empty"):
+        load_table(cfg, skip_bad=False, echo=QUIET["echo"])
+    cfg = load_config(workdir / "comp.yaml", overrides=["data.relabel=missing.csv"], exp="x")
+    with pytest.raises(ConfigError, match="data.relabel: .*missing.csv not found"):
+        load_table(cfg, skip_bad=False, echo=QUIET["echo"])
+    # An experiment file may set data.relabel, but not the competition's own data keys.
+    (workdir / "configs").mkdir()
+    (workdir / "configs" / "y.yaml").write_text(yaml.safe_dump({"data": {"label_col": "x"}}))
+    with pytest.raises(ConfigError, match="data.label_col describes the competition and belongs in comp.yaml"):
+        load_config(workdir / "comp.yaml", exp="y")
+
+
+@pytest.mark.slow
+def test_relabel_finds_flipped_labels(tmp_path, monkeypatch):
+    """30 labels flipped on purpose in a 2,000-image comp sample: >= 80% found, <= 20% false among the top 30."""
+    root = tmp_path / "data"
+    make_sample(root, n_train=2000, n_test=20, seed=3)
+    train = pd.read_csv(root / "train.csv", dtype=str)
+    classes = sorted(train["label"].unique())
+    truth = dict(zip(train["image_id"], train["label"]))
+    rng = np.random.default_rng(0)
+    flip = rng.choice(len(train), 30, replace=False)
+    for i in flip:
+        train.loc[i, "label"] = rng.choice([c for c in classes if c != train.loc[i, "label"]])
+    train.to_csv(root / "train.csv", index=False)
+    flipped = set(train["image_id"].iloc[flip])
+    work = tmp_path / "work"
+    work.mkdir()
+    write_config(work, root)
+    monkeypatch.chdir(work)
+    make_folds(load_config(work / "comp.yaml"), n_splits=3, **QUIET)
+    cfg = load_config(work / "comp.yaml", exp="noisy", overrides=[
+        "model.name=test_resnet", "input.size=32", "train.epochs=8", "train.batch_size=32", "train.lr=3e-3"])
+    train_folds(cfg, **QUIET)
+
+    res = CliRunner().invoke(cli, ["relabel", "--exp", "noisy", "--gallery", "12"])
+    assert res.exit_code == 0, res.output
+    assert "suspects among 2,000 OOF rows" in res.output
+    sus = pd.read_csv(work / "reports" / "noisy" / "relabel.csv", dtype=str, keep_default_na=False)
+    assert list(sus.columns[:7]) == ["id", "fold", "given", "suggested", "rule", "p_given", "p_suggested"]
+    assert sus.columns[-1] == "accept" and (sus["accept"] == "").all()
+    found = sus["id"].isin(flipped).sum()
+    top = sus.head(30)
+    assert found >= 24, f"only {found} of 30 flipped labels among {len(sus)} suspects"
+    assert (~top["id"].isin(flipped)).sum() <= 6, top
+    # The suggestions for the flipped rows found mostly restore the true label.
+    hit = sus[sus["id"].isin(flipped)]
+    assert (hit["suggested"] == hit["id"].map(truth)).mean() >= 0.7
+    page = (work / "reports" / "noisy" / "relabel" / "index.html").read_text(encoding="utf-8")
+    assert page.count("Grad-CAM for") >= 12 and "relabel.csv" in page
+
+    # The file is never overwritten silently, and comp analyze keeps it (it shares reports/noisy/).
+    res = CliRunner().invoke(cli, ["relabel", "--exp", "noisy"])
+    assert res.exit_code == 1 and "--overwrite" in res.output
+    res = CliRunner().invoke(cli, ["analyze", "--exp", "noisy"])
+    assert res.exit_code == 0, res.output
+    assert (work / "reports" / "noisy" / "relabel.csv").exists()
+    assert (work / "reports" / "noisy" / "relabel" / "index.html").exists()
+    assert (work / "reports" / "noisy" / "index.html").exists()
