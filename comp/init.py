@@ -329,12 +329,15 @@ def detect(
         test_dir = _find_test_dir(root, test_ids, has_ext, ext, train_dir, why)
     if test_dir is not None and test_dir == train_dir:
         why.append("train and test images share one folder (test ids are told apart by the csv files)")
+    wide = sample is not None and len(sample.columns) > 2
+    why.append("metric: macro_f1 (data.metric; set the competition's own: accuracy, log_loss, qwk, roc_auc"
+               + ("; a wide sample submission is usually scored by log_loss or roc_auc)" if wide else ")"))
     data = {
         "layout": "csv", "train_csv": _rel(train_csv, root), "train_dir": train_dir, "test_dir": test_dir,
         "sample_submission": _rel(sample_csv, root) if sample_csv else None,
         "test_csv": _rel(test_csv, root) if test_csv else None,
         "id_col": id_col, "label_col": label_col, "label_cols": list(label_cols) if label_cols else None,
-        "group_col": group_col, "id_has_ext": has_ext, "ext": ext, "label_map": label_map,
+        "group_col": group_col, "id_has_ext": has_ext, "ext": ext, "label_map": label_map, "metric": "macro_f1",
     }
     data = {k: v for k, v in data.items() if v is not None or k in ("test_dir", "sample_submission", "group_col")}
     return data, why
