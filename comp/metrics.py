@@ -20,12 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, log_loss, roc_auc_score
 
-EPS = 1e-15
-
 
 def _norm(probs: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(probs, np.float64), EPS, None)
-    return p / p.sum(1, keepdims=True)
+    """Rows rescaled to sum 1 (sklearn clips zeros itself, at float64 eps, as Kaggle's log loss does)."""
+    p = np.clip(np.asarray(probs, np.float64), 0, None)
+    return p / np.clip(p.sum(1, keepdims=True), 1e-300, None)
 
 
 def grade_values(classes: Sequence[str]) -> np.ndarray:
