@@ -3,7 +3,9 @@
 Each member is an experiment E with ``runs/E/oof.csv`` (every train row once) and ``runs/E/test.csv``. Weights
 are fit on the OOF — ``auto`` is greedy forward selection with replacement (Caruana et al., 2004): start from
 the best member, repeatedly add the member that most raises OOF macro F1, keep the best prefix; weights are
-the counts, so they are non-negative and sum to 1 and a useless member gets 0. ``tune_bias`` then fits one
+the counts, so they are non-negative and sum to 1 and a useless member gets 0. With several members the search
+is cross-validated inside the OOF (``cv_weights``: refit on K-1 parts, scored on the part left out), and that
+figure, not the flattering in-sample one, is the ledger's CV; both are recorded. ``tune_bias`` then fits one
 additive log-score bias per class (comp.decision) with an honest cross-validated estimate, and keeps them
 only when that estimate beats plain argmax.
 
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import log_softmax, softmax
 from scipy.stats import rankdata
+from sklearn.model_selection import StratifiedKFold
 
 from comp import ledger
 from comp.config import Config, ConfigError
@@ -158,6 +161,42 @@ def greedy_weights(
         if max(trials) > best + 1e-12:
             best, best_counts = max(trials), counts.copy()
     return best_counts / best_counts.sum()
+
+
+@dataclass
+class WeightsCV:
+    """The greedy weight search judged honestly: fit on K-1 parts of the OOF, scored on the part it did not see."""
+
+    in_sample: float  # data.metric (higher-is-better sign applied back) of the weights fit on all the OOF
+    cv: float  # the same metric of the out-of-part blends, concatenated
+    in_sample_f1: float
+    cv_f1: float
+    fold_weights: list
+
+
+def cv_weights(
+    probs: Sequence[np.ndarray], y: np.ndarray, method: str, score: Callable[[np.ndarray, np.ndarray], float],
+    weights: np.ndarray, n_splits: int = 5, seed: int = 0,
+) -> WeightsCV:
+    """Cross-validate ``greedy_weights`` inside the OOF (as ``cv_bias`` does for biases).
+
+    ``score(y_part, log_scores_part)`` is data.metric with higher-is-better sign; ``weights`` are the ones fit
+    on all rows. Once several experiments compete, weights fit and scored on the same OOF flatter the blend.
+    """
+    y = np.asarray(y, np.int64)
+    c = probs[0].shape[1]
+    counts = np.bincount(y, minlength=c)
+    n_splits = int(max(2, min(n_splits, counts[counts > 0].min())))
+    held = np.empty((len(y), c))
+    fold_weights = []
+    for tr, va in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(probs[0], y):
+        w = greedy_weights([p[tr] for p in probs], y[tr], method, objective=lambda sc, yt=y[tr]: score(yt, sc))
+        # Rank blends rank within the rows they see: rank the held-out part on its own, as a test set would be.
+        held[va] = blend([p[va] for p in probs], w, method)
+        fold_weights.append(w)
+    full = blend(probs, weights, method)
+    return WeightsCV(in_sample=score(y, full), cv=score(y, held), in_sample_f1=macro_f1(y, full.argmax(1), c),
+                     cv_f1=macro_f1(y, held.argmax(1), c), fold_weights=fold_weights)
 
 
 def parse_weights(weights: str | Sequence[float], n: int) -> np.ndarray | None:
@@ -320,17 +359,28 @@ def ensemble(
     echo(f"{'blend':<{width}}  {'':6}  {blend_score:.4f}"
          + ("" if metric.name == "macro_f1" else f"    {blend_f1:.4f}"))
 
+    # Honest CV of the weights: with several members, auto weights are searched again inside K-1 parts of
+    # the OOF and scored on the part left out; that figure, not the in-sample one, heads the ledger.
+    wcv = None
+    base_f1, base_score = blend_f1, blend_score
+    if fixed is None and len(members) > 1:
+        wcv = cv_weights(oof_probs, y, method, lambda yt, sc: metric.sign * metric(yt, softmax(sc, axis=1), classes),
+                         w, n_splits=bias_folds, seed=cfg.folds.seed)
+        base_f1, base_score = wcv.cv_f1, metric.sign * wcv.cv
+        echo(f"weights: in-sample {metric.name} {blend_score:.4f}, cross-validated {base_score:.4f} "
+             f"(searched again on {len(wcv.fold_weights)} parts of the OOF, scored on the part left out)")
     bias = np.zeros(n_c)
     report = tuned = None
     applied = False
-    cv_f1, cv_score = blend_f1, blend_score
+    cv_f1, cv_score = base_f1, base_score
     test_probs_out = softmax(test_scores, axis=1)
     labels_idx = test_probs_out.argmax(1)
     if tune_bias:
         report = cv_bias(oof_scores, y, n_splits=bias_folds, seed=cfg.folds.seed)
         echo(report.summary(classes))
         if report.cv_gain > 0:
-            bias, cv_f1, cv_score = report.bias, report.cv_f1, report.cv_f1
+            bias = report.bias
+            cv_f1 = cv_score = base_f1 + report.cv_f1 - report.argmax_f1  # the weights' CV + the bias's CV gain
             labels_idx = apply_bias(test_scores, bias)
             test_probs_out = softmax(test_scores + bias, axis=1)  # the argmax of a wide file is the biased label
         else:  # the in-sample gain did not survive cross-validation: it was fitting noise
@@ -340,7 +390,7 @@ def ensemble(
         tuned = cv_thresholds(softmax(oof_scores, axis=1), y, values, n_splits=bias_folds, seed=cfg.folds.seed)
         echo(tuned.summary())
         if tuned.cv_gain > 0 and shape == "label":
-            cv_score, applied = tuned.cv, True
+            cv_score, applied = base_score + tuned.cv - tuned.plain, True
             labels_idx = apply_thresholds(expected_grade(test_probs_out, values), tuned.params, values)
         elif shape == "wide":
             echo("thresholds not applied: a wide submission holds probabilities, not grades")
@@ -350,7 +400,7 @@ def ensemble(
         tuned = cv_temperature(oof_scores, y, n_splits=bias_folds, seed=cfg.folds.seed)
         echo(tuned.summary())
         if tuned.cv_gain > 0:
-            cv_score, applied = tuned.cv, True
+            cv_score, applied = base_score + tuned.cv - tuned.plain, True
             test_probs_out = apply_temperature(test_scores, float(tuned.params[0]))
         else:
             echo("temperature not applied: its cross-validated log loss does not beat T = 1")
@@ -378,6 +428,10 @@ def ensemble(
         f"oof_{metric.name}": round(blend_score, 5),
         f"members_oof_{metric.name}": {k: round(v, 5) for k, v in member_score.items()},
     }
+    if wcv is not None:
+        options.update(weights_in_sample=round(wcv.in_sample * metric.sign, 5),
+                       weights_cv=round(wcv.cv * metric.sign, 5), weights_in_sample_f1=round(wcv.in_sample_f1, 5),
+                       weights_cv_f1=round(wcv.cv_f1, 5))
     if report is not None:
         options.update(bias_applied=bool(bias.any()), bias={c: round(float(b), 3) for c, b in zip(classes, bias)},
                        bias_argmax_f1=round(report.argmax_f1, 5), bias_in_sample_f1=round(report.in_sample_f1, 5),
@@ -412,6 +466,7 @@ def ensemble(
         "member_score": member_score,
         "blend_score": blend_score,
         "cv_score": cv_score,
+        "weights_cv": wcv,
         "tune_report": tuned,
         "shape": shape,
         "ledger_row": row,

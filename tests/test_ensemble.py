@@ -10,7 +10,7 @@ from comp.cli import cli
 from comp.config import ConfigError
 from comp.data import DataError, class_names, load_train, read_csv_str
 from comp.decision import macro_f1
-from comp.ensemble import blend, ensemble, greedy_weights, parse_weights
+from comp.ensemble import blend, cv_weights, ensemble, greedy_weights, parse_weights
 from comp.score import score_files
 
 
@@ -41,6 +41,27 @@ def test_greedy_weights_prefer_the_better_member():
     for method in ("geometric", "rank"):
         w = greedy_weights([poor, good], y, method=method)
         assert w[1] > w[0]
+
+
+def test_cv_weights_is_honest_when_many_members_compete():
+    """Twelve equally weak members on 300 rows: the in-sample search fits noise, the cross-validated one says so."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 300)
+    probs = [noisy_probs(y, 4, 0.6, rng) for _ in range(12)]
+
+    def score(yt, sc):
+        return macro_f1(yt, sc.argmax(1), 4)
+
+    w = greedy_weights(probs, y)
+    rep = cv_weights(probs, y, "mean", score, w, n_splits=5, seed=0)
+    assert rep.in_sample == pytest.approx(score(y, blend(probs, w)))
+    assert rep.in_sample > rep.cv + 0.02  # the optimism the ledger no longer reports
+    assert len(rep.fold_weights) == 5 and all(abs(fw.sum() - 1) < 1e-9 for fw in rep.fold_weights)
+    # One clearly better member: the cross-validated search finds it in every part, so little is lost.
+    good = noisy_probs(y, 4, 3.0, rng)
+    w = greedy_weights([good, *probs[:3]], y)
+    rep = cv_weights([good, *probs[:3]], y, "mean", score, w, n_splits=5, seed=0)
+    assert rep.cv > rep.in_sample - 0.03 and all(fw[0] >= 0.5 for fw in rep.fold_weights)
 
 
 def test_parse_weights():
@@ -97,8 +118,13 @@ def test_ensemble_writes_checked_submission_and_ledger(workdir, cfg):
     row = rows.iloc[0]
     assert row["name"] == "first" and row["members"] == "poor,good"
     assert [float(w) for w in row["weights"].split(",")] == pytest.approx(res["weights"], abs=1e-4)
-    assert float(row["cv_macro_f1"]) == pytest.approx(res["blend_f1"], abs=1e-5)
-    assert json.loads(row["options"])["method"] == "mean"
+    # Auto weights over several members: the ledger's CV is the cross-validated weight search, and the
+    # in-sample figure is recorded beside it.
+    opts = json.loads(row["options"])
+    assert float(row["cv_macro_f1"]) == pytest.approx(res["weights_cv"].cv_f1, abs=1e-5)
+    assert opts["weights_in_sample_f1"] == pytest.approx(res["blend_f1"], abs=1e-5)
+    assert opts["weights_cv_f1"] == pytest.approx(res["cv_macro_f1"], abs=1e-5)
+    assert opts["method"] == "mean"
     assert list(rows.columns) == list(ledger.COLUMNS)
 
     with pytest.raises(FileExistsError, match="--overwrite"):
