@@ -120,7 +120,7 @@ def test_relabel_finds_flipped_labels(tmp_path, monkeypatch):
     monkeypatch.chdir(work)
     make_folds(load_config(work / "comp.yaml"), n_splits=3, **QUIET)
     cfg = load_config(work / "comp.yaml", exp="noisy", overrides=[
-        "model.name=test_resnet", "input.size=32", "train.epochs=8", "train.batch_size=32", "train.lr=3e-3"])
+        "model.name=test_resnet", "input.size=32", "train.epochs=12", "train.batch_size=32", "train.lr=3e-3"])
     train_folds(cfg, **QUIET)
 
     res = CliRunner().invoke(cli, ["relabel", "--exp", "noisy", "--gallery", "12"])
