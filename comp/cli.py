@@ -52,6 +52,9 @@ def cli():
     comp predict --exp base --tta identity,hflip
     comp ensemble --exp base --name first
     comp score submissions/first.csv --solution demo/comp/solution.csv
+    comp launch --exp base --exp big --all-folds   # many experiments on Ray
+    comp tune --exp base --space configs/base.space.yaml --trials 40
+    comp leaderboard
     """
 
 
@@ -209,6 +212,66 @@ def lr_find(config_path, exp, overrides, fold_id, steps, start_lr, end_lr, skip_
 
     run(load(config_path, exp, overrides), fold=fold_id, steps=steps, start_lr=start_lr, end_lr=end_lr,
         skip_bad=skip_bad, echo=click.echo)
+
+
+# ---------------------------------------------------------------- many experiments (Ray)
+
+
+def address_option(f):
+    return click.option("--address", help="join a running Ray cluster: auto, or HOST:PORT (default: start a "
+                        "private local Ray on this machine and stop it after)")(f)
+
+
+def orchestrate_errors(f):
+    """Orchestration errors a user must fix (RuntimeError from Ray set-up included) print as one line."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        from comp.train import TrainingError
+
+        try:
+            return f(*args, **kwargs)
+        except TrainingError as e:
+            raise click.ClickException(str(e)) from None
+
+    return user_errors(wrapper)
+
+
+@cli.command()
+@config_option
+@click.option("--exp", "exps", multiple=True, required=True, help="experiment (repeatable)")
+@click.option("--fold", "fold_ids", type=int, multiple=True, help="fold to train (repeatable)")
+@click.option("--all-folds", is_flag=True, help="every fold of folds.csv")
+@click.option("--set", "overrides", multiple=True, help="override a config key for every job: --set train.epochs=3")
+@click.option("--gpus-per-job", type=float, help="GPUs per job (default 1 when the cluster has GPUs, else 0)")
+@click.option("--cpus-per-job", type=int, help="CPUs per job (default: CPUs per GPU, or 1 on CPU-only machines)")
+@address_option
+@click.option("--max-retries", default=2, show_default=True, help="retries (with --resume) of a job that died")
+@click.option("--then-predict", is_flag=True, help="run comp predict for each experiment whose folds all finished")
+@click.option("--live/--no-live", default=None, help="redraw one table in place (default: when on a terminal)")
+@orchestrate_errors
+def launch(config_path, exps, fold_ids, all_folds, overrides, gpus_per_job, cpus_per_job, address, max_retries,
+           then_predict, live):
+    """Train (experiment x fold) jobs on Ray: each a `comp train --exp E --fold K` process.
+
+    A finished fold is skipped, a fold locked by another launch is not trained twice, a job whose process
+    died is retried with --resume. Logs: runs/EXP/fold_K/train.log.
+
+    \b
+    comp launch --exp base --exp convnext --all-folds
+    comp launch --exp base --fold 0 --fold 1 --set train.epochs=3 --gpus-per-job 1
+    comp launch --exp base --all-folds --address auto      (after `ray start --head`)
+    """
+    from comp.orchestrate.launch import launch as run
+
+    if not fold_ids and not all_folds:
+        raise click.UsageError("say which folds: --fold K (repeatable) or --all-folds")
+    if fold_ids and all_folds:
+        raise click.UsageError("pass --fold K or --all-folds, not both")
+    result = run(config_path, list(exps), folds=None if all_folds else list(fold_ids), overrides=overrides,
+                 gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, address=address, max_retries=max_retries,
+                 then_predict=then_predict, echo=click.echo, live=live)
+    sys.exit(0 if result.ok else 1)
 
 
 # ---------------------------------------------------------------- inference
