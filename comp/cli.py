@@ -274,6 +274,65 @@ def launch(config_path, exps, fold_ids, all_folds, overrides, gpus_per_job, cpus
     sys.exit(0 if result.ok else 1)
 
 
+@cli.command()
+@config_option
+@click.option("--exp", required=True, help="experiment whose config the trials start from")
+@click.option("--space", "space_path", required=True, type=click.Path(dir_okay=False),
+              help="YAML: config key -> distribution, e.g. train.lr: {loguniform: [1e-4, 1e-2]}")
+@click.option("--trials", default=20, show_default=True, help="trials (Optuna samples them)")
+@click.option("--folds", "folds_", default="0", show_default=True, help="folds each trial trains: 0 or 0,1,2")
+@click.option("--metric", type=click.Choice(["val_macro_f1", "val_acc", "val_loss"]), default="val_macro_f1",
+              show_default=True)
+@click.option("--set", "overrides", multiple=True, help="override a config key for every trial")
+@click.option("--cpus-per-trial", type=int, help="default: CPUs per GPU, or 1 on CPU-only machines")
+@click.option("--gpus-per-trial", type=float, help="default: 1 when the cluster has GPUs, else 0")
+@click.option("--grace-period", default=1, show_default=True, help="ASHA: epochs before a trial may be stopped")
+@click.option("--reduction-factor", default=2, show_default=True, help="ASHA: 1/N of the trials go on at each rung")
+@click.option("--seed", default=0, show_default=True, help="Optuna sampler seed")
+@address_option
+@click.option("--resume", is_flag=True, help="continue an interrupted search")
+@orchestrate_errors
+def tune(config_path, exp, space_path, trials, folds_, metric, overrides, cpus_per_trial, gpus_per_trial,
+         grace_period, reduction_factor, seed, address, resume):
+    """Hyper-parameter search with Ray Tune (Optuna sampler + ASHA) -> runs/EXP-tune/, configs/EXP-best.yaml.
+
+    \b
+    space file (configs/base.space.yaml):
+      train.lr: {loguniform: [1e-4, 1e-2]}
+      train.weight_decay: {uniform: [0.0, 0.1]}
+      model.name: {choice: [resnet18, convnext_atto]}
+      augment.preset: {choice: [light, medium]}
+      train.loss: {choice: [ce, ce+soft_f1]}
+    \b
+    comp tune --exp base --space configs/base.space.yaml --trials 40 --set train.epochs=6
+    comp launch --exp base-best --all-folds
+    """
+    from comp.orchestrate.tune import tune as run
+
+    try:
+        folds = [int(k) for k in folds_.split(",") if k.strip()]
+    except ValueError:
+        raise click.UsageError(f"--folds {folds_!r}: fold numbers separated by commas, e.g. 0 or 0,1") from None
+    out = run(config_path, exp, space_path, trials=trials, folds=folds, metric=metric, overrides=overrides,
+              address=address, resume=resume, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+              grace_period=grace_period, reduction_factor=reduction_factor, seed=seed, echo=click.echo)
+    sys.exit(0 if out["best"] is not None else 1)
+
+
+@cli.command()
+@click.option("--runs", "runs_dir", default="runs", show_default=True, help="folder of experiment runs")
+@click.option("--ledger", "ledger_path", default="submissions/ledger.csv", show_default=True)
+@click.option("--out", default="reports/leaderboard.html", show_default=True)
+@click.option("--trials", is_flag=True, help="also list comp tune trials (runs/EXP-tune/trial_NNN)")
+@user_errors
+def leaderboard(runs_dir, ledger_path, out, trials):
+    """Every experiment in runs/: CV and fold spread, model, input, epochs, loss, augmentation, speed, time,
+    parameters, submissions -> table + reports/leaderboard.html."""
+    from comp.orchestrate.leaderboard import leaderboard as run
+
+    run(runs_dir, ledger_path=ledger_path, out=out, trials=trials, echo=click.echo)
+
+
 # ---------------------------------------------------------------- inference
 
 

@@ -47,10 +47,12 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, num_gpu
                       configure_logging=True, logging_level="ERROR")
         if num_gpus is not None:
             kwargs["num_gpus"] = num_gpus
-        ray.init(**kwargs)
+        with _neutral_cwd(tmp):
+            ray.init(**kwargs)
     else:
         try:
-            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+            with _neutral_cwd(tempfile.gettempdir()):
+                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ConfigError(f"--address {address}: cannot join a Ray cluster there ({e}). Start one with "
                               f"`ray start --head` (then --address auto on that machine, or HOST:6379 elsewhere), "
@@ -62,6 +64,19 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, num_gpu
         ray.shutdown()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _neutral_cwd(path: str) -> Iterator[None]:
+    """Ray puts the driver's working folder first on its workers' sys.path (and starts them there): from a
+    folder holding a competition folder named ``comp`` (as `comp sample` makes), workers would import that
+    instead of the package. Start Ray from a neutral folder; jobs use absolute paths."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
 
 
 def alive_nodes() -> list[dict]:

@@ -281,7 +281,7 @@ def launch(config_path: str | Path, exps: list[str], folds: list[int] | None = N
             result.ray_start_seconds = info["seconds"]
             _predict(result, workdir, config_path, overrides, 1, 0, echo)
     result.failed = [j for j in jobs if j.state == "failed"]
-    result.cv = {e: cv_score(e) for e in dict.fromkeys(j.exp for j in jobs)}
+    result.cv = {e: cv_score(runs.run_dir(e)) for e in dict.fromkeys(j.exp for j in jobs)}
     result.seconds = time.perf_counter() - t_start
     echo(summary(result))
     return result
@@ -365,15 +365,14 @@ def format_table(rows: list[dict], columns=("job", "host", "gpu", "epoch", "metr
     return "\n".join(out)
 
 
-def cv_score(exp: str) -> float | None:
-    """Macro F1 of runs/EXP/oof.csv (written by the last fold to finish), None when it is not there."""
+def cv_score(rd: Path) -> float | None:
+    """Macro F1 of a run folder's oof.csv (written by the last fold to finish), None when it is not there."""
     import numpy as np
     import pandas as pd
     import yaml
     from sklearn.metrics import f1_score
 
-    path = runs.run_dir(exp) / "oof.csv"
-    cfg_path = runs.run_dir(exp) / "config.yaml"
+    path, cfg_path = Path(rd) / "oof.csv", Path(rd) / "config.yaml"
     if not path.exists() or not cfg_path.exists():
         return None
     data = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("data", {})
