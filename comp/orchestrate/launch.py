@@ -119,7 +119,7 @@ def run_job(spec: dict) -> dict:
         if lock.took_over:
             job.note = f"took over a stale lock of {lock.took_over.get('host')}:{lock.took_over.get('pid')}"
         max_retries = spec["max_retries"]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", NO_ALBUMENTATIONS_UPDATE="1",
+        env = dict(os.environ, PYTHONUNBUFFERED="1", NO_ALBUMENTATIONS_UPDATE="1", TQDM_MININTERVAL="10",
                    OMP_NUM_THREADS=str(spec["cpus"]), MKL_NUM_THREADS=str(spec["cpus"]))
         for attempt in range(max_retries + 1):
             job.attempts = attempt + 1
