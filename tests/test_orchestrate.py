@@ -132,7 +132,8 @@ def test_launch_two_experiments_equals_sequential_train(launched, tmp_path_facto
         assert list(got["image_id"]) == list(want["image_id"])
         np.testing.assert_allclose(_probs(got), _probs(want), atol=1e-6, rtol=0)
     # b's own config (configs/b.yaml) reached its jobs: its OOF differs from a's.
-    assert np.abs(_probs(read_oof(work / "runs" / "a" / "oof.csv")) - _probs(read_oof(work / "runs" / "b" / "oof.csv"))).max() > 1e-3
+    oof_a, oof_b = (_probs(read_oof(work / "runs" / e / "oof.csv")) for e in ("a", "b"))
+    assert np.abs(oof_a - oof_b).max() > 1e-3
     # A second launch finds every fold finished and trains nothing.
     again = comp(["launch", "--exp", "a", "--all-folds", *SETS], work, timeout=120)
     assert "0 to run, 2 already finished" in again and "Ray local up" not in again

@@ -20,4 +20,5 @@ def require(*modules: str) -> None:
         try:
             importlib.import_module(m)
         except ImportError as e:
-            raise ConfigError(f"this command needs {m.split('.')[0]}, which is not installed ({e}); run: {INSTALL}")
+            raise ConfigError(f"this command needs {m.split('.')[0]}, which is not installed ({e}); run: {INSTALL}") \
+                from None

@@ -319,7 +319,8 @@ def _watch(refs: dict, jobs: list[Job], workdir: Path, launch_id: str, echo, liv
                 if shown.get(r["job"]) != key:
                     shown[r["job"]] = key
                     echo(f"[{time.time() - t0:6.0f}s] {r['job']}: {r['state']}"
-                         + (f" epoch {r['epoch']}" if r["epoch"] else "") + (f" f1 {r['metric']}" if r["metric"] else "")
+                         + (f" epoch {r['epoch']}" if r["epoch"] else "")
+                         + (f" f1 {r['metric']}" if r["metric"] else "")
                          + (f" on {r['host']}" if r["host"] else "") + (f" GPU {r['gpu']}" if r["gpu"] else ""))
         if not pending:
             break

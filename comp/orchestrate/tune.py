@@ -93,7 +93,8 @@ def run_trial(params: dict, setup: dict) -> None:
     rd.mkdir(parents=True, exist_ok=True)
     write_text(rd / "params.json", json.dumps(params, indent=2))
     folds, metric, epochs = setup["folds"], setup["metric"], cfg.train.epochs
-    resume = any((runs.fold_dir(cfg.exp, k) / n / "trainer.json").exists() for k in folds for n in ("state", "state.old"))
+    resume = any((runs.fold_dir(cfg.exp, k) / n / "trainer.json").exists()
+                 for k in folds for n in ("state", "state.old"))
     log = open(rd / "train.log", "a", encoding="utf-8")  # noqa: SIM115 - closed below
 
     def echo(msg: str) -> None:
@@ -116,8 +117,15 @@ def run_trial(params: dict, setup: dict) -> None:
         train_folds(cfg, folds=folds, resume=resume, echo=echo, on_epoch=on_epoch)
     finally:
         log.close()
-    if last:
-        tune.report(last[-1])
+    if not last:
+        # Resumed after its last epoch (the fold was already finished): report where it ended.
+        k = folds[-1]
+        h = pd.read_csv(runs.fold_dir(cfg.exp, k) / "metrics.csv")
+        best = json.loads((runs.fold_dir(cfg.exp, k) / "done.json").read_text(encoding="utf-8"))["score"]
+        row = h.iloc[-1]
+        last.append({metric: float(row[metric]), "step": (len(folds) - 1) * epochs + int(row["epoch"]), "fold": k,
+                     "epoch": int(row["epoch"]), "best_macro_f1": float(best)})
+    tune.report(last[-1])
 
 
 # ---------------------------------------------------------------- results
