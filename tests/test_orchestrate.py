@@ -302,3 +302,60 @@ def test_leaderboard_table_and_page(launched, browser):  # noqa: F811
     page = work / "reports" / "leaderboard.html"
     widths = _check_page(browser, page.as_uri(), SECTIONS)
     assert widths["leaderboard_cv.png"] > 300
+
+
+# ---------------------------------------------------------------- a cluster (ray start --head)
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_launch_joins_a_running_cluster_and_checks_the_shared_folder(workdir, tmp_path_factory):
+    """`ray start --head` (own ports and temp folder, its own process group, killed after), then
+    `comp launch --address`: the per-node probe passes and the job runs; a folder the nodes cannot see is an
+    error naming the node."""
+    make_folds(load_config(workdir / "comp.yaml"), n_splits=2, **QUIET)
+    head = tmp_path_factory.mktemp("head")
+    temp = Path(f"/tmp/comp-head-{os.getpid()}")  # Ray's socket paths must stay short
+    port, client, agent, agent_grpc, env_agent, metrics, nm, om = _free_ports(8)
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    h = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}", f"--temp-dir={temp}",
+                          "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                          f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+                          f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={env_agent}",
+                          f"--metrics-export-port={metrics}", f"--node-manager-port={nm}",
+                          f"--object-manager-port={om}"],
+                         cwd=head, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        address = f"127.0.0.1:{port}"
+        out = ""
+        for _ in range(60):  # until the head answers
+            time.sleep(2)
+            out = comp(["launch", "--exp", "e", "--fold", "0", "--address", address, *SETS, "--set",
+                        "train.epochs=1"], workdir, timeout=300, ok=False)
+            if "cannot join a Ray cluster" not in out:
+                break
+        assert "cluster: 1 nodes see" in out and "1 jobs, 0 failed" in out, out
+        assert (workdir / "runs" / "e" / "fold_0" / "done.json").exists()
+        probe = subprocess.run(
+            [sys.executable, "-c", "from pathlib import Path\nfrom comp.orchestrate.cluster import ray_session, "
+             "check_shared_folder\nwith ray_session(%r):\n    check_shared_folder(Path('/nonexistent/comp.yaml'))"
+             % address], capture_output=True, text=True, timeout=120, cwd=head)
+        assert probe.returncode != 0 and "/nonexistent/comp.yaml is not visible on node" in probe.stderr, probe.stderr
+    finally:
+        _kill_group(h.pid)
+        h.communicate(timeout=60)
+        import shutil
+
+        shutil.rmtree(temp, ignore_errors=True)

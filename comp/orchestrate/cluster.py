@@ -50,13 +50,28 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, num_gpu
         with _neutral_cwd(tmp):
             ray.init(**kwargs)
     else:
+        # Ray clusters started by `ray start --head` use token authentication by default (~/.ray/auth_token on
+        # the head); a client joins with that token only when told to.
+        token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+            (Path.home() / ".ray" / "auth_token").exists()
+        if token and "RAY_AUTH_MODE" not in os.environ:
+            os.environ["RAY_AUTH_MODE"] = "token"
+            try:  # Ray caches its config when imported: refresh it, as ray does when it enables tokens itself
+                from ray._raylet import Config
+
+                Config.initialize("")
+            except (ImportError, AttributeError):
+                pass
         try:
             with _neutral_cwd(tempfile.gettempdir()):
                 ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ConfigError(f"--address {address}: cannot join a Ray cluster there ({e}). Start one with "
                               f"`ray start --head` (then --address auto on that machine, or HOST:6379 elsewhere), "
-                              f"or leave --address out to run on this machine only") from None
+                              f"or leave --address out to run on this machine only. A cluster with token "
+                              f"authentication (Ray's default) needs its token here: copy the head's "
+                              f"~/.ray/auth_token to this machine's ~/.ray/auth_token (or set RAY_AUTH_TOKEN)"
+                              ) from None
     info = {"local": address is None, "seconds": time.perf_counter() - t0, "resources": ray.cluster_resources()}
     try:
         yield info
