@@ -292,7 +292,8 @@ def test_leaderboard_table_and_page(launched, browser):  # noqa: F811
     finally:
         os.chdir(old)
     assert list(df["experiment"]) and set(df["experiment"]) == {"a", "b"}
-    assert df["cv_macro_f1"].notna().all() and df["fold_std"].notna().all() and (df["folds"] == "2/2").all()
+    assert df["cv"].notna().all() and (df["metric"] == "macro_f1").all() and (df["cv"] == df["cv_macro_f1"]).all()
+    assert df["fold_std"].notna().all() and (df["folds"] == "2/2").all()
     assert (df["model"] == "test_resnet").all() and (df["input"] == 32).all() and (df["params_m"] > 0).all()
     assert (df["images_per_s"] > 0).all() and (df["wall_s"] > 0).all()
     assert df.loc[df["experiment"] == "b", "augment"].item() == "none"

@@ -188,7 +188,7 @@ def run_command(spec: dict) -> dict:
 @dataclass
 class LaunchResult:
     jobs: list[Job]
-    cv: dict = field(default_factory=dict)  # exp -> CV macro F1 (None while a fold is missing)
+    cv: dict = field(default_factory=dict)  # exp -> cv_scores() (None while a fold is missing)
     failed: list[Job] = field(default_factory=list)
     predicted: dict = field(default_factory=dict)  # exp -> "ok" / error text (--then-predict)
     ray_start_seconds: float = 0.0
@@ -281,7 +281,7 @@ def launch(config_path: str | Path, exps: list[str], folds: list[int] | None = N
             result.ray_start_seconds = info["seconds"]
             _predict(result, workdir, config_path, overrides, 1, 0, echo)
     result.failed = [j for j in jobs if j.state == "failed"]
-    result.cv = {e: cv_score(runs.run_dir(e)) for e in dict.fromkeys(j.exp for j in jobs)}
+    result.cv = {e: cv_scores(runs.run_dir(e)) for e in dict.fromkeys(j.exp for j in jobs)}
     result.seconds = time.perf_counter() - t_start
     echo(summary(result))
     return result
@@ -320,7 +320,7 @@ def _watch(refs: dict, jobs: list[Job], workdir: Path, launch_id: str, echo, liv
                     shown[r["job"]] = key
                     echo(f"[{time.time() - t0:6.0f}s] {r['job']}: {r['state']}"
                          + (f" epoch {r['epoch']}" if r["epoch"] else "")
-                         + (f" f1 {r['metric']}" if r["metric"] else "")
+                         + (f" score {r['metric']}" if r["metric"] else "")
                          + (f" on {r['host']}" if r["host"] else "") + (f" GPU {r['gpu']}" if r["gpu"] else ""))
         if not pending:
             break
@@ -345,11 +345,12 @@ def _progress(j: Job, workdir: Path, launch_id: str, t0: float) -> dict:
     elif j.seconds:
         row["elapsed"] = f"{j.seconds:.0f}s"
     try:
-        lines = (fd / "metrics.csv").read_text(encoding="utf-8").splitlines()[1:]
-        if lines and j.state != "skipped":
-            row["epoch"] = str(len(lines))
-            f1 = max(float(ln.split(",")[3]) for ln in lines)
-            row["metric"] = f"{f1:.4f}"
+        lines = (fd / "metrics.csv").read_text(encoding="utf-8").splitlines()
+        if len(lines) > 1 and j.state != "skipped":
+            row["epoch"] = str(len(lines) - 1)
+            head = lines[0].split(",")
+            col = head.index("val_score" if "val_score" in head else "val_macro_f1")
+            row["metric"] = f"{float(lines[-1].split(',')[col]):.4f}"  # data.metric this epoch; the best when done
     except (OSError, ValueError, IndexError):
         pass
     if j.score is not None:
@@ -359,19 +360,22 @@ def _progress(j: Job, workdir: Path, launch_id: str, t0: float) -> dict:
 
 
 def format_table(rows: list[dict], columns=("job", "host", "gpu", "epoch", "metric", "elapsed", "state")) -> str:
-    head = {"gpu": "GPU", "metric": "best f1"}
+    head = {"gpu": "GPU", "metric": "score"}
     widths = {c: max(len(head.get(c, c)), *(len(str(r[c])) for r in rows)) for c in columns}
     out = ["  ".join(head.get(c, c).ljust(widths[c]) for c in columns)]
     out += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
     return "\n".join(out)
 
 
-def cv_score(rd: Path) -> float | None:
-    """Macro F1 of a run folder's oof.csv (written by the last fold to finish), None when it is not there."""
+def cv_scores(rd: Path) -> dict | None:
+    """A run folder's CV from its oof.csv (written by the last fold to finish): {"metric": data.metric,
+    "score": its value, "macro_f1"}; None when there is no oof.csv yet."""
     import numpy as np
     import pandas as pd
     import yaml
     from sklearn.metrics import f1_score
+
+    from comp.metrics import create_metric
 
     path, cfg_path = Path(rd) / "oof.csv", Path(rd) / "config.yaml"
     if not path.exists() or not cfg_path.exists():
@@ -380,8 +384,11 @@ def cv_score(rd: Path) -> float | None:
     id_col, label_col = data.get("id_col", "image_id"), data.get("label_col", "label")
     oof = pd.read_csv(path, dtype={id_col: str, label_col: str}, keep_default_na=False)
     classes = [c for c in oof.columns if c not in (id_col, label_col, "fold")]
-    pred = np.asarray(classes)[oof[classes].to_numpy().argmax(1)]
-    return float(f1_score(oof[label_col].astype(str), pred, average="macro", zero_division=0))
+    probs = oof[classes].to_numpy(np.float64)
+    y = pd.Categorical(oof[label_col].astype(str), categories=classes).codes
+    metric = create_metric(data.get("metric", "macro_f1"), classes)
+    return {"metric": metric.name, "score": float(metric(y, probs, classes)),
+            "macro_f1": float(f1_score(y, probs.argmax(1), average="macro", zero_division=0))}
 
 
 def _predict(result: LaunchResult, workdir: Path, config_path: Path, overrides, cpus, gpus, echo) -> None:
@@ -422,7 +429,8 @@ def summary(result: LaunchResult) -> str:
     for exp, cv in result.cv.items():
         folds = [j for j in result.jobs if j.exp == exp]
         done = sum(j.state in ("done", "skipped") for j in folds)
-        out.append(f"{exp}: CV macro F1 {cv:.4f}" if cv is not None
+        out.append((f"{exp}: CV macro F1 {cv['macro_f1']:.4f}" if cv["metric"] == "macro_f1" else
+                    f"{exp}: CV {cv['metric']} {cv['score']:.4f} (macro F1 {cv['macro_f1']:.4f})") if cv is not None
                    else f"{exp}: {done}/{len(folds)} folds finished, no CV yet (runs/{exp}/oof.csv needs every fold)")
     for exp, what in result.predicted.items():
         if what != "ok":

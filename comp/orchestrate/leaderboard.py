@@ -1,11 +1,11 @@
 """``comp leaderboard``: every experiment in runs/ in one table, and reports/leaderboard.html with a CV chart.
 
 An experiment is a folder runs/E with a config.yaml (comp train writes it); a search's trials (runs/E-tune/
-trial_NNN) are listed when ``trials`` is set. Per experiment: CV macro F1 (runs/E/oof.csv) and the mean and
-spread (standard deviation) of the fold scores, model, input size, epochs, loss, augmentation, trained images/s
-(mean over its epochs), wall time (sum of its folds' training), parameters (from a fold's safetensors header, no
-weights loaded), and the submissions of submissions/ledger.csv that include it with their CV and any hidden or
-leaderboard score columns recorded there.
+trial_NNN) are listed when ``trials`` is set. Per experiment: CV (data.metric and macro F1, from runs/E/oof.csv)
+and the mean and spread (standard deviation) of the fold scores, model, input size, epochs, loss, augmentation,
+trained images/s (mean over its epochs), wall time (sum of its folds' training), parameters (from a fold's
+safetensors header, no weights loaded), and the submissions of submissions/ledger.csv that include it with their
+CV and any hidden or leaderboard score columns added there.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from comp import ledger as ledger_mod
 from comp import runs
 from comp.files import write_text
 from comp.report import Report, anchor
 
-LEDGER_BASE = {"time", "name", "members", "weights", "cv_macro_f1", "options", "git_commit"}
+LEDGER_BASE = set(ledger_mod.COLUMNS)
 SECTIONS = ["overview", "cv-chart", "experiments", "submissions"]
 
 
@@ -46,7 +47,7 @@ def _experiments(root: Path, trials: bool) -> list[Path]:
 
 
 def experiment_row(rd: Path, root: Path, ledger: pd.DataFrame) -> dict:
-    from comp.orchestrate.launch import cv_score
+    from comp.orchestrate.launch import cv_scores
 
     cfg = yaml.safe_load((rd / "config.yaml").read_text(encoding="utf-8")) or {}
     exp = rd.relative_to(root).as_posix()
@@ -75,15 +76,18 @@ def experiment_row(rd: Path, root: Path, ledger: pd.DataFrame) -> dict:
     loss = str(t.get("loss", ""))
     if t.get("label_smoothing"):
         loss += f" (ls {t['label_smoothing']})"
-    cv = cv_score(rd)
+    cv = cv_scores(rd)
     subs = ledger[ledger["members"].str.split(",").apply(lambda ms: exp in ms)] if len(ledger) else ledger
     extra = [c for c in ledger.columns if c not in LEDGER_BASE]
     sub_text = "; ".join(
-        f"{r['name']} (cv {r['cv_macro_f1']}" + "".join(f", {c} {r[c]}" for c in extra if str(r[c]).strip()) + ")"
+        f"{r['name']} (cv {r.get('cv_score') or r['cv_macro_f1']}"
+        + "".join(f", {c} {r[c]}" for c in extra if str(r[c]).strip()) + ")"
         for _, r in subs.iterrows())
     return {
         "experiment": exp,
-        "cv_macro_f1": cv,
+        "metric": (cv or {}).get("metric") or (cfg.get("data") or {}).get("metric", "macro_f1"),
+        "cv": (cv or {}).get("score"),
+        "cv_macro_f1": (cv or {}).get("macro_f1"),
         "fold_mean": float(np.mean(scores)) if scores else None,
         "fold_std": float(np.std(scores)) if len(scores) > 1 else None,
         "folds": f"{len(scores)}/{len(folds)}",
@@ -103,15 +107,15 @@ def leaderboard(runs_dir: str | Path | None = None, ledger_path: str | Path = "s
                 out: str | Path = "reports/leaderboard.html", trials: bool = False,
                 echo: Callable[[str], None] = print) -> pd.DataFrame:
     """The table (best CV first), printed and written with a chart to ``out``; returns it."""
-    from comp import ledger as ledger_mod
-
     root = Path(runs_dir or runs.RUNS_DIR)
     led = ledger_mod.read(ledger_path)
     rows = [experiment_row(rd, root, led) for rd in _experiments(root, trials)]
-    df = pd.DataFrame(rows, columns=["experiment", "cv_macro_f1", "fold_mean", "fold_std", "folds", "model", "input",
-                                     "epochs", "loss", "augment", "images_per_s", "wall_s", "params_m",
-                                     "submissions"])
-    df = df.sort_values(["cv_macro_f1", "fold_mean"], ascending=False, na_position="last").reset_index(drop=True)
+    df = pd.DataFrame(rows, columns=["experiment", "metric", "cv", "cv_macro_f1", "fold_mean", "fold_std", "folds",
+                                     "model", "input", "epochs", "loss", "augment", "images_per_s", "wall_s",
+                                     "params_m", "submissions"])
+    lower = {"log_loss"}  # data.metric values where lower is better
+    asc = len(df) > 0 and set(df["metric"]) <= lower
+    df = df.sort_values(["cv", "fold_mean"], ascending=asc, na_position="last").reset_index(drop=True)
     if df.empty:
         echo(f"no experiments in {root}/ yet (comp train or comp launch writes runs/EXP/)")
     else:
@@ -124,7 +128,7 @@ def leaderboard(runs_dir: str | Path | None = None, ledger_path: str | Path = "s
 
 def format_table(df: pd.DataFrame) -> str:
     show = df.drop(columns=["submissions"]).copy()
-    for c in ("cv_macro_f1", "fold_mean", "fold_std"):
+    for c in ("cv", "cv_macro_f1", "fold_mean", "fold_std"):
         show[c] = show[c].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.4f}")
     show = show.fillna("")
     subs = [f"  {r.experiment}: {r.submissions}" for r in df.itertuples() if r.submissions]
@@ -137,20 +141,21 @@ def write_page(df: pd.DataFrame, led: pd.DataFrame, out: Path, root: Path) -> Pa
     out.parent.mkdir(parents=True, exist_ok=True)
     chart = out.with_name(out.stem + "_cv.png")
     plt = pyplot()
-    scored = df[df["cv_macro_f1"].notna() | df["fold_mean"].notna()]
+    scored = df[df["cv"].notna() | df["fold_mean"].notna()]
     fig, ax = plt.subplots(figsize=(9, max(2.5, 0.45 * len(scored) + 1)))
     if len(scored):
         names = scored["experiment"].tolist()[::-1]
-        cv = scored["cv_macro_f1"].astype(float).fillna(scored["fold_mean"].astype(float)).to_numpy()[::-1]
+        cv = scored["cv"].astype(float).fillna(scored["fold_mean"].astype(float)).to_numpy()[::-1]
         err = scored["fold_std"].astype(float).fillna(0).to_numpy()[::-1]
         ax.barh(names, cv, xerr=err, color="tab:blue", alpha=0.8, capsize=3)
         for y, v in enumerate(cv):
             ax.text(v, y, f" {v:.4f}", va="center", fontsize=9)
         lo = max(0.0, float(np.nanmin(cv - err)) - 0.05)
-        ax.set_xlim(lo, min(1.0, float(np.nanmax(cv + err)) + 0.08))
+        ax.set_xlim(lo, float(np.nanmax(cv + err)) * 1.08 + 0.02)
     else:
         ax.text(0.5, 0.5, "no finished experiment yet", ha="center", va="center")
-    ax.set_xlabel("CV macro F1 (bars: spread of the fold scores)")
+    metrics = ", ".join(sorted(set(scored["metric"]))) or "macro_f1"
+    ax.set_xlabel(f"CV {metrics} (bars: spread of the fold scores)")
     ax.set_title("CV per experiment")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -160,17 +165,17 @@ def write_page(df: pd.DataFrame, led: pd.DataFrame, out: Path, root: Path) -> Pa
     tmp.replace(chart)
 
     rep = Report("comp leaderboard", f"{len(df)} experiments in {root.resolve()}")
-    best = df.iloc[0] if len(df) and pd.notna(df.iloc[0]["cv_macro_f1"]) else None
+    best = df.iloc[0] if len(df) and pd.notna(df.iloc[0]["cv"]) else None
     s = rep.section("Overview", "overview")
     if best is not None:
-        s.note(f"best CV: {best['experiment']} ({best['model']}, {best['input']}px) macro F1 "
-               f"{best['cv_macro_f1']:.4f}", "ok")
+        s.note(f"best CV: {best['experiment']} ({best['model']}, {best['input']}px) {best['metric']} "
+               f"{best['cv']:.4f}", "ok")
     else:
         s.note("no experiment has a CV yet: every fold of an experiment must finish (comp launch --all-folds)")
-    s.p("CV macro F1 is computed on runs/EXP/oof.csv (every fold's out-of-fold predictions); the fold spread is "
-        "the standard deviation of the folds' best validation macro F1.")
-    rep.section("CV per experiment", "cv-chart").image(chart.name, "CV macro F1 per experiment",
-                                                       "bars: CV macro F1; whiskers: spread over folds")
+    s.p("CV is data.metric (and macro F1 beside it) computed on runs/EXP/oof.csv, every fold's out-of-fold "
+        "predictions; the fold spread is the standard deviation of the folds' best validation data.metric.")
+    rep.section("CV per experiment", "cv-chart").image(chart.name, "CV per experiment",
+                                                       "bars: CV (data.metric); whiskers: spread over folds")
     rep.section("Experiments", "experiments").table(df.drop(columns=["submissions"]))
     sub = rep.section("Submissions", "submissions")
     if len(led):

@@ -30,7 +30,8 @@ from comp.config import EXPERIMENT_SECTIONS, ConfigError, load_config, parse_set
 from comp.files import write_csv, write_text
 from comp.orchestrate.space import as_set, check_space, nest, read_space, to_tune
 
-METRICS = {"val_macro_f1": "max", "val_acc": "max", "val_loss": "min"}
+# val_score: data.metric (its direction: max or min)
+METRICS = {"val_macro_f1": "max", "val_acc": "max", "val_loss": "min", "val_score": None}
 EXPERIMENT_NAME = "ray"
 
 
@@ -106,7 +107,7 @@ def run_trial(params: dict, setup: dict) -> None:
     def on_epoch(fold: int, row: dict) -> None:
         step = folds.index(fold) * epochs + int(row["epoch"])
         result = {metric: float(row[metric]), "step": step, "fold": fold, "epoch": int(row["epoch"]),
-                  "best_macro_f1": float(row["best_macro_f1"])}
+                  "best_score": float(row["best_score"])}
         if step == len(folds) * epochs:
             last.append(result)  # ASHA stops a trial at its last step: report it once the fold is written
         else:
@@ -124,16 +125,16 @@ def run_trial(params: dict, setup: dict) -> None:
         best = json.loads((runs.fold_dir(cfg.exp, k) / "done.json").read_text(encoding="utf-8"))["score"]
         row = h.iloc[-1]
         last.append({metric: float(row[metric]), "step": (len(folds) - 1) * epochs + int(row["epoch"]), "fold": k,
-                     "epoch": int(row["epoch"]), "best_macro_f1": float(best)})
+                     "epoch": int(row["epoch"]), "best_score": float(best)})
     tune.report(last[-1])
 
 
 # ---------------------------------------------------------------- results
 
 
-def trial_rows(exp: str, metric: str, epochs: int, folds: list[int], status: dict | None = None) -> pd.DataFrame:
+def trial_rows(exp: str, metric: str, mode: str, epochs: int, folds: list[int], status: dict | None = None
+               ) -> pd.DataFrame:
     """results.csv from the trials' own files (params.json, metrics.csv, done.json) and Ray's trial status."""
-    mode = METRICS[metric]
     rows = []
     base = tune_dir(exp)
     for d in sorted(base.glob("trial_*")):
@@ -163,13 +164,14 @@ def trial_rows(exp: str, metric: str, epochs: int, folds: list[int], status: dic
     return pd.DataFrame(rows, columns=cols)
 
 
-def write_results(exp: str, metric: str, epochs: int, folds: list[int], status: dict | None = None) -> pd.DataFrame:
-    df = trial_rows(exp, metric, epochs, folds, status)
+def write_results(exp: str, metric: str, mode: str, epochs: int, folds: list[int], status: dict | None = None
+                  ) -> pd.DataFrame:
+    df = trial_rows(exp, metric, mode, epochs, folds, status)
     write_csv(tune_dir(exp) / "results.csv", df)
     return df
 
 
-def _status_callback(exp: str, metric: str, epochs: int, folds: list[int]):
+def _status_callback(exp: str, metric: str, mode: str, epochs: int, folds: list[int]):
     from ray.tune import Callback
 
     class Results(Callback):
@@ -178,7 +180,7 @@ def _status_callback(exp: str, metric: str, epochs: int, folds: list[int]):
         def _write(self, trials):
             index = _index_of(exp)
             status = {index(t.trial_id): t.status for t in trials if index(t.trial_id) is not None}
-            write_results(exp, metric, epochs, folds, status)
+            write_results(exp, metric, mode, epochs, folds, status)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._write(trials)
@@ -189,7 +191,7 @@ def _status_callback(exp: str, metric: str, epochs: int, folds: list[int]):
     return Results()
 
 
-def plot_optimization(df: pd.DataFrame, space: dict, metric: str, path: Path) -> dict:
+def plot_optimization(df: pd.DataFrame, space: dict, metric: str, mode: str, path: Path) -> dict:
     """optimization.png: the metric per trial with the running best, and each parameter's importance (Optuna's
     fANOVA on the finished and stopped trials). Returns the importances."""
     import numpy as np
@@ -197,9 +199,8 @@ def plot_optimization(df: pd.DataFrame, space: dict, metric: str, path: Path) ->
     from comp.report import pyplot
 
     plt = pyplot()
-    mode = METRICS[metric]
     scored = df[df[metric].notna()].copy()
-    importances = param_importances(scored, space, metric)
+    importances = param_importances(scored, space, metric, mode)
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     x = scored["trial"].str.split("_").str[1].astype(int).to_numpy()
     y = scored[metric].astype(float).to_numpy()
@@ -230,7 +231,7 @@ def plot_optimization(df: pd.DataFrame, space: dict, metric: str, path: Path) ->
     return importances
 
 
-def param_importances(scored: pd.DataFrame, space: dict, metric: str) -> dict:
+def param_importances(scored: pd.DataFrame, space: dict, metric: str, mode: str) -> dict:
     """Optuna's parameter importance over the scored trials (an Optuna study rebuilt from results.csv)."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -247,7 +248,7 @@ def param_importances(scored: pd.DataFrame, space: dict, metric: str) -> dict:
     if len(scored) < 2 or not varied:
         return {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if METRICS[metric] == "max" else "minimize")
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     for _, r in scored.iterrows():
         params = {}
         for k in varied:
@@ -335,7 +336,12 @@ def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int 
                                                "overrides": overrides, "config": str(config_path)}, indent=2))
     epochs = cfg.train.epochs
     max_t = epochs * len(folds)
-    mode = METRICS[metric]
+    if metric == "val_score":
+        from comp.metrics import create_metric
+
+        mode = "max" if create_metric(cfg.data.metric).greater_is_better else "min"
+    else:
+        mode = METRICS[metric]
     setup = dict(workdir=str(workdir), config=str(config_path), exp=exp, overrides=overrides, folds=folds,
                  metric=metric)
     echo(f"comp tune {exp}: {trials} trials of {len(space)} parameters ({', '.join(space)}), folds {folds}, "
@@ -350,7 +356,7 @@ def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int 
         echo(f"Ray {'local' if info['local'] else 'cluster'} up in {info['seconds']:.1f}s: {res.get('CPU', 0):g} CPUs, "
              f"{n_gpu:g} GPUs; {cpus} CPU and {gpus:g} GPU per trial")
         trainable = rt.with_resources(rt.with_parameters(run_trial, setup=setup), {"cpu": cpus, "gpu": gpus})
-        callbacks = [_status_callback(exp, metric, epochs, folds)]
+        callbacks = [_status_callback(exp, metric, mode, epochs, folds)]
         run_config = RunConfig(name=EXPERIMENT_NAME, storage_path=str(td), callbacks=callbacks, verbose=0,
                                failure_config=rt.FailureConfig(max_failures=1))
         if resume:
@@ -375,14 +381,14 @@ def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int 
             if k is not None:
                 status[k] = "ERROR" if r.error else "TERMINATED"
         ray_start = info["seconds"]
-    df = write_results(exp, metric, epochs, folds, status)
+    df = write_results(exp, metric, mode, epochs, folds, status)
     scored = df[df[metric].notna()]
     out = {"results": df, "best": None, "best_config": None, "importances": {}, "ray_start_seconds": ray_start}
     if len(scored):
         best = scored.sort_values(metric, ascending=mode == "min").iloc[0]
         params = {k: _plain(best[k]) for k in space}
         out["best"] = best.to_dict()
-        out["importances"] = plot_optimization(df, space, metric, td / "optimization.png")
+        out["importances"] = plot_optimization(df, space, metric, mode, td / "optimization.png")
         info_line = (f"best of {len(df)} trials of {exp} ({best['trial']}, {metric} {best[metric]:.4f} on folds "
                      f"{folds}, {int(best['epochs'])} epochs)")
         out["best_config"] = write_best(config_path, exp, overrides, params, info_line, echo)
