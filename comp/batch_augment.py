@@ -21,6 +21,7 @@ but from the global RNG and costs several times more per batch at small image si
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -31,6 +32,25 @@ from comp.config import ConfigError
 from comp.dataset import epoch_seed
 
 DEVICE_PRESETS = ("none", "light", "medium", "heavy")
+
+
+@contextlib.contextmanager
+def one_cpu_thread(device: torch.device):
+    """On a CPU, run the enclosed batch ops on one intra-op thread, then restore the count.
+
+    They are small memory-bound ops: one thread runs them faster than a fork/join per op, and much faster when
+    the cores are busy (measured 6-20 ms against 60-170 ms per 128x32x32 batch on 2 loaded cores). The model
+    keeps every thread; the results do not depend on the thread count. Elsewhere (GPU) it does nothing.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,10 @@ class BatchAugment:
     def __call__(self, u8: torch.Tensor) -> torch.Tensor:
         if u8.ndim != 4 or u8.shape[-1] != 3:
             raise ValueError(f"expected uint8 images shaped (N, H, W, 3), got {tuple(u8.shape)}")
+        with one_cpu_thread(u8.device):
+            return self._augment(u8)
+
+    def _augment(self, u8: torch.Tensor) -> torch.Tensor:
         s, g = self.spec, self._generator(u8.device)
         n, h, w, _ = u8.shape
         dev = u8.device

@@ -37,8 +37,11 @@ def to_tensor_batch(
     scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=x.device, dtype=dtype)
     shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device, dtype=dtype)
     if augment is not None:
-        x = augment(x).to(dtype).mul_(scale.view(1, 3, 1, 1)).add_(shift.view(1, 3, 1, 1))
-        return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        from comp.batch_augment import one_cpu_thread
+
+        with one_cpu_thread(x.device):
+            x = augment(x).to(dtype).mul_(scale.view(1, 3, 1, 1)).add_(shift.view(1, 3, 1, 1))
+            return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     x = x.to(dtype).mul_(scale).add_(shift).permute(0, 3, 1, 2)  # NHWC math, then a view as NCHW
     return x if channels_last else x.contiguous()
 
