@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from comp.config import ConfigError
+from comp.augment import build_transform
+from comp.config import AugmentConfig, ConfigError
 from comp.dataset import epoch_seed
 
 DEVICE_PRESETS = ("none", "light", "medium", "heavy")
@@ -196,3 +197,12 @@ def _blur3(x: torch.Tensor) -> torch.Tensor:
 def build_batch_augment(preset: str, seed: int, rank: int) -> BatchAugment | None:
     """The device augmentation for ``augment.preset`` (None for ``none``)."""
     return None if preset == "none" else BatchAugment(preset, seed, rank)
+
+
+def training_augment(aug: AugmentConfig, size: int, seed: int, rank: int):
+    """(albumentations transform for the loader, BatchAugment for the device): one of them, per ``augment.on``.
+
+    An ``augment.pipeline`` is albumentations and always runs in the loader, whatever ``augment.on`` says."""
+    if aug.on == "device" and not aug.pipeline:
+        return None, build_batch_augment(aug.preset, seed, rank)
+    return build_transform(aug, size), None

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from comp import runs
 from comp.augment import build_mixup, build_transform
-from comp.batch_augment import build_batch_augment
+from comp.batch_augment import training_augment
 from comp.cache import load_images
 from comp.config import Config, ConfigError, resolve
 from comp.data import DataError, class_names, read_folds
@@ -531,9 +531,7 @@ def _setup_fold(s: Session, k: int, fd: Path) -> Fold:
     tr = s.table[s.table["fold"] != k]
     va = s.table[s.table["fold"] == k]
     rank = acc.process_index
-    on_device = cfg.augment.on == "device" and not cfg.augment.pipeline
-    transform = None if on_device else build_transform(cfg.augment, cfg.input.size)
-    batch_aug = build_batch_augment(cfg.augment.preset, t.seed, rank) if on_device else None
+    transform, batch_aug = training_augment(cfg.augment, cfg.input.size, t.seed, rank)
     train_set = CachedImages(s.images, tr.index, tr["y"], transform, seed=t.seed, rank=rank)
     val_set = CachedImages(s.images, va.index, va["y"])
     weights = balanced_weights(tr["y"].to_numpy()) if t.sampler == "balanced" else None
