@@ -6,6 +6,12 @@ device, shards the batches and gathers the validation predictions; only the main
 Reproducibility: every random draw of epoch e (batch order, augmentation, dropout, Mixup) is seeded from
 (train.seed, e, rank), and the state saved after each epoch (accelerate ``save_state`` + EMA + trainer.json)
 holds everything else, so ``--resume`` ends where an uninterrupted run ends (bit for bit on CPU).
+
+One fold, one training context: ``_setup_fold`` builds and prepares everything a fold owns (a ``Fold``),
+``_train_epoch`` and ``_commit_epoch`` run and commit one epoch, ``_finish_fold`` writes done.json and removes the
+state (unless train.keep_state), and ``_release`` clears the accelerator's registries so the next fold's state
+holds only its own model and optimizer and nothing of a finished fold stays in memory. The process group
+(torchrun / accelerate launch) lives across folds.
 """
 
 from __future__ import annotations
