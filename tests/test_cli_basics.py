@@ -10,7 +10,8 @@ from comp import __version__
 from comp.cli import cli
 
 COMMANDS = sorted(cli.commands)
-READS_CONFIG = [c for c in COMMANDS if c not in ("sample", "score")]  # init writes the file -c names
+READS_CONFIG = [c for c in COMMANDS if c not in ("sample", "score", "clean")]  # init writes the file -c names;
+# clean reads only runs/E and runs/.cache
 
 
 def test_python_m_comp_help():
