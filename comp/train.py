@@ -44,6 +44,7 @@ from comp.data import DataError, class_names, read_folds
 from comp.dataset import CachedImages, EpochSampler, balanced_weights, epoch_seed, make_loader, to_tensor_batch
 from comp.files import write_csv, write_text
 from comp.losses import create_loss
+from comp.metrics import Metric, create_metric
 from comp.model import create_model, normalization, save_checkpoint
 from comp.optim import check_names, create_optimizer, create_scheduler, current_lr, warmup_epochs
 
@@ -231,7 +232,7 @@ class FoldState:
     config_digest: str = ""  # runs.config_digest of the config that made it (another config is refused)
     epoch: int = 0  # epochs finished
     num_updates: int = 0
-    best_score: float = -1.0  # best val macro F1 (raw or EMA weights)
+    best_score: float = -1.0  # best val score in data.metric (raw or EMA weights); unset while best_epoch is 0
     best_epoch: int = 0
     best_is_ema: bool = False
     stop_best: float | None = None  # best value of train.early_stopping_metric
@@ -340,6 +341,15 @@ class Eval:
     macro_f1: float
     acc: float
     probs: np.ndarray
+    score: float = float("nan")  # data.metric of these predictions
+
+
+def competition_metric(cfg: Config, classes: list[str]) -> Metric:
+    """data.metric for ``classes``, or a ConfigError naming the key (qwk needs numeric class names)."""
+    try:
+        return create_metric(cfg.data.metric, classes)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def exactly_once(rows: np.ndarray, n: int) -> np.ndarray:
@@ -356,7 +366,8 @@ def exactly_once(rows: np.ndarray, n: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, accelerator) -> Eval:
+def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, accelerator,
+             metric: Metric | None = None, classes: list[str] | None = None) -> Eval:
     model.eval()
     outs, rows = [], []
     for u8, _, r in loader:
@@ -371,8 +382,9 @@ def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, a
     loss = torch.nn.functional.cross_entropy(logits, y).item()
     probs = logits.softmax(1).numpy()
     pred = probs.argmax(1)
-    return Eval(loss, float(f1_score(y_val, pred, average="macro", zero_division=0)),
-                float((pred == y_val).mean()), probs)
+    f1 = float(f1_score(y_val, pred, average="macro", zero_division=0))
+    score = metric(y_val, probs, classes) if metric is not None else f1
+    return Eval(loss, f1, float((pred == y_val).mean()), probs, score)
 
 
 # ---------------------------------------------------------------- session
@@ -409,6 +421,7 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     accelerator = make_accelerator(cfg)
     say = _say(accelerator, echo)
     table, classes = load_table(cfg, skip_bad, say)
+    cm = competition_metric(cfg, classes)
     all_folds = sorted(table["fold"].unique().tolist())
     folds = all_folds if folds is None else list(dict.fromkeys(folds))
     bad = [k for k in folds if k not in all_folds]
@@ -454,11 +467,15 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
             oof = runs.read_oof(oof_path, cfg)
         if oof is not None:
             y = oof[cfg.data.label_col].astype(str).to_numpy()
-            pred = np.asarray(classes)[oof[classes].to_numpy().argmax(1)]
+            probs = oof[classes].to_numpy(np.float64)
+            pred = np.asarray(classes)[probs.argmax(1)]
             out["cv_macro_f1"] = float(f1_score(y, pred, average="macro", zero_division=0))
             out["cv_acc"] = float((y == pred).mean())
+            out["metric"] = cm.name
+            out["cv_score"] = cm(pd.Categorical(y, categories=classes).codes, probs, classes)
             scores = ", ".join(f"{k}: {runs.fold_done(cfg.exp, k)['score']:.4f}" for k in all_folds)
-            say(f"CV macro F1 {out['cv_macro_f1']:.4f} (accuracy {out['cv_acc']:.4f}; folds {scores}) "
+            head = f"CV {cm.name} {out['cv_score']:.4f}, macro F1" if cm.name != "macro_f1" else "CV macro F1"
+            say(f"{head} {out['cv_macro_f1']:.4f} (accuracy {out['cv_acc']:.4f}; folds' {cm.name} {scores}) "
                 f"-> {runs.run_dir(cfg.exp) / 'oof.csv'}")
         else:
             left = [k for k in all_folds if runs.fold_done(cfg.exp, k) is None]
@@ -528,6 +545,7 @@ class Fold:
     frozen: set
     steps: int
     meta: dict
+    cm: Metric  # data.metric: the best-epoch criterion
     state_bytes: int = 0  # size of the last state written (one epoch's commit)
 
 
@@ -568,7 +586,7 @@ def _setup_fold(s: Session, k: int, fd: Path) -> Fold:
     meta = dict(classes=s.classes, input_size=cfg.input.size, resize=cfg.input.resize, mean=mean, std=std,
                 model_name=cfg.model.name, fold=k, exp=cfg.exp, num_classes=len(s.classes))
     return Fold(k, fd, va, train_set, train_loader, val_loader, model, raw, optimizer, scheduler, ema, criterion,
-                mixup, batch_aug, mean, std, frozen, steps, meta)
+                mixup, batch_aug, mean, std, frozen, steps, meta, competition_metric(cfg, s.classes))
 
 
 def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float, float, float]:
@@ -625,36 +643,39 @@ def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float,
 def _commit_epoch(s: Session, f: Fold, st: FoldState, epoch: int, train_loss: float, images_per_s: float,
                   lr: float, t0: float) -> None:
     """Validate, update the best model and early stopping, then commit: state first, outputs after."""
-    cfg, t, acc = s.cfg, s.cfg.train, s.accelerator
+    cfg, t, acc, cm = s.cfg, s.cfg.train, s.accelerator, f.cm
     y_val = f.va["y"].to_numpy()
     _sync_buffers(f.raw, acc)
-    ev = evaluate(f.model, f.val_loader, y_val, f.mean, f.std, t.channels_last, acc)
+    ev = evaluate(f.model, f.val_loader, y_val, f.mean, f.std, t.channels_last, acc, cm, s.classes)
     ev_ema = None
     if f.ema is not None:
         _sync_buffers(f.ema.module, acc)
-        ev_ema = evaluate(f.ema.module, f.val_loader, y_val, f.mean, f.std, t.channels_last, acc)
+        ev_ema = evaluate(f.ema.module, f.val_loader, y_val, f.mean, f.std, t.channels_last, acc, cm, s.classes)
     if f.scheduler is not None:
-        f.scheduler.step(epoch + 1, ev.macro_f1)
+        f.scheduler.step(epoch + 1, cm.sign * ev.score)  # plateau maximises
         st.scheduler = _json_safe(f.scheduler.state_dict())
     seconds = time.perf_counter() - t0
     st.seconds += seconds
     row = dict(epoch=epoch + 1, train_loss=train_loss, val_loss=ev.loss, val_macro_f1=ev.macro_f1, val_acc=ev.acc,
-               lr=lr, seconds=round(seconds, 3), images_per_s=round(images_per_s, 2))
+               lr=lr, seconds=round(seconds, 3), images_per_s=round(images_per_s, 2), val_score=ev.score)
     st.history.append(row)
     if ev_ema is not None:
-        st.ema_history.append(dict(row, val_loss=ev_ema.loss, val_macro_f1=ev_ema.macro_f1, val_acc=ev_ema.acc))
-    # Best checkpoint: the higher validation macro F1 of the raw and EMA weights.
-    cand, is_ema = (ev_ema, True) if ev_ema is not None and ev_ema.macro_f1 > ev.macro_f1 else (ev, False)
-    new_best = cand.macro_f1 > st.best_score
+        st.ema_history.append(dict(row, val_loss=ev_ema.loss, val_macro_f1=ev_ema.macro_f1, val_acc=ev_ema.acc,
+                                   val_score=ev_ema.score))
+    # Best checkpoint: the better validation data.metric of the raw and EMA weights.
+    cand, is_ema = (ev_ema, True) if ev_ema is not None and cm.better(ev_ema.score, ev.score) else (ev, False)
+    new_best = st.best_epoch == 0 or cm.better(cand.score, st.best_score)
     best_oof = None
     if new_best:
-        st.best_score, st.best_epoch, st.best_is_ema = cand.macro_f1, epoch + 1, is_ema
+        st.best_score, st.best_epoch, st.best_is_ema = cand.score, epoch + 1, is_ema
         best_oof = runs.oof_frame(cfg, f.va["id"], f.va["label"], f.k, cand.probs, s.classes)
     # Early stopping on train.early_stopping_metric (raw weights' value, or EMA's when better).
     metric = t.early_stopping_metric
-    value = {"val_macro_f1": cand.macro_f1, "val_acc": max(ev.acc, ev_ema.acc if ev_ema else ev.acc),
+    value = {"val_score": cand.score, "val_macro_f1": max(ev.macro_f1, ev_ema.macro_f1 if ev_ema else 0.0),
+             "val_acc": max(ev.acc, ev_ema.acc if ev_ema else ev.acc),
              "val_loss": min(ev.loss, ev_ema.loss if ev_ema else ev.loss)}[metric]
-    better = st.stop_best is None or (value < st.stop_best if metric == "val_loss" else value > st.stop_best)
+    lower = metric == "val_loss" or (metric == "val_score" and not cm.greater_is_better)
+    better = st.stop_best is None or (value < st.stop_best if lower else value > st.stop_best)
     st.stop_best, st.bad_epochs = (value, 0) if better else (st.stop_best, st.bad_epochs + 1)
     st.stopped_early = t.patience is not None and st.bad_epochs >= t.patience and epoch + 1 < t.epochs
     st.epoch = epoch + 1
@@ -663,14 +684,16 @@ def _commit_epoch(s: Session, f: Fold, st: FoldState, epoch: int, train_loss: fl
     if acc.is_main_process:
         if new_best:
             weights = f.ema.module if is_ema else f.raw
-            _publish(f.fd, weights, best_oof, dict(f.meta, epoch=epoch + 1, score=cand.macro_f1, ema=is_ema,
-                                                   val_loss=cand.loss, val_acc=cand.acc))
+            _publish(f.fd, weights, best_oof, dict(f.meta, epoch=epoch + 1, score=cand.score, ema=is_ema,
+                                                   val_loss=cand.loss, val_acc=cand.acc, metric=cm.name,
+                                                   val_macro_f1=cand.macro_f1))
         _write_metrics(f.fd, st)
     if cfg.train.trackers:
         acc.log({f"fold_{f.k}/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
     s.echo(f"fold {f.k} epoch {epoch + 1}/{t.epochs}: train_loss {train_loss:.4f} val_loss {ev.loss:.4f} "
-           f"macro_f1 {ev.macro_f1:.4f} acc {ev.acc:.4f}"
-           + (f" | ema macro_f1 {ev_ema.macro_f1:.4f}" if ev_ema else "")
+           + (f"{cm.name} {ev.score:.4f} " if cm.name != "macro_f1" else "")
+           + f"macro_f1 {ev.macro_f1:.4f} acc {ev.acc:.4f}"
+           + (f" | ema {cm.name} {ev_ema.score:.4f}" if ev_ema else "")
            + f" | lr {lr:.2e} | {images_per_s:.0f} img/s | {seconds:.1f}s" + (" *" if new_best else ""))
     if st.stopped_early:
         s.echo(f"fold {f.k}: early stop, {metric} has not improved for {t.patience} epochs")
@@ -681,7 +704,8 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
     fd = runs.fold_dir(cfg.exp, fold)
     done = runs.fold_done(cfg.exp, fold)
     if done is not None and not overwrite:
-        s.echo(f"fold {fold}: already finished (macro F1 {done['score']:.4f}, epoch {done['epoch']}); skipped")
+        s.echo(f"fold {fold}: already finished ({cfg.data.metric} {done['score']:.4f}, epoch {done['epoch']}); "
+               "skipped")
         return done
     state_path = find_state(fd)
     if state_path is not None and not (resume or overwrite):
@@ -706,7 +730,7 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
             if f.scheduler is not None and st.scheduler:
                 f.scheduler.load_state_dict(st.scheduler)
             f.state_bytes = dir_bytes(state_path)
-            s.echo(f"fold {fold}: resuming after epoch {st.epoch} of {t.epochs} (best macro F1 "
+            s.echo(f"fold {fold}: resuming after epoch {st.epoch} of {t.epochs} (best {f.cm.name} "
                    f"{st.best_score:.4f} at epoch {st.best_epoch})")
             if acc.is_main_process:
                 _repair_outputs(s, fd, fold, st, f.raw, f.ema, f.mean, f.std, state_path)
@@ -740,7 +764,7 @@ def _finish_fold(s: Session, f: Fold, st: FoldState) -> dict:
             remove_states(f.fd)
     acc.wait_for_everyone()
     kept = f"kept in {f.fd / 'state'}" if t.keep_state else "removed (train.keep_state: true keeps it)"
-    s.echo(f"fold {f.k}: best macro F1 {st.best_score:.4f} at epoch {st.best_epoch}"
+    s.echo(f"fold {f.k}: best {f.cm.title} {st.best_score:.4f} at epoch {st.best_epoch}"
            f"{' (EMA weights)' if st.best_is_ema else ''} -> {f.fd / 'model.safetensors'} ({acc.num_processes} "
            f"process{'es' if acc.num_processes > 1 else ''}, {st.seconds:.0f}s) | state {human_bytes(f.state_bytes)}"
            f" written per epoch, {kept}")
@@ -761,7 +785,7 @@ def _release(acc, f: Fold, compiled: bool) -> None:
 
 
 def _nan_message(fold: int, epoch: int, step: int, st: FoldState, t) -> str:
-    kept = (f"the state after epoch {st.epoch} (for --resume) and the best model (epoch {st.best_epoch}, macro F1 "
+    kept = (f"the state after epoch {st.epoch} (for --resume) and the best model (epoch {st.best_epoch}, score "
             f"{st.best_score:.4f}) are kept" if st.epoch else "nothing was saved yet")
     hints = "a lower train.lr"
     if t.grad_clip is None:
@@ -826,7 +850,7 @@ def _plot_curves(fd: Path, st: FoldState) -> None:
         e = pd.DataFrame(st.ema_history)
         b.plot(e["epoch"], e["val_macro_f1"], "o--", label="val macro F1 (EMA)")
     b.axvline(st.best_epoch, color="grey", lw=0.8, ls=":")
-    for ax, title in ((a, "loss"), (b, f"best macro F1 {st.best_score:.4f} (epoch {st.best_epoch})")):
+    for ax, title in ((a, "loss"), (b, f"best score {st.best_score:.4f} (epoch {st.best_epoch})")):
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.legend()
