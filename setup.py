@@ -1,5 +1,7 @@
 from setuptools import find_packages, setup
 
+RAY = ["ray[tune]>=2.9", "optuna>=3.4"]
+
 setup(
     name="comp",
     version="0.1.0",
@@ -25,7 +27,11 @@ setup(
         "grad-cam>=1.5",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout", "selenium>=4.10", "ruff", "tensorboard"],
+        # Many experiments (comp launch / tune / leaderboard). An extra, not a core dependency: Ray is a large
+        # install (~100 MB with its gRPC/pyarrow deps) that training and predicting on one machine never use; a
+        # command that needs it says `pip install "comp[ray]"`. `make install` and CI get it through "test".
+        "ray": RAY,
+        "test": ["pytest>=7", "pytest-timeout", "selenium>=4.10", "ruff", "tensorboard", *RAY],
         "trackers": ["tensorboard"],
     },
     entry_points={"console_scripts": ["comp=comp.cli:main"]},
