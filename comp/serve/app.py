@@ -202,9 +202,9 @@ def build_app(ens: Ensemble, top_k: int = TOP_K, examples: bool = True, title: s
                             examples_per_page=len(test))
             if mistakes:
                 copies = _copy_examples([p for p, _ in mistakes], tmp / "oof")
-                gr.Examples([[c] for c in copies], inputs=image, example_labels=[c for _, c in mistakes],
-                            label="OOF mistakes (comp analyze's most confidently wrong)",
-                            examples_per_page=len(copies))
+                gr.Examples([[c] for c in copies], inputs=image, examples_per_page=len(copies),
+                            label="OOF mistakes, most confidently wrong first (comp analyze's gallery): "
+                            + "; ".join(f"{i + 1}. {c}" for i, (_, c) in enumerate(mistakes)))
         with gr.Accordion("model", open=True):
             gr.Markdown(info_markdown(ens), elem_id="info")
     return blocks

@@ -17,9 +17,12 @@ runs it) see the same real images and the largest absolute difference of probabi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -37,6 +40,7 @@ from comp.runs import git_commit, run_dir
 from comp.serve import require
 
 DEFAULT_OPSET = 17
+MAX_OPSET = 20  # the TorchScript exporter's newest
 TOLERANCE = 1e-4
 PARITY_IMAGES = 32
 INPUT_NAME, OUTPUT_NAME = "image", "probs"
@@ -75,10 +79,30 @@ def _export_error(e: Exception, fm: FoldModel, opset: int) -> ExportError:
     op = m.group(1) if m else None
     name = fm.meta.get("model_name", "the model")
     what = f"the op {op}" if op else f"{type(e).__name__}: {msg.splitlines()[0] if msg else ''}"
-    hint = (f"try a newer opset (--opset {min(opset + 3, 20)}; this torch exports up to opset 20)"
-            if opset < 20 else "it has no ONNX form in this torch; pick another model.name or a newer torch")
+    added = re.search(r"added in (?:opset )?version (\d+)", msg)
+    if added:
+        hint = f"it needs opset {added.group(1)} or later: pass --opset {added.group(1)}"
+    elif opset < MAX_OPSET:
+        hint = f"try a newer opset (--opset {MAX_OPSET} is the newest this exporter writes)"
+    else:
+        hint = "it has no ONNX form in this torch; pick another model.name or a newer torch"
     return ExportError(f"fold {fm.fold} ({name}) could not be exported at opset {opset}: {what} is not "
                        f"supported; {hint}")
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2: on failure the TorchScript exporter dumps the whole graph there from C++
+    (its log switch tests a function object, so it is always on); ExportError names the op instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def parity_images(cfg: Config, fm: FoldModel, n: int = PARITY_IMAGES) -> np.ndarray:
@@ -129,7 +153,7 @@ def export_fold(cfg: Config, fm: FoldModel, out: Path, opset: int = DEFAULT_OPSE
     tmp = out.with_name(f".{out.name}.tmp")
     t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_stderr():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; see the docstring
             torch.onnx.export(
                 wrapped, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
