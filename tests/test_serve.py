@@ -4,11 +4,6 @@ blocked) and comp export (ONNX parity, the onnxruntime engine, export errors), o
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +24,7 @@ from comp.train import train_folds
 
 pytest.importorskip("gradio")
 pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.slow  # one real 2-fold resnet18 run for the module (~1 min of CPU on 2 cores)
 
 QUIET = {"echo": lambda s: None}
 
@@ -167,44 +163,13 @@ def test_app_library_vit_skips_gradcam_with_a_note_and_blends_with_ledger_weight
 # ---------------------------------------------------------------- a real `comp app` server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_server(run):
     """`comp app --exp base` in its own process on 127.0.0.1:<free port>; stopped at the end."""
-    port = _free_port()
-    comp = Path(sys.executable).with_name("comp")
-    log = open(run["work"] / "app.log", "w")
-    proc = subprocess.Popen([str(comp), "app", "--exp", "base", "--port", str(port)], cwd=run["work"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"comp app exited: {(run['work'] / 'app.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise TimeoutError(f"comp app not up in 120 s: {(run['work'] / 'app.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+    from comp.serve.server import AppServer
+
+    with AppServer(["base"], cwd=run["work"]) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
 
 
 def test_app_server_matches_comp_predict_and_survives_bad_uploads(run, app_server, tmp_path):
