@@ -26,9 +26,9 @@ setup(
     ],
     extras_require={
         # comp app / comp export / comp predict --engine onnxruntime
-        "serve": ["gradio>=5.0", "gradio_client>=1.0", "onnx>=1.15", "onnxruntime>=1.17"],
+        "serve": ["gradio>=6.0", "gradio_client>=2.0", "onnx>=1.15", "onnxruntime>=1.17"],
         "test": ["pytest>=7", "pytest-timeout", "selenium>=4.10", "ruff", "tensorboard",
-                 "gradio>=5.0", "gradio_client>=1.0", "onnx>=1.15", "onnxruntime>=1.17"],
+                 "gradio>=6.0", "gradio_client>=2.0", "onnx>=1.15", "onnxruntime>=1.17"],
         "trackers": ["tensorboard"],
     },
     entry_points={"console_scripts": ["comp=comp.cli:main"]},

@@ -83,13 +83,14 @@ def classify(ens: Ensemble, path: str | None, top_k: int = TOP_K) -> tuple[dict 
     except ImageProblem as e:
         name = Path(path).name
         return None, None, f"**Can't use this image** ({e.problem}): {e.detail.replace(str(path), name)}"
-    probs = ens.predict(rgb)
-    order = np.argsort(-probs, kind="stable")[:top_k]
-    label = {ens.classes[i]: float(probs[i]) for i in order}
-    try:
-        heat, note = ens.grad_cam(rgb, int(order[0]))
-    except Exception as e:  # noqa: BLE001 - the prediction stands without its picture
-        heat, note = None, f"Grad-CAM failed: {type(e).__name__}: {e}"
+    with ens.lock:  # Grad-CAM hooks the shared model: one image at a time
+        probs = ens.predict(rgb)
+        order = np.argsort(-probs, kind="stable")[:top_k]
+        label = {ens.classes[i]: float(probs[i]) for i in order}
+        try:
+            heat, note = ens.grad_cam(rgb, int(order[0]))
+        except Exception as e:  # noqa: BLE001 - the prediction stands without its picture
+            heat, note = None, f"Grad-CAM failed: {type(e).__name__}: {e}"
     h, w = rgb.shape[:2]
     return label, heat, f"{w}x{h} image -> **{ens.classes[order[0]]}** ({probs[order[0]]:.3f}). {note}"
 
@@ -190,19 +191,22 @@ def build_app(ens: Ensemble, top_k: int = TOP_K, examples: bool = True, title: s
         def run(path):
             return classify(ens, path, top_k)
 
-        button.click(run, inputs=image, outputs=[label, cam, status], api_name=API_NAME)
-        image.upload(run, inputs=image, outputs=[label, cam, status], api_name=False)
-        image.input(run, inputs=image, outputs=[label, cam, status], api_name=False)  # webcam, paste
+        # One queue for every trigger: the models (and Grad-CAM's hooks on them) serve one image at a time.
+        io = dict(fn=run, inputs=image, outputs=[label, cam, status], concurrency_id="model", concurrency_limit=1)
+        button.click(**io, api_name=API_NAME)
+        image.input(**io, api_name=False)  # upload, webcam capture, paste
 
         if examples:
             tmp = Path(tempfile.mkdtemp(prefix="comp-app-examples-"))
             test, mistakes = example_images(ens)
+            shown = dict(inputs=image, outputs=[label, cam, status], fn=run, run_on_click=True, cache_examples=False,
+                         api_name=False)
             if test:
-                gr.Examples([[c] for c in _copy_examples(test, tmp / "test")], inputs=image, label="test images",
-                            examples_per_page=len(test))
+                gr.Examples([[c] for c in _copy_examples(test, tmp / "test")], label="test images",
+                            examples_per_page=len(test), **shown)
             if mistakes:
                 copies = _copy_examples([p for p, _ in mistakes], tmp / "oof")
-                gr.Examples([[c] for c in copies], inputs=image, examples_per_page=len(copies),
+                gr.Examples([[c] for c in copies], examples_per_page=len(copies), **shown,
                             label="OOF mistakes, most confidently wrong first (comp analyze's gallery): "
                             + "; ".join(f"{i + 1}. {c}" for i, (_, c) in enumerate(mistakes)))
         with gr.Accordion("model", open=True):

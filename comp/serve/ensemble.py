@@ -15,6 +15,7 @@ views, then folds. Several experiments are blended with the weights and method o
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +109,7 @@ class Ensemble:
             "set (ranks); one image is blended with 'mean'"
         self.ledger_row = ledger_row or {}
         self.device = torch.device(device)
+        self.lock = threading.Lock()  # for callers that mix predict and grad_cam across threads (the app)
         self.max_pixels = members[0].cfg.data.max_pixels
 
     @classmethod
@@ -178,7 +180,8 @@ class Ensemble:
     # ------------------------------------------------------------ Grad-CAM
 
     def cam_model(self) -> tuple[Member, int]:
-        """The member and fold index of the fold model the blend weighs most (weight / number of folds)."""
+        """The member and fold index of the fold model the blend weighs most (the member's weight / its number
+        of folds; within a member the folds weigh the same, so its first fold)."""
         best = max(range(len(self.members)), key=lambda i: self.members[i].weight / len(self.members[i].folds))
         return self.members[best], 0
 

@@ -221,9 +221,8 @@ def export(cfg: Config, folds: Sequence[int] | None = None, opset: int = DEFAULT
         info = {}  # exports of an earlier run with other classes or size: start the record afresh
     entries = dict(info.get("folds", {}))
     for fm, path in targets:
-        for key in ("classes",):
-            if fm.meta[key] != fm0.meta[key]:
-                raise DataError(f"{fm.path}: its {key} differ from fold {fm0.fold}'s; retrain it")
+        if fm.meta["classes"] != fm0.meta["classes"] or fm.size != fm0.size or fm.resize != fm0.resize:
+            raise DataError(f"{fm.path}: its classes, size or resize differ from fold {fm0.fold}'s; retrain it")
         entry = export_fold(cfg, fm, path, opset, dynamic_batch, tolerance)
         entries[str(fm.fold)] = entry
         echo(f"export {exp} fold {fm.fold}: {path} (opset {opset}, {'dynamic' if dynamic_batch else 'batch 1'}, "
