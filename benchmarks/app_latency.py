@@ -87,10 +87,29 @@ def main() -> None:
             times.append(time.perf_counter() - t)
             assert label and label.get("label"), "the app returned no label"
     ms = np.array(times) * 1000
+    # The same work without Gradio or HTTP: the handler (decode, ensemble with TTA, Grad-CAM) called in-process.
+    from comp.serve.app import classify
+    from comp.serve.ensemble import Ensemble
+
+    os.chdir(work)
+    try:
+        ens = Ensemble.load("comp.yaml", [args.exp])
+        classify(ens, images[0])
+        inproc = []
+        for i in range(min(len(ms), 50)):
+            t = time.perf_counter()
+            classify(ens, images[i % len(images)])
+            inproc.append(time.perf_counter() - t)
+    finally:
+        os.chdir(old)
+    h = np.array(inproc) * 1000
     print(f"comp app --exp {args.exp} ({work}): server up in {started:.1f} s (models loaded once); first request "
           f"{first * 1000:.0f} ms")
     print(f"{len(ms)} requests from gradio_client over loopback, one at a time: p50 {np.percentile(ms, 50):.0f} ms, "
           f"p95 {np.percentile(ms, 95):.0f} ms, max {ms.max():.0f} ms, {len(ms) / (ms.sum() / 1000):.1f} requests/s")
+    print(f"the handler alone, in-process ({len(h)} calls: decode, {sum(len(m.folds) for m in ens.members)} fold "
+          f"model(s) x {len(ens.members[0].views)} view(s), Grad-CAM): p50 {np.percentile(h, 50):.0f} ms, "
+          f"p95 {np.percentile(h, 95):.0f} ms; Gradio + HTTP + upload add the rest")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="paired timings per view (median reported)")
     ap.add_argument("--views", default=",".join(VIEWS))
     ap.add_argument("--skip-onnx", action="store_true", help="leave out onnxruntime vs torch")
+    ap.add_argument("--onnx-only", action="store_true", help="only onnxruntime vs torch")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="comp-bench-"))
@@ -82,6 +83,10 @@ def main() -> None:
         return n / (time.perf_counter() - t)
 
     quiet = {"echo": lambda s: None, "progress": False}
+    if args.onnx_only:
+        predict(cfg, tta=["identity"], overwrite=True, **quiet)  # warm-up (and the decoded-image cache)
+        onnx_vs_torch(cfg, args.repeats, quiet)
+        return
     print(f"{args.model} @ {args.size}px, {n} test images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, cpu; median of {args.repeats} paired runs per view")
     compute_only()  # warm-up

@@ -36,6 +36,10 @@ N_TEST_EXAMPLES = 8
 N_MISTAKES = 8
 API_NAME = "predict"  # gradio_client: client.predict(handle_file(path), api_name="/predict")
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"]
+# Competition images are often small (28 px): show them filling their box, pixels kept sharp.
+CSS = """
+#input-image img, #gradcam img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+"""
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Consolas", "monospace"]
 
 
@@ -218,7 +222,7 @@ def launch(blocks, host: str = "127.0.0.1", port: int | None = 7860, share: bool
            block: bool = True, quiet: bool = False):
     """Serve ``blocks`` (analytics off, system-font theme, no SSR); returns (app, local_url, share_url)."""
     return blocks.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
-                         theme=theme(), quiet=quiet, ssr_mode=False, show_error=True, footer_links=["api"],
+                         theme=theme(), css=CSS, quiet=quiet, ssr_mode=False, show_error=True, footer_links=["api"],
                          max_file_size="64mb")
 
 
