@@ -263,12 +263,14 @@ def test_app_page_loads_offline_and_predicts_an_upload(run, app_server, tmp_path
             d.execute_script("return Array.from(document.images).map(i => [i.src, i.complete, i.naturalWidth])")))
         assert len(imgs) >= 3  # the upload, its Grad-CAM and the example images
 
-        # Clicking an example (the last: an OOF mistake) predicts it.
+        assert path.name in driver.find_element(By.ID, "status").text
+
+        # Clicking an example (the last: an OOF mistake, a train image) predicts it.
         examples = driver.find_elements(By.CSS_SELECTOR, ".gallery-item")
         assert len(examples) >= 2
-        driver.execute_script("document.getElementById('status').innerText = ''")
         examples[-1].click()
-        wait.until(lambda d: "Grad-CAM of" in d.find_element(By.ID, "status").text)
+        wait.until(lambda d: "_tr_" in d.find_element(By.ID, "status").text)
+        assert "Grad-CAM of" in driver.find_element(By.ID, "status").text
 
         outside = [u for u in requested_urls(driver) if u.startswith(("http:", "https:", "ws:", "wss:"))
                    and not u.split("/")[2].startswith(("127.0.0.1", "localhost"))]

@@ -17,6 +17,9 @@ asked for.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import os
 import shutil
 import tempfile
@@ -52,12 +55,19 @@ def theme():
 
 def _raw_preprocess(self, payload):
     """The uploaded file's path, not opened: comp's loader decides what a usable image is."""
-    from gradio import image_utils
-
     if payload is None:
         return None
-    if payload.url and payload.url.startswith("data:"):  # webcam/paste sent as a data URL
-        return image_utils.decode_base64_to_file(payload.url, self.GRADIO_CACHE, "png")
+    if payload.url and payload.url.startswith("data:"):  # webcam/paste sent as a data URL: its bytes, undecoded
+        header, _, data = payload.url.partition(",")
+        ext = header.split("/", 1)[1].split(";")[0] if "/" in header else "bin"
+        try:
+            raw = base64.b64decode(data, validate=False)
+        except (binascii.Error, ValueError):
+            raw = b""  # comp's loader reports it: empty_file
+        path = Path(self.GRADIO_CACHE) / "comp-app" / f"{hashlib.sha1(raw).hexdigest()[:20]}.{ext[:8]}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(raw)
+        return str(path)
     return payload.path
 
 
@@ -96,7 +106,8 @@ def classify(ens: Ensemble, path: str | None, top_k: int = TOP_K) -> tuple[dict 
         except Exception as e:  # noqa: BLE001 - the prediction stands without its picture
             heat, note = None, f"Grad-CAM failed: {type(e).__name__}: {e}"
     h, w = rgb.shape[:2]
-    return label, heat, f"{w}x{h} image -> **{ens.classes[order[0]]}** ({probs[order[0]]:.3f}). {note}"
+    return label, heat, (f"{Path(path).name}, {w}x{h}: **{ens.classes[order[0]]}** ({probs[order[0]]:.3f}). "
+                         f"{note}")
 
 
 def info_markdown(ens: Ensemble) -> str:
