@@ -91,19 +91,24 @@ def sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite):
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--id-col", help="id column of train.csv")
 @click.option("--label-col", help="label column of train.csv")
+@click.option("--label-cols", help="one-hot / probability columns of train.csv, comma-separated (a,b,c)")
 @click.option("--group-col", help="group column (folds keep a group together)")
 @click.option("--train-dir", help="folder of training images, relative to DIRECTORY")
 @click.option("--test-dir", help="folder of test images, relative to DIRECTORY")
 @click.option("-c", "--config", "config_path", default="comp.yaml", show_default=True, help="config file to write")
 @click.option("--overwrite", is_flag=True, help="replace an existing config file")
 @user_errors
-def init(directory, id_col, label_col, group_col, train_dir, test_dir, config_path, overwrite):
-    """Write comp.yaml for the competition in DIRECTORY, saying what was detected."""
+def init(directory, id_col, label_col, label_cols, group_col, train_dir, test_dir, config_path, overwrite):
+    """Write comp.yaml for the competition in DIRECTORY, saying what was detected.
+
+    When the label is ambiguous (several candidate columns, or 0/1 columns the sample submission does not list)
+    it stops and names the flags to pass instead of guessing."""
     from comp.init import init_competition
 
+    cols = [c.strip() for c in label_cols.split(",") if c.strip()] if label_cols else None
     init_competition(
         directory, config_path, id_col=id_col, label_col=label_col, group_col=group_col,
-        train_dir=train_dir, test_dir=test_dir, overwrite=overwrite, echo=click.echo,
+        train_dir=train_dir, test_dir=test_dir, overwrite=overwrite, echo=click.echo, label_cols=cols,
     )
 
 
@@ -138,22 +143,34 @@ def folds(config_path, n_splits, seed, skip_bad, overwrite):
 @click.argument("submission", type=click.Path(exists=True, dir_okay=False))
 @click.option("--solution", required=True, type=click.Path(exists=True, dir_okay=False), help="truth csv (id, label)")
 @click.option("--sample-submission", type=click.Path(exists=True, dir_okay=False), help="also require its header")
+@click.option("--metric", type=click.Choice(["macro_f1", "accuracy", "log_loss", "qwk", "roc_auc"]),
+              help="headline metric (default: data.metric of the config when there is one, else macro_f1)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@config_option
 @user_errors
-def score(submission, solution, sample_submission, as_json):
-    """Score SUBMISSION against --solution: macro F1, accuracy, per-class table."""
+def score(submission, solution, sample_submission, metric, as_json, config_path):
+    """Score SUBMISSION against --solution: the competition's metric, macro F1, accuracy, per-class table.
+
+    A label submission (id, label) or a wide one (id + one probability column per class: scored by its argmax
+    for F1/accuracy/qwk and by its probabilities for log loss and ROC AUC)."""
+    from pathlib import Path
+
+    from comp.data import label_map
     from comp.score import SubmissionError, format_report, score_files
 
+    cfg = load(config_path) if Path(config_path).exists() else None
+    metric = metric or (cfg.data.metric if cfg else "macro_f1")
     try:
-        result = score_files(submission, solution, sample_submission)
+        result = score_files(submission, solution, sample_submission, metric=metric)
     except SubmissionError as e:
         raise click.ClickException(str(e)) from None
+    names = label_map(cfg) if cfg else {}
     if as_json:
         import json
 
         click.echo(json.dumps(result, ensure_ascii=False))
     else:
-        click.echo(format_report(result))
+        click.echo(format_report(result, names))
 
 
 # ---------------------------------------------------------------- training
@@ -247,16 +264,20 @@ def predict(config_path, exp, overrides, tta, oof, overwrite, engine):
 @click.option("--exp", "exps", multiple=True, required=True, help="experiment to include (repeatable)")
 @click.option("--weights", default="auto", show_default=True, help="auto, or w1,w2,... in --exp order")
 @click.option("--method", type=click.Choice(["mean", "geometric", "rank"]), default="mean", show_default=True)
-@click.option("--tune-bias", is_flag=True, help="fit per-class log-probability biases for macro F1")
+@click.option("--tune-bias", is_flag=True, help="data.metric macro_f1: fit per-class log-probability biases")
+@click.option("--tune-thresholds", is_flag=True, help="data.metric qwk: fit cut points on the expected grade")
+@click.option("--temperature", is_flag=True, help="data.metric log_loss: fit a softmax temperature on the OOF")
 @click.option("--name", required=True, help="submission name -> submissions/NAME.csv")
 @click.option("--overwrite", is_flag=True, help="replace an existing submission of that name")
 @user_errors
-def ensemble(config_path, exps, weights, method, tune_bias, name, overwrite):
+def ensemble(config_path, exps, weights, method, tune_bias, tune_thresholds, temperature, name, overwrite):
     """Blend experiments into submissions/NAME.csv and log it in submissions/ledger.csv.
 
-    auto weights maximise OOF macro F1 (greedy selection with replacement); --tune-bias adds per-class
-    log-probability biases, with a cross-validated estimate of their gain. The submission has the header,
-    ids and id order of sample_submission.csv and passes the checks of `comp score`.
+    auto weights maximise the OOF data.metric (greedy selection with replacement). Post-processing fit on the
+    OOF, applied only when its cross-validated gain is positive: --tune-bias (macro_f1) per-class
+    log-probability biases, --tune-thresholds (qwk) cut points on the expected grade, --temperature (log_loss)
+    temperature scaling. The submission has the shape (a label column, or one probability column per class),
+    header, ids and id order of sample_submission.csv and passes the checks of `comp score`.
 
     \b
     comp ensemble --exp base --exp big --tune-bias --name blend1
@@ -265,7 +286,7 @@ def ensemble(config_path, exps, weights, method, tune_bias, name, overwrite):
     from comp.ensemble import ensemble as run
 
     run(load(config_path), list(exps), weights=weights, method=method, tune_bias=tune_bias, name=name,
-        overwrite=overwrite, echo=click.echo)
+        overwrite=overwrite, echo=click.echo, tune_thresholds=tune_thresholds, temperature=temperature)
 
 
 # ---------------------------------------------------------------- reports

@@ -34,8 +34,12 @@ class DataConfig:
     test_dir: Optional[str] = "test_images"
     sample_submission: Optional[str] = "sample_submission.csv"
     id_col: str = "image_id"
-    label_col: str = "label"
+    label_col: str = "label"  # with label_cols: the name of the derived label column in folds/oof files
+    label_cols: Optional[list[str]] = None  # one-hot / probability columns of train.csv: the label is their argmax
     group_col: Optional[str] = None
+    test_csv: Optional[str] = None  # test ids (first column or id_col); must agree with the sample submission
+    label_map: Optional[str] = None  # json {"0": "Healthy", ...}: readable class names in reports only
+    metric: Literal["macro_f1", "accuracy", "log_loss", "qwk", "roc_auc"] = "macro_f1"  # the competition's metric
     id_has_ext: bool = True  # ids carry their file extension (``a.png``) or not (``a`` + ``ext``)
     ext: str = ""  # appended to ids when id_has_ext is false
     max_pixels: int = 89_478_485  # larger images are refused as decompression bombs (Pillow's own limit)
@@ -101,14 +105,15 @@ class TrainConfig:
     ema_decay: float = 0.998
     channels_last: bool = False
     compile: bool = False
-    early_stopping_metric: Literal["val_macro_f1", "val_loss", "val_acc"] = "val_macro_f1"
+    # val_score: data.metric (the best-epoch criterion); the others as metrics.csv names them
+    early_stopping_metric: Literal["val_score", "val_macro_f1", "val_loss", "val_acc"] = "val_score"
     patience: Optional[int] = None  # epochs without improvement before stopping; None = never stop early
     num_workers: Optional[int] = None  # None: 0 on machines with <= 2 cores (workers would steal compute)
     cache: Literal["auto", "memory", "disk", "none"] = "auto"
     trackers: list[str] = field(default_factory=list)  # tensorboard, wandb, mlflow (when installed)
     decay_epochs: Optional[float] = None  # step/multistep: epochs between decays (None: a third of the run)
     decay_rate: Optional[float] = None  # step: lr factor per decay (None: 0.1; exponential: to 1% by the end)
-    plateau_patience: int = 2  # plateau: epochs without val_macro_f1 improvement before the lr drops
+    plateau_patience: int = 2  # plateau: epochs without val_score (data.metric) improvement before the lr drops
     stop_after_epochs: Optional[int] = None  # tests/ops: stop this invocation after N epochs, as if killed
 
 
@@ -345,6 +350,8 @@ def validate(cfg: Config) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    if cfg.data.label_cols is not None and len(cfg.data.label_cols) < 2:
+        raise ConfigError("data.label_cols must name at least 2 one-hot columns (or be left empty for data.label_col)")
     for key in ("mean", "std"):
         v = getattr(cfg.input, key)
         if v is not None and len(v) != 3:

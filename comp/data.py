@@ -6,8 +6,10 @@ Reading a table never opens an image; ``comp check`` does that. Ids whose path e
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from comp.config import Config, ConfigError
@@ -86,14 +88,21 @@ def load_train(cfg: Config) -> pd.DataFrame:
         raise ConfigError("data.train_csv is empty; set it, or data.layout: folders for a class-per-folder tree")
     csv = root / d.train_csv
     raw = read_csv_str(csv)
-    cols, keys = [d.id_col, d.label_col], ["data.id_col", "data.label_col"]
+    cols, keys = [d.id_col], ["data.id_col"]
+    if d.label_cols:
+        cols += list(d.label_cols)
+        keys += ["data.label_cols"] * len(d.label_cols)
+    else:
+        cols.append(d.label_col)
+        keys.append("data.label_col")
     if d.group_col:
         cols.append(d.group_col)
         keys.append("data.group_col")
     _require_columns(raw, cols, csv, keys)
     if raw.empty:
         raise DataError(f"{csv}: no rows below the header; expected one row per training image")
-    df = pd.DataFrame({"id": raw[d.id_col].str.strip(), "label": raw[d.label_col]})
+    labels = onehot_labels(raw, list(d.label_cols), csv) if d.label_cols else raw[d.label_col]
+    df = pd.DataFrame({"id": raw[d.id_col].str.strip(), "label": labels})
     if d.group_col:
         df["group"] = raw[d.group_col]
     paths = [safe_join(train_dir, image_name(cfg, i)) for i in df["id"]]
@@ -103,17 +112,71 @@ def load_train(cfg: Config) -> pd.DataFrame:
     return df
 
 
+def onehot_labels(raw: pd.DataFrame, cols: list[str], csv: Path) -> pd.Series:
+    """The label of each row of one-hot / probability columns ``cols``: the name of its largest column.
+
+    Every cell must be a number in [0, 1] and every row must sum to 1 (within 1e-3); the error names the row.
+    """
+    try:
+        v = raw[cols].apply(pd.to_numeric, errors="raise").to_numpy(np.float64)
+    except (ValueError, TypeError):
+        bad = next(i for i in range(len(raw)) if pd.to_numeric(raw[cols].iloc[i], errors="coerce").isna().any())
+        raise DataError(f"{csv}: row {bad + 2} has a non-number in the label columns {', '.join(cols)} "
+                        f"(data.label_cols): {raw[cols].iloc[bad].tolist()}") from None
+    sums = v.sum(1)
+    bad = np.flatnonzero((np.abs(sums - 1) > 1e-3) | (v < 0).any(1) | (v > 1).any(1))
+    if len(bad):
+        raise DataError(f"{csv}: row {bad[0] + 2} of the label columns {', '.join(cols)} (data.label_cols) is "
+                        f"{v[bad[0]].tolist()}, not one-hot / probabilities summing to 1 ({len(bad)} such rows); "
+                        "fix the rows or set data.label_col to a single label column")
+    return pd.Series(np.asarray(cols, dtype=object)[v.argmax(1)], index=raw.index)
+
+
+def _test_csv_ids(cfg: Config) -> list[str] | None:
+    d = cfg.data
+    if not d.test_csv:
+        return None
+    path = cfg.root / d.test_csv
+    raw = read_csv_str(path)
+    col = d.id_col if d.id_col in raw.columns else raw.columns[0]
+    return raw[col].str.strip().tolist()
+
+
+def _agree(test_ids: list[str], sample_ids: list[str], cfg: Config) -> None:
+    """test.csv and the sample submission must list the same ids; the error names the difference."""
+    a, b = set(test_ids), set(sample_ids)
+    if a == b and len(test_ids) == len(sample_ids):
+        return
+    only_t, only_s = sorted(a - b), sorted(b - a)
+    parts = []
+    if only_t:
+        parts.append(f"{len(only_t)} id(s) only in {cfg.data.test_csv}: {only_t[:5]}")
+    if only_s:
+        parts.append(f"{len(only_s)} id(s) only in {cfg.data.sample_submission}: {only_s[:5]}")
+    if not parts:
+        parts.append(f"{len(test_ids)} rows in {cfg.data.test_csv} vs {len(sample_ids)} in "
+                     f"{cfg.data.sample_submission} (a duplicated id)")
+    raise DataError(f"{cfg.data.test_csv} and {cfg.data.sample_submission} disagree on the test ids: "
+                    + "; ".join(parts) + ". Fix the files, or clear data.test_csv in comp.yaml to use the sample's ids")
+
+
 def load_test(cfg: Config) -> pd.DataFrame:
-    """Columns: ``id``, ``path``. Ids and their order come from sample_submission.csv when there is one."""
+    """Columns: ``id``, ``path``. Ids and their order come from sample_submission.csv when there is one, else from
+    ``data.test_csv``, else from the files of ``data.test_dir``; test.csv and the sample must agree."""
     d = cfg.data
     root = cfg.root
     if not d.test_dir:
         raise ConfigError("data.test_dir is not set in comp.yaml: there are no test images to predict")
     test_dir = root / d.test_dir
+    csv_ids = _test_csv_ids(cfg)
     if d.sample_submission and (root / d.sample_submission).exists():
         sub = read_csv_str(root / d.sample_submission)
         _require_columns(sub, [d.id_col], root / d.sample_submission, ["data.id_col"])
         ids = sub[d.id_col].str.strip().tolist()
+        if csv_ids is not None:
+            _agree(csv_ids, ids, cfg)
+    elif csv_ids is not None:
+        ids = csv_ids
     else:
         if not test_dir.is_dir():
             raise DataError(f"data.test_dir: {test_dir} is not a folder")
@@ -121,6 +184,9 @@ def load_test(cfg: Config) -> pd.DataFrame:
         ids = [f.relative_to(test_dir).as_posix() for f in files]
         if not d.id_has_ext:
             ids = [i[: -len(d.ext)] if d.ext and i.endswith(d.ext) else i for i in ids]
+        if d.layout == "csv" and d.train_dir == d.test_dir and d.train_csv:  # one folder for both splits
+            train_ids = set(read_csv_str(root / d.train_csv)[d.id_col].str.strip())
+            ids = [i for i in ids if i not in train_ids]
     paths = [safe_join(test_dir, image_name(cfg, i)) for i in ids]
     path_col = pd.Series([str(p) if p is not None else None for p in paths], dtype=object)
     return pd.DataFrame({"id": ids, "path": path_col})
@@ -129,6 +195,24 @@ def load_test(cfg: Config) -> pd.DataFrame:
 def class_names(labels) -> list[str]:
     """The sorted class names; the order of probability columns everywhere."""
     return sorted({str(x) for x in labels})
+
+
+def label_map(cfg: Config) -> dict[str, str]:
+    """``data.label_map`` (json ``{"0": "Healthy", ...}``) as {class: readable name}; {} when unset.
+
+    For reports only: files and submissions keep the class names of train.csv."""
+    if not cfg.data.label_map:
+        return {}
+    path = cfg.root / cfg.data.label_map
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"data.label_map: {path} not found") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"data.label_map: {path} is not valid json ({e})") from None
+    if not isinstance(m, dict):
+        raise DataError(f'data.label_map: {path} must be a json object like {{"0": "Healthy", "1": "Rust"}}')
+    return {str(k): str(v) for k, v in m.items()}
 
 
 def read_folds(cfg: Config) -> pd.DataFrame:

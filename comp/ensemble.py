@@ -23,16 +23,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.special import log_softmax
+from scipy.special import log_softmax, softmax
 from scipy.stats import rankdata
 
 from comp import ledger
 from comp.config import Config, ConfigError
-from comp.data import DataError, load_test, read_csv_str
-from comp.decision import apply_bias, cv_bias, macro_f1
+from comp.data import DataError, label_map, load_test, read_csv_str
+from comp.decision import (
+    apply_bias,
+    apply_temperature,
+    apply_thresholds,
+    cv_bias,
+    cv_temperature,
+    cv_thresholds,
+    expected_grade,
+    macro_f1,
+)
 from comp.files import write_csv
+from comp.metrics import grade_values
 from comp.runs import run_dir
-from comp.score import SubmissionError, check_submission
+from comp.score import SubmissionError, check_submission, check_wide
+from comp.train import competition_metric
 
 METHODS = ("mean", "geometric", "rank")
 SUBMISSIONS_DIR = Path("submissions")
@@ -118,9 +129,11 @@ def blend(probs: Sequence[np.ndarray], weights: Sequence[float], method: str = "
 
 
 def greedy_weights(
-    probs: Sequence[np.ndarray], y: np.ndarray, method: str = "mean", steps: int = 40
+    probs: Sequence[np.ndarray], y: np.ndarray, method: str = "mean", steps: int = 40,
+    objective: Callable[[np.ndarray], float] | None = None,
 ) -> np.ndarray:
-    """Non-negative weights summing to 1 that maximise OOF macro F1 (greedy selection with replacement).
+    """Non-negative weights summing to 1 that maximise ``objective`` of the blend's log-scores (default: OOF
+    macro F1 of the argmax) by greedy selection with replacement.
 
     Starts from the best single member; each step adds the member whose extra copy gives the best blend;
     returns the counts of the best prefix (the earliest on ties, so fewer members win).
@@ -129,9 +142,12 @@ def greedy_weights(
     c = probs[0].shape[1]
     if method == "rank":  # ranks are a fixed transform: compute once, then blend by mean
         probs, method = [_rank(p) for p in probs], "mean"
+    if objective is None:
+        def objective(scores):
+            return macro_f1(y, scores.argmax(1), c)
 
     def f1(counts):
-        return macro_f1(y, blend(probs, counts, method).argmax(1), c)
+        return objective(blend(probs, counts, method))
 
     singles = [f1(np.eye(m)[i]) for i in range(m)]
     counts = np.eye(m)[int(np.argmax(singles))]
@@ -163,24 +179,48 @@ def parse_weights(weights: str | Sequence[float], n: int) -> np.ndarray | None:
     return w / w.sum()
 
 
-def _sample_frame(cfg: Config) -> tuple[pd.DataFrame, str, str]:
-    """The sample submission (cells as written), its id column and the label column to fill."""
+def _sample_frame(cfg: Config, classes: list[str]) -> tuple[pd.DataFrame, str, str, str | None]:
+    """The sample submission (cells as written), its id column, its shape (``label`` or ``wide``) and the label
+    column to fill (None when wide: one probability column per class, matched to the class names exactly)."""
     d = cfg.data
     if not d.sample_submission:
         test = load_test(cfg)
-        return pd.DataFrame({d.id_col: test["id"], d.label_col: ""}), d.id_col, d.label_col
+        return pd.DataFrame({d.id_col: test["id"], d.label_col: ""}), d.id_col, "label", d.label_col
     path = cfg.root / d.sample_submission
     sample = read_csv_str(path)
     if d.id_col not in sample.columns:
         raise DataError(f"{path}: no id column '{d.id_col}' (data.id_col); columns are: {', '.join(sample.columns)}")
     others = [c for c in sample.columns if c != d.id_col]
-    if d.label_col in sample.columns:
-        label_col = d.label_col
-    elif len(others) == 1:
-        label_col = others[0]
-    else:
-        raise DataError(f"{path}: no label column '{d.label_col}' (data.label_col) among {', '.join(others)}")
-    return sample, d.id_col, label_col
+    if d.label_col in others and len(others) == 1:
+        return sample, d.id_col, "label", d.label_col
+    if len(others) == 1 and others[0] not in classes:
+        return sample, d.id_col, "label", others[0]
+    if set(others) == set(classes) and len(others) == len(classes):
+        return sample, d.id_col, "wide", None
+    if len(others) >= 2 and d.label_col in others:
+        return sample, d.id_col, "label", d.label_col
+    only_sample = sorted(set(others) - set(classes))
+    only_train = sorted(set(classes) - set(others))
+    raise DataError(
+        f"{path} has {len(others)} columns besides '{d.id_col}' and they are not the {len(classes)} classes, so "
+        f"neither a label column nor one probability column per class can be written: columns that are not "
+        f"classes: {only_sample[:12]}; classes without a column: {only_train[:12]}. Class names must match the "
+        f"column names exactly (data.label_col / data.label_cols)"
+    )
+
+
+def _as_sample_writes(labels: np.ndarray, sample: pd.DataFrame, col: str) -> np.ndarray:
+    """Class names typed as the sample's label cells are: ``3`` (not ``3.0``) where the sample writes integers."""
+    cells = sample[col].astype(str).str.strip()
+    if len(cells) and cells.str.fullmatch(r"-?\d+").all():
+        def as_int(x):
+            try:
+                f = float(x)
+            except ValueError:
+                return x
+            return str(int(f)) if f.is_integer() else x
+        return np.array([as_int(x) for x in labels], dtype=object)
+    return labels
 
 
 def ensemble(
@@ -193,6 +233,8 @@ def ensemble(
     overwrite: bool = False,
     bias_folds: int = 5,
     echo: Callable[[str], None] = print,
+    tune_thresholds: bool = False,
+    temperature: bool = False,
 ) -> dict:
     """Blend ``exps`` into ``submissions/NAME.csv``, validate it, log it in ``submissions/ledger.csv``.
 
@@ -211,6 +253,11 @@ def ensemble(
     if len(set(exps)) != len(exps):
         raise ConfigError(f"--exp lists an experiment twice ({exps}); weights say how much each counts")
     fixed = parse_weights(weights, len(exps))
+    for flag, on, want in (("--tune-bias", tune_bias, "macro_f1"), ("--tune-thresholds", tune_thresholds, "qwk"),
+                           ("--temperature", temperature, "log_loss")):
+        if on and cfg.data.metric != want:
+            raise ConfigError(f"{flag} tunes {want}, but data.metric is {cfg.data.metric}; it would optimise the "
+                              f"wrong figure (set data.metric: {want}, or leave {flag} out)")
     out_path = SUBMISSIONS_DIR / f"{name}.csv"
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"{out_path} already exists; choose another --name or pass --overwrite to replace it")
@@ -239,7 +286,8 @@ def ensemble(
     y = pd.Categorical(first.oof[d.label_col], categories=classes).codes.astype(np.int64)
     oof_probs = [mb.oof.loc[ids, classes].to_numpy() for mb in members]
 
-    sample, id_col, label_col = _sample_frame(cfg)
+    metric = competition_metric(cfg, classes)
+    sample, id_col, shape, label_col = _sample_frame(cfg, classes)
     test_ids = sample[id_col].str.strip()
     test_probs = []
     for mb in members:
@@ -250,55 +298,106 @@ def ensemble(
         test_probs.append(mb.test.loc[test_ids, classes].to_numpy())
 
     n_c = len(classes)
+
+    def objective(scores):  # data.metric of blended log-scores, higher is better
+        return metric.sign * metric(y, softmax(scores, axis=1), classes)
+
     member_f1 = {mb.exp: macro_f1(y, blend([p], [1], method).argmax(1), n_c) for mb, p in zip(members, oof_probs)}
-    w = greedy_weights(oof_probs, y, method) if fixed is None else fixed
+    member_score = {mb.exp: metric.sign * objective(blend([p], [1], method)) for mb, p in zip(members, oof_probs)}
+    w = greedy_weights(oof_probs, y, method, objective=objective) if fixed is None else fixed
     oof_scores = blend(oof_probs, w, method)
     test_scores = blend(test_probs, w, method)
     blend_f1 = macro_f1(y, oof_scores.argmax(1), n_c)
+    blend_score = metric.sign * objective(oof_scores)
 
     width = max(len("blend"), *(len(e) for e in exps))
     how = "auto" if fixed is None else "given"
-    echo(f"{'member':<{width}}  weight  OOF macro F1   (method {method}, weights {how})")
+    head = f"OOF {metric.name}" + ("" if metric.name == "macro_f1" else "  macro F1")
+    echo(f"{'member':<{width}}  weight  {head}   (method {method}, weights {how}, on data.metric {metric.name})")
     for e, wi in zip(exps, w):
-        echo(f"{e:<{width}}  {wi:6.3f}  {member_f1[e]:.4f}")
-    echo(f"{'blend':<{width}}  {'':6}  {blend_f1:.4f}")
+        echo(f"{e:<{width}}  {wi:6.3f}  {member_score[e]:.4f}"
+             + ("" if metric.name == "macro_f1" else f"    {member_f1[e]:.4f}"))
+    echo(f"{'blend':<{width}}  {'':6}  {blend_score:.4f}"
+         + ("" if metric.name == "macro_f1" else f"    {blend_f1:.4f}"))
 
     bias = np.zeros(n_c)
-    report = None
-    cv_f1 = blend_f1
+    report = tuned = None
+    applied = False
+    cv_f1, cv_score = blend_f1, blend_score
+    test_probs_out = softmax(test_scores, axis=1)
+    labels_idx = test_probs_out.argmax(1)
     if tune_bias:
         report = cv_bias(oof_scores, y, n_splits=bias_folds, seed=cfg.folds.seed)
         echo(report.summary(classes))
         if report.cv_gain > 0:
-            bias, cv_f1 = report.bias, report.cv_f1
+            bias, cv_f1, cv_score = report.bias, report.cv_f1, report.cv_f1
+            labels_idx = apply_bias(test_scores, bias)
+            test_probs_out = softmax(test_scores + bias, axis=1)  # the argmax of a wide file is the biased label
         else:  # the in-sample gain did not survive cross-validation: it was fitting noise
             echo("biases not applied: their cross-validated macro F1 does not beat argmax")
-    labels = np.asarray(classes, dtype=object)[apply_bias(test_scores, bias)]
+    if tune_thresholds:
+        values = grade_values(classes)
+        tuned = cv_thresholds(softmax(oof_scores, axis=1), y, values, n_splits=bias_folds, seed=cfg.folds.seed)
+        echo(tuned.summary())
+        if tuned.cv_gain > 0 and shape == "label":
+            cv_score, applied = tuned.cv, True
+            labels_idx = apply_thresholds(expected_grade(test_probs_out, values), tuned.params, values)
+        elif shape == "wide":
+            echo("thresholds not applied: a wide submission holds probabilities, not grades")
+        else:
+            echo("thresholds not applied: their cross-validated qwk does not beat argmax")
+    if temperature:
+        tuned = cv_temperature(oof_scores, y, n_splits=bias_folds, seed=cfg.folds.seed)
+        echo(tuned.summary())
+        if tuned.cv_gain > 0:
+            cv_score, applied = tuned.cv, True
+            test_probs_out = apply_temperature(test_scores, float(tuned.params[0]))
+        else:
+            echo("temperature not applied: its cross-validated log loss does not beat T = 1")
+    labels = np.asarray(classes, dtype=object)[labels_idx]
 
     sub = sample.copy()
-    sub[label_col] = labels
+    header = [str(c) for c in sample.columns]
     try:
-        check_submission(sub, sample[id_col].tolist(), id_col, label_col, classes=classes,
-                         header=[str(c) for c in sample.columns])
+        if shape == "wide":
+            sub[classes] = test_probs_out / test_probs_out.sum(1, keepdims=True)
+            check_wide(sub, sample[id_col].tolist(), id_col, classes, header=header)
+        else:
+            sub[label_col] = _as_sample_writes(labels, sample, label_col)
+            written = list(_as_sample_writes(np.asarray(classes, dtype=object), sample, label_col))
+            check_submission(sub, sample[id_col].tolist(), id_col, label_col, classes=written, header=header)
     except SubmissionError as e:
         raise DataError(f"the blended submission failed validation: {e}") from None
-    write_csv(out_path, sub)
+    write_csv(out_path, sub, float_format="%.7g")
     options = {
         "method": method,
         "weights": "auto" if fixed is None else "given",
         "tune_bias": tune_bias,
         "oof_macro_f1": round(blend_f1, 5),
         "members_oof_macro_f1": {k: round(v, 5) for k, v in member_f1.items()},
+        f"oof_{metric.name}": round(blend_score, 5),
+        f"members_oof_{metric.name}": {k: round(v, 5) for k, v in member_score.items()},
     }
     if report is not None:
         options.update(bias_applied=bool(bias.any()), bias={c: round(float(b), 3) for c, b in zip(classes, bias)},
                        bias_argmax_f1=round(report.argmax_f1, 5), bias_in_sample_f1=round(report.in_sample_f1, 5),
                        bias_cv_f1=round(report.cv_f1, 5), bias_folds=bias_folds)
-    row = ledger.append(name, exps, w, cv_f1, options, SUBMISSIONS_DIR / "ledger.csv")
+    if tuned is not None:
+        options[tuned.what] = dict(plain=round(tuned.plain, 5), in_sample=round(tuned.in_sample, 5),
+                                   cv=round(tuned.cv, 5), values=[round(float(x), 4) for x in tuned.params],
+                                   applied=applied)
+    row = ledger.append(name, exps, w, cv_f1, options, SUBMISSIONS_DIR / "ledger.csv", metric=metric.name,
+                        cv_score=cv_score, shape=shape)
     dist = pd.Series(labels).value_counts()
-    echo(f"wrote {out_path}: {len(sub)} rows; predicted classes: "
-         + ", ".join(f"{k} {v}" for k, v in dist.items()))
-    echo(f"cv macro F1 of this submission: {cv_f1:.4f} (logged in {SUBMISSIONS_DIR / 'ledger.csv'})")
+    names = label_map(cfg)
+    what = "one probability column per class" if shape == "wide" else f"label column {label_col}"
+    echo(f"wrote {out_path}: {len(sub)} rows, {shape} shape ({what}); predicted classes: "
+         + ", ".join(f"{names.get(k, k)} {v}" for k, v in dist.items()))
+    if metric.name == "macro_f1":
+        echo(f"cv macro F1 of this submission: {cv_f1:.4f} (logged in {SUBMISSIONS_DIR / 'ledger.csv'})")
+    else:
+        echo(f"cv {metric.name} of this submission: {cv_score:.4f}, macro F1 {cv_f1:.4f} "
+             f"(logged in {SUBMISSIONS_DIR / 'ledger.csv'})")
     return {
         "path": str(out_path),
         "name": name,
@@ -309,6 +408,12 @@ def ensemble(
         "cv_macro_f1": cv_f1,
         "bias": [float(b) for b in bias],
         "bias_report": report,
+        "metric": metric.name,
+        "member_score": member_score,
+        "blend_score": blend_score,
+        "cv_score": cv_score,
+        "tune_report": tuned,
+        "shape": shape,
         "ledger_row": row,
         "n_test": len(sub),
     }

@@ -7,6 +7,7 @@ Every guess can be overridden by a flag; when nothing fits, the error names the 
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -15,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from comp.config import Config, ConfigError, load_config
-from comp.data import IMAGE_EXTS, DataError, read_csv_str
+from comp.config import Config, ConfigError, from_dict, load_config
+from comp.data import IMAGE_EXTS, DataError, load_test, onehot_labels, read_csv_str
 from comp.files import write_text
 
 ID_NAMES = ("image_id", "id", "image", "image_name", "filename", "file_name", "file", "img", "name", "path")
@@ -31,6 +32,7 @@ HINT = """
 # input: {size: 224, resize: stretch}
 # train: {epochs: 10, batch_size: 64, lr: 0.001, loss: ce}
 # infer: {tta: [identity]}
+# data.metric: macro_f1 (default), accuracy, log_loss, qwk, roc_auc -- set the competition's own metric.
 """
 
 
@@ -139,22 +141,70 @@ def _pick_id_col(train: pd.DataFrame, sample: pd.DataFrame | None, sample_name: 
     raise DataError(f"could not tell the id column of train.csv (columns: {', '.join(cols)}); pass --id-col NAME")
 
 
+def _unit_cols(train: pd.DataFrame, cols: list[str]) -> list[str]:
+    """Columns whose every cell is a number in [0, 1] (one-hot or probability columns)."""
+    out = []
+    for c in cols:
+        v = pd.to_numeric(train[c], errors="coerce")
+        if v.notna().all() and v.between(0, 1).all():
+            out.append(c)
+    return out
+
+
 def _pick_label_col(train: pd.DataFrame, id_col: str, sample: pd.DataFrame | None, sample_name: str,
-                    group_col: str | None) -> tuple[str, str]:
+                    group_col: str | None) -> tuple[str | list[str], str]:
+    """A label column, or a list of one-hot columns; stops (DataError naming the flags) when it can't tell."""
     cols = [c for c in train.columns if c not in (id_col, group_col)]
-    if sample is not None and len(sample.columns) > 1 and sample.columns[1] in cols:
-        return sample.columns[1], f"matches {sample_name}'s second column"
+    sample_cols = [c for c in sample.columns[1:]] if sample is not None else []
+    unit = _unit_cols(train, cols)
+    if len(unit) >= 2:
+        sums = train[unit].apply(pd.to_numeric).sum(axis=1)
+        if (sums - 1).abs().max() <= 1e-3:
+            if set(unit) <= set(sample_cols):
+                return unit, (f"{len(unit)} columns of 0/1 (or probabilities) that sum to 1 on every row, and "
+                              f"{sample_name} has the same columns: a one-hot multi-class target")
+            raise DataError(
+                f"train.csv columns {', '.join(unit)} hold 0/1 values that sum to 1 on every row (a one-hot label?), "
+                f"but {sample_name or 'no sample submission'} does not list them as columns, so comp can't tell. "
+                f"Pass --label-cols {','.join(unit)} for a one-hot target, or --label-col NAME for one label column"
+            )
+    if len(sample_cols) >= 2:  # a wide sample: the label column is the one whose values are its class columns
+        for c in cols:
+            if set(train[c]) == set(sample_cols):
+                return c, f"its values are {sample_name}'s {len(sample_cols)} class columns"
+    if sample_cols and sample_cols[0] in cols:
+        return sample_cols[0], f"matches {sample_name}'s second column"
     lower = {c.lower(): c for c in cols}
     for n in LABEL_NAMES:
         if n in lower:
             return lower[n], "its name says label"
     repeat = [c for c in cols if train[c].nunique() < len(train)]
-    if repeat:
-        c = min(repeat, key=lambda c: train[c].nunique())
-        return c, f"the column with the fewest distinct values ({train[c].nunique()}) besides the id"
+    if len(repeat) == 1:
+        c = repeat[0]
+        return c, f"the only column besides the id with repeated values ({train[c].nunique()} distinct)"
+    if len(repeat) > 1:  # a silent wrong guess trains the wrong competition: ask instead
+        shown = ", ".join(f"{c} ({train[c].nunique()} values)" for c in repeat[:8])
+        raise DataError(
+            f"could not tell the label column of train.csv: several columns could be it: {shown}. "
+            "Pass --label-col NAME (and --group-col NAME for a column that groups related images), or "
+            "--label-cols a,b,c for one-hot columns"
+        )
     raise DataError(
         f"could not tell the label column of train.csv (columns: {', '.join(train.columns)}); pass --label-col NAME"
     )
+
+
+def _find_label_map(root: Path, train_csv: Path, labels: set[str]) -> Path | None:
+    """A json object beside train.csv whose keys are the (integer) class names: readable names for reports."""
+    for p in sorted(set(train_csv.parent.glob("*.json")) | set(root.glob("*.json"))):
+        try:
+            m = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(m, dict) and m and labels <= {str(k) for k in m} and all(
+                isinstance(v, str) for v in m.values()):
+            return p
+    return None
 
 
 def _require_col(df: pd.DataFrame, col: str, flag: str, name: str) -> None:
@@ -169,6 +219,7 @@ def detect(
     group_col: str | None = None,
     train_dir: str | None = None,
     test_dir: str | None = None,
+    label_cols: list[str] | None = None,
 ) -> tuple[dict, list[str]]:
     """The ``data`` section for the competition in ``root`` and one line per choice saying why."""
     why: list[str] = []
@@ -198,16 +249,42 @@ def detect(
         why.append(f"id column: {id_col} ({reason}; else pass --id-col)")
     if group_col:
         _require_col(train, group_col, "--group-col", train_csv.name)
-    if label_col:
+    if label_cols and label_col:
+        raise DataError("--label-col names one label column and --label-cols one-hot columns: pass one of them")
+    if label_cols:
+        for c in label_cols:
+            _require_col(train, c, "--label-cols", train_csv.name)
+        why.append(f"label columns: {', '.join(label_cols)} (--label-cols: one-hot, the label is the largest)")
+    elif label_col:
         _require_col(train, label_col, "--label-col", train_csv.name)
         why.append(f"label column: {label_col} (--label-col)")
     else:
-        label_col, reason = _pick_label_col(train, id_col, sample, sample_name, group_col)
-        why.append(f"label column: {label_col} ({reason}; else pass --label-col)")
-    if label_col == id_col:
-        raise DataError(f"the id and label columns are both '{id_col}'; pass --id-col and --label-col")
-    n_classes = train[label_col].nunique()
+        picked, reason = _pick_label_col(train, id_col, sample, sample_name, group_col)
+        if isinstance(picked, list):
+            label_cols = picked
+            why.append(f"label columns: {', '.join(picked)} ({reason}; else pass --label-cols or --label-col)")
+        else:
+            label_col = picked
+            why.append(f"label column: {label_col} ({reason}; else pass --label-col)")
+    if label_cols:
+        if id_col in label_cols:
+            raise DataError(f"the id column '{id_col}' is also a label column; pass --id-col and --label-cols")
+        label_col = "label" if "label" not in train.columns else "label_"
+        labels = onehot_labels(train, list(label_cols), train_csv)
+    else:
+        if label_col == id_col:
+            raise DataError(f"the id and label columns are both '{id_col}'; pass --id-col and --label-col")
+        labels = train[label_col]
+    n_classes = labels.nunique()
     why.append(f"classes: {n_classes} in {len(train)} rows")
+    values = set(labels.astype(str))
+    label_map = None
+    if all(v.strip().lstrip("-").isdigit() for v in values):
+        why.append("labels are integers: kept as written end to end (data.metric: qwk suits ordered grades)")
+        found = _find_label_map(root, train_csv, values)
+        if found is not None:
+            label_map = _rel(found, root)
+            why.append(f"label names: {found.name} (data.label_map; reports only, submissions keep the integers)")
     if group_col:
         why.append(f"group column: {group_col} (--group-col; folds keep a group together)")
     else:
@@ -231,22 +308,45 @@ def detect(
         why.append(f"train images: {train_dir}/ ({hits} of the first {len(ids)} ids found there)")
     why.append(f"ids carry the extension: {'yes' if has_ext else f'no, files are <id>{ext}'}")
 
+    test_csv = _pick_csv(root, ("test",), exclude=("sample", "submission", "solution"))
+    test_ids = None
+    if test_csv is not None and test_csv != train_csv:
+        t = read_csv_str(test_csv)
+        col = id_col if id_col in t.columns else (t.columns[0] if len(t.columns) else None)
+        if col is None or t.empty:
+            test_csv = None
+        else:
+            test_ids = [i.strip() for i in t[col]]
+            why.append(f"test ids: {test_csv.name} ({len(test_ids)} ids in column '{col}'"
+                       + (f"; must agree with {sample_name})" if sample is not None else ")"))
+    else:
+        test_csv = None
+    if test_ids is None and sample is not None and id_col in sample.columns:
+        test_ids = [i.strip() for i in sample[id_col]]
     if test_dir is not None:
         why.append(f"test images: {test_dir}/ (--test-dir)")
     else:
-        test_dir = _find_test_dir(root, sample, id_col, has_ext, ext, train_dir, why)
+        test_dir = _find_test_dir(root, test_ids, has_ext, ext, train_dir, why)
+    if test_dir is not None and test_dir == train_dir:
+        why.append("train and test images share one folder (test ids are told apart by the csv files)")
+    wide = sample is not None and len(sample.columns) > 2
+    why.append("metric: macro_f1 (data.metric; set the competition's own: accuracy, log_loss, qwk, roc_auc"
+               + ("; a wide sample submission is usually scored by log_loss or roc_auc)" if wide else ")"))
     data = {
         "layout": "csv", "train_csv": _rel(train_csv, root), "train_dir": train_dir, "test_dir": test_dir,
         "sample_submission": _rel(sample_csv, root) if sample_csv else None,
-        "id_col": id_col, "label_col": label_col, "group_col": group_col, "id_has_ext": has_ext, "ext": ext,
+        "test_csv": _rel(test_csv, root) if test_csv else None,
+        "id_col": id_col, "label_col": label_col, "label_cols": list(label_cols) if label_cols else None,
+        "group_col": group_col, "id_has_ext": has_ext, "ext": ext, "label_map": label_map, "metric": "macro_f1",
     }
+    data = {k: v for k, v in data.items() if v is not None or k in ("test_dir", "sample_submission", "group_col")}
     return data, why
 
 
-def _find_test_dir(root: Path, sample, id_col: str, has_ext: bool, ext: str, train_dir: str,
+def _find_test_dir(root: Path, test_ids: list[str] | None, has_ext: bool, ext: str, train_dir: str,
                    why: list[str]) -> str | None:
-    if sample is not None and id_col in sample.columns and len(sample):
-        ids = [i.strip() for i in sample[id_col].head(PROBE)]
+    if test_ids:
+        ids = test_ids[:PROBE]
         names = ids if has_ext else [f"{i}{ext}" for i in ids]
         best = None
         for d in _subdirs(root):
@@ -256,8 +356,7 @@ def _find_test_dir(root: Path, sample, id_col: str, has_ext: bool, ext: str, tra
             if hits and (best is None or key > best[0]):
                 best = (key, rel)
         if best is not None:
-            why.append(f"test images: {best[1]}/ ({best[0][0]} of the first {len(ids)} sample-submission ids "
-                       "found there)")
+            why.append(f"test images: {best[1]}/ ({best[0][0]} of the first {len(ids)} test ids found there)")
             return best[1]
     for d in _subdirs(root, depth=1)[1:]:
         rel = d.relative_to(root).as_posix()
@@ -322,6 +421,7 @@ def init_competition(
     test_dir: str | None = None,
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
+    label_cols: list[str] | None = None,
 ) -> Config:
     """Detect the competition layout in ``directory``, write ``config_path`` and return the loaded Config."""
     root = Path(directory)
@@ -330,9 +430,11 @@ def init_competition(
     config_path = Path(config_path)
     if config_path.exists() and not overwrite:
         raise FileExistsError(f"{config_path} exists; pass --overwrite to replace it (or -c OTHER.yaml)")
-    data, why = detect(root, id_col, label_col, group_col, train_dir, test_dir)
+    data, why = detect(root, id_col, label_col, group_col, train_dir, test_dir, label_cols)
     base = config_path.resolve().parent
     data = {"root": _rel(root, base), **data}
+    if data.get("test_dir") and data.get("layout") == "csv":  # test.csv and the sample must agree: say so now
+        load_test(from_dict({"data": data}, base_dir=str(base)))
     text = (f"# written by `comp init {directory}`; edit freely (unknown keys are errors)\n"
             + yaml.safe_dump({"data": data}, sort_keys=False, allow_unicode=True) + HINT)
     write_text(config_path, text)

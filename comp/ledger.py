@@ -14,7 +14,10 @@ from comp.files import append_csv_row
 from comp.runs import git_commit
 
 LEDGER = Path("submissions/ledger.csv")
-COLUMNS = ("time", "name", "members", "weights", "cv_macro_f1", "options", "git_commit")
+# metric/cv_score: data.metric and the submission's CV estimate in it; shape: label or wide (the sample's shape).
+# Appended after the first columns, so a ledger started before them gains them at its end.
+COLUMNS = ("time", "name", "members", "weights", "cv_macro_f1", "options", "git_commit", "metric", "cv_score",
+           "shape")
 
 
 def append(
@@ -24,6 +27,9 @@ def append(
     cv_macro_f1: float,
     options: dict,
     path: str | Path = LEDGER,
+    metric: str = "macro_f1",
+    cv_score: float | None = None,
+    shape: str = "label",
 ) -> dict:
     """Append one row to the ledger (created with its header when new) and return it."""
     row = {
@@ -34,6 +40,9 @@ def append(
         "cv_macro_f1": f"{cv_macro_f1:.5f}",
         "options": json.dumps(options, ensure_ascii=False, sort_keys=True),
         "git_commit": git_commit() or "",
+        "metric": metric,
+        "cv_score": f"{cv_macro_f1 if cv_score is None else cv_score:.5f}",
+        "shape": shape,
     }
     append_csv_row(path, row)
     return row

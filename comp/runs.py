@@ -26,7 +26,9 @@ from comp.config import Config, ConfigError, dump_config
 from comp.files import write_csv, write_text
 
 RUNS_DIR = Path("runs")
-METRICS_COLUMNS = ["epoch", "train_loss", "val_loss", "val_macro_f1", "val_acc", "lr", "seconds", "images_per_s"]
+# val_score: data.metric of the epoch (equal to val_macro_f1 under the default metric); appended last for readers
+METRICS_COLUMNS = ["epoch", "train_loss", "val_loss", "val_macro_f1", "val_acc", "lr", "seconds", "images_per_s",
+                   "val_score"]
 # Keys that change how a run is executed, not what it computes: a run may resume with other values.
 EXECUTION_KEYS = {("train", "stop_after_epochs"), ("train", "trackers"), ("train", "num_workers"), ("train", "cache")}
 

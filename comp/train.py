@@ -35,6 +35,7 @@ from comp.data import DataError, class_names, read_folds
 from comp.dataset import CachedImages, EpochSampler, balanced_weights, epoch_seed, make_loader, to_tensor_batch
 from comp.files import write_csv, write_text
 from comp.losses import create_loss
+from comp.metrics import Metric, create_metric
 from comp.model import create_model, normalization, save_checkpoint
 from comp.optim import check_names, create_optimizer, create_scheduler, current_lr, warmup_epochs
 
@@ -215,7 +216,7 @@ class FoldState:
 
     epoch: int = 0  # epochs finished
     num_updates: int = 0
-    best_score: float = -1.0  # best val macro F1 (raw or EMA weights)
+    best_score: float = -1.0  # best val score in data.metric (raw or EMA weights); unset while best_epoch is 0
     best_epoch: int = 0
     best_is_ema: bool = False
     stop_best: float | None = None  # best value of train.early_stopping_metric
@@ -281,6 +282,15 @@ class Eval:
     macro_f1: float
     acc: float
     probs: np.ndarray
+    score: float = float("nan")  # data.metric of these predictions
+
+
+def competition_metric(cfg: Config, classes: list[str]) -> Metric:
+    """data.metric for ``classes``, or a ConfigError naming the key (qwk needs numeric class names)."""
+    try:
+        return create_metric(cfg.data.metric, classes)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def exactly_once(rows: np.ndarray, n: int) -> np.ndarray:
@@ -297,7 +307,8 @@ def exactly_once(rows: np.ndarray, n: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, accelerator) -> Eval:
+def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, accelerator,
+             metric: Metric | None = None, classes: list[str] | None = None) -> Eval:
     model.eval()
     outs, rows = [], []
     for u8, _, r in loader:
@@ -312,8 +323,9 @@ def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, a
     loss = torch.nn.functional.cross_entropy(logits, y).item()
     probs = logits.softmax(1).numpy()
     pred = probs.argmax(1)
-    return Eval(loss, float(f1_score(y_val, pred, average="macro", zero_division=0)),
-                float((pred == y_val).mean()), probs)
+    f1 = float(f1_score(y_val, pred, average="macro", zero_division=0))
+    score = metric(y_val, probs, classes) if metric is not None else f1
+    return Eval(loss, f1, float((pred == y_val).mean()), probs, score)
 
 
 # ---------------------------------------------------------------- session
@@ -350,6 +362,7 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     accelerator = make_accelerator(cfg)
     say = _say(accelerator, echo)
     table, classes = load_table(cfg, skip_bad, say)
+    cm = competition_metric(cfg, classes)
     all_folds = sorted(table["fold"].unique().tolist())
     folds = all_folds if folds is None else list(dict.fromkeys(folds))
     bad = [k for k in folds if k not in all_folds]
@@ -394,11 +407,15 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
             oof = runs.read_oof(oof_path, cfg)
         if oof is not None:
             y = oof[cfg.data.label_col].astype(str).to_numpy()
-            pred = np.asarray(classes)[oof[classes].to_numpy().argmax(1)]
+            probs = oof[classes].to_numpy(np.float64)
+            pred = np.asarray(classes)[probs.argmax(1)]
             out["cv_macro_f1"] = float(f1_score(y, pred, average="macro", zero_division=0))
             out["cv_acc"] = float((y == pred).mean())
+            out["metric"] = cm.name
+            out["cv_score"] = cm(pd.Categorical(y, categories=classes).codes, probs, classes)
             scores = ", ".join(f"{k}: {runs.fold_done(cfg.exp, k)['score']:.4f}" for k in all_folds)
-            say(f"CV macro F1 {out['cv_macro_f1']:.4f} (accuracy {out['cv_acc']:.4f}; folds {scores}) "
+            head = f"CV {cm.name} {out['cv_score']:.4f}, macro F1" if cm.name != "macro_f1" else "CV macro F1"
+            say(f"{head} {out['cv_macro_f1']:.4f} (accuracy {out['cv_acc']:.4f}; folds' {cm.name} {scores}) "
                 f"-> {runs.run_dir(cfg.exp) / 'oof.csv'}")
         else:
             left = [k for k in all_folds if runs.fold_done(cfg.exp, k) is None]
@@ -446,7 +463,8 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
     fd = runs.fold_dir(cfg.exp, fold)
     done = runs.fold_done(cfg.exp, fold)
     if done is not None and not overwrite:
-        s.echo(f"fold {fold}: already finished (macro F1 {done['score']:.4f}, epoch {done['epoch']}); skipped")
+        s.echo(f"fold {fold}: already finished ({cfg.data.metric} {done['score']:.4f}, epoch {done['epoch']}); "
+               "skipped")
         return done
     state_path = find_state(fd)
     if state_path is not None and not (resume or overwrite):
@@ -496,13 +514,14 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
     counts = np.bincount(tr["y"], minlength=len(s.classes))
     criterion = create_loss(t, counts).to(acc.device)
     y_val = va["y"].to_numpy()
+    cm = competition_metric(cfg, s.classes)  # data.metric: the best-epoch criterion
 
     st = FoldState()
     if state_path is not None:
         st = load_state(acc, state_path, ema)
         if scheduler is not None and st.scheduler:
             scheduler.load_state_dict(st.scheduler)
-        s.echo(f"fold {fold}: resuming after epoch {st.epoch} of {t.epochs} (best macro F1 {st.best_score:.4f} "
+        s.echo(f"fold {fold}: resuming after epoch {st.epoch} of {t.epochs} (best {cm.name} {st.best_score:.4f} "
                f"at epoch {st.best_epoch})")
         if acc.is_main_process:
             _repair_outputs(s, fd, fold, st, raw, ema, mean, std, state_path)
@@ -561,33 +580,36 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
         images_per_s = float(tot[1]) / train_seconds
 
         _sync_buffers(raw, acc)
-        ev = evaluate(model, val_loader, y_val, mean, std, t.channels_last, acc)
+        ev = evaluate(model, val_loader, y_val, mean, std, t.channels_last, acc, cm, s.classes)
         ev_ema = None
         if ema is not None:
             _sync_buffers(ema.module, acc)
-            ev_ema = evaluate(ema.module, val_loader, y_val, mean, std, t.channels_last, acc)
+            ev_ema = evaluate(ema.module, val_loader, y_val, mean, std, t.channels_last, acc, cm, s.classes)
         if scheduler is not None:
-            scheduler.step(epoch + 1, ev.macro_f1)
+            scheduler.step(epoch + 1, cm.sign * ev.score)  # plateau maximises
             st.scheduler = _json_safe(scheduler.state_dict())
         seconds = time.perf_counter() - t0
         st.seconds += seconds
         row = dict(epoch=epoch + 1, train_loss=train_loss, val_loss=ev.loss, val_macro_f1=ev.macro_f1, val_acc=ev.acc,
-                   lr=lr, seconds=round(seconds, 3), images_per_s=round(images_per_s, 2))
+                   lr=lr, seconds=round(seconds, 3), images_per_s=round(images_per_s, 2), val_score=ev.score)
         st.history.append(row)
         if ev_ema is not None:
-            st.ema_history.append(dict(row, val_loss=ev_ema.loss, val_macro_f1=ev_ema.macro_f1, val_acc=ev_ema.acc))
-        # Best checkpoint: the higher validation macro F1 of the raw and EMA weights.
-        cand, is_ema = (ev_ema, True) if ev_ema is not None and ev_ema.macro_f1 > ev.macro_f1 else (ev, False)
-        new_best = cand.macro_f1 > st.best_score
+            st.ema_history.append(dict(row, val_loss=ev_ema.loss, val_macro_f1=ev_ema.macro_f1, val_acc=ev_ema.acc,
+                                       val_score=ev_ema.score))
+        # Best checkpoint: the better validation data.metric of the raw and EMA weights.
+        cand, is_ema = (ev_ema, True) if ev_ema is not None and cm.better(ev_ema.score, ev.score) else (ev, False)
+        new_best = st.best_epoch == 0 or cm.better(cand.score, st.best_score)
         best_oof = None
         if new_best:
-            st.best_score, st.best_epoch, st.best_is_ema = cand.macro_f1, epoch + 1, is_ema
+            st.best_score, st.best_epoch, st.best_is_ema = cand.score, epoch + 1, is_ema
             best_oof = runs.oof_frame(cfg, va["id"], va["label"], fold, cand.probs, s.classes)
         # Early stopping on train.early_stopping_metric (raw weights' value, or EMA's when better).
         metric = t.early_stopping_metric
-        value = {"val_macro_f1": cand.macro_f1, "val_acc": max(ev.acc, ev_ema.acc if ev_ema else ev.acc),
+        value = {"val_score": cand.score, "val_macro_f1": max(ev.macro_f1, ev_ema.macro_f1 if ev_ema else 0.0),
+                 "val_acc": max(ev.acc, ev_ema.acc if ev_ema else ev.acc),
                  "val_loss": min(ev.loss, ev_ema.loss if ev_ema else ev.loss)}[metric]
-        better = st.stop_best is None or (value < st.stop_best if metric == "val_loss" else value > st.stop_best)
+        lower = metric == "val_loss" or (metric == "val_score" and not cm.greater_is_better)
+        better = st.stop_best is None or (value < st.stop_best if lower else value > st.stop_best)
         st.stop_best, st.bad_epochs = (value, 0) if better else (st.stop_best, st.bad_epochs + 1)
         st.stopped_early = t.patience is not None and st.bad_epochs >= t.patience and epoch + 1 < t.epochs
         st.epoch = epoch + 1
@@ -597,14 +619,16 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
         if acc.is_main_process:
             if new_best:
                 weights = ema.module if is_ema else raw
-                _publish(fd, weights, best_oof, dict(meta, epoch=epoch + 1, score=cand.macro_f1, ema=is_ema,
-                                                     val_loss=cand.loss, val_acc=cand.acc))
+                _publish(fd, weights, best_oof, dict(meta, epoch=epoch + 1, score=cand.score, ema=is_ema,
+                                                     val_loss=cand.loss, val_acc=cand.acc, metric=cm.name,
+                                                     val_macro_f1=cand.macro_f1))
             _write_metrics(fd, st)
         if cfg.train.trackers:
             acc.log({f"fold_{fold}/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
         s.echo(f"fold {fold} epoch {epoch + 1}/{t.epochs}: train_loss {train_loss:.4f} val_loss {ev.loss:.4f} "
-               f"macro_f1 {ev.macro_f1:.4f} acc {ev.acc:.4f}"
-               + (f" | ema macro_f1 {ev_ema.macro_f1:.4f}" if ev_ema else "")
+               + (f"{cm.name} {ev.score:.4f} " if cm.name != "macro_f1" else "")
+               + f"macro_f1 {ev.macro_f1:.4f} acc {ev.acc:.4f}"
+               + (f" | ema {cm.name} {ev_ema.score:.4f}" if ev_ema else "")
                + f" | lr {lr:.2e} | {images_per_s:.0f} img/s | {seconds:.1f}s" + (" *" if new_best else ""))
         if st.stopped_early:
             s.echo(f"fold {fold}: early stop, {metric} has not improved for {t.patience} epochs")
@@ -617,14 +641,14 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
         _plot_curves(fd, st)
         write_text(fd / "done.json", json.dumps(summary, indent=2))
     acc.wait_for_everyone()
-    s.echo(f"fold {fold}: best macro F1 {st.best_score:.4f} at epoch {st.best_epoch}"
+    s.echo(f"fold {fold}: best {cm.title} {st.best_score:.4f} at epoch {st.best_epoch}"
            f"{' (EMA weights)' if st.best_is_ema else ''} -> {fd / 'model.safetensors'} ({acc.num_processes} "
            f"process{'es' if acc.num_processes > 1 else ''}, {st.seconds:.0f}s)")
     return summary
 
 
 def _nan_message(fold: int, epoch: int, step: int, st: FoldState, t) -> str:
-    kept = (f"the state after epoch {st.epoch} (for --resume) and the best model (epoch {st.best_epoch}, macro F1 "
+    kept = (f"the state after epoch {st.epoch} (for --resume) and the best model (epoch {st.best_epoch}, score "
             f"{st.best_score:.4f}) are kept" if st.epoch else "nothing was saved yet")
     hints = "a lower train.lr"
     if t.grad_clip is None:
@@ -689,7 +713,7 @@ def _plot_curves(fd: Path, st: FoldState) -> None:
         e = pd.DataFrame(st.ema_history)
         b.plot(e["epoch"], e["val_macro_f1"], "o--", label="val macro F1 (EMA)")
     b.axvline(st.best_epoch, color="grey", lw=0.8, ls=":")
-    for ax, title in ((a, "loss"), (b, f"best macro F1 {st.best_score:.4f} (epoch {st.best_epoch})")):
+    for ax, title in ((a, "loss"), (b, f"best score {st.best_score:.4f} (epoch {st.best_epoch})")):
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.legend()

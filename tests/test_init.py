@@ -93,7 +93,7 @@ def test_errors_name_the_flag(tmp_path):
     with pytest.raises(DataError, match="--id-col 'nope'.*diagnosis"):
         init_competition(root, tmp_path / "a.yaml", id_col="nope", echo=quiet)
     with pytest.raises(DataError, match="--train-dir"):
-        init_competition(root, tmp_path / "a.yaml", train_dir="test", echo=quiet)
+        init_competition(root, tmp_path / "a.yaml", train_dir="test", group_col="patient", echo=quiet)
     pd.DataFrame({"k": ["u1", "u2"], "v": ["z1", "z2"]}).to_csv(root / "train.csv", index=False)
     with pytest.raises(DataError, match="--label-col"):
         init_competition(root, tmp_path / "a.yaml", echo=quiet)
