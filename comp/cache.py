@@ -72,7 +72,7 @@ def load_images(
         done = cache_dir / f"{key}.json"
         if out_file.exists() and done.exists():
             return np.memmap(out_file, dtype=np.uint8, mode="r", shape=(n, size, size, 3))
-        tmp = cache_dir / f"{key}.u8.tmp"
+        tmp = cache_dir / f"{key}.u8.{os.getpid()}.tmp"  # concurrent jobs (comp launch) each write their own
         arr = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, size, size, 3))
     else:
         arr = np.empty((n, size, size, 3), np.uint8)

@@ -54,6 +54,9 @@ def cli():
     comp score submissions/first.csv --solution demo/comp/solution.csv
     comp app --exp base              # Gradio app on http://127.0.0.1:7860
     comp export --exp base --format onnx --all-folds
+    comp launch --exp base --exp big --all-folds   # many experiments on Ray
+    comp tune --exp base --space configs/base.space.yaml --trials 40
+    comp leaderboard
     """
 
 
@@ -228,6 +231,125 @@ def lr_find(config_path, exp, overrides, fold_id, steps, start_lr, end_lr, skip_
 
     run(load(config_path, exp, overrides), fold=fold_id, steps=steps, start_lr=start_lr, end_lr=end_lr,
         skip_bad=skip_bad, echo=click.echo)
+
+
+# ---------------------------------------------------------------- many experiments (Ray)
+
+
+def address_option(f):
+    return click.option("--address", help="join a running Ray cluster: auto, or HOST:PORT (default: start a "
+                        "private local Ray on this machine and stop it after)")(f)
+
+
+def orchestrate_errors(f):
+    """Orchestration errors a user must fix (RuntimeError from Ray set-up included) print as one line."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        from comp.train import TrainingError
+
+        try:
+            return f(*args, **kwargs)
+        except TrainingError as e:
+            raise click.ClickException(str(e)) from None
+
+    return user_errors(wrapper)
+
+
+@cli.command()
+@config_option
+@click.option("--exp", "exps", multiple=True, required=True, help="experiment (repeatable)")
+@click.option("--fold", "fold_ids", type=int, multiple=True, help="fold to train (repeatable)")
+@click.option("--all-folds", is_flag=True, help="every fold of folds.csv")
+@click.option("--set", "overrides", multiple=True, help="override a config key for every job: --set train.epochs=3")
+@click.option("--gpus-per-job", type=float, help="GPUs per job (default 1 when the cluster has GPUs, else 0)")
+@click.option("--cpus-per-job", type=int, help="CPUs per job (default: CPUs per GPU, or 1 on CPU-only machines)")
+@address_option
+@click.option("--max-retries", default=2, show_default=True, help="retries (with --resume) of a job that died")
+@click.option("--then-predict", is_flag=True, help="run comp predict for each experiment whose folds all finished")
+@click.option("--live/--no-live", default=None, help="redraw one table in place (default: when on a terminal)")
+@orchestrate_errors
+def launch(config_path, exps, fold_ids, all_folds, overrides, gpus_per_job, cpus_per_job, address, max_retries,
+           then_predict, live):
+    """Train (experiment x fold) jobs on Ray: each a `comp train --exp E --fold K` process.
+
+    A finished fold is skipped, a fold locked by another launch is not trained twice, a job whose process
+    died is retried with --resume. Logs: runs/EXP/fold_K/train.log.
+
+    \b
+    comp launch --exp base --exp convnext --all-folds
+    comp launch --exp base --fold 0 --fold 1 --set train.epochs=3 --gpus-per-job 1
+    comp launch --exp base --all-folds --address auto      (after `ray start --head`)
+    """
+    from comp.orchestrate.launch import launch as run
+
+    if not fold_ids and not all_folds:
+        raise click.UsageError("say which folds: --fold K (repeatable) or --all-folds")
+    if fold_ids and all_folds:
+        raise click.UsageError("pass --fold K or --all-folds, not both")
+    result = run(config_path, list(exps), folds=None if all_folds else list(fold_ids), overrides=overrides,
+                 gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, address=address, max_retries=max_retries,
+                 then_predict=then_predict, echo=click.echo, live=live)
+    sys.exit(0 if result.ok else 1)
+
+
+@cli.command()
+@config_option
+@click.option("--exp", required=True, help="experiment whose config the trials start from")
+@click.option("--space", "space_path", required=True, type=click.Path(dir_okay=False),
+              help="YAML: config key -> distribution, e.g. train.lr: {loguniform: [1e-4, 1e-2]}")
+@click.option("--trials", default=20, show_default=True, help="trials (Optuna samples them)")
+@click.option("--folds", "folds_", default="0", show_default=True, help="folds each trial trains: 0 or 0,1,2")
+@click.option("--metric", type=click.Choice(["val_macro_f1", "val_acc", "val_loss", "val_score"]),
+              default="val_macro_f1", show_default=True, help="what ASHA and Optuna optimise (val_score: data.metric)")
+@click.option("--set", "overrides", multiple=True, help="override a config key for every trial")
+@click.option("--cpus-per-trial", type=int, help="default: CPUs per GPU, or 1 on CPU-only machines")
+@click.option("--gpus-per-trial", type=float, help="default: 1 when the cluster has GPUs, else 0")
+@click.option("--grace-period", default=1, show_default=True, help="ASHA: epochs before a trial may be stopped")
+@click.option("--reduction-factor", default=2, show_default=True, help="ASHA: 1/N of the trials go on at each rung")
+@click.option("--seed", default=0, show_default=True, help="Optuna sampler seed")
+@address_option
+@click.option("--resume", is_flag=True, help="continue an interrupted search")
+@orchestrate_errors
+def tune(config_path, exp, space_path, trials, folds_, metric, overrides, cpus_per_trial, gpus_per_trial,
+         grace_period, reduction_factor, seed, address, resume):
+    """Hyper-parameter search with Ray Tune (Optuna sampler + ASHA) -> runs/EXP-tune/, configs/EXP-best.yaml.
+
+    \b
+    space file (configs/base.space.yaml):
+      train.lr: {loguniform: [1e-4, 1e-2]}
+      train.weight_decay: {uniform: [0.0, 0.1]}
+      model.name: {choice: [resnet18, convnext_atto]}
+      augment.preset: {choice: [light, medium]}
+      train.loss: {choice: [ce, ce+soft_f1]}
+    \b
+    comp tune --exp base --space configs/base.space.yaml --trials 40 --set train.epochs=6
+    comp launch --exp base-best --all-folds
+    """
+    from comp.orchestrate.tune import tune as run
+
+    try:
+        folds = [int(k) for k in folds_.split(",") if k.strip()]
+    except ValueError:
+        raise click.UsageError(f"--folds {folds_!r}: fold numbers separated by commas, e.g. 0 or 0,1") from None
+    out = run(config_path, exp, space_path, trials=trials, folds=folds, metric=metric, overrides=overrides,
+              address=address, resume=resume, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+              grace_period=grace_period, reduction_factor=reduction_factor, seed=seed, echo=click.echo)
+    sys.exit(0 if out["best"] is not None else 1)
+
+
+@cli.command()
+@click.option("--runs", "runs_dir", default="runs", show_default=True, help="folder of experiment runs")
+@click.option("--ledger", "ledger_path", default="submissions/ledger.csv", show_default=True)
+@click.option("--out", default="reports/leaderboard.html", show_default=True)
+@click.option("--trials", is_flag=True, help="also list comp tune trials (runs/EXP-tune/trial_NNN)")
+@user_errors
+def leaderboard(runs_dir, ledger_path, out, trials):
+    """Every experiment in runs/: CV and fold spread, model, input, epochs, loss, augmentation, speed, time,
+    parameters, submissions -> table + reports/leaderboard.html."""
+    from comp.orchestrate.leaderboard import leaderboard as run
+
+    run(runs_dir, ledger_path=ledger_path, out=out, trials=trials, echo=click.echo)
 
 
 # ---------------------------------------------------------------- inference

@@ -7,6 +7,7 @@
     runs/E/fold_k/curves.png    training curves
     runs/E/fold_k/done.json     written last: the fold is finished (a later run skips it)
     runs/E/fold_k/state/        accelerate save_state + trainer.json, for --resume
+    runs/E/fold_k/train.log, lock, job.json   `comp launch`'s log, lock and job state (kept by a retrain)
     runs/E/oof.csv              every fold's oof.csv, in train.csv order, once every fold is done
 """
 
@@ -40,6 +41,23 @@ def run_dir(exp: str) -> Path:
 
 def fold_dir(exp: str, fold: int) -> Path:
     return run_dir(exp) / f"fold_{fold}"
+
+
+# Files a job runner keeps in a fold folder across retrains (comp launch: its log, lock and job state).
+RUNNER_FILES = {"train.log", "lock", "job.json"}
+
+
+def clear_fold_dir(fd: Path) -> None:
+    """Remove a fold's training outputs (a restart from scratch), keeping the runner's RUNNER_FILES."""
+    if not fd.exists():
+        return
+    for p in fd.iterdir():
+        if p.name in RUNNER_FILES or p.name.startswith("lock."):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def git_commit(where: Path | None = None) -> str | None:

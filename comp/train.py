@@ -339,6 +339,7 @@ class Session:
     classes: list[str]
     images: np.ndarray
     echo: Callable[[str], None]
+    on_epoch: Callable[[int, dict], None] | None = None  # (fold, metrics row + best) after each committed epoch
 
 
 def _say(accelerator, echo):
@@ -346,12 +347,16 @@ def _say(accelerator, echo):
 
 
 def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = False, overwrite: bool = False,
-                skip_bad: bool = False, echo: Callable[[str], None] = print) -> dict:
+                skip_bad: bool = False, echo: Callable[[str], None] = print,
+                on_epoch: Callable[[int, dict], None] | None = None) -> dict:
     """Train ``folds`` (None: every fold in folds.csv) of experiment ``cfg.exp``.
 
     Finished folds are skipped; interrupted ones continue with ``resume`` or restart with ``overwrite``; a run
     directory made with another config is refused unless ``overwrite``. When every fold is done, writes
     runs/E/oof.csv and returns its macro F1 as ``cv_macro_f1``.
+
+    ``on_epoch(fold, row)``, when given, is called on the main process after each epoch is committed, with the
+    metrics.csv row plus ``best_score`` (data.metric) and ``best_epoch`` so far (``comp tune`` reports it to Ray Tune).
 
     Returns {"folds": {k: {"score", "epoch", ...}}, "cv_macro_f1": float | None, "run_dir": str,
     "interrupted": bool}.
@@ -383,7 +388,7 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
             images = load_images(table["path"].tolist(), cfg.input.size, cfg.input.resize, cfg.data.max_pixels,
                                  cache=cfg.train.cache, cache_dir=runs.RUNS_DIR / ".cache",
                                  progress=accelerator.is_local_main_process, desc="decode (once)")
-    s = Session(cfg, accelerator, table, classes, images, say)
+    s = Session(cfg, accelerator, table, classes, images, say, on_epoch)
     if accelerator.trackers is not None and cfg.train.trackers:
         accelerator.init_trackers(cfg.exp, config=_flat_config(cfg))
     results, interrupted = {}, False
@@ -424,9 +429,10 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
 
 
 def train_fold(cfg: Config, fold: int, resume: bool = False, overwrite: bool = False, skip_bad: bool = False,
-               echo: Callable[[str], None] = print) -> dict:
+               echo: Callable[[str], None] = print, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
     """Train one fold (see train_folds); returns its summary (best score and epoch, ...)."""
-    return train_folds(cfg, [fold], resume=resume, overwrite=overwrite, skip_bad=skip_bad, echo=echo)["folds"][fold]
+    return train_folds(cfg, [fold], resume=resume, overwrite=overwrite, skip_bad=skip_bad, echo=echo,
+                       on_epoch=on_epoch)["folds"][fold]
 
 
 def _flat_config(cfg: Config) -> dict:
@@ -473,7 +479,7 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
                           f"--resume to continue it or --overwrite to start it again")
     acc.wait_for_everyone()
     if acc.is_main_process and fd.exists() and (overwrite or state_path is None):
-        shutil.rmtree(fd)  # --overwrite, or leftovers of a run killed before its first epoch ended
+        runs.clear_fold_dir(fd)  # --overwrite, or leftovers of a run killed before its first epoch ended
     acc.wait_for_everyone()
     if overwrite:
         state_path = None
@@ -623,6 +629,8 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
                                                      val_loss=cand.loss, val_acc=cand.acc, metric=cm.name,
                                                      val_macro_f1=cand.macro_f1))
             _write_metrics(fd, st)
+            if s.on_epoch is not None:
+                s.on_epoch(fold, dict(row, best_score=st.best_score, best_epoch=st.best_epoch))
         if cfg.train.trackers:
             acc.log({f"fold_{fold}/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
         s.echo(f"fold {fold} epoch {epoch + 1}/{t.epochs}: train_loss {train_loss:.4f} val_loss {ev.loss:.4f} "

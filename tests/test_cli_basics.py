@@ -10,7 +10,8 @@ from comp import __version__
 from comp.cli import cli
 
 COMMANDS = sorted(cli.commands)
-READS_CONFIG = [c for c in COMMANDS if c not in ("sample", "score")]  # init writes the file -c names
+# init writes the file -c names; leaderboard reads runs/ (each run's own config.yaml) and the ledger only
+READS_CONFIG = [c for c in COMMANDS if c not in ("sample", "score", "leaderboard")]
 
 
 def test_python_m_comp_help():

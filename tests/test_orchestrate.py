@@ -1,0 +1,362 @@
+"""comp launch / tune / leaderboard on a real local Ray (2 CPUs), real `comp train` processes, real data.
+
+Every `comp launch` / `comp tune` runs as its own process group, bounded in time and killed as a group after,
+so no Ray process outlives a test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import write_config
+from test_report_browser import _check_page, browser  # noqa: F401 - the module-scoped Chromium fixture
+from train_utils import read_oof
+
+from comp import ledger
+from comp.config import ConfigError, load_config
+from comp.folds import make_folds
+from comp.orchestrate.leaderboard import SECTIONS, leaderboard
+from comp.orchestrate.locks import FoldLock, read_lock
+from comp.orchestrate.space import check_space, read_space
+from comp.train import train_folds
+
+pytest.importorskip("ray", reason='needs ray: pip install "comp[ray]"')
+pytest.importorskip("optuna", reason='needs optuna: pip install "comp[ray]"')
+
+COMP = str(Path(sys.executable).parent / "comp")
+TINY = ["model.name=test_resnet", "input.size=32", "train.batch_size=32", "train.lr=3e-3", "train.epochs=2"]
+SETS = [a for s in TINY for a in ("--set", s)]
+QUIET = {"echo": lambda s: None}
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+    return subprocess.Popen([COMP, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env=env)
+
+
+def finish(p: subprocess.Popen, timeout: float = 300) -> str:
+    """Wait for a `comp` process; on timeout kill its whole group and fail with its output."""
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(p.pid)
+        out, _ = p.communicate()
+        raise AssertionError(f"timed out after {timeout}s:\n{out[-4000:]}") from None
+    finally:
+        _kill_group(p.pid)  # whatever of its Ray is left
+    return out
+
+
+def comp(args: list[str], cwd: Path, timeout: float = 300, ok: bool = True) -> str:
+    p = start(args, cwd)
+    out = finish(p, timeout)
+    if ok:
+        assert p.returncode == 0, out[-4000:]
+    return out
+
+
+def _workdir(tmp_path_factory, competition, name: str) -> Path:
+    work = tmp_path_factory.mktemp(name)
+    write_config(work, competition)
+    make_folds(load_config(work / "comp.yaml"), n_splits=2, **QUIET)
+    (work / "configs").mkdir()
+    (work / "configs" / "b.yaml").write_text("train:\n  lr: 0.001\naugment:\n  preset: none\n", encoding="utf-8")
+    return work
+
+
+def _sequential(work: Path, exp: str, *sets: str, folds=None) -> None:
+    """Plain in-process comp train with one thread, as each launch job has (OMP_NUM_THREADS=1)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        train_folds(load_config(work / "comp.yaml", exp=exp, overrides=[*TINY, *sets]), folds=folds, **QUIET)
+    finally:
+        os.chdir(old)
+        torch.set_num_threads(n)
+
+
+def _probs(df: pd.DataFrame) -> np.ndarray:
+    return df.sort_values("image_id").drop(columns=["image_id", "fold", "label"]).to_numpy(dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory, competition):
+    """`comp launch --exp a --exp b --all-folds` (2 x 2 jobs on 2 CPU slots) and its output."""
+    work = _workdir(tmp_path_factory, competition, "launch")
+    out = comp(["launch", "--exp", "a", "--exp", "b", "--all-folds", *SETS], work, timeout=400)
+    return work, out
+
+
+# ---------------------------------------------------------------- launch
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_launch_two_experiments_equals_sequential_train(launched, tmp_path_factory, competition):
+    work, out = launched
+    assert "Ray local up" in out and "4 jobs, 0 failed" in out, out
+    for exp in ("a", "b"):
+        for k in (0, 1):
+            fd = work / "runs" / exp / f"fold_{k}"
+            assert (fd / "done.json").exists() and (fd / "train.log").exists()
+            assert not (fd / "lock").exists(), "a finished job releases its lock"
+            log = (fd / "train.log").read_text()
+            assert log.count("=== comp launch") == 1 and f"fold {k} epoch 2/2" in log
+            assert json.loads((fd / "job.json").read_text())["state"] == "done"
+        assert re.search(rf"^{exp}: CV macro F1 0\.\d+", out, re.M), out
+    base = _workdir(tmp_path_factory, competition, "sequential")
+    for exp in ("a", "b"):
+        _sequential(base, exp)
+        got, want = read_oof(work / "runs" / exp / "oof.csv"), read_oof(base / "runs" / exp / "oof.csv")
+        assert list(got["image_id"]) == list(want["image_id"])
+        np.testing.assert_allclose(_probs(got), _probs(want), atol=1e-6, rtol=0)
+    # b's own config (configs/b.yaml) reached its jobs: its OOF differs from a's.
+    oof_a, oof_b = (_probs(read_oof(work / "runs" / e / "oof.csv")) for e in ("a", "b"))
+    assert np.abs(oof_a - oof_b).max() > 1e-3
+    # A second launch finds every fold finished and trains nothing.
+    again = comp(["launch", "--exp", "a", "--all-folds", *SETS], work, timeout=120)
+    assert "0 to run, 2 already finished" in again and "Ray local up" not in again
+    assert (work / "runs" / "a" / "fold_0" / "train.log").read_text().count("=== comp launch") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_killed_job_is_retried_with_resume_and_ends_as_uninterrupted(tmp_path_factory, competition):
+    work = _workdir(tmp_path_factory, competition, "kill")
+    sets = ["train.epochs=6", "train.batch_size=16"]
+    p = start(["launch", "--exp", "k", "--fold", "0", "--max-retries", "2", *SETS,
+               *[a for s in sets for a in ("--set", s)]], work)
+    fd = work / "runs" / "k" / "fold_0"
+    killed = None
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and killed is None:
+            time.sleep(0.05)
+            lock = read_lock(fd / "lock")
+            m = fd / "metrics.csv"
+            if lock and lock.get("train_pid") and m.exists() and len(m.read_text().splitlines()) >= 2:
+                assert not (fd / "done.json").exists()
+                os.kill(lock["train_pid"], signal.SIGKILL)  # the training process, mid-fold
+                killed = lock["train_pid"]
+    finally:
+        out = finish(p, 400)
+    assert killed, out
+    assert p.returncode == 0, out
+    log = (fd / "train.log").read_text()
+    assert "killed by signal 9" in log and "attempt 2/3" in log and "--resume" in log
+    assert "fold 0: resuming after epoch" in log
+    assert re.search(r"k/fold_0 .* 2 .*done", out), out
+    base = _workdir(tmp_path_factory, competition, "kill_base")
+    _sequential(base, "k", *sets, folds=[0])
+    got, want = read_oof(fd / "oof.csv"), read_oof(base / "runs" / "k" / "fold_0" / "oof.csv")
+    np.testing.assert_allclose(_probs(got), _probs(want), atol=1e-6, rtol=0)
+    assert json.loads((fd / "done.json").read_text())["epoch"] == json.loads(
+        (base / "runs" / "k" / "fold_0" / "done.json").read_text())["epoch"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_concurrent_launches_never_train_a_fold_twice(tmp_path_factory, competition):
+    work = _workdir(tmp_path_factory, competition, "twice")
+    args = ["launch", "--exp", "c", "--all-folds", *SETS]
+    p1, p2 = start(args, work), start(args, work)
+    outs = [finish(p1, 500), finish(p2, 500)]
+    assert p1.returncode == 0 and p2.returncode == 0, outs
+    for k in (0, 1):
+        log = (work / "runs" / "c" / f"fold_{k}" / "train.log").read_text()
+        assert log.count("=== comp launch") == 1, log  # one training process ever started for the fold
+        assert log.count(f"fold {k} epoch 1/2: train_loss") == 1
+        rows = [re.search(rf"^c/fold_{k} .*$", o, re.M).group(0) for o in outs]
+        assert sum(" done" in r for r in rows) == 1, rows
+    assert (work / "runs" / "c" / "oof.csv").exists()
+
+
+def test_fold_lock_is_exclusive_and_a_stale_one_is_taken_over(tmp_path):
+    path = tmp_path / "fold_0" / "lock"
+    a, b = FoldLock(path), FoldLock(path)
+    assert a.try_acquire() and not b.try_acquire()
+    rec = read_lock(path)
+    assert rec["pid"] == os.getpid() and rec["host"] and rec["started"] > 0
+    a.release()
+    assert not path.exists() and b.try_acquire()
+    b.release()
+    # A lock left by a process that is gone (same host) is stale: the next job takes it over.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path.write_text(json.dumps({"host": rec["host"], "pid": dead.pid, "started": time.time()}))
+    c = FoldLock(path)
+    assert c.try_acquire() and c.took_over["pid"] == dead.pid and read_lock(path)["pid"] == os.getpid()
+    c.release()
+
+
+def test_launch_refuses_bad_input_before_starting_ray(workdir):
+    make_folds(load_config(workdir / "comp.yaml"), n_splits=2, **QUIET)
+    out = comp(["launch", "--exp", "x", "--fold", "7", *SETS], workdir, timeout=120, ok=False)
+    assert "--fold 7" in out and "Ray local up" not in out
+    out = comp(["launch", "--exp", "x", "--all-folds", "--set", "model.name=no_such_net"], workdir, timeout=120,
+               ok=False)
+    assert "model.name" in out and "Ray local up" not in out
+
+
+# ---------------------------------------------------------------- tune
+
+
+def test_space_keys_are_checked_by_comp_config(workdir):
+    (workdir / "s.yaml").write_text("train.lrr: {loguniform: [1e-4, 1e-2]}\n")
+    with pytest.raises(ConfigError, match="train.lrr"):
+        check_space(read_space(workdir / "s.yaml"), workdir / "comp.yaml", "e", TINY)
+    (workdir / "s.yaml").write_text("model.name: {choice: [test_resnet, no_such_net]}\n")
+    with pytest.raises(ConfigError, match="no_such_net"):
+        check_space(read_space(workdir / "s.yaml"), workdir / "comp.yaml", "e", TINY)
+    (workdir / "s.yaml").write_text("data.root: {choice: [a, b]}\n")
+    with pytest.raises(ConfigError, match="only experiment keys"):
+        read_space(workdir / "s.yaml")
+    (workdir / "s.yaml").write_text("train.lr: {loguniform: [0, 1e-2]}\n")
+    with pytest.raises(ConfigError, match="positive"):
+        read_space(workdir / "s.yaml")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_tune_six_trials_asha_stops_some_and_resume_after_a_kill_completes(tmp_path_factory, competition):
+    work = _workdir(tmp_path_factory, competition, "tune")
+    (work / "configs" / "s.space.yaml").write_text(
+        "train.lr: {loguniform: [1e-4, 3e-2]}\naugment.preset: {choice: [none, light]}\n", encoding="utf-8")
+    args = ["tune", "--exp", "s", "--space", "configs/s.space.yaml", "--trials", "6", *SETS, "--set",
+            "train.epochs=3"]
+    p = start(args, work)
+    results = work / "runs" / "s-tune" / "results.csv"
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline:
+            time.sleep(0.5)
+            if results.exists() and len(pd.read_csv(results)) >= 2:
+                break
+        n_before = len(pd.read_csv(results))
+    finally:
+        _kill_group(p.pid)  # SIGKILL: the search, its local Ray and the running trials
+        out = finish(p, 60)
+    assert 2 <= n_before < 6, out
+    out = comp([*args, "--resume"], work, timeout=600)
+    df = pd.read_csv(results)
+    assert len(df) == 6 and sorted(df["trial"]) == [f"trial_{i:03d}" for i in range(6)], out
+    assert set(df["state"]) <= {"done", "stopped by ASHA"}, df
+    assert df["stopped"].sum() >= 1 and (df.loc[df["stopped"], "epochs"] < 3).all(), df
+    assert (df.loc[~df["stopped"], "epochs"] == 3).all()
+    assert (work / "runs" / "s-tune" / "optimization.png").stat().st_size > 5000
+    best = df.sort_values("val_macro_f1", ascending=False).iloc[0]
+    cfg = load_config(work / "comp.yaml", exp="s-best", overrides=[])
+    assert cfg.train.lr == pytest.approx(best["train.lr"], rel=1e-9) and cfg.augment.preset == best["augment.preset"]
+    assert cfg.train.epochs == 3 and cfg.model.name == "test_resnet"  # --set values travel into the best config
+    assert "next: comp launch --exp s-best --all-folds" in out
+
+
+# ---------------------------------------------------------------- leaderboard
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.timeout(600)
+def test_leaderboard_table_and_page(launched, browser):  # noqa: F811
+    work, _ = launched
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        ledger.append("sub1", ["a", "b"], [0.5, 0.5], 0.5, {}, "submissions/ledger.csv")
+        led = pd.read_csv("submissions/ledger.csv", dtype=str)
+        led["hidden_macro_f1"] = "0.4321"
+        led.to_csv("submissions/ledger.csv", index=False)
+        lines = []
+        df = leaderboard(echo=lines.append)
+    finally:
+        os.chdir(old)
+    assert list(df["experiment"]) and set(df["experiment"]) == {"a", "b"}
+    assert df["cv"].notna().all() and (df["metric"] == "macro_f1").all() and (df["cv"] == df["cv_macro_f1"]).all()
+    assert df["fold_std"].notna().all() and (df["folds"] == "2/2").all()
+    assert (df["model"] == "test_resnet").all() and (df["input"] == 32).all() and (df["params_m"] > 0).all()
+    assert (df["images_per_s"] > 0).all() and (df["wall_s"] > 0).all()
+    assert df.loc[df["experiment"] == "b", "augment"].item() == "none"
+    assert "sub1" in df.loc[0, "submissions"] and "hidden_macro_f1 0.4321" in df.loc[0, "submissions"]
+    text = "\n".join(lines)
+    assert "cv_macro_f1" in text and "test_resnet" in text and "hidden_macro_f1 0.4321" in text
+    page = work / "reports" / "leaderboard.html"
+    widths = _check_page(browser, page.as_uri(), SECTIONS)
+    assert widths["leaderboard_cv.png"] > 300
+
+
+# ---------------------------------------------------------------- a cluster (ray start --head)
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_launch_joins_a_running_cluster_and_checks_the_shared_folder(workdir, tmp_path_factory):
+    """`ray start --head` (own ports and temp folder, its own process group, killed after), then
+    `comp launch --address`: the per-node probe passes and the job runs; a folder the nodes cannot see is an
+    error naming the node."""
+    make_folds(load_config(workdir / "comp.yaml"), n_splits=2, **QUIET)
+    head = tmp_path_factory.mktemp("head")
+    temp = Path(f"/tmp/comp-head-{os.getpid()}")  # Ray's socket paths must stay short
+    port, client, agent, agent_grpc, env_agent, metrics, nm, om = _free_ports(8)
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    h = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}", f"--temp-dir={temp}",
+                          "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                          f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+                          f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={env_agent}",
+                          f"--metrics-export-port={metrics}", f"--node-manager-port={nm}",
+                          f"--object-manager-port={om}"],
+                         cwd=head, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        address = f"127.0.0.1:{port}"
+        out = ""
+        for _ in range(60):  # until the head answers
+            time.sleep(2)
+            out = comp(["launch", "--exp", "e", "--fold", "0", "--address", address, *SETS, "--set",
+                        "train.epochs=1"], workdir, timeout=300, ok=False)
+            if "cannot join a Ray cluster" not in out:
+                break
+        assert "cluster: 1 nodes see" in out and "1 jobs, 0 failed" in out, out
+        assert (workdir / "runs" / "e" / "fold_0" / "done.json").exists()
+        probe = subprocess.run(
+            [sys.executable, "-c", "from pathlib import Path\nfrom comp.orchestrate.cluster import ray_session, "
+             "check_shared_folder\nwith ray_session(%r):\n    check_shared_folder(Path('/nonexistent/comp.yaml'))"
+             % address], capture_output=True, text=True, timeout=120, cwd=head)
+        assert probe.returncode != 0 and "/nonexistent/comp.yaml is not visible on node" in probe.stderr, probe.stderr
+    finally:
+        _kill_group(h.pid)
+        h.communicate(timeout=60)
+        import shutil
+
+        shutil.rmtree(temp, ignore_errors=True)
