@@ -217,6 +217,19 @@ def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, s
         raise click.ClickException(str(e)) from None
 
 
+@cli.command()
+@click.option("--exp", required=True, help="experiment whose fold states to remove")
+@click.option("--dry-run", is_flag=True, help="list what would be removed, with sizes, and remove nothing")
+@click.option("--keep-cache", is_flag=True, help="keep runs/.cache (decoded images, shared by all experiments)")
+@click.option("--unfinished", is_flag=True, help="also remove unfinished folds' states (they can't be resumed then)")
+@user_errors
+def clean(exp, dry_run, keep_cache, unfinished):
+    """Remove finished folds' state/ folders and the caches under runs/.cache (--dry-run lists and sizes them)."""
+    from comp.clean import clean as run_clean
+
+    run_clean(exp, dry_run=dry_run, cache=not keep_cache, unfinished=unfinished, echo=click.echo)
+
+
 @cli.command("lr-find")
 @train_options
 @click.option("--fold", "fold_id", type=int, default=0, show_default=True)

@@ -78,6 +78,7 @@ class AugmentConfig:
     mixup: float = 0.0  # timm Mixup alpha; 0 = off
     cutmix: float = 0.0  # timm CutMix alpha; 0 = off
     mix_prob: float = 1.0
+    on: Literal["device", "cpu"] = "device"  # presets: batched tensor ops on the device, or albumentations per image
 
 
 @dataclass
@@ -115,6 +116,8 @@ class TrainConfig:
     decay_rate: Optional[float] = None  # step: lr factor per decay (None: 0.1; exponential: to 1% by the end)
     plateau_patience: int = 2  # plateau: epochs without val_score (data.metric) improvement before the lr drops
     stop_after_epochs: Optional[int] = None  # tests/ops: stop this invocation after N epochs, as if killed
+    keep_state: bool = False  # keep fold_k/state/ (model, optimizer, RNG) after the fold finishes
+    step_delay: float = 0.0  # tests/ops: seconds to sleep after each step, so a run can be interrupted mid-epoch
 
 
 @dataclass
@@ -342,6 +345,7 @@ def validate(cfg: Config) -> None:
         (t.grad_clip is None or t.grad_clip > 0, "train.grad_clip must be positive (or left empty for none)"),
         (t.patience is None or t.patience >= 1, "train.patience must be at least 1 (or left empty)"),
         (t.stop_after_epochs is None or t.stop_after_epochs >= 1, "train.stop_after_epochs must be at least 1"),
+        (t.step_delay >= 0, "train.step_delay must be >= 0 seconds"),
         (t.focal_gamma >= 0, "train.focal_gamma must be >= 0"),
         (t.soft_f1_weight >= 0, "train.soft_f1_weight must be >= 0"),
         (cfg.augment.mixup >= 0 and cfg.augment.cutmix >= 0, "augment.mixup and augment.cutmix must be >= 0"),

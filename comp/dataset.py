@@ -23,17 +23,25 @@ def to_tensor_batch(
     std: Sequence[float],
     channels_last: bool = False,
     dtype: torch.dtype = torch.float32,
+    augment=None,
 ) -> torch.Tensor:
     """uint8 (N, H, W, 3) numpy/torch -> normalised float (N, 3, H, W) on the input's device.
 
     ``(x / 255 - mean) / std`` as one multiply-add over the batch. The NHWC -> NCHW permute is a view, so with
-    ``channels_last`` no copy is made beyond the float conversion.
+    ``channels_last`` no copy is made beyond the float conversion. ``augment`` (a comp.batch_augment
+    BatchAugment) augments the uint8 batch first, on its device, and returns float NCHW in [0, 255].
     """
     x = torch.as_tensor(images)
     if x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"expected uint8 images shaped (N, H, W, 3), got {tuple(x.shape)}")
     scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=x.device, dtype=dtype)
     shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device, dtype=dtype)
+    if augment is not None:
+        from comp.batch_augment import one_cpu_thread
+
+        with one_cpu_thread(x.device):
+            x = augment(x).to(dtype).mul_(scale.view(1, 3, 1, 1)).add_(shift.view(1, 3, 1, 1))
+            return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     x = x.to(dtype).mul_(scale).add_(shift).permute(0, 3, 1, 2)  # NHWC math, then a view as NCHW
     return x if channels_last else x.contiguous()
 

@@ -17,7 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from comp import runs
-from comp.augment import build_mixup, build_transform
+from comp.augment import build_mixup
+from comp.batch_augment import training_augment
 from comp.cache import load_images
 from comp.config import Config, ConfigError
 from comp.dataset import CachedImages, EpochSampler, make_loader, to_tensor_batch
@@ -59,8 +60,8 @@ def lr_find(cfg: Config, fold: int = 0, steps: int = 100, start_lr: float = 1e-7
         images = load_images(table["path"].tolist(), cfg.input.size, cfg.input.resize, cfg.data.max_pixels,
                              cache=t.cache, cache_dir=runs.RUNS_DIR / ".cache", progress=acc.is_local_main_process)
     tr = table[table["fold"] != fold]
-    ds = CachedImages(images, tr.index, tr["y"], build_transform(cfg.augment, cfg.input.size), seed=t.seed,
-                      rank=acc.process_index)
+    transform, batch_aug = training_augment(cfg.augment, cfg.input.size, t.seed, acc.process_index)
+    ds = CachedImages(images, tr.index, tr["y"], transform, seed=t.seed, rank=acc.process_index)
     loader = make_loader(ds, t.batch_size, EpochSampler(len(tr), t.seed))
     torch.manual_seed(t.seed)
     model = create_model(cfg, len(classes))
@@ -84,11 +85,13 @@ def lr_find(cfg: Config, fold: int = 0, steps: int = 100, start_lr: float = 1e-7
             epoch += 1
             loader.set_epoch(epoch)
             ds.set_epoch(epoch)
+            if batch_aug is not None:
+                batch_aug.set_epoch(epoch)
             it = iter(loader)
             u8, y, _ = next(it)
         for g in optimizer.param_groups:
             g["lr"] = float(lr)
-        x = to_tensor_batch(u8, mean, std, t.channels_last)
+        x = to_tensor_batch(u8, mean, std, t.channels_last, augment=batch_aug)
         target = y
         if mixup is not None and len(x) % 2 == 0:
             x, target = mixup(x, y)

@@ -6,13 +6,15 @@
     runs/E/fold_k/oof.csv       <id>, fold, <label>, one probability column per class
     runs/E/fold_k/curves.png    training curves
     runs/E/fold_k/done.json     written last: the fold is finished (a later run skips it)
-    runs/E/fold_k/state/        accelerate save_state + trainer.json, for --resume
+    runs/E/fold_k/state/        this fold's model, optimizer, EMA, RNG + trainer.json, for --resume; removed when
+                                the fold finishes (unless train.keep_state); `comp clean` removes leftovers
     runs/E/fold_k/train.log, lock, job.json   `comp launch`'s log, lock and job state (kept by a retrain)
     runs/E/oof.csv              every fold's oof.csv, in train.csv order, once every fold is done
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -31,7 +33,8 @@ RUNS_DIR = Path("runs")
 METRICS_COLUMNS = ["epoch", "train_loss", "val_loss", "val_macro_f1", "val_acc", "lr", "seconds", "images_per_s",
                    "val_score"]
 # Keys that change how a run is executed, not what it computes: a run may resume with other values.
-EXECUTION_KEYS = {("train", "stop_after_epochs"), ("train", "trackers"), ("train", "num_workers"), ("train", "cache")}
+EXECUTION_KEYS = {("train", "stop_after_epochs"), ("train", "trackers"), ("train", "num_workers"), ("train", "cache"),
+                  ("train", "keep_state"), ("train", "step_delay")}
 
 
 def run_dir(exp: str) -> Path:
@@ -91,6 +94,12 @@ def _comparable(d: dict) -> dict:
     for section, key in EXECUTION_KEYS:
         d.get(section, {}).pop(key, None)
     return d
+
+
+def config_digest(cfg: Config) -> str:
+    """A short digest of what the config computes (execution keys left out): recorded in each fold's state."""
+    d = _comparable(yaml.safe_load(dump_config(cfg)))
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -6,14 +6,22 @@ device, shards the batches and gathers the validation predictions; only the main
 Reproducibility: every random draw of epoch e (batch order, augmentation, dropout, Mixup) is seeded from
 (train.seed, e, rank), and the state saved after each epoch (accelerate ``save_state`` + EMA + trainer.json)
 holds everything else, so ``--resume`` ends where an uninterrupted run ends (bit for bit on CPU).
+
+One fold, one training context: ``_setup_fold`` builds and prepares everything a fold owns (a ``Fold``),
+``_train_epoch`` and ``_commit_epoch`` run and commit one epoch, ``_finish_fold`` writes done.json and removes the
+state (unless train.keep_state), and ``_release`` clears the accelerator's registries so the next fold's state
+holds only its own model and optimizer and nothing of a finished fold stays in memory. The process group
+(torchrun / accelerate launch) lives across folds.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,6 +37,7 @@ from tqdm.auto import tqdm
 
 from comp import runs
 from comp.augment import build_mixup, build_transform
+from comp.batch_augment import training_augment
 from comp.cache import load_images
 from comp.config import Config, ConfigError, resolve
 from comp.data import DataError, class_names, read_folds
@@ -60,6 +69,11 @@ def resolve_precision(p: str) -> str:
     if p == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.precision: fp16 needs a GPU; use bf16 or no (fp32) on CPU")
     return p
+
+
+def interactive() -> bool:
+    """Progress bars only on a terminal; in a log (stdout or stderr redirected) one line per epoch instead."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
 
 
 def num_workers(cfg: Config) -> int:
@@ -214,6 +228,8 @@ def _sync_buffers(module: torch.nn.Module, accelerator) -> None:
 class FoldState:
     """What the loop needs besides model/optimizer/RNG to continue after epoch ``epoch`` (trainer.json)."""
 
+    fold: int | None = None  # the fold this state belongs to (a state of another fold is refused)
+    config_digest: str = ""  # runs.config_digest of the config that made it (another config is refused)
     epoch: int = 0  # epochs finished
     num_updates: int = 0
     best_score: float = -1.0  # best val score in data.metric (raw or EMA weights); unset while best_epoch is 0
@@ -237,8 +253,50 @@ def find_state(fd: Path) -> Path | None:
     return None
 
 
-def save_state(accelerator, fd: Path, st: FoldState, ema, best_oof: pd.DataFrame | None) -> None:
-    """Write the state to ``.state.tmp`` (every rank writes its RNG file), then swap it in for ``state``.
+def check_state(path: Path, fold: int, digest: str) -> None:
+    """Refuse a state recorded for another fold or made with another config (it would train the wrong model)."""
+    rec = json.loads((path / "trainer.json").read_text(encoding="utf-8"))
+    what = "--overwrite to start the fold again, or `comp clean` to remove the state"
+    if rec.get("fold") != fold:
+        raise ConfigError(f"{path} holds the state of fold {rec.get('fold')}, not of fold {fold} (moved or copied "
+                          f"there, or written by an older comp); it cannot be resumed: pass {what}")
+    if rec.get("config_digest") != digest:
+        raise ConfigError(f"{path} was saved with a different config (digest {rec.get('config_digest')!r}, the "
+                          f"config now gives {digest!r}): resuming it would mix two runs; pass {what}")
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+STATE_DIRS = ("state", "state.old", ".state.tmp")
+
+
+def remove_states(fd: Path) -> int:
+    """Remove a fold's state folders (the finished fold keeps done.json, model, metrics and OOF); bytes freed."""
+    freed = 0
+    for name in STATE_DIRS:
+        p = fd / name
+        if p.exists():
+            freed += dir_bytes(p)
+            shutil.rmtree(p)
+    return freed
+
+
+def save_state(accelerator, fd: Path, st: FoldState, ema, best_oof: pd.DataFrame | None) -> int:
+    """Write the state to ``.state.tmp`` (every rank writes its RNG file), then swap it in for ``state``; returns
+    its size in bytes (main process; 0 elsewhere).
+
+    The accelerator's registries hold this fold's model and optimizer only (``_release`` clears them when a fold
+    ends), so the state is one model, one optimizer, the EMA weights, one RNG file per process and trainer.json.
 
     trainer.json is written last, so a folder without it is incomplete and never loaded; the previous state is
     kept (as state.old) until the new one is in place.
@@ -264,6 +322,7 @@ def save_state(accelerator, fd: Path, st: FoldState, ema, best_oof: pd.DataFrame
         os.replace(tmp, cur)
         shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+    return dir_bytes(cur) if accelerator.is_main_process else 0
 
 
 def load_state(accelerator, path: Path, ema) -> FoldState:
@@ -387,7 +446,8 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
         with accelerator.main_process_first():
             images = load_images(table["path"].tolist(), cfg.input.size, cfg.input.resize, cfg.data.max_pixels,
                                  cache=cfg.train.cache, cache_dir=runs.RUNS_DIR / ".cache",
-                                 progress=accelerator.is_local_main_process, desc="decode (once)")
+                                 progress=accelerator.is_local_main_process and interactive(),
+                                 desc="decode (once)")
     s = Session(cfg, accelerator, table, classes, images, say, on_epoch)
     if accelerator.trackers is not None and cfg.train.trackers:
         accelerator.init_trackers(cfg.exp, config=_flat_config(cfg))
@@ -447,7 +507,7 @@ def _flat_config(cfg: Config) -> dict:
 def _banner(s: Session, fold: int, model, n_train: int, n_val: int, steps: int) -> str:
     c, t, a = s.cfg, s.cfg.train, s.accelerator
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
-    aug = "pipeline" if c.augment.pipeline else c.augment.preset
+    aug = "pipeline (cpu)" if c.augment.pipeline else f"{c.augment.preset} ({c.augment.on})"
     if c.augment.mixup or c.augment.cutmix:
         aug += f" + mixup {c.augment.mixup}/cutmix {c.augment.cutmix}"
     loss = t.loss + (f" (smoothing {t.label_smoothing})" if t.label_smoothing else "")
@@ -464,32 +524,44 @@ def _banner(s: Session, fold: int, model, n_train: int, n_val: int, steps: int) 
     )
 
 
-def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
-    cfg, t, acc = s.cfg, s.cfg.train, s.accelerator
-    fd = runs.fold_dir(cfg.exp, fold)
-    done = runs.fold_done(cfg.exp, fold)
-    if done is not None and not overwrite:
-        s.echo(f"fold {fold}: already finished ({cfg.data.metric} {done['score']:.4f}, epoch {done['epoch']}); "
-               "skipped")
-        return done
-    state_path = find_state(fd)
-    if state_path is not None and not (resume or overwrite):
-        st = json.loads((state_path / "trainer.json").read_text(encoding="utf-8"))
-        raise ConfigError(f"{fd} holds an interrupted run (epoch {st['epoch']} of {t.epochs} finished); pass "
-                          f"--resume to continue it or --overwrite to start it again")
-    acc.wait_for_everyone()
-    if acc.is_main_process and fd.exists() and (overwrite or state_path is None):
-        runs.clear_fold_dir(fd)  # --overwrite, or leftovers of a run killed before its first epoch ended
-    acc.wait_for_everyone()
-    if overwrite:
-        state_path = None
-    fd.mkdir(parents=True, exist_ok=True)
+# ---------------------------------------------------------------- one fold: setup, epoch, commit
 
-    # ---- data
-    tr = s.table[s.table["fold"] != fold]
-    va = s.table[s.table["fold"] == fold]
+
+@dataclass
+class Fold:
+    """Everything one fold creates. It lives only inside ``_train_fold``: when the fold ends the accelerator's
+    registries are cleared (``free_memory``), so nothing of it outlives the fold (memory, state files)."""
+
+    k: int
+    fd: Path
+    va: pd.DataFrame
+    train_set: CachedImages
+    train_loader: object
+    val_loader: object
+    model: torch.nn.Module  # as prepared (DDP-wrapped under several processes)
+    raw: torch.nn.Module  # the plain module: checkpoints load anywhere
+    optimizer: object
+    scheduler: object
+    ema: object
+    criterion: torch.nn.Module
+    mixup: object
+    batch_aug: object  # BatchAugment on the device, or None (albumentations on the CPU, or no augmentation)
+    mean: list
+    std: list
+    frozen: set
+    steps: int
+    meta: dict
+    cm: Metric  # data.metric: the best-epoch criterion
+    state_bytes: int = 0  # size of the last state written (one epoch's commit)
+
+
+def _setup_fold(s: Session, k: int, fd: Path) -> Fold:
+    """Loaders, model, optimizer, scheduler, EMA and loss of fold ``k``, prepared by the accelerator."""
+    cfg, t, acc = s.cfg, s.cfg.train, s.accelerator
+    tr = s.table[s.table["fold"] != k]
+    va = s.table[s.table["fold"] == k]
     rank = acc.process_index
-    transform = build_transform(cfg.augment, cfg.input.size)
+    transform, batch_aug = training_augment(cfg.augment, cfg.input.size, t.seed, rank)
     train_set = CachedImages(s.images, tr.index, tr["y"], transform, seed=t.seed, rank=rank)
     val_set = CachedImages(s.images, va.index, va["y"])
     weights = balanced_weights(tr["y"].to_numpy()) if t.sampler == "balanced" else None
@@ -500,7 +572,6 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
     train_loader = make_loader(train_set, t.batch_size, EpochSampler(len(tr), t.seed, weights), workers, drop_last)
     val_loader = make_loader(val_set, cfg.infer.batch_size, None, workers)
 
-    # ---- model, optimizer, EMA
     torch.manual_seed(t.seed)  # same initial weights on every rank and every run
     model = create_model(cfg, len(s.classes))
     mean, std = normalization(cfg, model)
@@ -514,145 +585,211 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
 
         ema = ModelEmaV3(model, decay=t.ema_decay, device=acc.device)
     model, optimizer, train_loader, val_loader = acc.prepare(model, optimizer, train_loader, val_loader)
-    raw = acc.unwrap_model(model, keep_torch_compile=False)  # the plain module: checkpoints load anywhere
+    raw = acc.unwrap_model(model, keep_torch_compile=False)
     steps = len(train_loader)
     scheduler = create_scheduler(optimizer, t, updates_per_epoch=math.ceil(steps / t.accum_steps))
-    counts = np.bincount(tr["y"], minlength=len(s.classes))
-    criterion = create_loss(t, counts).to(acc.device)
-    y_val = va["y"].to_numpy()
-    cm = competition_metric(cfg, s.classes)  # data.metric: the best-epoch criterion
-
-    st = FoldState()
-    if state_path is not None:
-        st = load_state(acc, state_path, ema)
-        if scheduler is not None and st.scheduler:
-            scheduler.load_state_dict(st.scheduler)
-        s.echo(f"fold {fold}: resuming after epoch {st.epoch} of {t.epochs} (best {cm.name} {st.best_score:.4f} "
-               f"at epoch {st.best_epoch})")
-        if acc.is_main_process:
-            _repair_outputs(s, fd, fold, st, raw, ema, mean, std, state_path)
-    s.echo(_banner(s, fold, raw, len(tr), len(va), steps))
-
+    criterion = create_loss(t, np.bincount(tr["y"], minlength=len(s.classes))).to(acc.device)
     meta = dict(classes=s.classes, input_size=cfg.input.size, resize=cfg.input.resize, mean=mean, std=std,
-                model_name=cfg.model.name, fold=fold, exp=cfg.exp, num_classes=len(s.classes))
-    ran = 0
-    for epoch in range(st.epoch, t.epochs):
-        if t.stop_after_epochs is not None and ran >= t.stop_after_epochs:
-            s.echo(f"fold {fold}: stopped after {ran} epochs (train.stop_after_epochs); continue with --resume")
-            raise _Stopped()
-        t0 = time.perf_counter()
-        # Every draw of this epoch (order, augmentation, dropout, mixup) follows from (seed, epoch, rank).
-        from accelerate.utils import set_seed
+                model_name=cfg.model.name, fold=k, exp=cfg.exp, num_classes=len(s.classes))
+    return Fold(k, fd, va, train_set, train_loader, val_loader, model, raw, optimizer, scheduler, ema, criterion,
+                mixup, batch_aug, mean, std, frozen, steps, meta, competition_metric(cfg, s.classes))
 
-        set_seed(epoch_seed(t.seed, epoch, rank))
-        train_set.set_epoch(epoch)
-        train_loader.set_epoch(epoch)
-        set_backbone_trainable(raw, epoch >= cfg.model.freeze_epochs, frozen)
-        lr = current_lr(optimizer)
-        model.train()
-        loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
-        seen = 0
-        bar = tqdm(train_loader, desc=f"fold {fold} epoch {epoch + 1}/{t.epochs}", leave=False,
-                   disable=not acc.is_local_main_process)
-        for step, (u8, y, _) in enumerate(bar):
-            x = to_tensor_batch(u8, mean, std, t.channels_last)
-            target = y
-            if mixup is not None and len(x) % 2 == 0:
-                x, target = mixup(x, y)
-            with acc.accumulate(model):
-                with acc.autocast():
-                    logits = model(x)
-                loss = criterion(logits, target)
-                # One tiny all-reduce: every rank stops together, before the bad step touches the weights.
-                if acc.reduce((~torch.isfinite(loss.detach())).float(), "sum").item() > 0:
-                    raise TrainingError(_nan_message(fold, epoch, step, st, t))
-                acc.backward(loss)
-                if t.grad_clip is not None and acc.sync_gradients:
-                    acc.clip_grad_norm_(model.parameters(), t.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            if acc.sync_gradients:
-                lr = current_lr(optimizer)  # the lr this update used (metrics.csv reports the epoch's last)
-                st.num_updates += 1
-                if scheduler is not None:
-                    scheduler.step_update(st.num_updates)
-                if ema is not None:
-                    ema.update(raw, step=st.num_updates)
-            loss_sum += loss.detach().double() * len(x)
-            seen += len(x)
-        train_seconds = time.perf_counter() - t0
-        tot = acc.reduce(torch.tensor([loss_sum.item(), float(seen)], device=acc.device), "sum").cpu()
-        train_loss = float(tot[0] / tot[1])
-        images_per_s = float(tot[1]) / train_seconds
 
-        _sync_buffers(raw, acc)
-        ev = evaluate(model, val_loader, y_val, mean, std, t.channels_last, acc, cm, s.classes)
-        ev_ema = None
-        if ema is not None:
-            _sync_buffers(ema.module, acc)
-            ev_ema = evaluate(ema.module, val_loader, y_val, mean, std, t.channels_last, acc, cm, s.classes)
-        if scheduler is not None:
-            scheduler.step(epoch + 1, cm.sign * ev.score)  # plateau maximises
-            st.scheduler = _json_safe(scheduler.state_dict())
-        seconds = time.perf_counter() - t0
-        st.seconds += seconds
-        row = dict(epoch=epoch + 1, train_loss=train_loss, val_loss=ev.loss, val_macro_f1=ev.macro_f1, val_acc=ev.acc,
-                   lr=lr, seconds=round(seconds, 3), images_per_s=round(images_per_s, 2), val_score=ev.score)
-        st.history.append(row)
-        if ev_ema is not None:
-            st.ema_history.append(dict(row, val_loss=ev_ema.loss, val_macro_f1=ev_ema.macro_f1, val_acc=ev_ema.acc,
-                                       val_score=ev_ema.score))
-        # Best checkpoint: the better validation data.metric of the raw and EMA weights.
-        cand, is_ema = (ev_ema, True) if ev_ema is not None and cm.better(ev_ema.score, ev.score) else (ev, False)
-        new_best = st.best_epoch == 0 or cm.better(cand.score, st.best_score)
-        best_oof = None
-        if new_best:
-            st.best_score, st.best_epoch, st.best_is_ema = cand.score, epoch + 1, is_ema
-            best_oof = runs.oof_frame(cfg, va["id"], va["label"], fold, cand.probs, s.classes)
-        # Early stopping on train.early_stopping_metric (raw weights' value, or EMA's when better).
-        metric = t.early_stopping_metric
-        value = {"val_score": cand.score, "val_macro_f1": max(ev.macro_f1, ev_ema.macro_f1 if ev_ema else 0.0),
-                 "val_acc": max(ev.acc, ev_ema.acc if ev_ema else ev.acc),
-                 "val_loss": min(ev.loss, ev_ema.loss if ev_ema else ev.loss)}[metric]
-        lower = metric == "val_loss" or (metric == "val_score" and not cm.greater_is_better)
-        better = st.stop_best is None or (value < st.stop_best if lower else value > st.stop_best)
-        st.stop_best, st.bad_epochs = (value, 0) if better else (st.stop_best, st.bad_epochs + 1)
-        st.stopped_early = t.patience is not None and st.bad_epochs >= t.patience and epoch + 1 < t.epochs
-        st.epoch = epoch + 1
-        ran += 1
+def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float, float, float]:
+    """One pass over the training rows; returns (mean train loss, images/s, the lr of the last update)."""
+    t, acc, model, optimizer = s.cfg.train, s.accelerator, f.model, f.optimizer
+    from accelerate.utils import set_seed
 
-        save_state(acc, fd, st, ema, best_oof)  # the commit point of this epoch
-        if acc.is_main_process:
-            if new_best:
-                weights = ema.module if is_ema else raw
-                _publish(fd, weights, best_oof, dict(meta, epoch=epoch + 1, score=cand.score, ema=is_ema,
-                                                     val_loss=cand.loss, val_acc=cand.acc, metric=cm.name,
-                                                     val_macro_f1=cand.macro_f1))
-            _write_metrics(fd, st)
-            if s.on_epoch is not None:
-                s.on_epoch(fold, dict(row, best_score=st.best_score, best_epoch=st.best_epoch))
-        if cfg.train.trackers:
-            acc.log({f"fold_{fold}/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-        s.echo(f"fold {fold} epoch {epoch + 1}/{t.epochs}: train_loss {train_loss:.4f} val_loss {ev.loss:.4f} "
-               + (f"{cm.name} {ev.score:.4f} " if cm.name != "macro_f1" else "")
-               + f"macro_f1 {ev.macro_f1:.4f} acc {ev.acc:.4f}"
-               + (f" | ema {cm.name} {ev_ema.score:.4f}" if ev_ema else "")
-               + f" | lr {lr:.2e} | {images_per_s:.0f} img/s | {seconds:.1f}s" + (" *" if new_best else ""))
-        if st.stopped_early:
-            s.echo(f"fold {fold}: early stop, {metric} has not improved for {t.patience} epochs")
-            break
+    # Every draw of this epoch (order, augmentation, dropout, mixup) follows from (seed, epoch, rank).
+    set_seed(epoch_seed(t.seed, epoch, acc.process_index))
+    f.train_set.set_epoch(epoch)
+    f.train_loader.set_epoch(epoch)
+    if f.batch_aug is not None:
+        f.batch_aug.set_epoch(epoch)
+    set_backbone_trainable(f.raw, epoch >= s.cfg.model.freeze_epochs, f.frozen)
+    lr = current_lr(optimizer)
+    model.train()
+    loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
+    seen, t0 = 0, time.perf_counter()
+    bar = tqdm(f.train_loader, desc=f"fold {f.k} epoch {epoch + 1}/{t.epochs}", leave=False,
+               disable=not (acc.is_local_main_process and interactive()))
+    for step, (u8, y, _) in enumerate(bar):
+        x = to_tensor_batch(u8, f.mean, f.std, t.channels_last, augment=f.batch_aug)
+        target = y
+        if f.mixup is not None and len(x) % 2 == 0:
+            x, target = f.mixup(x, y)
+        with acc.accumulate(model):
+            with acc.autocast():
+                logits = model(x)
+            loss = f.criterion(logits, target)
+            # One tiny all-reduce: every rank stops together, before the bad step touches the weights.
+            if acc.reduce((~torch.isfinite(loss.detach())).float(), "sum").item() > 0:
+                raise TrainingError(_nan_message(f.k, epoch, step, st, t))
+            acc.backward(loss)
+            if t.grad_clip is not None and acc.sync_gradients:
+                acc.clip_grad_norm_(model.parameters(), t.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if acc.sync_gradients:
+            lr = current_lr(optimizer)  # the lr this update used (metrics.csv reports the epoch's last)
+            st.num_updates += 1
+            if f.scheduler is not None:
+                f.scheduler.step_update(st.num_updates)
+            if f.ema is not None:
+                f.ema.update(f.raw, step=st.num_updates)
+        loss_sum += loss.detach().double() * len(x)
+        seen += len(x)
+        if t.step_delay:
+            time.sleep(t.step_delay)
+    seconds = time.perf_counter() - t0
+    tot = acc.reduce(torch.tensor([loss_sum.item(), float(seen)], device=acc.device), "sum").cpu()
+    return float(tot[0] / tot[1]), float(tot[1]) / seconds, lr
 
-    summary = dict(fold=fold, score=st.best_score, epoch=st.best_epoch, ema=st.best_is_ema,
-                   epochs_run=st.epoch, stopped_early=st.stopped_early, seconds=round(st.seconds, 2),
-                   processes=acc.num_processes)
+
+def _commit_epoch(s: Session, f: Fold, st: FoldState, epoch: int, train_loss: float, images_per_s: float,
+                  lr: float, t0: float) -> None:
+    """Validate, update the best model and early stopping, then commit: state first, outputs after."""
+    cfg, t, acc, cm = s.cfg, s.cfg.train, s.accelerator, f.cm
+    y_val = f.va["y"].to_numpy()
+    _sync_buffers(f.raw, acc)
+    ev = evaluate(f.model, f.val_loader, y_val, f.mean, f.std, t.channels_last, acc, cm, s.classes)
+    ev_ema = None
+    if f.ema is not None:
+        _sync_buffers(f.ema.module, acc)
+        ev_ema = evaluate(f.ema.module, f.val_loader, y_val, f.mean, f.std, t.channels_last, acc, cm, s.classes)
+    if f.scheduler is not None:
+        f.scheduler.step(epoch + 1, cm.sign * ev.score)  # plateau maximises
+        st.scheduler = _json_safe(f.scheduler.state_dict())
+    seconds = time.perf_counter() - t0
+    st.seconds += seconds
+    row = dict(epoch=epoch + 1, train_loss=train_loss, val_loss=ev.loss, val_macro_f1=ev.macro_f1, val_acc=ev.acc,
+               lr=lr, seconds=round(seconds, 3), images_per_s=round(images_per_s, 2), val_score=ev.score)
+    st.history.append(row)
+    if ev_ema is not None:
+        st.ema_history.append(dict(row, val_loss=ev_ema.loss, val_macro_f1=ev_ema.macro_f1, val_acc=ev_ema.acc,
+                                   val_score=ev_ema.score))
+    # Best checkpoint: the better validation data.metric of the raw and EMA weights.
+    cand, is_ema = (ev_ema, True) if ev_ema is not None and cm.better(ev_ema.score, ev.score) else (ev, False)
+    new_best = st.best_epoch == 0 or cm.better(cand.score, st.best_score)
+    best_oof = None
+    if new_best:
+        st.best_score, st.best_epoch, st.best_is_ema = cand.score, epoch + 1, is_ema
+        best_oof = runs.oof_frame(cfg, f.va["id"], f.va["label"], f.k, cand.probs, s.classes)
+    # Early stopping on train.early_stopping_metric (raw weights' value, or EMA's when better).
+    metric = t.early_stopping_metric
+    value = {"val_score": cand.score, "val_macro_f1": max(ev.macro_f1, ev_ema.macro_f1 if ev_ema else 0.0),
+             "val_acc": max(ev.acc, ev_ema.acc if ev_ema else ev.acc),
+             "val_loss": min(ev.loss, ev_ema.loss if ev_ema else ev.loss)}[metric]
+    lower = metric == "val_loss" or (metric == "val_score" and not cm.greater_is_better)
+    better = st.stop_best is None or (value < st.stop_best if lower else value > st.stop_best)
+    st.stop_best, st.bad_epochs = (value, 0) if better else (st.stop_best, st.bad_epochs + 1)
+    st.stopped_early = t.patience is not None and st.bad_epochs >= t.patience and epoch + 1 < t.epochs
+    st.epoch = epoch + 1
+
+    f.state_bytes = save_state(acc, f.fd, st, f.ema, best_oof)  # the commit point of this epoch
     if acc.is_main_process:
-        _plot_curves(fd, st)
-        write_text(fd / "done.json", json.dumps(summary, indent=2))
+        if new_best:
+            weights = f.ema.module if is_ema else f.raw
+            _publish(f.fd, weights, best_oof, dict(f.meta, epoch=epoch + 1, score=cand.score, ema=is_ema,
+                                                   val_loss=cand.loss, val_acc=cand.acc, metric=cm.name,
+                                                   val_macro_f1=cand.macro_f1))
+        _write_metrics(f.fd, st)
+        if s.on_epoch is not None:
+            s.on_epoch(f.k, dict(row, best_score=st.best_score, best_epoch=st.best_epoch))
+    if cfg.train.trackers:
+        acc.log({f"fold_{f.k}/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+    s.echo(f"fold {f.k} epoch {epoch + 1}/{t.epochs}: train_loss {train_loss:.4f} val_loss {ev.loss:.4f} "
+           + (f"{cm.name} {ev.score:.4f} " if cm.name != "macro_f1" else "")
+           + f"macro_f1 {ev.macro_f1:.4f} acc {ev.acc:.4f}"
+           + (f" | ema {cm.name} {ev_ema.score:.4f}" if ev_ema else "")
+           + f" | lr {lr:.2e} | {images_per_s:.0f} img/s | {seconds:.1f}s" + (" *" if new_best else ""))
+    if st.stopped_early:
+        s.echo(f"fold {f.k}: early stop, {metric} has not improved for {t.patience} epochs")
+
+
+def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
+    cfg, t, acc = s.cfg, s.cfg.train, s.accelerator
+    fd = runs.fold_dir(cfg.exp, fold)
+    done = runs.fold_done(cfg.exp, fold)
+    if done is not None and not overwrite:
+        s.echo(f"fold {fold}: already finished ({cfg.data.metric} {done['score']:.4f}, epoch {done['epoch']}); "
+               "skipped")
+        return done
+    state_path = find_state(fd)
+    if state_path is not None and not (resume or overwrite):
+        st = json.loads((state_path / "trainer.json").read_text(encoding="utf-8"))
+        raise ConfigError(f"{fd} holds an interrupted run (epoch {st['epoch']} of {t.epochs} finished); pass "
+                          f"--resume to continue it or --overwrite to start it again")
+    if state_path is not None and not overwrite:
+        check_state(state_path, fold, runs.config_digest(cfg))  # before anything is built or loaded
     acc.wait_for_everyone()
-    s.echo(f"fold {fold}: best {cm.title} {st.best_score:.4f} at epoch {st.best_epoch}"
-           f"{' (EMA weights)' if st.best_is_ema else ''} -> {fd / 'model.safetensors'} ({acc.num_processes} "
-           f"process{'es' if acc.num_processes > 1 else ''}, {st.seconds:.0f}s)")
+    if acc.is_main_process and fd.exists() and (overwrite or state_path is None):
+        runs.clear_fold_dir(fd)  # --overwrite, or leftovers of a run killed before its first epoch ended
+    acc.wait_for_everyone()
+    if overwrite:
+        state_path = None
+    fd.mkdir(parents=True, exist_ok=True)
+
+    f = _setup_fold(s, fold, fd)
+    try:
+        st = FoldState(fold=fold, config_digest=runs.config_digest(cfg))
+        if state_path is not None:
+            st = load_state(acc, state_path, f.ema)
+            if f.scheduler is not None and st.scheduler:
+                f.scheduler.load_state_dict(st.scheduler)
+            f.state_bytes = dir_bytes(state_path)
+            s.echo(f"fold {fold}: resuming after epoch {st.epoch} of {t.epochs} (best {f.cm.name} "
+                   f"{st.best_score:.4f} at epoch {st.best_epoch})")
+            if acc.is_main_process:
+                _repair_outputs(s, fd, fold, st, f.raw, f.ema, f.mean, f.std, state_path)
+        s.echo(_banner(s, fold, f.raw, len(s.table) - len(f.va), len(f.va), f.steps))
+        ran = 0
+        for epoch in range(st.epoch, t.epochs):
+            if t.stop_after_epochs is not None and ran >= t.stop_after_epochs:
+                s.echo(f"fold {fold}: stopped after {ran} epochs (train.stop_after_epochs); continue with --resume")
+                raise _Stopped()
+            t0 = time.perf_counter()
+            train_loss, images_per_s, lr = _train_epoch(s, f, st, epoch)
+            _commit_epoch(s, f, st, epoch, train_loss, images_per_s, lr, t0)
+            ran += 1
+            if st.stopped_early:
+                break
+        return _finish_fold(s, f, st)
+    finally:
+        _release(acc, f, t.compile)
+
+
+def _finish_fold(s: Session, f: Fold, st: FoldState) -> dict:
+    """done.json (the fold is finished), then the state goes unless train.keep_state."""
+    acc, t = s.accelerator, s.cfg.train
+    summary = dict(fold=f.k, score=st.best_score, epoch=st.best_epoch, ema=st.best_is_ema,
+                   epochs_run=st.epoch, stopped_early=st.stopped_early, seconds=round(st.seconds, 2),
+                   processes=acc.num_processes, state_bytes_per_epoch=f.state_bytes)
+    if acc.is_main_process:
+        _plot_curves(f.fd, st)
+        write_text(f.fd / "done.json", json.dumps(summary, indent=2))
+        if not t.keep_state:
+            remove_states(f.fd)
+    acc.wait_for_everyone()
+    kept = f"kept in {f.fd / 'state'}" if t.keep_state else "removed (train.keep_state: true keeps it)"
+    s.echo(f"fold {f.k}: best {f.cm.title} {st.best_score:.4f} at epoch {st.best_epoch}"
+           f"{' (EMA weights)' if st.best_is_ema else ''} -> {f.fd / 'model.safetensors'} ({acc.num_processes} "
+           f"process{'es' if acc.num_processes > 1 else ''}, {st.seconds:.0f}s) | state {human_bytes(f.state_bytes)}"
+           f" written per epoch, {kept}")
     return summary
+
+
+def _release(acc, f: Fold, compiled: bool) -> None:
+    """Drop every reference the accelerator (and compile caches) hold to this fold's objects."""
+    acc.free_memory()  # the registries save_state writes: the next fold's state holds only its own objects
+    if compiled:
+        torch._dynamo.reset()
+    for name in ("model", "raw", "optimizer", "scheduler", "ema", "train_loader", "val_loader", "train_set",
+                 "criterion", "batch_aug", "mixup"):
+        setattr(f, name, None)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _nan_message(fold: int, epoch: int, step: int, st: FoldState, t) -> str:

@@ -106,3 +106,77 @@ def test_sampler_is_epoch_seeded_and_balanced_sampler_evens_classes():
     b = EpochSampler(100, 0, balanced_weights(labels))
     drawn = labels[list(b)]
     assert 30 < (drawn == 1).sum() < 70  # about half, instead of 10%
+
+
+# ---------------------------------------------------------------- device (batched) augmentation
+
+
+def _batch(n=16, value=None):
+    if value is not None:
+        return torch.full((n, 32, 32, 3), value, dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, 32, 32, 3), generator=g, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("name", ["light", "medium", "heavy"])
+def test_device_presets_are_per_sample_and_seeded_by_seed_epoch_rank(name):
+    from comp.batch_augment import BatchAugment
+
+    one = _batch(1).expand(64, 32, 32, 3).contiguous()  # the same image 64 times
+    a = BatchAugment(name, seed=1, rank=0)
+    a.set_epoch(3)
+    x = a(one)
+    assert x.shape == (64, 3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 255
+    distinct = {tuple(v.flatten()[:200].tolist()) for v in x.round()}
+    assert len(distinct) > 10, "samples of one batch must get their own parameters"
+    a.set_epoch(3)
+    assert torch.equal(a(one), x), "the same (seed, epoch, rank) must give the same batch"
+    a.set_epoch(4)
+    assert not torch.equal(a(one), x)
+    b = BatchAugment(name, seed=1, rank=1)
+    b.set_epoch(3)
+    assert not torch.equal(b(one), x)
+
+
+def test_device_ops_do_what_they_say():
+    from comp.batch_augment import BatchAugment, Spec
+
+    u8 = _batch(8)
+    x = u8.permute(0, 3, 1, 2).float()
+    a = BatchAugment("light")
+    a.spec = Spec(hflip=1.0)  # flip only: exact
+    assert torch.equal(a(u8), x.flip(3))
+    a.spec = Spec(hflip=1.0, p_affine=1.0)  # flip through the identity affine (one grid_sample): near exact
+    assert torch.allclose(a(u8), x.flip(3), atol=1e-3)
+    a.spec = Spec(hflip=0.0, p_affine=1.0, translate=0.25)  # shifts bring in black borders
+    assert (a(_batch(8, 255)) == 0).any()
+    a.spec = Spec(hflip=0.0, p_color=1.0, brightness=0.0, contrast=0.5)
+    y = a(_batch(8, 100))
+    assert not torch.equal(y, torch.full_like(y, 100.0)) and (y.std(dim=(1, 2, 3)) < 1e-4).all()
+    a.spec = Spec(hflip=0.0, p_erase=1.0, holes=2)
+    y = a(_batch(8, 255))
+    assert ((y == 0).flatten(1).any(1)).all() and (y == 255).any()
+
+
+def test_augment_on_selects_the_path(tmp_path):
+    from comp.batch_augment import build_batch_augment
+
+    cfg_path = tmp_path / "comp.yaml"
+    cfg_path.write_text("augment: {preset: medium}\n")
+    assert load_config(cfg_path).augment.on == "device"
+    assert load_config(cfg_path, overrides=["augment.on=cpu"]).augment.on == "cpu"
+    with pytest.raises(ConfigError, match=r"augment\.on"):
+        load_config(cfg_path, overrides=["augment.on=gpu"])
+    assert build_batch_augment("none", 0, 0) is None
+
+
+def test_to_tensor_batch_normalises_the_augmented_batch():
+    from comp.batch_augment import BatchAugment, Spec
+
+    u8 = _batch(4)
+    a = BatchAugment("light")
+    a.spec = Spec(hflip=0.0)
+    plain = to_tensor_batch(u8, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
+    assert torch.allclose(to_tensor_batch(u8, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], augment=a), plain, atol=1e-5)
+    cl = to_tensor_batch(u8, [0.5] * 3, [0.5] * 3, channels_last=True, augment=a)
+    assert cl.is_contiguous(memory_format=torch.channels_last)

@@ -10,8 +10,9 @@ from comp import __version__
 from comp.cli import cli
 
 COMMANDS = sorted(cli.commands)
-# init writes the file -c names; leaderboard reads runs/ (each run's own config.yaml) and the ledger only
-READS_CONFIG = [c for c in COMMANDS if c not in ("sample", "score", "leaderboard")]
+# init writes the file -c names; clean reads only runs/E and runs/.cache; leaderboard reads runs/ (each
+# run's own config.yaml) and the ledger only
+READS_CONFIG = [c for c in COMMANDS if c not in ("sample", "score", "clean", "leaderboard")]
 
 
 def test_python_m_comp_help():

@@ -118,7 +118,7 @@ def test_options_together_class_weights_balanced_sampler_accum_clip_ema_freeze(f
         "train.grad_clip=1.0", "train.ema=true", "train.ema_decay=0.9", "train.channels_last=true",
         "train.label_smoothing=0.1", "augment.preset=heavy", "augment.mixup=0.2", "augment.cutmix=1.0",
         "model.freeze_stages=1", "model.drop_rate=0.1", "train.optimizer=sgd", "train.lr=0.05",
-        "train.scheduler=step", "train.epochs=3", "train.patience=1",
+        "train.scheduler=step", "train.epochs=3", "train.patience=1", "train.keep_state=true",
     )
     res = train_folds(cfg, [0], echo=quiet)
     fd = folded / "runs" / "opts" / "fold_0"
@@ -143,7 +143,8 @@ def test_freeze_epochs_trains_only_the_head_first(folded):
     conv = [k for k, _ in model.named_parameters() if not k.startswith("fc.")]  # BN running stats still move
     assert conv and all(np.array_equal(after1[k].numpy(), init[k].numpy()) for k in conv)
     assert not np.array_equal(after1["fc.weight"].numpy(), init["fc.weight"].numpy())
-    train_folds(tiny_cfg(folded, "frz", "model.freeze_epochs=1"), [0], resume=True, echo=quiet)
+    train_folds(tiny_cfg(folded, "frz", "model.freeze_epochs=1", "train.keep_state=true"), [0], resume=True,
+                echo=quiet)
     after2 = load_file(str(folded / "runs" / "frz" / "fold_0" / "state" / "model.safetensors"))
     assert not all(np.array_equal(after2[k].numpy(), init[k].numpy()) for k in conv)
 
