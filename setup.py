@@ -1,5 +1,6 @@
 from setuptools import find_packages, setup
 
+SERVE = ["gradio>=6.0", "gradio_client>=2.0", "onnx>=1.15", "onnxruntime>=1.17"]
 RAY = ["ray[tune]>=2.9", "optuna>=3.4"]
 
 setup(
@@ -27,11 +28,13 @@ setup(
         "grad-cam>=1.5",
     ],
     extras_require={
+        # comp app / comp export / comp predict --engine onnxruntime
+        "serve": SERVE,
         # Many experiments (comp launch / tune / leaderboard). An extra, not a core dependency: Ray is a large
         # install (~100 MB with its gRPC/pyarrow deps) that training and predicting on one machine never use; a
         # command that needs it says `pip install "comp[ray]"`. `make install` and CI get it through "test".
         "ray": RAY,
-        "test": ["pytest>=7", "pytest-timeout", "selenium>=4.10", "ruff", "tensorboard", *RAY],
+        "test": ["pytest>=7", "pytest-timeout", "selenium>=4.10", "ruff", "tensorboard", *SERVE, *RAY],
         "trackers": ["tensorboard"],
     },
     entry_points={"console_scripts": ["comp=comp.cli:main"]},

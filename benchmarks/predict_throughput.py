@@ -6,7 +6,9 @@ Builds a sample competition and a one-fold run of ``--model`` (weights are irrel
   predict       comp.predict.predict(cfg, tta=[view]) for each view: batches sliced from the decoded-image
                 cache, normalised, viewed, forwarded, softmaxed, gathered (decoding happens once, before)
 
-and prints images/s and the ratio predict / compute-only per view (goal >= 0.9).
+and prints images/s and the ratio predict / compute-only per view (goal >= 0.9). Then it exports the fold with
+``comp export`` (dynamic batch) and compares ``comp predict --engine onnxruntime`` against the torch engine on the
+CPU: images/s of the inference loops (same decoded images, identity and hflip views), paired, median.
 
     .venv/bin/python benchmarks/predict_throughput.py [--model resnet18] [--size 64] [--n-test 2000]
 """
@@ -43,6 +45,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5, help="paired timings per view (median reported)")
     ap.add_argument("--views", default=",".join(VIEWS))
+    ap.add_argument("--skip-onnx", action="store_true", help="leave out onnxruntime vs torch")
+    ap.add_argument("--onnx-only", action="store_true", help="only onnxruntime vs torch")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="comp-bench-"))
@@ -79,6 +83,10 @@ def main() -> None:
         return n / (time.perf_counter() - t)
 
     quiet = {"echo": lambda s: None, "progress": False}
+    if args.onnx_only:
+        predict(cfg, tta=["identity"], overwrite=True, **quiet)  # warm-up (and the decoded-image cache)
+        onnx_vs_torch(cfg, args.repeats, quiet)
+        return
     print(f"{args.model} @ {args.size}px, {n} test images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, cpu; median of {args.repeats} paired runs per view")
     compute_only()  # warm-up
@@ -103,6 +111,27 @@ def main() -> None:
     wall = time.perf_counter() - t
     print(f"end to end (decode {n} PNGs, load model, predict, write test.csv), identity: {n / wall:.0f} images/s")
     sys.stdout.flush()
+    if not args.skip_onnx:
+        onnx_vs_torch(cfg, args.repeats, quiet)
+
+
+def onnx_vs_torch(cfg, repeats: int, quiet: dict) -> None:
+    from comp.serve.onnx import export
+
+    info = export(cfg, dynamic_batch=True, overwrite=True, echo=lambda s: None)
+    diff = info["folds"]["0"]["parity_max_abs_diff"]
+    print(f"\nonnxruntime vs torch (comp export --dynamic-batch; parity max abs diff {diff:.1e}), CPU, "
+          f"{torch.get_num_threads()} threads, median of {repeats} paired runs")
+    print(f"{'views':<16} {'onnxrt':>9} {'torch':>9}  ratio   (images/s)")
+    for views in (["identity"], ["identity", "hflip"]):
+        pairs = []
+        for _ in range(repeats):
+            o = predict(cfg, tta=views, overwrite=True, engine="onnxruntime", **quiet).attrs["timing"].images_per_s
+            t = predict(cfg, tta=views, overwrite=True, **quiet).attrs["timing"].images_per_s
+            pairs.append((o, t))
+        o, t = float(np.median([a for a, _ in pairs])), float(np.median([b for _, b in pairs]))
+        r = float(np.median([a / b for a, b in pairs]))
+        print(f"{'+'.join(views):<16} {o:9.0f} {t:9.0f}  {r:5.2f}")
 
 
 if __name__ == "__main__":

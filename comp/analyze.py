@@ -174,6 +174,13 @@ def _input_batch(paths: list[str], meta: dict, cfg: Config):
     return rgb, to_tensor_batch(rgb, meta["mean"], meta["std"])
 
 
+def confident_wrong(y: np.ndarray, probs: np.ndarray, n: int) -> np.ndarray:
+    """Row positions of the ``n`` wrong predictions with the highest probability on the predicted class."""
+    pred, conf = probs.argmax(1), probs.max(1)
+    wrong = np.flatnonzero(pred != y)
+    return wrong[np.argsort(-conf[wrong], kind="stable")][:n]
+
+
 def cam_picks(y: np.ndarray, probs: np.ndarray, cls: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Row positions of the ``n`` most confident correct and the ``n`` most confidently wrong images of ``cls``."""
     pred = probs.argmax(1)
@@ -295,8 +302,7 @@ def run_analyze(
         # ------------------------------------------------ confidently wrong
         thumbs = tmp / "thumbs"
         sec = rep.section("Most confidently wrong", "confident-wrong")
-        wrong = np.flatnonzero(pred != y)
-        wrong = wrong[np.argsort(-conf[wrong], kind="stable")][:GALLERY]
+        wrong = confident_wrong(y, probs, GALLERY)
         items = []
         for i in wrong:
             src = thumb_src(oof_paths.iloc[i], i, thumbs)

@@ -52,6 +52,8 @@ def cli():
     comp predict --exp base --tta identity,hflip
     comp ensemble --exp base --name first
     comp score submissions/first.csv --solution demo/comp/solution.csv
+    comp app --exp base              # Gradio app on http://127.0.0.1:7860
+    comp export --exp base --format onnx --all-folds
     comp launch --exp base --exp big --all-folds   # many experiments on Ray
     comp tune --exp base --space configs/base.space.yaml --trials 40
     comp leaderboard
@@ -373,8 +375,10 @@ def leaderboard(runs_dir, ledger_path, out, trials):
 @click.option("--oof", is_flag=True, help="also rewrite runs/EXP/oof.csv with the same views (trainer's kept as "
               "oof.train.csv), so ensemble weights are fit on what the test sees")
 @click.option("--overwrite", is_flag=True, help="replace an existing runs/EXP/test.csv")
+@click.option("--engine", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
+              help="onnxruntime: run the `comp export` files of runs/EXP/export/ (CPU, one process)")
 @user_errors
-def predict(config_path, exp, overrides, tta, oof, overwrite):
+def predict(config_path, exp, overrides, tta, oof, overwrite, engine):
     """Test predictions of EXP's fold models with TTA -> runs/EXP/test.csv.
 
     Probabilities are averaged over the views, then over the folds; several processes shard the images.
@@ -382,11 +386,12 @@ def predict(config_path, exp, overrides, tta, oof, overwrite):
     \b
     comp predict --exp base --tta identity,hflip --oof
     torchrun --nproc_per_node 2 -m comp predict --exp base
+    comp predict --exp base --engine onnxruntime --overwrite   (after comp export --exp base --all-folds)
     """
     from comp.predict import predict as run
 
     views = [v.strip() for v in tta.split(",") if v.strip()] if tta else None
-    run(load(config_path, exp, overrides), tta=views, oof=oof, overwrite=overwrite, echo=click.echo)
+    run(load(config_path, exp, overrides), tta=views, oof=oof, overwrite=overwrite, echo=click.echo, engine=engine)
 
 
 @cli.command()
@@ -453,6 +458,79 @@ def analyze(config_path, exp, out):
 
     run_analyze(load(config_path, exp), exp=exp, out=out or f"reports/{exp}", echo=click.echo)
 
+
+# ---------------------------------------------------------------- serving
+
+
+def serve_errors(f):
+    """user_errors, plus a missing serving package and a failed export as one line."""
+
+    @functools.wraps(f)
+    @user_errors
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except ImportError as e:
+            if "pip install" in str(e):
+                raise click.ClickException(str(e)) from None
+            raise
+        except RuntimeError as e:
+            if type(e).__name__ == "ExportError":
+                raise click.ClickException(str(e)) from None
+            raise
+
+    return wrapper
+
+
+@cli.command()
+@config_option
+@click.option("--exp", "exps", multiple=True, required=True,
+              help="experiment (repeatable: blended with their submissions/ledger.csv weights)")
+@click.option("--port", default=7860, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 to let other machines in")
+@click.option("--share/--no-share", default=False, show_default=True, help="a public gradio.live link (needs internet)")
+@click.option("--top-k", default=5, show_default=True, help="classes shown")
+@serve_errors
+def app(config_path, exps, port, host, share, top_k):
+    """Serve a Gradio app of EXP's fold ensemble: upload/webcam/paste -> top-k, Grad-CAM, examples, info.
+
+    Models are loaded once; the page works offline (analytics off, no CDN).
+
+    \b
+    comp app --exp base                       # http://127.0.0.1:7860
+    comp app --exp base --exp big --port 8080 # a blend, with the ledger's weights
+    """
+    from comp.serve.app import serve
+
+    serve(config_path, list(exps), host=host, port=port, share=share, top_k=top_k, echo=click.echo)
+
+
+@cli.command()
+@config_option
+@click.option("--exp", required=True)
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--fold", "fold_ids", type=int, multiple=True, help="fold to export (repeatable)")
+@click.option("--all-folds", is_flag=True, help="every fold (the default when no --fold is given)")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset")
+@click.option("--dynamic-batch", is_flag=True, help="any batch size (default: batch 1)")
+@click.option("--overwrite", is_flag=True, help="replace existing exports")
+@serve_errors
+def export(config_path, exp, fmt, fold_ids, all_folds, opset, dynamic_batch, overwrite):
+    """Export EXP's fold models -> runs/EXP/export/fold_K.onnx + export.json, checked against torch.
+
+    Input uint8 NHWC at the training size, normalisation inside, output probabilities.
+
+    \b
+    comp export --exp base --format onnx --all-folds
+    comp export --exp base --fold 0 --opset 18 --dynamic-batch --overwrite
+    comp predict --exp base --engine onnxruntime --overwrite
+    """
+    from comp.serve.onnx import export as run
+
+    if fold_ids and all_folds:
+        raise click.UsageError("pass --fold K or --all-folds, not both")
+    run(load(config_path, exp), folds=list(fold_ids) or None, opset=opset, dynamic_batch=dynamic_batch,
+        overwrite=overwrite, echo=click.echo)
 
 
 # ---------------------------------------------------------------- winning techniques

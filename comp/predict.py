@@ -36,6 +36,7 @@ from comp.runs import run_dir
 from comp.tta import check_views, create_views
 
 FLOAT_FORMAT = "%.7g"
+ENGINES = ("torch", "onnxruntime")
 
 
 @dataclass
@@ -214,8 +215,11 @@ def _run_models(
     desc: str,
     timing: Timing,
     progress: bool = True,
+    exports: dict | None = None,
 ) -> list[np.ndarray]:
-    """One probability array per model, for its rows; images decoded once per (size, resize)."""
+    """One probability array per model, for its rows; images decoded once per (size, resize).
+
+    exports: fold -> comp.serve.onnx.OnnxFold; those folds run in onnxruntime instead of torch."""
     decoded: dict = {}
     outs = []
     total = sum(len(r) for r in rows_per_model)
@@ -224,6 +228,12 @@ def _run_models(
         key = (fm.size, fm.resize)
         if key not in decoded:
             decoded[key] = _decode(cfg, paths, fm, f"decode {desc} {fm.size}px", accelerator, progress)
+        if exports is not None:  # onnxruntime: normalisation and softmax are inside the exported graph
+            t0 = time.perf_counter()
+            outs.append(exports[fm.fold].predict(decoded[key], rows, views, cfg.infer.batch_size, bar))
+            timing.seconds += time.perf_counter() - t0
+            timing.images += len(rows) * len(views)
+            continue
         model = _load_model(cfg, fm, accelerator.device)
         mean, std = fm.meta.get("mean"), fm.meta.get("std")
         if mean is None or std is None:
@@ -242,11 +252,13 @@ def predict(
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
     progress: bool = True,
+    engine: str = "torch",
 ) -> pd.DataFrame:
     """Write ``runs/E/test.csv`` (E = ``cfg.exp``) and return it; with ``oof`` also rewrite ``runs/E/oof.csv``.
 
     tta: view names (comp.tta), default ``infer.tta``. An existing test.csv is refused unless ``overwrite``.
     progress: tqdm bars (main process only).
+    engine: ``torch``, or ``onnxruntime`` (the ``comp export`` files in runs/E/export/; one process, CPU).
     The returned frame's ``attrs['timing']`` holds the inference-loop seconds and images (x views x folds).
     """
     exp = cfg.exp
@@ -272,13 +284,23 @@ def predict(
     models = find_fold_models(run, expected)
     classes = list(models[0].meta["classes"])
     id_col = cfg.data.id_col
+    if engine not in ENGINES:
+        raise ConfigError(f"Unknown engine {engine!r}, expected one of {ENGINES}")
+    exports = None
+    if engine == "onnxruntime":
+        from comp.serve.onnx import load_exports
+
+        exports = load_exports(exp, models)
 
     accelerator = make_accelerator(cfg)
+    if exports is not None and accelerator.num_processes > 1:
+        raise ConfigError("--engine onnxruntime runs in one process; start comp predict without torchrun")
     main = accelerator.is_main_process
     show = progress and main
     if main:
+        where = "onnxruntime (CPU)" if exports is not None else str(accelerator.device)
         echo(f"predict {exp}: folds {[m.fold for m in models]}, views {views}, {models[0].size}px, "
-             f"{accelerator.num_processes} process(es) on {accelerator.device}")
+             f"{accelerator.num_processes} process(es) on {where}")
     timing = Timing()
 
     test = load_test(cfg)
@@ -287,19 +309,19 @@ def predict(
     _check_paths(test, "test", "run `comp check` to see why")
     all_rows = np.arange(len(test))
     probs = _run_models(cfg, models, test["path"].tolist(), [all_rows] * len(models), views, accelerator,
-                        "test", timing, show)
+                        "test", timing, show, exports)
     mean_probs = np.mean(probs, axis=0)
     result = pd.concat([pd.DataFrame({id_col: test["id"]}), pd.DataFrame(mean_probs, columns=classes)], axis=1)
 
     oof_report = ""
     if oof:
-        oof_report = _rewrite_oof(cfg, run, oof_df, models, classes, views, accelerator, timing, show)
+        oof_report = _rewrite_oof(cfg, run, oof_df, models, classes, views, accelerator, timing, show, exports)
 
     if main:
         write_csv(out_path, result, float_format=FLOAT_FORMAT)
         info_path = run / "predict.json"
         info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
-        info.update(test_views=views, folds=[m.fold for m in models], n_test=len(test),
+        info.update(test_views=views, folds=[m.fold for m in models], n_test=len(test), engine=engine,
                     time=time.strftime("%Y-%m-%dT%H:%M:%S"))
         if oof:
             info["oof_views"] = views
@@ -313,7 +335,7 @@ def predict(
     return result
 
 
-def _rewrite_oof(cfg, run, oof_df, models, classes, views, accelerator, timing, show) -> str:
+def _rewrite_oof(cfg, run, oof_df, models, classes, views, accelerator, timing, show, exports=None) -> str:
     d = cfg.data
     for col in (d.id_col, "fold", d.label_col):
         if col not in oof_df.columns:
@@ -331,7 +353,7 @@ def _rewrite_oof(cfg, run, oof_df, models, classes, views, accelerator, timing, 
     _check_paths(pd.DataFrame({"id": ids, "path": paths}), "train", "run `comp check` to see why")
     folds = oof_df["fold"].astype(int).to_numpy()
     rows = [np.flatnonzero(folds == m.fold) for m in models]
-    probs = _run_models(cfg, models, paths, rows, views, accelerator, "oof", timing, show)
+    probs = _run_models(cfg, models, paths, rows, views, accelerator, "oof", timing, show, exports)
     new = np.zeros((len(oof_df), len(classes)))
     for r, p in zip(rows, probs):
         new[r] = p

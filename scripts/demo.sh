@@ -91,3 +91,7 @@ print("(CV: out-of-fold, biases cross-validated inside the OOF; hold-out: data/s
 PY
 
 step "done in $(( $(date +%s) - START ))s; outputs in $(pwd)"
+# Show the model: the Gradio app (upload, webcam, paste, Grad-CAM) serves the demo experiment's fold ensemble.
+echo
+echo "see the model at work (Gradio app on http://127.0.0.1:7860, Ctrl-C stops it):"
+echo "  cd $(pwd) && $COMP app --exp base"

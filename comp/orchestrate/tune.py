@@ -346,6 +346,9 @@ def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int 
                  metric=metric)
     echo(f"comp tune {exp}: {trials} trials of {len(space)} parameters ({', '.join(space)}), folds {folds}, "
          f"{epochs} epochs each, {metric} ({mode}); ASHA grace {grace_period}, reduction {reduction_factor}")
+    # Save the search's state after every controller step, not every few seconds ("auto"): a kill between a
+    # trial's end and the next save made --resume start that trial again under a new number (seen in the test).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     with ray_session(address, echo=echo) as info:
         if address is not None:
             check_shared_folder(config_path)

@@ -1,0 +1,250 @@
+"""``comp app``: a Gradio page that shows what an experiment's ensemble thinks of an image and where it looks.
+
+    >>> from comp.serve.app import build_app, launch
+    >>> ens = Ensemble.load("comp.yaml", ["base"])
+    >>> blocks = build_app(ens)                        # gr.Blocks: mount it, or
+    >>> launch(blocks, host="127.0.0.1", port=7860)    # serve it (blocks until Ctrl-C)
+
+Input: upload, webcam and clipboard paste (one Image component). Output: the top-k classes with probabilities
+(a Label), the Grad-CAM of the top class from the fold model the blend weighs most, and a status line. The
+upload reaches comp's own loader untouched (Gradio does not decode it), so a corrupt file or a decompression
+bomb gets the message ``comp check`` would give, in the page, and the server carries on.
+
+Offline by construction: analytics off (``GRADIO_ANALYTICS_ENABLED=False``, set before gradio is imported),
+system fonts (no font files at all), Gradio's own frontend served from its package, no share link unless
+asked for.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import shutil
+import tempfile
+import types
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np  # noqa: E402
+
+from comp.images import ImageProblem  # noqa: E402
+from comp.serve import require  # noqa: E402
+from comp.serve.ensemble import Ensemble  # noqa: E402
+
+TOP_K = 5
+N_TEST_EXAMPLES = 8
+N_MISTAKES = 8
+API_NAME = "predict"  # gradio_client: client.predict(handle_file(path), api_name="/predict")
+SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"]
+# Competition images are often small (28 px): show them filling their box, pixels kept sharp.
+CSS = """
+#input-image img, #gradcam img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+"""
+MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Consolas", "monospace"]
+
+
+def theme():
+    """Gradio's default theme with system fonts: nothing to download, not even Gradio's bundled font files."""
+    import gradio as gr
+
+    return gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
+
+
+def _raw_preprocess(self, payload):
+    """The uploaded file's path, not opened: comp's loader decides what a usable image is."""
+    if payload is None:
+        return None
+    if payload.url and payload.url.startswith("data:"):  # webcam/paste sent as a data URL: its bytes, undecoded
+        header, _, data = payload.url.partition(",")
+        ext = header.split("/", 1)[1].split(";")[0] if "/" in header else "bin"
+        try:
+            raw = base64.b64decode(data, validate=False)
+        except (binascii.Error, ValueError):
+            raw = b""  # comp's loader reports it: empty_file
+        path = Path(self.GRADIO_CACHE) / "comp-app" / f"{hashlib.sha1(raw).hexdigest()[:20]}.{ext[:8]}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(raw)
+        return str(path)
+    return payload.path
+
+
+def _image_component():
+    """gr.Image (upload, webcam, paste) that hands the handler the uploaded file's path without opening it.
+
+    Gradio's own preprocessing opens the file with Pillow first, so a corrupt file or a bomb would fail inside
+    Gradio with no useful message. Replaced on the instance: a gr.Image subclass would make Gradio write a
+    .pyi stub beside this module at import time."""
+    import gradio as gr
+
+    img = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", height=320,
+                   label="image (upload, webcam or paste)", elem_id="input-image")
+    img.preprocess = types.MethodType(_raw_preprocess, img)
+    return img
+
+
+def classify(ens: Ensemble, path: str | None, top_k: int = TOP_K) -> tuple[dict | None, np.ndarray | None, str]:
+    """(top-k {class: probability}, Grad-CAM overlay or None, status text) for one uploaded file.
+
+    Unusable files (as ``comp check`` sees them) give (None, None, a message) instead of an exception.
+    """
+    if not path:
+        return None, None, "Upload an image, take one with the webcam, or paste one."
+    try:
+        rgb = ens.load_image(path)
+    except ImageProblem as e:
+        name = Path(path).name
+        return None, None, f"**Can't use this image** ({e.problem}): {e.detail.replace(str(path), name)}"
+    with ens.lock:  # Grad-CAM hooks the shared model: one image at a time
+        probs = ens.predict(rgb)
+        order = np.argsort(-probs, kind="stable")[:top_k]
+        label = {ens.classes[i]: float(probs[i]) for i in order}
+        try:
+            heat, note = ens.grad_cam(rgb, int(order[0]))
+        except Exception as e:  # noqa: BLE001 - the prediction stands without its picture
+            heat, note = None, f"Grad-CAM failed: {type(e).__name__}: {e}"
+    h, w = rgb.shape[:2]
+    return label, heat, (f"{Path(path).name}, {w}x{h}: **{ens.classes[order[0]]}** ({probs[order[0]]:.3f}). "
+                         f"{note}")
+
+
+def info_markdown(ens: Ensemble) -> str:
+    """The info panel: experiments, CV, classes, input size, views, weights, git commit."""
+    rows = []
+    for m in ens.members:
+        fm = m.folds[0]
+        cv = f"{m.cv_macro_f1:.4f}" if m.cv_macro_f1 is not None else "– (runs/E/oof.csv not written yet)"
+        commit = m.run_config.get("git_commit") or "–"
+        rows.append(f"| {m.exp} | {fm.meta.get('model_name', m.cfg.model.name)} | {fm.size} px ({fm.resize}) | "
+                    f"{', '.join(str(f.fold) for f in m.folds)} | {', '.join(m.views)} | {m.weight:.3f} | {cv} | "
+                    f"`{str(commit)[:12]}` |")
+    lines = ["| experiment | model | input | folds | TTA views | weight | CV macro F1 (OOF) | git commit |",
+             "|---|---|---|---|---|---|---|---|", *rows, ""]
+    if len(ens.members) > 1:
+        cv = ens.ledger_row.get("cv_macro_f1")
+        lines.append(f"Blend: weights from {ens.weight_source}, method {ens.method}"
+                     + (f"; the ledger's CV macro F1 of this blend: {cv}" if cv else "") + ".")
+        if ens.method_note:
+            lines.append(f"Note: {ens.method_note}.")
+    lines.append(f"\n**{len(ens.classes)} classes:** " + ", ".join(ens.classes))
+    return "\n".join(lines)
+
+
+def _copy_examples(paths: list[str], dest: Path) -> list[str]:
+    """Copies (byte for byte) in a folder Gradio may serve; the competition folder need not be exposed."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, p in enumerate(paths):
+        target = dest / f"{i:02d}_{Path(p).name}"
+        shutil.copyfile(p, target)
+        out.append(str(target))
+    return out
+
+
+def example_images(ens: Ensemble, n_test: int = N_TEST_EXAMPLES, n_mistakes: int = N_MISTAKES
+                   ) -> tuple[list[str], list[tuple[str, str]]]:
+    """(a few test images, the most confidently wrong OOF images as (path, caption)) of the first experiment.
+
+    The mistakes are ``comp analyze``'s confident-wrong gallery (same ranking), from ``runs/E/oof.csv``.
+    """
+    import os as _os
+
+    from comp.analyze import confident_wrong, oof_arrays
+    from comp.data import load_test, load_train
+    from comp.runs import read_oof, run_dir
+
+    m = ens.members[0]
+    test = []
+    try:
+        t = load_test(m.cfg)
+        test = [p for p in t["path"].head(n_test * 2) if isinstance(p, str) and _os.path.isfile(p)][:n_test]
+    except Exception:  # noqa: BLE001 - examples are a convenience; a competition without a test set has none
+        test = []
+    mistakes: list[tuple[str, str]] = []
+    oof_path = run_dir(m.exp) / "oof.csv"
+    if oof_path.exists():
+        try:
+            oof = read_oof(oof_path, m.cfg)
+            classes, y, probs = oof_arrays(m.cfg, oof, m.classes)
+            paths = dict(zip(*[load_train(m.cfg)[c] for c in ("id", "path")]))
+            for i in confident_wrong(y, probs, n_mistakes):
+                p = paths.get(oof[m.cfg.data.id_col].iloc[i])
+                if isinstance(p, str) and _os.path.isfile(p):
+                    mistakes.append((p, f"true {classes[y[i]]}, OOF said {classes[probs[i].argmax()]} "
+                                        f"({probs[i].max():.2f})"))
+        except Exception:  # noqa: BLE001
+            mistakes = []
+    return test, mistakes
+
+
+def build_app(ens: Ensemble, top_k: int = TOP_K, examples: bool = True, title: str | None = None):
+    """The Gradio Blocks of the app for ``ens`` (not launched)."""
+    require("gradio")
+    import gradio as gr
+
+    exps = ", ".join(m.exp for m in ens.members)
+    title = title or f"comp — {exps}"
+    with gr.Blocks(title=title, analytics_enabled=False) as blocks:
+        gr.Markdown(f"# {title}\nDrop an image, take one with the webcam, or paste one; the fold ensemble "
+                    f"({sum(len(m.folds) for m in ens.members)} model(s)) predicts it with its TTA views.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = _image_component()
+                button = gr.Button("Predict", variant="primary")
+            with gr.Column(scale=1):
+                label = gr.Label(num_top_classes=min(top_k, len(ens.classes)), label=f"top {top_k}",
+                                 elem_id="prediction")
+                cam = gr.Image(label="Grad-CAM of the top class", type="numpy", interactive=False, height=240,
+                               elem_id="gradcam", format="png")
+                status = gr.Markdown("Upload an image, take one with the webcam, or paste one.", elem_id="status")
+        layer, why = ens.cam_layer()
+        if layer is None:
+            gr.Markdown(f"*Grad-CAM skipped for this model: {why}* (as in `comp analyze`).", elem_id="cam-note")
+
+        def run(path):
+            return classify(ens, path, top_k)
+
+        # One queue for every trigger: the models (and Grad-CAM's hooks on them) serve one image at a time.
+        io = dict(fn=run, inputs=image, outputs=[label, cam, status], concurrency_id="model", concurrency_limit=1)
+        button.click(**io, api_name=API_NAME)
+        image.input(**io, api_name=False)  # upload, webcam capture, paste
+
+        if examples:
+            tmp = Path(tempfile.mkdtemp(prefix="comp-app-examples-"))
+            test, mistakes = example_images(ens)
+            shown = dict(inputs=image, outputs=[label, cam, status], fn=run, run_on_click=True, cache_examples=False,
+                         api_name=False)
+            if test:
+                gr.Examples([[c] for c in _copy_examples(test, tmp / "test")], label="test images",
+                            examples_per_page=len(test), **shown)
+            if mistakes:
+                copies = _copy_examples([p for p, _ in mistakes], tmp / "oof")
+                gr.Examples([[c] for c in copies], examples_per_page=len(copies), **shown,
+                            label="OOF mistakes, most confidently wrong first (comp analyze's gallery): "
+                            + "; ".join(f"{i + 1}. {c}" for i, (_, c) in enumerate(mistakes)))
+        with gr.Accordion("model", open=True):
+            gr.Markdown(info_markdown(ens), elem_id="info")
+    return blocks
+
+
+def launch(blocks, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
+           block: bool = True, quiet: bool = False):
+    """Serve ``blocks`` (analytics off, system-font theme, no SSR); returns (app, local_url, share_url)."""
+    return blocks.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
+                         theme=theme(), css=CSS, quiet=quiet, ssr_mode=False, show_error=True, footer_links=["api"],
+                         max_file_size="64mb")
+
+
+def serve(config_path: str, exps: list[str], host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+          top_k: int = TOP_K, echo=print) -> None:
+    """``comp app``: load the models once, build the page, serve it until interrupted."""
+    require("gradio")
+    ens = Ensemble.load(config_path, exps)
+    n = sum(len(m.folds) for m in ens.members)
+    echo(f"app: {', '.join(m.exp for m in ens.members)}: {n} fold model(s) loaded on {ens.device}, "
+         f"{len(ens.classes)} classes; weights: {ens.weight_source}")
+    blocks = build_app(ens, top_k=top_k)
+    echo(f"app: serving on http://{host}:{port} (Ctrl-C stops it)")
+    launch(blocks, host, port, share)

@@ -1,0 +1,209 @@
+"""An experiment's fold ensemble, or a blend of experiments, loaded once and applied to one image at a time.
+
+This is what ``comp app`` serves. It computes what ``comp predict`` computes for a test image: the image is
+decoded by the shared loader (:func:`comp.images.load_rgb`, so the same files are refused as by ``comp check``),
+resized to each fold model's input size and resize mode, normalised with the fold's mean/std, seen through the
+experiment's TTA views (``runs/E/predict.json``'s test views, else ``infer.tta``), softmaxed and averaged over
+views, then folds. Several experiments are blended with the weights and method of the latest
+``submissions/ledger.csv`` row whose members are exactly those experiments (equal weights when there is none).
+
+    >>> ens = Ensemble.load("comp.yaml", ["base"])
+    >>> probs = ens.predict(load_rgb("x.png"))          # (C,), in ens.classes order
+    >>> heat, note = ens.grad_cam(load_rgb("x.png"))   # overlay of the top class, or (None, why)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from comp.config import Config, load_config
+from comp.data import DataError
+from comp.images import ImageProblem, load_rgb
+from comp.predict import FoldModel, _load_model, find_fold_models
+from comp.preprocess import resize
+from comp.runs import run_dir
+from comp.tta import check_views, create_views
+
+
+@dataclass
+class Member:
+    """One experiment: its fold models (loaded), TTA views and blend weight."""
+
+    exp: str
+    cfg: Config
+    folds: list[FoldModel]
+    models: list[torch.nn.Module]
+    views: list[str]
+    weight: float = 1.0
+    run_config: dict = field(default_factory=dict)  # runs/E/config.yaml
+    cv_macro_f1: float | None = None  # of runs/E/oof.csv's argmax
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.folds[0].meta["classes"])
+
+
+def experiment_views(cfg: Config, run: Path) -> list[str]:
+    """The views ``comp predict`` last used for the test (runs/E/predict.json), else ``infer.tta``."""
+    info = run / "predict.json"
+    if info.exists():
+        views = json.loads(info.read_text(encoding="utf-8")).get("test_views")
+        if views:
+            return check_views(views)
+    return check_views(cfg.infer.tta)
+
+
+def oof_macro_f1(cfg: Config, run: Path, classes: list[str]) -> float | None:
+    """Macro F1 of the argmax of ``runs/E/oof.csv`` (None before every fold is done)."""
+    from comp.analyze import oof_arrays
+    from comp.decision import macro_f1
+    from comp.runs import read_oof
+
+    path = run / "oof.csv"
+    if not path.exists():
+        return None
+    _, y, probs = oof_arrays(cfg, read_oof(path, cfg), classes)
+    return float(macro_f1(y, probs.argmax(1), len(classes)))
+
+
+def ledger_weights(exps: list[str], path: str | Path | None = None) -> tuple[list[float], str, dict]:
+    """(weights in ``exps`` order, where they came from, the ledger row) for a blend of ``exps``."""
+    from comp import ledger
+
+    if len(exps) == 1:
+        return [1.0], "one experiment", {}
+    table = ledger.read(path or ledger.LEDGER)
+    for _, row in table.iloc[::-1].iterrows():
+        members = row["members"].split(",")
+        if sorted(members) == sorted(exps) and len(members) == len(exps):
+            w = dict(zip(members, (float(x) for x in row["weights"].split(","))))
+            if sum(w.values()) > 0:
+                return [w[e] for e in exps], f"submissions/ledger.csv row '{row['name']}' ({row['time']})", dict(row)
+    return [1.0 / len(exps)] * len(exps), "equal (no submissions/ledger.csv row with exactly these members)", {}
+
+
+class Ensemble:
+    """Fold models of one or more experiments, loaded once (see the module docstring)."""
+
+    def __init__(self, members: list[Member], weight_source: str = "", method: str = "mean",
+                 ledger_row: dict | None = None, device: torch.device | str = "cpu"):
+        if not members:
+            raise ValueError("an ensemble needs at least one experiment")
+        classes = members[0].classes
+        for m in members[1:]:
+            if m.classes != classes:
+                raise DataError(f"experiments {members[0].exp} and {m.exp} have different classes; blend "
+                                "experiments trained on the same data")
+        self.members = members
+        self.classes = classes
+        self.weight_source = weight_source
+        self.method = method if method in ("mean", "geometric") else "mean"
+        self.method_note = "" if method == self.method else f"the ledger's method {method!r} needs a whole test " \
+            "set (ranks); one image is blended with 'mean'"
+        self.ledger_row = ledger_row or {}
+        self.device = torch.device(device)
+        self.lock = threading.Lock()  # for callers that mix predict and grad_cam across threads (the app)
+        self.max_pixels = members[0].cfg.data.max_pixels
+
+    @classmethod
+    def load(cls, config_path: str | Path, exps: list[str], device: str | None = None) -> Ensemble:
+        """Load every fold model of ``exps`` (configs read like any comp command: comp.yaml + configs/E.yaml)."""
+        if not exps:
+            raise DataError("name at least one experiment: --exp E")
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        weights, source, row = ledger_weights(list(exps))
+        members = []
+        for exp, w in zip(exps, weights):
+            cfg = load_config(config_path, exp=exp)
+            run = run_dir(exp)
+            folds = find_fold_models(run)
+            models = [_load_model(cfg, fm, dev) for fm in folds]
+            rc = run / "config.yaml"
+            run_config = yaml.safe_load(rc.read_text(encoding="utf-8")) if rc.exists() else {}
+            m = Member(exp, cfg, folds, models, experiment_views(cfg, run), w, run_config or {})
+            m.cv_macro_f1 = oof_macro_f1(cfg, run, m.classes)
+            members.append(m)
+        method = "mean"
+        if row:
+            method = json.loads(row.get("options") or "{}").get("method", "mean")
+        return cls(members, source, method, row, dev)
+
+    # ------------------------------------------------------------ prediction
+
+    def load_image(self, path: str | Path) -> np.ndarray:
+        """The upright uint8 RGB image, or ImageProblem (as ``comp check`` reports it)."""
+        try:
+            return load_rgb(path, self.max_pixels)
+        except ImageProblem:
+            raise
+        except Exception as e:  # noqa: BLE001 - as comp check: a decoder bug is a corrupt image, not a crash
+            raise ImageProblem("corrupt", f"{type(e).__name__}: {e}") from None
+
+    def _inputs(self, rgb: np.ndarray, fm: FoldModel) -> tuple[np.ndarray, torch.Tensor]:
+        from comp.dataset import to_tensor_batch
+
+        img = resize(rgb, fm.size, fm.resize)
+        return img, to_tensor_batch(img[None], fm.meta["mean"], fm.meta["std"]).to(self.device)
+
+    @torch.inference_mode()
+    def member_probs(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """Per experiment: softmax averaged over its views, then its folds (C,)."""
+        out = []
+        for m in self.members:
+            fns = create_views(m.views)
+            per_fold = []
+            for fm, model in zip(m.folds, m.models):
+                _, x = self._inputs(rgb, fm)
+                per_fold.append(torch.stack([model(fn(x)).float().softmax(1)[0] for fn in fns]).mean(0))
+            out.append(torch.stack(per_fold).mean(0).cpu().numpy().astype(np.float64))
+        return out
+
+    def predict(self, rgb: np.ndarray) -> np.ndarray:
+        """Blended class probabilities (C,) of one uint8 RGB image, in ``self.classes`` order."""
+        probs = self.member_probs(rgb)
+        if len(probs) == 1:
+            return probs[0]
+        from comp.ensemble import blend
+
+        w = [m.weight for m in self.members]
+        scores = blend([p[None] for p in probs], w, self.method)[0]
+        p = np.exp(scores - scores.max())
+        return p / p.sum()
+
+    # ------------------------------------------------------------ Grad-CAM
+
+    def cam_model(self) -> tuple[Member, int]:
+        """The member and fold index of the fold model the blend weighs most (the member's weight / its number
+        of folds; within a member the folds weigh the same, so its first fold)."""
+        best = max(range(len(self.members)), key=lambda i: self.members[i].weight / len(self.members[i].folds))
+        return self.members[best], 0
+
+    def cam_layer(self) -> tuple[torch.nn.Module | None, str]:
+        from comp.cam import find_target_layer
+
+        m, k = self.cam_model()
+        return find_target_layer(m.models[k], m.folds[k].size)
+
+    def grad_cam(self, rgb: np.ndarray, target: int | None = None) -> tuple[np.ndarray | None, str]:
+        """(model input and its Grad-CAM side by side, what it shows) or (None, why it was skipped)."""
+        from comp.cam import grad_cam, overlay
+
+        m, k = self.cam_model()
+        fm, model = m.folds[k], m.models[k]
+        layer, name = self.cam_layer()
+        if layer is None:
+            return None, f"Grad-CAM skipped: {fm.meta.get('model_name', m.cfg.model.name)}: {name}"
+        if target is None:
+            target = int(self.predict(rgb).argmax())
+        img, x = self._inputs(rgb, fm)
+        with torch.enable_grad():
+            mask = grad_cam(model, x, [target], layer)[0]
+        return overlay(img, mask, side=224), (f"Grad-CAM of '{self.classes[target]}' from {m.exp} fold {fm.fold} "
+                                              f"(layer {name}); left: the model input, right: where it looks")

@@ -1,0 +1,279 @@
+"""comp app (a real server on loopback, queried by gradio_client and by headless Chromium with the network
+blocked) and comp export (ONNX parity, the onnxruntime engine, export errors), on one real 2-fold resnet18 run."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import write_config
+
+from comp.cli import cli
+from comp.config import load_config
+from comp.ensemble import ensemble
+from comp.folds import make_folds
+from comp.model import create_model, normalization, save_checkpoint
+from comp.predict import predict
+from comp.sample import make_sample
+from comp.train import train_folds
+
+pytest.importorskip("gradio")
+pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.slow  # one real 2-fold resnet18 run for the module (~1 min of CPU on 2 cores)
+
+QUIET = {"echo": lambda s: None}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A Fashion-MNIST sample, 2 folds, resnet18 at 32 px for 1 epoch, TTA identity+hflip; torch predictions
+    (test.csv, kept as test_torch.csv) and a submission from them."""
+    work = tmp_path_factory.mktemp("serve")
+    root = work / "data"
+    make_sample(root, n_train=240, n_test=40, seed=5)
+    write_config(work, root, model={"name": "resnet18", "pretrained": False}, input={"size": 32},
+                 train={"epochs": 1, "batch_size": 32, "lr": 3e-3}, infer={"tta": ["identity", "hflip"]},
+                 folds={"n_splits": 2})
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        cfg = load_config("comp.yaml", exp="base")
+        make_folds(cfg, **QUIET)
+        train_folds(cfg, **QUIET)
+        predict(cfg, progress=False, **QUIET)
+        shutil.copyfile("runs/base/test.csv", "test_torch.csv")
+        ensemble(cfg, ["base"], name="torch", **QUIET)
+    finally:
+        os.chdir(old)
+    test = pd.read_csv(work / "test_torch.csv", dtype={"image_id": str})
+    return {"work": work, "root": root, "test": test, "classes": list(test.columns[1:])}
+
+
+@pytest.fixture
+def in_run(run, monkeypatch):
+    monkeypatch.chdir(run["work"])
+    return run
+
+
+# ---------------------------------------------------------------- ONNX
+
+
+def test_export_parity_and_onnxruntime_submission_equals_torch(in_run):
+    import onnx
+
+    res = CliRunner().invoke(cli, ["export", "--exp", "base", "--format", "onnx", "--all-folds"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("max abs diff") == 2, res.output
+    info = json.loads(Path("runs/base/export/export.json").read_text())
+    assert info["classes"] == in_run["classes"] and info["size"] == 32 and info["resize"] == "stretch"
+    for k in ("0", "1"):
+        e = info["folds"][k]
+        assert e["parity_max_abs_diff"] <= 1e-4 and e["parity_images"] == 32 and e["agree_argmax"] == 32
+    graph = onnx.load("runs/base/export/fold_0.onnx", load_external_data=False).graph
+    inp = graph.input[0].type.tensor_type
+    assert inp.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in inp.shape.dim] == [1, 32, 32, 3]
+
+    # An existing export is kept unless --overwrite.
+    res = CliRunner().invoke(cli, ["export", "--exp", "base", "--fold", "0"])
+    assert res.exit_code == 1 and "--overwrite" in res.output
+
+    res = CliRunner().invoke(cli, ["predict", "--exp", "base", "--engine", "onnxruntime", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert "onnxruntime" in res.output
+    torch_p = in_run["test"]
+    onnx_p = pd.read_csv("runs/base/test.csv", dtype={"image_id": str})
+    assert onnx_p["image_id"].tolist() == torch_p["image_id"].tolist()
+    assert np.abs(onnx_p.iloc[:, 1:].to_numpy() - torch_p.iloc[:, 1:].to_numpy()).max() <= 1e-4
+    cfg = load_config("comp.yaml")
+    ensemble(cfg, ["base"], name="onnx", **QUIET)
+    a = pd.read_csv("submissions/torch.csv", dtype=str)
+    b = pd.read_csv("submissions/onnx.csv", dtype=str)
+    assert a.equals(b)
+
+    # A dynamic-batch export predicts in batches, to the same probabilities.
+    res = CliRunner().invoke(cli, ["export", "--exp", "base", "--fold", "0", "--fold", "1", "--dynamic-batch",
+                                   "--opset", "18", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(Path("runs/base/export/export.json").read_text())
+    assert info["folds"]["0"]["dynamic_batch"] and info["folds"]["1"]["opset"] == 18
+    dyn = predict(load_config("comp.yaml", exp="base"), overwrite=True, progress=False, engine="onnxruntime",
+                  **QUIET)
+    assert np.abs(dyn.iloc[:, 1:].to_numpy() - torch_p.iloc[:, 1:].to_numpy()).max() <= 1e-4
+
+    # A retrained fold makes its export stale: refused, naming the command that refreshes it.
+    os.utime("runs/base/fold_1/model.safetensors")
+    res = CliRunner().invoke(cli, ["predict", "--exp", "base", "--engine", "onnxruntime", "--overwrite"])
+    assert res.exit_code == 1 and "--fold 1 --overwrite" in res.output, res.output
+    shutil.copyfile("test_torch.csv", "runs/base/test.csv")
+
+
+def _untrained(exp: str, model_name: str, classes: list[str]) -> None:
+    cfg = load_config("comp.yaml", exp=exp, overrides=[f"model.name={model_name}"])
+    torch.manual_seed(0)
+    model = create_model(cfg, len(classes)).eval()
+    mean, std = normalization(cfg, model)
+    save_checkpoint(f"runs/{exp}/fold_0/model.safetensors", model,
+                    {"classes": classes, "input_size": 32, "resize": "stretch", "mean": mean, "std": std,
+                     "model_name": model_name, "fold": 0, "exp": exp})
+
+
+def test_export_failure_names_the_op_and_the_opset(in_run):
+    (in_run["work"] / "configs").mkdir(exist_ok=True)
+    (in_run["work"] / "configs" / "vit.yaml").write_text("model: {name: test_vit}\n")
+    _untrained("vit", "test_vit", in_run["classes"])
+    # timm resamples the 224 px position embedding to 32 px with antialiased bicubic, which ONNX lacks
+    res = CliRunner().invoke(cli, ["export", "--exp", "vit", "--opset", "11"])
+    assert res.exit_code == 1
+    assert "the op aten::_upsample_bicubic2d_aa is not supported" in res.output and "--opset" in res.output, \
+        res.output
+    assert not list(Path("runs/vit/export").glob("*.onnx"))
+
+
+# ---------------------------------------------------------------- the app as a library
+
+
+def test_app_library_vit_skips_gradcam_with_a_note_and_blends_with_ledger_weights(in_run):
+    from comp import ledger
+    from comp.serve.app import build_app, classify
+    from comp.serve.ensemble import Ensemble, ledger_weights
+
+    path = str(in_run["root"] / "test_images" / f"{in_run['test']['image_id'][0]}.png")
+    ens = Ensemble.load("comp.yaml", ["vit"])
+    label, heat, status = classify(ens, path)
+    assert heat is None and "Grad-CAM skipped" in status and len(label) == 5
+    blocks = build_app(ens, examples=False)
+    assert "Grad-CAM skipped for this model" in json.dumps(blocks.get_config_file())
+
+    ledger.append("blend", ["base", "vit"], [0.75, 0.25], 0.5, {"method": "mean"})
+    w, source, _ = ledger_weights(["vit", "base"])
+    assert w == [0.25, 0.75] and "'blend'" in source
+    both = Ensemble.load("comp.yaml", ["base", "vit"])
+    rgb = both.load_image(path)
+    p_base, p_vit = both.member_probs(rgb)
+    assert np.allclose(both.predict(rgb), 0.75 * p_base + 0.25 * p_vit, atol=1e-6)
+    assert both.cam_model()[0].exp == "base"  # the fold model the blend weighs most
+
+
+# ---------------------------------------------------------------- a real `comp app` server
+
+
+@pytest.fixture(scope="module")
+def app_server(run):
+    """`comp app --exp base` in its own process on 127.0.0.1:<free port>; stopped at the end."""
+    from comp.serve.server import AppServer
+
+    with AppServer(["base"], cwd=run["work"]) as url:
+        yield url
+
+
+def test_app_server_matches_comp_predict_and_survives_bad_uploads(run, app_server, tmp_path):
+    from bad_images import save_huge_png
+    from gradio_client import Client, handle_file
+
+    client = Client(app_server, verbose=False)
+    test = run["test"]
+    for i in range(3):
+        path = run["root"] / "test_images" / f"{test['image_id'][i]}.png"
+        label, cam, status = client.predict(handle_file(str(path)), api_name="/predict")
+        expected = test.iloc[i, 1:].astype(float).idxmax()
+        assert label["label"] == expected, (label, status)
+        assert len(label["confidences"]) == 5
+        assert abs(label["confidences"][0]["confidence"] - float(test.iloc[i][expected])) < 1e-4
+        assert cam and Path(cam).stat().st_size > 0 and "Grad-CAM of" in status
+
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    huge = tmp_path / "huge.png"
+    save_huge_png(huge)
+    for f, problem in ((bad, "not_an_image"), (huge, "too_large")):
+        label, cam, status = client.predict(handle_file(str(f)), api_name="/predict")
+        assert problem in status and "Can't use this image" in status, status
+        assert not label and cam is None
+    path = run["root"] / "test_images" / f"{test['image_id'][0]}.png"
+    label, _, _ = client.predict(handle_file(str(path)), api_name="/predict")
+    assert label["label"] == test.iloc[0, 1:].astype(float).idxmax()
+
+
+# ---------------------------------------------------------------- the page in headless Chromium, offline
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+# No DNS for any host but loopback: whatever the page tries to fetch from the internet fails, and shows up in
+# the performance log, which the test reads.
+OFFLINE_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,1600", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+
+
+def offline_chromium(profile: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for f in OFFLINE_FLAGS:
+        opts.add_argument(f)
+    opts.add_argument(f"--user-data-dir={profile}")
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    return driver
+
+
+def requested_urls(driver) -> list[str]:
+    urls = []
+    for entry in driver.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        if msg.get("method") == "Network.requestWillBeSent":
+            urls.append(msg["params"]["request"]["url"])
+    return urls
+
+
+@pytest.mark.browser
+def test_app_page_loads_offline_and_predicts_an_upload(run, app_server, tmp_path):
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("needs Debian packages chromium and chromium-driver (.ci/run installs them)")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = offline_chromium(tmp_path / "profile")
+    try:
+        driver.get(app_server)
+        wait = WebDriverWait(driver, 60, poll_frequency=0.25)
+        file_input = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-image input[type=file]"))[0]
+        assert "comp — base" in driver.title
+        info = driver.find_element(By.ID, "info").text
+        assert "resnet18" in info and "identity, hflip" in info and "CV macro F1" in info
+
+        test = run["test"]
+        path = run["root"] / "test_images" / f"{test['image_id'][1]}.png"
+        file_input.send_keys(str(path))
+        expected = test.iloc[1, 1:].astype(float).idxmax()
+        wait.until(lambda d: expected in d.find_element(By.ID, "prediction").text)
+        wait.until(lambda d: "Grad-CAM of" in d.find_element(By.ID, "status").text)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#gradcam img"))
+        driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        imgs = wait.until(lambda d: (lambda r: r if r and all(c and w > 0 for _, c, w in r) else None)(
+            d.execute_script("return Array.from(document.images).map(i => [i.src, i.complete, i.naturalWidth])")))
+        assert len(imgs) >= 3  # the upload, its Grad-CAM and the example images
+
+        assert path.name in driver.find_element(By.ID, "status").text
+
+        # Clicking an example (the last: an OOF mistake, a train image) predicts it.
+        examples = driver.find_elements(By.CSS_SELECTOR, ".gallery-item")
+        assert len(examples) >= 2
+        examples[-1].click()
+        wait.until(lambda d: "_tr_" in d.find_element(By.ID, "status").text)
+        assert "Grad-CAM of" in driver.find_element(By.ID, "status").text
+
+        outside = [u for u in requested_urls(driver) if u.startswith(("http:", "https:", "ws:", "wss:"))
+                   and not u.split("/")[2].startswith(("127.0.0.1", "localhost"))]
+        assert not outside, f"the page fetched from outside loopback: {outside[:5]}"
+    finally:
+        driver.quit()
