@@ -57,7 +57,11 @@ def test_experiment_file_merges_then_set_wins(tmp_path):
     assert load_config(path, exp="big").train.epochs == 7
     assert load_config(path, exp="nofile").train.epochs == 3  # an experiment without a file uses comp.yaml
     _write(tmp_path / "configs" / "leak.yaml", {"data": {"root": "/elsewhere"}})
-    with pytest.raises(ConfigError, match="section 'data' does not belong"):
+    # The competition's data keys stay in comp.yaml; an experiment may set only its own (data.relabel).
+    with pytest.raises(ConfigError, match="data.root describes the competition and belongs in comp.yaml"):
+        load_config(path, exp="leak")
+    _write(tmp_path / "configs" / "leak.yaml", {"folds": {"n_splits": 3}})
+    with pytest.raises(ConfigError, match="section 'folds' does not belong"):
         load_config(path, exp="leak")
     with pytest.raises(ConfigError, match="unknown config key 'train.epoch'"):
         load_config(path, overrides=["train.epoch=2"])
