@@ -2,7 +2,8 @@
 
 Every fold model in ``runs/E/fold_k/model.safetensors`` sees every test image through every view; the
 softmax probabilities are averaged over views, then over folds, and written to ``runs/E/test.csv``
-(``<id>``, one column per class). ``oof=True`` runs each fold model over its own validation rows with the same
+(``<id>``, one column per class); ``runs/E/test_folds.csv`` keeps each fold model's own probabilities (``<id>``,
+``fold``, classes: what fold-safe pseudo-labelling needs, see comp.techniques.pseudo). ``oof=True`` runs each fold model over its own validation rows with the same
 views and rewrites ``runs/E/oof.csv`` (the trainer's file is kept as ``runs/E/oof.train.csv``), so that
 ensemble weights and biases are fit on what the test will see.
 
@@ -319,6 +320,11 @@ def predict(
 
     if main:
         write_csv(out_path, result, float_format=FLOAT_FORMAT)
+        # Each fold model's own test probabilities: fold k of a pseudo-labelled experiment may use fold k's only.
+        by_fold = pd.concat([pd.concat([pd.DataFrame({id_col: test["id"], "fold": m.fold}),
+                                        pd.DataFrame(p, columns=classes)], axis=1) for m, p in zip(models, probs)],
+                            ignore_index=True)
+        write_csv(run / "test_folds.csv", by_fold, float_format=FLOAT_FORMAT)
         info_path = run / "predict.json"
         info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
         info.update(test_views=views, folds=[m.fold for m in models], n_test=len(test), engine=engine,
