@@ -1,6 +1,7 @@
 """``comp clean``: remove what a run can rebuild or no longer needs, saying what and how large.
 
-Removed: the ``state/`` folders (and ``state.old``/``.state.tmp`` leftovers) of experiment E's finished folds,
+Removed: the ``state/`` folders (and ``state.old``/``.state.tmp`` leftovers) of experiment E's finished folds
+(and finished ``full_s*`` runs of ``comp train --full``),
 and the decoded-image and check caches under ``runs/.cache`` (shared by every experiment; rebuilt on the next
 run that needs them). An unfinished fold's state is what ``--resume`` continues from: it is kept unless
 ``unfinished`` is asked for. Models, metrics, OOF and predictions are never touched.
@@ -31,12 +32,13 @@ def plan(exp: str, cache: bool = True, unfinished: bool = False) -> list[Item]:
     if not rd.is_dir():
         raise ConfigError(f"--exp {exp}: {rd} does not exist (nothing to clean)")
     items = []
-    for fd in sorted(rd.glob("fold_*")):
+    for fd in sorted(rd.glob("fold_*")) + sorted(rd.glob("full_s*")):  # folds and full-data runs (--full)
         done = (fd / "done.json").exists()
+        what = "fold" if fd.name.startswith("fold_") else "full-data run"
         for name in STATE_DIRS:
             p = fd / name
             if p.exists():
-                why = "finished fold's state" if done else "unfinished fold's state (--resume needs it)"
+                why = f"finished {what}'s state" if done else f"unfinished {what}'s state (--resume needs it)"
                 items.append(Item(p, dir_bytes(p), why, done or unfinished))
     c = runs.RUNS_DIR / ".cache"
     if cache and c.exists():

@@ -192,19 +192,34 @@ def train_options(f):
 @click.option("--resume", is_flag=True, help="continue interrupted folds from their last finished epoch")
 @click.option("--overwrite", is_flag=True, help="retrain the folds asked for (a run with another config: all)")
 @click.option("--skip-bad", is_flag=True, help="leave out rows that `comp check` flags")
+@click.option("--full", is_flag=True, help="train on every row with EXP's recipe, for the epochs its folds chose "
+              "-> runs/EXP/full_sI/ (no OOF); needs EXP's folds finished")
+@click.option("--seeds", type=int, default=1, show_default=True, help="--full: models to train (seed train.seed + I)")
 @user_errors
-def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, skip_bad):
+def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, skip_bad, full, seeds):
     """Train one model per fold -> runs/EXP/fold_K/ and runs/EXP/oof.csv.
 
     \b
     comp train --exp base --fold 0 --set train.epochs=3
     comp train --exp base --all-folds --resume
+    comp train --exp base --full --seeds 3      # after --all-folds: runs/base/full_s0..2
     torchrun --nproc_per_node 2 -m comp train --exp base --all-folds
     accelerate launch --multi_gpu --num_processes 2 -m comp train --exp base --all-folds
     (on CPU-only machines too: comp joins the processes over gloo)
     """
-    from comp.train import TrainingError, train_folds
+    from comp.train import TrainingError, train_folds, train_full
 
+    if full:
+        if fold_ids or all_folds:
+            raise click.UsageError("--full trains on every row (no folds): leave out --fold/--all-folds")
+        try:
+            train_full(load(config_path, exp, overrides), seeds=seeds, resume=resume, overwrite=overwrite,
+                       skip_bad=skip_bad, echo=click.echo)
+        except TrainingError as e:
+            raise click.ClickException(str(e)) from None
+        return
+    if seeds != 1:
+        raise click.UsageError("--seeds goes with --full (fold models take train.seed)")
     if not fold_ids and not all_folds:
         raise click.UsageError("say which folds: --fold K (repeatable) or --all-folds")
     if fold_ids and all_folds:
@@ -377,21 +392,30 @@ def leaderboard(runs_dir, ledger_path, out, trials):
 @click.option("--overwrite", is_flag=True, help="replace an existing runs/EXP/test.csv")
 @click.option("--engine", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
               help="onnxruntime: run the `comp export` files of runs/EXP/export/ (CPU, one process)")
+@click.option("--use", type=click.Choice(["folds", "full", "both"]), default="folds", show_default=True,
+              help="fold models -> test.csv; full_s* models (comp train --full) -> test_full.csv; both, each group "
+              "weighing half -> test_both.csv")
+@click.option("--fold", "fold_ids", type=int, multiple=True,
+              help="only this fold's model -> runs/EXP/test_foldK.csv (repeatable: one file each)")
 @user_errors
-def predict(config_path, exp, overrides, tta, oof, overwrite, engine):
+def predict(config_path, exp, overrides, tta, oof, overwrite, engine, use, fold_ids):
     """Test predictions of EXP's fold models with TTA -> runs/EXP/test.csv.
 
-    Probabilities are averaged over the views, then over the folds; several processes shard the images.
+    Probabilities are averaged over the views, then over the models; several processes shard the images.
 
     \b
     comp predict --exp base --tta identity,hflip --oof
+    comp predict --exp base --use full         # runs/base/test_full.csv (after comp train --full)
+    comp predict --exp base --use both         # runs/base/test_both.csv: 0.5 folds' mean + 0.5 full mean
+    comp predict --exp base --fold 0           # runs/base/test_fold0.csv: one model's prediction
     torchrun --nproc_per_node 2 -m comp predict --exp base
     comp predict --exp base --engine onnxruntime --overwrite   (after comp export --exp base --all-folds)
     """
     from comp.predict import predict as run
 
     views = [v.strip() for v in tta.split(",") if v.strip()] if tta else None
-    run(load(config_path, exp, overrides), tta=views, oof=oof, overwrite=overwrite, echo=click.echo, engine=engine)
+    run(load(config_path, exp, overrides), tta=views, oof=oof, overwrite=overwrite, echo=click.echo, engine=engine,
+        use=use, folds=list(fold_ids))
 
 
 @cli.command()
@@ -404,8 +428,11 @@ def predict(config_path, exp, overrides, tta, oof, overwrite, engine):
 @click.option("--temperature", is_flag=True, help="data.metric log_loss: fit a softmax temperature on the OOF")
 @click.option("--name", required=True, help="submission name -> submissions/NAME.csv")
 @click.option("--overwrite", is_flag=True, help="replace an existing submission of that name")
+@click.option("--use", type=click.Choice(["folds", "full", "both"]), default="folds", show_default=True,
+              help="test probabilities from runs/EXP/test.csv, test_full.csv or test_both.csv (comp predict --use); "
+              "weights and CV always come from the fold models' OOF")
 @user_errors
-def ensemble(config_path, exps, weights, method, tune_bias, tune_thresholds, temperature, name, overwrite):
+def ensemble(config_path, exps, weights, method, tune_bias, tune_thresholds, temperature, name, overwrite, use):
     """Blend experiments into submissions/NAME.csv and log it in submissions/ledger.csv.
 
     auto weights maximise the OOF data.metric (greedy selection with replacement). Post-processing fit on the
@@ -417,11 +444,12 @@ def ensemble(config_path, exps, weights, method, tune_bias, tune_thresholds, tem
     \b
     comp ensemble --exp base --exp big --tune-bias --name blend1
     comp ensemble --exp base --exp big --weights 0.7,0.3 --method geometric --name blend2
+    comp ensemble --exp base --use full --name refit     # after comp predict --exp base --use full
     """
     from comp.ensemble import ensemble as run
 
     run(load(config_path), list(exps), weights=weights, method=method, tune_bias=tune_bias, name=name,
-        overwrite=overwrite, echo=click.echo, tune_thresholds=tune_thresholds, temperature=temperature)
+        overwrite=overwrite, echo=click.echo, tune_thresholds=tune_thresholds, temperature=temperature, use=use)
 
 
 # ---------------------------------------------------------------- reports

@@ -1,6 +1,9 @@
 """``comp ensemble``: blend experiments' fold-averaged probabilities into a submission and log it in the ledger.
 
-Each member is an experiment E with ``runs/E/oof.csv`` (every train row once) and ``runs/E/test.csv``. Weights
+Each member is an experiment E with ``runs/E/oof.csv`` (every train row once) and ``runs/E/test.csv`` (with
+``use="full"``/``"both"``: ``runs/E/test_full.csv``/``test_both.csv`` of ``comp predict --use``, the full-data
+models' test probabilities; weights, post-processing and the CV still come from the fold models' OOF, as the
+full models have none, and the ledger says so: options ``use`` and ``cv_from: folds``). Weights
 are fit on the OOF — ``auto`` is greedy forward selection with replacement (Caruana et al., 2004): start from
 the best member, repeatedly add the member that most raises OOF macro F1, keep the best prefix; weights are
 the counts, so they are non-negative and sum to 1 and a useless member gets 0. With several members the search
@@ -44,6 +47,7 @@ from comp.decision import (
 )
 from comp.files import write_csv
 from comp.metrics import grade_values
+from comp.predict import USES, output_name
 from comp.runs import run_dir
 from comp.score import SubmissionError, check_submission, check_wide
 from comp.train import competition_metric
@@ -66,15 +70,21 @@ def _class_cols(df: pd.DataFrame, skip: Sequence[str]) -> list[str]:
     return [c for c in df.columns if c not in skip]
 
 
-def load_member(cfg: Config, exp: str) -> Member:
-    """Read ``runs/E/oof.csv`` and ``runs/E/test.csv`` and check they agree on the classes."""
+def load_member(cfg: Config, exp: str, use: str = "folds") -> Member:
+    """Read ``runs/E/oof.csv`` and the test probabilities of ``use`` (``runs/E/test.csv``, ``test_full.csv`` or
+    ``test_both.csv``) and check they agree on the classes."""
+    if use not in USES:
+        raise ConfigError(f"--use {use!r}: expected one of {', '.join(USES)}")
     d = cfg.data
     run = run_dir(exp)
-    oof_path, test_path = run / "oof.csv", run / "test.csv"
+    oof_path, test_path = run / "oof.csv", run / output_name(use)
     if not oof_path.exists():
         raise DataError(f"{oof_path} not found: train the experiment first (comp train --exp {exp} --all-folds)")
     if not test_path.exists():
-        raise DataError(f"{test_path} not found: predict the test first (comp predict --exp {exp})")
+        flag = "" if use == "folds" else f" --use {use}"
+        first = f"comp train --exp {exp} --full, then " if use != "folds" and not any(run.glob("full_s*/done.json")) \
+            else ""
+        raise DataError(f"{test_path} not found: predict the test first ({first}comp predict --exp {exp}{flag})")
     oof = read_csv_str(oof_path)
     test = read_csv_str(test_path)
     for col in (d.id_col, "fold", d.label_col):
@@ -101,10 +111,11 @@ def load_member(cfg: Config, exp: str) -> Member:
     info_path = run / "predict.json"
     if info_path.exists():
         info = json.loads(info_path.read_text(encoding="utf-8"))
-        tv, ov = info.get("test_views"), info.get("oof_views", ["identity"])
+        tv = info.get("test_views") if use == "folds" else info.get("outputs", {}).get(test_path.name, {}).get("views")
+        ov = info.get("oof_views", ["identity"])
         if tv and tv != ov:
-            note = (f"{exp}: test.csv used views {tv} but oof.csv {ov}; to fit weights on what the test sees run "
-                    f"comp predict --exp {exp} --tta {','.join(tv)} --oof --overwrite")
+            note = (f"{exp}: {test_path.name} used views {tv} but oof.csv {ov}; to fit weights on what the test sees "
+                    f"run comp predict --exp {exp} --tta {','.join(tv)} --oof --overwrite")
     return Member(
         exp=exp,
         classes=classes,
@@ -274,9 +285,12 @@ def ensemble(
     echo: Callable[[str], None] = print,
     tune_thresholds: bool = False,
     temperature: bool = False,
+    use: str = "folds",
 ) -> dict:
     """Blend ``exps`` into ``submissions/NAME.csv``, validate it, log it in ``submissions/ledger.csv``.
 
+    use: whose test probabilities are blended: ``folds`` (runs/E/test.csv), ``full`` (test_full.csv) or ``both``
+    (test_both.csv); weights and the CV come from the folds' OOF either way.
     weights: ``auto`` (greedy on OOF macro F1) or one number per experiment. method: mean, geometric, rank.
     tune_bias: per-class log-score biases fit on the OOF, their gain estimated with ``bias_folds``-fold CV;
     applied only when that cross-validated gain is positive.
@@ -302,7 +316,7 @@ def ensemble(
         raise FileExistsError(f"{out_path} already exists; choose another --name or pass --overwrite to replace it")
 
     d = cfg.data
-    members = [load_member(cfg, e) for e in exps]
+    members = [load_member(cfg, e, use) for e in exps]
     first = members[0]
     classes = first.classes
     ids = first.oof.index
@@ -319,6 +333,9 @@ def ensemble(
     for mb in members:
         if mb.note:
             echo(f"note: {mb.note}")
+    if use != "folds":
+        echo(f"test probabilities: runs/E/{output_name(use)} ({use}); weights and CV: the fold models' OOF "
+             f"(the full models have none)")
     unknown = sorted(set(first.oof[d.label_col]) - set(classes))
     if unknown:
         raise DataError(f"runs/{first.exp}/oof.csv has labels {unknown[:3]} that are not class columns")
@@ -332,8 +349,9 @@ def ensemble(
     for mb in members:
         missing = test_ids[~test_ids.isin(mb.test.index)]
         if len(missing):
-            raise DataError(f"runs/{mb.exp}/test.csv lacks {len(missing)} id(s) of the sample submission "
-                            f"(e.g. {missing.iloc[0]!r}); re-run comp predict --exp {mb.exp} --overwrite")
+            flag = "" if use == "folds" else f" --use {use}"
+            raise DataError(f"runs/{mb.exp}/{output_name(use)} lacks {len(missing)} id(s) of the sample submission "
+                            f"(e.g. {missing.iloc[0]!r}); re-run comp predict --exp {mb.exp}{flag} --overwrite")
         test_probs.append(mb.test.loc[test_ids, classes].to_numpy())
 
     n_c = len(classes)
@@ -420,6 +438,8 @@ def ensemble(
         raise DataError(f"the blended submission failed validation: {e}") from None
     write_csv(out_path, sub, float_format="%.7g")
     options = {
+        "use": use,  # whose test probabilities: the fold models', the full-data models' or both
+        "cv_from": "folds",  # weights and every CV figure: the fold models' OOF (full models have none)
         "method": method,
         "weights": "auto" if fixed is None else "given",
         "tune_bias": tune_bias,

@@ -3,9 +3,21 @@
 Every fold model in ``runs/E/fold_k/model.safetensors`` sees every test image through every view; the
 softmax probabilities are averaged over views, then over folds, and written to ``runs/E/test.csv``
 (``<id>``, one column per class); ``runs/E/test_folds.csv`` keeps each fold model's own probabilities (``<id>``,
-``fold``, classes: what fold-safe pseudo-labelling needs, see comp.techniques.pseudo). ``oof=True`` runs each fold model over its own validation rows with the same
-views and rewrites ``runs/E/oof.csv`` (the trainer's file is kept as ``runs/E/oof.train.csv``), so that
-ensemble weights and biases are fit on what the test will see.
+``fold``, classes: what fold-safe pseudo-labelling needs, see comp.techniques.pseudo). ``oof=True`` runs each
+fold model over its own validation rows with the same views and rewrites ``runs/E/oof.csv`` (the trainer's file
+is kept as ``runs/E/oof.train.csv``), so that ensemble weights and biases are fit on what the test will see.
+
+Which models (``use``, ``folds``), and where their mean goes:
+
+    use="folds"         every fold model             runs/E/test.csv (+ test_folds.csv)
+    folds=[k, ...]      fold k's model alone, each    runs/E/test_fold{k}.csv (a single model's figure)
+    use="full"          every runs/E/full_s*/ model   runs/E/test_full.csv
+    use="both"          folds and full models         runs/E/test_both.csv: 0.5 x the fold models' mean
+                                                      + 0.5 x the full models' mean
+
+``both`` weighs the two groups equally, not each model: the full models saw every row, and K fold models would
+otherwise outvote a few of them; each group stays an ensemble of its own. The full models have no OOF
+(comp.techniques.refit), so ``oof`` goes with fold models only.
 
 Images are decoded once per input size (comp.cache). Under several processes (``torchrun``/``accelerate
 launch``) the rows are sharded by accelerate, gathered with ``gather_for_metrics`` together with their row
@@ -40,11 +52,18 @@ FLOAT_FORMAT = "%.7g"
 ENGINES = ("torch", "onnxruntime")
 
 
+USES = ("folds", "full", "both")
+
+
 @dataclass
 class FoldModel:
-    fold: int
+    fold: int | None  # None: a full-data model (runs/E/full_s{i})
     path: Path
     meta: dict
+
+    @property
+    def name(self) -> str:
+        return f"fold {self.fold}" if self.fold is not None else self.path.parent.name
 
     @property
     def size(self) -> int:
@@ -82,6 +101,27 @@ def find_fold_models(run: Path, expected: Sequence[int] | None = None) -> list[F
         if m.meta["classes"] != classes:
             raise DataError(f"{m.path}: its classes differ from fold {models[0].fold}'s; retrain it with the same data")
     return models
+
+
+def find_full_models(run: Path) -> list[FoldModel]:
+    """The finished full-data models of a run (``full_s*/`` with done.json), by seed index."""
+    models = []
+    for d in run.glob("full_s*"):
+        f = d / "model.safetensors"
+        if d.name[6:].isdigit() and (d / "done.json").exists() and f.exists() and f.with_suffix(".json").exists():
+            models.append(FoldModel(None, f, json.loads(f.with_suffix(".json").read_text(encoding="utf-8"))))
+    models.sort(key=lambda m: int(m.path.parent.name[6:]))
+    if not models:
+        raise DataError(f"{run}: no finished full-data models (full_sI/done.json); train them: "
+                        f"comp train --exp {run.name} --full")
+    return models
+
+
+def output_name(use: str = "folds", fold: int | None = None) -> str:
+    """The file (under runs/E/) of a prediction: test.csv, test_full.csv, test_both.csv or test_fold{k}.csv."""
+    if fold is not None:
+        return f"test_fold{fold}.csv"
+    return "test.csv" if use == "folds" else f"test_{use}.csv"
 
 
 def make_accelerator(cfg: Config):
@@ -254,41 +294,68 @@ def predict(
     echo: Callable[[str], None] = print,
     progress: bool = True,
     engine: str = "torch",
+    use: str = "folds",
+    folds: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Write ``runs/E/test.csv`` (E = ``cfg.exp``) and return it; with ``oof`` also rewrite ``runs/E/oof.csv``.
 
-    tta: view names (comp.tta), default ``infer.tta``. An existing test.csv is refused unless ``overwrite``.
+    tta: view names (comp.tta), default ``infer.tta``. An existing output is refused unless ``overwrite``.
     progress: tqdm bars (main process only).
     engine: ``torch``, or ``onnxruntime`` (the ``comp export`` files in runs/E/export/; one process, CPU).
-    The returned frame's ``attrs['timing']`` holds the inference-loop seconds and images (x views x folds).
+    use: ``folds``, ``full`` or ``both``; folds: only these fold models, each to its own file (module docstring).
+    Returns the written mean (with ``folds``: of the models asked for); ``attrs['timing']`` holds the
+    inference-loop seconds and images (x views x models), ``attrs['files']`` the files written.
     """
     exp = cfg.exp
     if not exp:
         raise ConfigError("predict needs an experiment: comp predict --exp NAME")
+    if use not in USES:
+        raise ConfigError(f"--use {use!r}: expected one of {', '.join(USES)}")
+    folds = list(dict.fromkeys(folds or []))
+    if folds and use != "folds":
+        raise ConfigError(f"--fold picks fold models; it goes with --use folds, not --use {use}")
+    if oof and use == "full":
+        raise ConfigError("--oof rewrites the folds' OOF, and the full models have none (every training row trained "
+                          "them): pass --use folds (or both) with --oof")
+    if oof and folds:
+        raise ConfigError("--oof rewrites every fold's OOF with its own model: leave out --fold")
     try:
         views = check_views(tta if tta else cfg.infer.tta)
     except ValueError as e:
         raise ConfigError(f"{'--tta' if tta else 'infer.tta'}: {e}") from None
     run = run_dir(exp)
-    out_path = run / "test.csv"
-    if out_path.exists() and not overwrite:
-        raise FileExistsError(f"{out_path} already exists; pass --overwrite to replace it")
+    outs = [run / output_name(use, k) for k in folds] or [run / output_name(use)]
+    for out_path in outs:
+        if out_path.exists() and not overwrite:
+            raise FileExistsError(f"{out_path} already exists; pass --overwrite to replace it")
     oof_path, oof_df = run / "oof.csv", None
     if oof and not oof_path.exists():
         raise DataError(f"{oof_path} not found: --oof needs the trainer's OOF (comp train --exp {exp} --all-folds)")
-    expected = None
-    if oof_path.exists():  # every fold the OOF lists must have its model
-        oof_df = read_csv_str(oof_path)
-        if "fold" not in oof_df.columns:
-            raise DataError(f"{oof_path}: no column 'fold'; columns are: {', '.join(oof_df.columns)}")
-        expected = sorted(int(k) for k in oof_df["fold"].astype(int).unique())
-    models = find_fold_models(run, expected)
+    fold_models: list[FoldModel] = []
+    if use in ("folds", "both"):
+        expected = folds or None
+        if oof_path.exists() and not folds:  # every fold the OOF lists must have its model
+            oof_df = read_csv_str(oof_path)
+            if "fold" not in oof_df.columns:
+                raise DataError(f"{oof_path}: no column 'fold'; columns are: {', '.join(oof_df.columns)}")
+            expected = sorted(int(k) for k in oof_df["fold"].astype(int).unique())
+        fold_models = find_fold_models(run, expected)
+        if folds:
+            fold_models = [m for k in folds for m in fold_models if m.fold == k]
+    full_models = find_full_models(run) if use in ("full", "both") else []
+    models = fold_models + full_models
     classes = list(models[0].meta["classes"])
+    for m in models[1:]:
+        if list(m.meta["classes"]) != classes:
+            raise DataError(f"{m.path}: its classes differ from {models[0].name}'s; retrain it with the same data")
     id_col = cfg.data.id_col
     if engine not in ENGINES:
         raise ConfigError(f"Unknown engine {engine!r}, expected one of {ENGINES}")
     exports = None
     if engine == "onnxruntime":
+        if full_models:
+            raise ConfigError("--engine onnxruntime runs `comp export`'s fold models; the full models are not "
+                              "exported: use --engine torch with --use full/both")
         from comp.serve.onnx import load_exports
 
         exports = load_exports(exp, models)
@@ -300,7 +367,9 @@ def predict(
     show = progress and main
     if main:
         where = "onnxruntime (CPU)" if exports is not None else str(accelerator.device)
-        echo(f"predict {exp}: folds {[m.fold for m in models]}, views {views}, {models[0].size}px, "
+        which = f"folds {[m.fold for m in fold_models]}" if fold_models else ""
+        which += (", " if which else "") + (f"full models {[m.name for m in full_models]}" if full_models else "")
+        echo(f"predict {exp}: {which}, views {views}, {models[0].size}px, "
              f"{accelerator.num_processes} process(es) on {where}")
     timing = Timing()
 
@@ -311,33 +380,55 @@ def predict(
     all_rows = np.arange(len(test))
     probs = _run_models(cfg, models, test["path"].tolist(), [all_rows] * len(models), views, accelerator,
                         "test", timing, show, exports)
-    mean_probs = np.mean(probs, axis=0)
-    result = pd.concat([pd.DataFrame({id_col: test["id"]}), pd.DataFrame(mean_probs, columns=classes)], axis=1)
+    fold_probs, full_probs = probs[:len(fold_models)], probs[len(fold_models):]
+    if folds:
+        means = list(fold_probs)
+        how = "fold model {} alone"
+    elif use == "both":
+        means = [0.5 * np.mean(fold_probs, axis=0) + 0.5 * np.mean(full_probs, axis=0)]
+        how = (f"0.5 x mean of {len(fold_models)} fold model(s) + 0.5 x mean of {len(full_models)} full model(s) "
+               f"(each group weighs half)")
+    else:
+        means = [np.mean(probs, axis=0)]
+        how = f"mean over {len(models)} {'fold' if use == 'folds' else 'full'} model(s)"
+
+    def frame(p):
+        return pd.concat([pd.DataFrame({id_col: test["id"]}), pd.DataFrame(p, columns=classes)], axis=1)
+
+    results = [frame(p) for p in means]
 
     oof_report = ""
     if oof:
-        oof_report = _rewrite_oof(cfg, run, oof_df, models, classes, views, accelerator, timing, show, exports)
+        oof_report = _rewrite_oof(cfg, run, oof_df, fold_models, classes, views, accelerator, timing, show, exports)
 
     if main:
-        write_csv(out_path, result, float_format=FLOAT_FORMAT)
-        # Each fold model's own test probabilities: fold k of a pseudo-labelled experiment may use fold k's only.
-        by_fold = pd.concat([pd.concat([pd.DataFrame({id_col: test["id"], "fold": m.fold}),
-                                        pd.DataFrame(p, columns=classes)], axis=1) for m, p in zip(models, probs)],
-                            ignore_index=True)
-        write_csv(run / "test_folds.csv", by_fold, float_format=FLOAT_FORMAT)
         info_path = run / "predict.json"
         info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
-        info.update(test_views=views, folds=[m.fold for m in models], n_test=len(test), engine=engine,
-                    time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        for i, (out_path, result) in enumerate(zip(outs, results)):
+            write_csv(out_path, result, float_format=FLOAT_FORMAT)
+            used = [fold_models[i]] if folds else models
+            desc = how.format(folds[i] if folds else "")
+            info.setdefault("outputs", {})[out_path.name] = dict(views=views, models=[m.name for m in used],
+                                                                 how=desc, time=stamp)
+            echo(f"wrote {out_path}: {len(result)} ids x {len(classes)} classes, {desc} x {len(views)} view(s); "
+                 f"{timing.images_per_s:.0f} images/s")
+        if use == "folds" and not folds:
+            # Each fold model's own test probabilities: fold k of a pseudo-labelled experiment may use fold k's only.
+            by_fold = pd.concat([pd.concat([pd.DataFrame({id_col: test["id"], "fold": m.fold}),
+                                            pd.DataFrame(p, columns=classes)], axis=1)
+                                 for m, p in zip(models, probs)], ignore_index=True)
+            write_csv(run / "test_folds.csv", by_fold, float_format=FLOAT_FORMAT)
+            info.update(test_views=views, folds=[m.fold for m in models], n_test=len(test), engine=engine, time=stamp)
         if oof:
             info["oof_views"] = views
         write_text(info_path, json.dumps(info, indent=2))
-        echo(f"wrote {out_path}: {len(result)} ids x {len(classes)} classes, mean over {len(models)} fold(s) x "
-             f"{len(views)} view(s); {timing.images_per_s:.0f} images/s")
         if oof_report:
             echo(oof_report)
     accelerator.wait_for_everyone()
+    result = results[0] if len(results) == 1 else frame(np.mean(means, axis=0))
     result.attrs["timing"] = timing
+    result.attrs["files"] = [str(p) for p in outs]
     return result
 
 

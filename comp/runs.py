@@ -10,6 +10,15 @@
                                 the fold finishes (unless train.keep_state); `comp clean` removes leftovers
     runs/E/fold_k/train.log, lock, job.json   `comp launch`'s log, lock and job state (kept by a retrain)
     runs/E/oof.csv              every fold's oof.csv, in train.csv order, once every fold is done
+    runs/E/full_s{i}/           `comp train --full`: seed i's model on every training row (train.seed + i), for the
+                                epochs E's folds chose; model.safetensors + model.json (the last epoch's weights,
+                                "full": true, "oof": null), metrics.csv (val columns NaN), curves.png, state/,
+                                done.json; no oof.csv (comp.techniques.refit)
+    runs/E/test.csv             `comp predict`: mean of the fold models (test_folds.csv: each fold model's own)
+    runs/E/test_full.csv        `comp predict --use full`: mean of the full_s* models
+    runs/E/test_both.csv        `comp predict --use both`: 50/50 mean of the folds' mean and the full models' mean
+    runs/E/test_fold{k}.csv     `comp predict --fold k`: fold k's model alone
+    runs/E/predict.json         views and models of the predictions above
 """
 
 from __future__ import annotations
@@ -44,6 +53,15 @@ def run_dir(exp: str) -> Path:
 
 def fold_dir(exp: str, fold: int) -> Path:
     return run_dir(exp) / f"fold_{fold}"
+
+
+def full_name(i: int) -> str:
+    """The folder name of full-data model ``i`` (seed train.seed + i)."""
+    return f"full_s{i}"
+
+
+def full_dir(exp: str, i: int) -> Path:
+    return run_dir(exp) / full_name(i)
 
 
 # Files a job runner keeps in a fold folder across retrains (comp launch: its log, lock and job state).

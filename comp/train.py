@@ -12,6 +12,10 @@ One fold, one training context: ``_setup_fold`` builds and prepares everything a
 state (unless train.keep_state), and ``_release`` clears the accelerator's registries so the next fold's state
 holds only its own model and optimizer and nothing of a finished fold stays in memory. The process group
 (torchrun / accelerate launch) lives across folds.
+
+A full-data run (``train_full``, ``comp train --full``; comp.techniques.refit) is a fold whose validation part is
+empty: the same functions train it, with a ``Fold.full`` that says so. It trains every row for the epochs E's folds
+chose, publishes every epoch's weights (the last one is the model), and writes no OOF.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import chain
 from pathlib import Path
 
@@ -231,7 +235,7 @@ def _sync_buffers(module: torch.nn.Module, accelerator) -> None:
 class FoldState:
     """What the loop needs besides model/optimizer/RNG to continue after epoch ``epoch`` (trainer.json)."""
 
-    fold: int | None = None  # the fold this state belongs to (a state of another fold is refused)
+    fold: int | str | None = None  # the fold (or full_s{i}) this state belongs to (another's is refused)
     config_digest: str = ""  # runs.config_digest of the config that made it (another config is refused)
     epoch: int = 0  # epochs finished
     num_updates: int = 0
@@ -256,13 +260,20 @@ def find_state(fd: Path) -> Path | None:
     return None
 
 
-def check_state(path: Path, fold: int, digest: str) -> None:
-    """Refuse a state recorded for another fold or made with another config (it would train the wrong model)."""
+def unit_name(fold: int | str | None) -> str:
+    """``fold 3`` for a fold, the folder name (``full_s0``) for a full-data run."""
+    return fold if isinstance(fold, str) else f"fold {fold}"
+
+
+def check_state(path: Path, fold: int | str, digest: str) -> None:
+    """Refuse a state recorded for another fold or made with another config (it would train the wrong model).
+
+    A full-data run's ``fold`` is its folder name (full_s0) and its digest covers the epochs and seed it trains."""
     rec = json.loads((path / "trainer.json").read_text(encoding="utf-8"))
     what = "--overwrite to start the fold again, or `comp clean` to remove the state"
     if rec.get("fold") != fold:
-        raise ConfigError(f"{path} holds the state of fold {rec.get('fold')}, not of fold {fold} (moved or copied "
-                          f"there, or written by an older comp); it cannot be resumed: pass {what}")
+        raise ConfigError(f"{path} holds the state of {unit_name(rec.get('fold'))}, not of {unit_name(fold)} (moved "
+                          f"or copied there, or written by an older comp); it cannot be resumed: pass {what}")
     if rec.get("config_digest") != digest:
         raise ConfigError(f"{path} was saved with a different config (digest {rec.get('config_digest')!r}, the "
                           f"config now gives {digest!r}): resuming it would mix two runs; pass {what}")
@@ -443,26 +454,8 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     accelerator.wait_for_everyone()
 
     todo = [k for k in folds if overwrite or runs.fold_done(cfg.exp, k) is None]
-    images = None
-    if todo:
-        # The main process fills a disk cache first; the others then read the finished file.
-        with accelerator.main_process_first():
-            images = load_images(table["path"].tolist(), cfg.input.size, cfg.input.resize, cfg.data.max_pixels,
-                                 cache=cfg.train.cache, cache_dir=runs.RUNS_DIR / ".cache",
-                                 progress=accelerator.is_local_main_process and interactive(),
-                                 desc="decode (once)")
-    s = Session(cfg, accelerator, table, classes, images, say, on_epoch)
-    if accelerator.trackers is not None and cfg.train.trackers:
-        accelerator.init_trackers(cfg.exp, config=_flat_config(cfg))
-    results, interrupted = {}, False
-    try:
-        for k in folds:
-            results[k] = _train_fold(s, k, resume=resume, overwrite=overwrite)
-    except _Stopped:
-        interrupted = True
-    finally:
-        if cfg.train.trackers:
-            accelerator.end_training()
+    s = Session(cfg, accelerator, table, classes, _decode(cfg, accelerator, table) if todo else None, say, on_epoch)
+    results, interrupted = _run_units(s, [(k, s, None) for k in folds], resume, overwrite)
     out = {"folds": results, "cv_macro_f1": None, "run_dir": str(runs.run_dir(cfg.exp)), "interrupted": interrupted}
     if not interrupted and accelerator.is_main_process:
         oof_path = runs.run_dir(cfg.exp) / "oof.csv"
@@ -491,6 +484,80 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     return out
 
 
+def _decode(cfg: Config, accelerator, table: pd.DataFrame) -> np.ndarray:
+    """Every train image at the input size, decoded once (the main process fills a disk cache first; the others
+    then read the finished file)."""
+    with accelerator.main_process_first():
+        return load_images(table["path"].tolist(), cfg.input.size, cfg.input.resize, cfg.data.max_pixels,
+                           cache=cfg.train.cache, cache_dir=runs.RUNS_DIR / ".cache",
+                           progress=accelerator.is_local_main_process and interactive(), desc="decode (once)")
+
+
+def _run_units(s: Session, units: list, resume: bool, overwrite: bool) -> tuple[dict, bool]:
+    """Train each (key, session, full) in turn; ({key: summary}, interrupted by train.stop_after_epochs)."""
+    cfg, accelerator = s.cfg, s.accelerator
+    if accelerator.trackers is not None and cfg.train.trackers:
+        accelerator.init_trackers(cfg.exp, config=_flat_config(cfg))
+    results, interrupted = {}, False
+    try:
+        for k, session, full in units:
+            results[k] = _train_fold(session, k, resume=resume, overwrite=overwrite, full=full)
+    except _Stopped:
+        interrupted = True
+    finally:
+        if cfg.train.trackers:
+            accelerator.end_training()
+    return results, interrupted
+
+
+def train_full(cfg: Config, seeds: int = 1, resume: bool = False, overwrite: bool = False, skip_bad: bool = False,
+               echo: Callable[[str], None] = print) -> dict:
+    """``comp train --full``: train ``runs/E/full_s{i}`` (i < ``seeds``) on every training row with E's recipe.
+
+    The length (and raw or EMA weights) come from E's finished folds (comp.techniques.refit); full_s{i} uses
+    train.seed + i. ``cfg`` must be E's config (runs/E/config.yaml): only train.epochs and train.seed change, and
+    they are part of each run's state digest. Finished seeds are skipped; ``resume``/``overwrite`` as for folds
+    (``overwrite`` retrains the full models only, never E's folds).
+
+    Returns {"full": {"full_s0": done.json summary, ...}, "epochs", "why", "ema", "run_dir", "interrupted"}.
+    """
+    from comp.techniques.refit import plan_full
+
+    if resume and overwrite:
+        raise ConfigError("--resume continues a run and --overwrite discards it: pass one of them")
+    check_config(cfg)
+    changes = runs.check_run(cfg, overwrite=True)  # listed, never acted on: --full never rewrites runs/E
+    if changes:
+        shown = "; ".join(changes[:5]) + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else "")
+        raise ConfigError(f"--full trains the recipe of {runs.run_dir(cfg.exp)}, but this config differs from its "
+                          f"config.yaml ({shown}); drop those --set options, or train the new recipe as another "
+                          f"experiment (--exp NEW --all-folds, then --full)")
+    plan = plan_full(cfg, seeds)
+    for c in plan.configs:
+        try:
+            check_config(c)
+        except ConfigError as e:
+            raise ConfigError(f"--full ({plan.epochs} epochs): {e}") from None
+    accelerator = make_accelerator(cfg)
+    say = _say(accelerator, echo)
+    say(f"--full epochs: {plan.why}")
+    say(f"--full weights: {plan.ema_why}")
+    if cfg.train.patience is not None:
+        say("--full: train.patience is ignored (no validation rows; the length is fixed)")
+    table, classes = load_table(cfg, skip_bad, say)
+    names = [plan.info(i)["name"] for i in range(seeds)]
+    todo = [n for n in names if overwrite or not (runs.run_dir(cfg.exp) / n / "done.json").exists()]
+    s = Session(cfg, accelerator, table, classes, _decode(cfg, accelerator, table) if todo else None, say)
+    # One session per seed: its config has the full run's epochs and seed (every draw follows from them).
+    units = [(n, replace(s, cfg=c), plan.info(i)) for i, (n, c) in enumerate(zip(names, plan.configs))]
+    results, interrupted = _run_units(s, units, resume, overwrite)
+    if not interrupted:
+        say(f"--full: {len(results)} model(s) {', '.join(str(runs.run_dir(cfg.exp) / n) for n in results)}; "
+            f"predict with comp predict --exp {cfg.exp} --use full (or both)")
+    return {"full": results, "epochs": plan.epochs, "why": plan.why, "ema": plan.ema,
+            "run_dir": str(runs.run_dir(cfg.exp)), "interrupted": interrupted}
+
+
 def train_fold(cfg: Config, fold: int, resume: bool = False, overwrite: bool = False, skip_bad: bool = False,
                echo: Callable[[str], None] = print, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
     """Train one fold (see train_folds); returns its summary (best score and epoch, ...)."""
@@ -507,7 +574,7 @@ def _flat_config(cfg: Config) -> dict:
     return out
 
 
-def _banner(s: Session, fold: int, model, n_train: int, n_val: int, steps: int) -> str:
+def _banner(s: Session, name: str, model, n_train: int, n_val: int, steps: int) -> str:
     c, t, a = s.cfg, s.cfg.train, s.accelerator
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     aug = "pipeline (cpu)" if c.augment.pipeline else f"{c.augment.preset} ({c.augment.on})"
@@ -517,7 +584,7 @@ def _banner(s: Session, fold: int, model, n_train: int, n_val: int, steps: int) 
     loss += f", class weights {t.class_weights}" if t.class_weights else ""
     extras = [x for x, on in (("ema", t.ema), ("channels_last", t.channels_last), ("compile", t.compile)) if on]
     return (
-        f"fold {fold}: {n_train} train / {n_val} val images | model {c.model.name} ({n_params:.2f}M params"
+        f"{name}: {n_train} train / {n_val} val images | model {c.model.name} ({n_params:.2f}M params"
         f"{', pretrained' if c.model.pretrained or c.model.pretrained_file else ''}) | input {c.input.size}px "
         f"{c.input.resize} | epochs {t.epochs} | batch {t.batch_size} x {a.num_processes} processes x "
         f"{t.accum_steps} accum, {steps} steps/epoch | lr {t.lr:g} {t.optimizer} wd {t.weight_decay:g} | "
@@ -535,7 +602,7 @@ class Fold:
     """Everything one fold creates. It lives only inside ``_train_fold``: when the fold ends the accelerator's
     registries are cleared (``free_memory``), so nothing of it outlives the fold (memory, state files)."""
 
-    k: int
+    k: int | str  # the fold, or a full-data run's folder name (full_s0)
     fd: Path
     va: pd.DataFrame
     train_set: CachedImages
@@ -556,13 +623,20 @@ class Fold:
     meta: dict
     cm: Metric  # data.metric: the best-epoch criterion
     state_bytes: int = 0  # size of the last state written (one epoch's commit)
+    full: dict | None = None  # a full-data run (refit.FullPlan.info): no validation rows, no OOF, last weights win
+
+    @property
+    def name(self) -> str:
+        return unit_name(self.k)
 
 
-def _setup_fold(s: Session, k: int, fd: Path) -> Fold:
-    """Loaders, model, optimizer, scheduler, EMA and loss of fold ``k``, prepared by the accelerator."""
+def _setup_fold(s: Session, k: int | str, fd: Path, full: dict | None = None) -> Fold:
+    """Loaders, model, optimizer, scheduler, EMA and loss of fold ``k`` (or of the full-data run ``full``),
+    prepared by the accelerator."""
     cfg, t, acc = s.cfg, s.cfg.train, s.accelerator
-    tr = s.table[(s.table["fold"] != k) & s.table["train_use"]]  # data.relabel's dropped rows never train
-    va = s.table[s.table["fold"] == k]
+    held = (s.table["fold"] == k) & (full is None)  # a full-data run holds out nothing
+    tr = s.table[~held & s.table["train_use"]]  # data.relabel's dropped rows never train
+    va = s.table[held]
     rank = acc.process_index
     transform, batch_aug = training_augment(cfg.augment, cfg.input.size, t.seed, rank)
     train_set = CachedImages(s.images, tr.index, tr["y_train"], transform, seed=t.seed, rank=rank)
@@ -573,7 +647,7 @@ def _setup_fold(s: Session, k: int, fd: Path) -> Fold:
     drop_last = mixup is not None and len(tr) >= 2 * t.batch_size * acc.num_processes
     workers = num_workers(cfg)
     train_loader = make_loader(train_set, t.batch_size, EpochSampler(len(tr), t.seed, weights), workers, drop_last)
-    val_loader = make_loader(val_set, cfg.infer.batch_size, None, workers)
+    val_loader = make_loader(val_set, cfg.infer.batch_size, None, workers) if full is None else None
 
     torch.manual_seed(t.seed)  # same initial weights on every rank and every run
     model = create_model(cfg, len(s.classes))
@@ -594,8 +668,10 @@ def _setup_fold(s: Session, k: int, fd: Path) -> Fold:
     criterion = create_loss(t, np.bincount(tr["y_train"], minlength=len(s.classes))).to(acc.device)
     meta = dict(classes=s.classes, input_size=cfg.input.size, resize=cfg.input.resize, mean=mean, std=std,
                 model_name=cfg.model.name, fold=k, exp=cfg.exp, num_classes=len(s.classes))
+    if full is not None:
+        meta.update(full, fold=None)
     return Fold(k, fd, va, train_set, train_loader, val_loader, model, raw, optimizer, scheduler, ema, criterion,
-                mixup, batch_aug, mean, std, frozen, steps, meta, competition_metric(cfg, s.classes))
+                mixup, batch_aug, mean, std, frozen, steps, meta, competition_metric(cfg, s.classes), full=full)
 
 
 def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float, float, float]:
@@ -614,7 +690,7 @@ def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float,
     model.train()
     loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
     seen, t0 = 0, time.perf_counter()
-    bar = tqdm(f.train_loader, desc=f"fold {f.k} epoch {epoch + 1}/{t.epochs}", leave=False,
+    bar = tqdm(f.train_loader, desc=f"{f.name} epoch {epoch + 1}/{t.epochs}", leave=False,
                disable=not (acc.is_local_main_process and interactive()))
     for step, (u8, y, _) in enumerate(bar):
         x = to_tensor_batch(u8, f.mean, f.std, t.channels_last, augment=f.batch_aug)
@@ -627,7 +703,7 @@ def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float,
             loss = f.criterion(logits, target)
             # One tiny all-reduce: every rank stops together, before the bad step touches the weights.
             if acc.reduce((~torch.isfinite(loss.detach())).float(), "sum").item() > 0:
-                raise TrainingError(_nan_message(f.k, epoch, step, st, t))
+                raise TrainingError(_nan_message(f.name, epoch, step, st, t))
             acc.backward(loss)
             if t.grad_clip is not None and acc.sync_gradients:
                 acc.clip_grad_norm_(model.parameters(), t.grad_clip)
@@ -651,8 +727,48 @@ def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float,
 
 def _commit_epoch(s: Session, f: Fold, st: FoldState, epoch: int, train_loss: float, images_per_s: float,
                   lr: float, t0: float) -> None:
-    """Validate, update the best model and early stopping, then commit: state first, outputs after."""
-    cfg, t, acc, cm = s.cfg, s.cfg.train, s.accelerator, f.cm
+    """Validate, update the best model and early stopping, then commit: state first, outputs after.
+
+    A full-data run (``f.full``) has nothing to validate: each epoch's weights are published, the last one wins."""
+    cfg, t, acc = s.cfg, s.cfg.train, s.accelerator
+    ev, ev_ema = _validate(s, f) if f.full is None else (None, None)
+    if f.scheduler is not None:
+        f.scheduler.step(epoch + 1, None if ev is None else f.cm.sign * ev.score)  # plateau maximises
+        st.scheduler = _json_safe(f.scheduler.state_dict())
+    seconds = time.perf_counter() - t0
+    st.seconds += seconds
+    row = dict(epoch=epoch + 1, train_loss=train_loss, **_val_columns(ev), lr=lr, seconds=round(seconds, 3),
+               images_per_s=round(images_per_s, 2))
+    st.history.append(row)
+    if ev_ema is not None:
+        st.ema_history.append(dict(row, **_val_columns(ev_ema)))
+    if f.full is None:
+        new_best, is_ema, best_oof, meta, report = _best_and_stop(s, f, st, epoch, ev, ev_ema)
+    else:  # the last epoch's weights are the model: the EMA's when E's folds preferred theirs (refit.full_ema)
+        new_best, is_ema, best_oof, report = True, f.full["ema"], None, ""
+        st.best_epoch, st.best_is_ema = epoch + 1, is_ema
+        meta = dict(f.meta, epoch=epoch + 1, score=None, ema=is_ema, train_loss=train_loss)
+    st.epoch = epoch + 1
+
+    f.state_bytes = save_state(acc, f.fd, st, f.ema, best_oof)  # the commit point of this epoch
+    if acc.is_main_process:
+        if new_best:
+            _publish(f.fd, f.ema.module if is_ema else f.raw, best_oof, meta)
+        _write_metrics(f.fd, st)
+        if s.on_epoch is not None:
+            s.on_epoch(f.k, dict(row, best_score=st.best_score, best_epoch=st.best_epoch))
+    if cfg.train.trackers:
+        tag = f.k if f.full else f"fold_{f.k}"
+        acc.log({f"{tag}/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+    s.echo(f"{f.name} epoch {epoch + 1}/{t.epochs}: train_loss {train_loss:.4f} {report}"
+           f"| lr {lr:.2e} | {images_per_s:.0f} img/s | {seconds:.1f}s" + (" *" if new_best and not f.full else ""))
+    if st.stopped_early:
+        s.echo(f"{f.name}: early stop, {t.early_stopping_metric} has not improved for {t.patience} epochs")
+
+
+def _validate(s: Session, f: Fold) -> tuple[Eval, Eval | None]:
+    """The raw weights' and (train.ema) the EMA weights' evaluation on the fold's validation rows."""
+    t, acc, cm = s.cfg.train, s.accelerator, f.cm
     y_val = f.va["y"].to_numpy()
     _sync_buffers(f.raw, acc)
     ev = evaluate(f.model, f.val_loader, y_val, f.mean, f.std, t.channels_last, acc, cm, s.classes)
@@ -660,24 +776,28 @@ def _commit_epoch(s: Session, f: Fold, st: FoldState, epoch: int, train_loss: fl
     if f.ema is not None:
         _sync_buffers(f.ema.module, acc)
         ev_ema = evaluate(f.ema.module, f.val_loader, y_val, f.mean, f.std, t.channels_last, acc, cm, s.classes)
-    if f.scheduler is not None:
-        f.scheduler.step(epoch + 1, cm.sign * ev.score)  # plateau maximises
-        st.scheduler = _json_safe(f.scheduler.state_dict())
-    seconds = time.perf_counter() - t0
-    st.seconds += seconds
-    row = dict(epoch=epoch + 1, train_loss=train_loss, val_loss=ev.loss, val_macro_f1=ev.macro_f1, val_acc=ev.acc,
-               lr=lr, seconds=round(seconds, 3), images_per_s=round(images_per_s, 2), val_score=ev.score)
-    st.history.append(row)
-    if ev_ema is not None:
-        st.ema_history.append(dict(row, val_loss=ev_ema.loss, val_macro_f1=ev_ema.macro_f1, val_acc=ev_ema.acc,
-                                   val_score=ev_ema.score))
+    return ev, ev_ema
+
+
+def _val_columns(ev: Eval | None) -> dict:
+    """metrics.csv's validation columns (NaN for a full-data run: it has no validation rows)."""
+    if ev is None:
+        return dict(val_loss=math.nan, val_macro_f1=math.nan, val_acc=math.nan, val_score=math.nan)
+    return dict(val_loss=ev.loss, val_macro_f1=ev.macro_f1, val_acc=ev.acc, val_score=ev.score)
+
+
+def _best_and_stop(s: Session, f: Fold, st: FoldState, epoch: int, ev: Eval, ev_ema: Eval | None):
+    """Best checkpoint and early stopping of a fold; (new best, is EMA, best OOF, model meta, echo part)."""
+    cfg, t, cm = s.cfg, s.cfg.train, f.cm
     # Best checkpoint: the better validation data.metric of the raw and EMA weights.
     cand, is_ema = (ev_ema, True) if ev_ema is not None and cm.better(ev_ema.score, ev.score) else (ev, False)
     new_best = st.best_epoch == 0 or cm.better(cand.score, st.best_score)
-    best_oof = None
+    best_oof = meta = None
     if new_best:
         st.best_score, st.best_epoch, st.best_is_ema = cand.score, epoch + 1, is_ema
         best_oof = runs.oof_frame(cfg, f.va["id"], f.va["label"], f.k, cand.probs, s.classes)
+        meta = dict(f.meta, epoch=epoch + 1, score=cand.score, ema=is_ema, val_loss=cand.loss, val_acc=cand.acc,
+                    metric=cm.name, val_macro_f1=cand.macro_f1)
     # Early stopping on train.early_stopping_metric (raw weights' value, or EMA's when better).
     metric = t.early_stopping_metric
     value = {"val_score": cand.score, "val_macro_f1": max(ev.macro_f1, ev_ema.macro_f1 if ev_ema else 0.0),
@@ -687,36 +807,22 @@ def _commit_epoch(s: Session, f: Fold, st: FoldState, epoch: int, train_loss: fl
     better = st.stop_best is None or (value < st.stop_best if lower else value > st.stop_best)
     st.stop_best, st.bad_epochs = (value, 0) if better else (st.stop_best, st.bad_epochs + 1)
     st.stopped_early = t.patience is not None and st.bad_epochs >= t.patience and epoch + 1 < t.epochs
-    st.epoch = epoch + 1
-
-    f.state_bytes = save_state(acc, f.fd, st, f.ema, best_oof)  # the commit point of this epoch
-    if acc.is_main_process:
-        if new_best:
-            weights = f.ema.module if is_ema else f.raw
-            _publish(f.fd, weights, best_oof, dict(f.meta, epoch=epoch + 1, score=cand.score, ema=is_ema,
-                                                   val_loss=cand.loss, val_acc=cand.acc, metric=cm.name,
-                                                   val_macro_f1=cand.macro_f1))
-        _write_metrics(f.fd, st)
-        if s.on_epoch is not None:
-            s.on_epoch(f.k, dict(row, best_score=st.best_score, best_epoch=st.best_epoch))
-    if cfg.train.trackers:
-        acc.log({f"fold_{f.k}/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-    s.echo(f"fold {f.k} epoch {epoch + 1}/{t.epochs}: train_loss {train_loss:.4f} val_loss {ev.loss:.4f} "
-           + (f"{cm.name} {ev.score:.4f} " if cm.name != "macro_f1" else "")
-           + f"macro_f1 {ev.macro_f1:.4f} acc {ev.acc:.4f}"
-           + (f" | ema {cm.name} {ev_ema.score:.4f}" if ev_ema else "")
-           + f" | lr {lr:.2e} | {images_per_s:.0f} img/s | {seconds:.1f}s" + (" *" if new_best else ""))
-    if st.stopped_early:
-        s.echo(f"fold {f.k}: early stop, {metric} has not improved for {t.patience} epochs")
+    report = (f"val_loss {ev.loss:.4f} " + (f"{cm.name} {ev.score:.4f} " if cm.name != "macro_f1" else "")
+              + f"macro_f1 {ev.macro_f1:.4f} acc {ev.acc:.4f} "
+              + (f"| ema {cm.name} {ev_ema.score:.4f} " if ev_ema else ""))
+    return new_best, is_ema, best_oof, meta, report
 
 
-def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
+def _train_fold(s: Session, fold: int | str, resume: bool, overwrite: bool, full: dict | None = None) -> dict:
+    """Train fold ``fold``, or with ``full`` (refit.FullPlan.info) the full-data run named ``fold`` (full_s0)."""
     cfg, t, acc = s.cfg, s.cfg.train, s.accelerator
-    fd = runs.fold_dir(cfg.exp, fold)
-    done = runs.fold_done(cfg.exp, fold)
+    name = unit_name(fold)
+    fd = runs.fold_dir(cfg.exp, fold) if full is None else runs.run_dir(cfg.exp) / full["name"]
+    done = json.loads((fd / "done.json").read_text(encoding="utf-8")) if (fd / "done.json").exists() else None
     if done is not None and not overwrite:
-        s.echo(f"fold {fold}: already finished ({cfg.data.metric} {done['score']:.4f}, epoch {done['epoch']}); "
-               "skipped")
+        what = (f"{done['epochs_run']} epochs on every row" if full else
+                f"{cfg.data.metric} {done['score']:.4f}, epoch {done['epoch']}")
+        s.echo(f"{name}: already finished ({what}); skipped")
         return done
     state_path = find_state(fd)
     if state_path is not None and not (resume or overwrite):
@@ -733,7 +839,7 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
         state_path = None
     fd.mkdir(parents=True, exist_ok=True)
 
-    f = _setup_fold(s, fold, fd)
+    f = _setup_fold(s, fold, fd, full)
     try:
         st = FoldState(fold=fold, config_digest=runs.config_digest(cfg))
         if state_path is not None:
@@ -741,15 +847,15 @@ def _train_fold(s: Session, fold: int, resume: bool, overwrite: bool) -> dict:
             if f.scheduler is not None and st.scheduler:
                 f.scheduler.load_state_dict(st.scheduler)
             f.state_bytes = dir_bytes(state_path)
-            s.echo(f"fold {fold}: resuming after epoch {st.epoch} of {t.epochs} (best {f.cm.name} "
-                   f"{st.best_score:.4f} at epoch {st.best_epoch})")
+            s.echo(f"{name}: resuming after epoch {st.epoch} of {t.epochs}" + ("" if full else f" (best {f.cm.name} "
+                   f"{st.best_score:.4f} at epoch {st.best_epoch})"))
             if acc.is_main_process:
-                _repair_outputs(s, fd, fold, st, f.raw, f.ema, f.mean, f.std, state_path)
-        s.echo(_banner(s, fold, f.raw, len(f.train_set), len(f.va), f.steps))
+                _repair_outputs(s, f, st, state_path)
+        s.echo(_banner(s, name, f.raw, len(f.train_set), len(f.va), f.steps))
         ran = 0
         for epoch in range(st.epoch, t.epochs):
             if t.stop_after_epochs is not None and ran >= t.stop_after_epochs:
-                s.echo(f"fold {fold}: stopped after {ran} epochs (train.stop_after_epochs); continue with --resume")
+                s.echo(f"{name}: stopped after {ran} epochs (train.stop_after_epochs); continue with --resume")
                 raise _Stopped()
             t0 = time.perf_counter()
             train_loss, images_per_s, lr = _train_epoch(s, f, st, epoch)
@@ -768,6 +874,8 @@ def _finish_fold(s: Session, f: Fold, st: FoldState) -> dict:
     summary = dict(fold=f.k, score=st.best_score, epoch=st.best_epoch, ema=st.best_is_ema,
                    epochs_run=st.epoch, stopped_early=st.stopped_early, seconds=round(st.seconds, 2),
                    processes=acc.num_processes, state_bytes_per_epoch=f.state_bytes)
+    if f.full is not None:  # no validation score; the files say there is no OOF and why
+        summary.update(f.full, fold=None, score=None, train_loss=st.history[-1]["train_loss"] if st.history else None)
     if acc.is_main_process:
         _plot_curves(f.fd, st)
         write_text(f.fd / "done.json", json.dumps(summary, indent=2))
@@ -775,7 +883,9 @@ def _finish_fold(s: Session, f: Fold, st: FoldState) -> dict:
             remove_states(f.fd)
     acc.wait_for_everyone()
     kept = f"kept in {f.fd / 'state'}" if t.keep_state else "removed (train.keep_state: true keeps it)"
-    s.echo(f"fold {f.k}: best {f.cm.title} {st.best_score:.4f} at epoch {st.best_epoch}"
+    what = (f"best {f.cm.title} {st.best_score:.4f} at epoch {st.best_epoch}" if f.full is None else
+            f"{st.epoch} epochs on every training row, no OOF; the last epoch's weights")
+    s.echo(f"{f.name}: {what}"
            f"{' (EMA weights)' if st.best_is_ema else ''} -> {f.fd / 'model.safetensors'} ({acc.num_processes} "
            f"process{'es' if acc.num_processes > 1 else ''}, {st.seconds:.0f}s) | state {human_bytes(f.state_bytes)}"
            f" written per epoch, {kept}")
@@ -795,7 +905,7 @@ def _release(acc, f: Fold, compiled: bool) -> None:
         torch.cuda.empty_cache()
 
 
-def _nan_message(fold: int, epoch: int, step: int, st: FoldState, t) -> str:
+def _nan_message(name: str, epoch: int, step: int, st: FoldState, t) -> str:
     kept = (f"the state after epoch {st.epoch} (for --resume) and the best model (epoch {st.best_epoch}, score "
             f"{st.best_score:.4f}) are kept" if st.epoch else "nothing was saved yet")
     hints = "a lower train.lr"
@@ -803,7 +913,7 @@ def _nan_message(fold: int, epoch: int, step: int, st: FoldState, t) -> str:
         hints += ", train.grad_clip=1.0"
     if t.precision in ("fp16", "auto"):
         hints += ", train.precision=bf16 or no"
-    return (f"fold {fold}: the training loss became NaN/inf at epoch {epoch + 1}, step {step + 1}; training of "
+    return (f"{name}: the training loss became NaN/inf at epoch {epoch + 1}, step {step + 1}; training of "
             f"this fold stopped and {kept}. Try {hints}.")
 
 
@@ -819,24 +929,28 @@ def _json_safe(d):
     return None  # objects (e.g. noise RNGs) are rebuilt by the scheduler itself
 
 
-def _publish(fd: Path, weights: torch.nn.Module, oof: pd.DataFrame, meta: dict) -> None:
+def _publish(fd: Path, weights: torch.nn.Module, oof: pd.DataFrame | None, meta: dict) -> None:
     save_checkpoint(fd / "model.safetensors", weights, meta)
-    write_csv(fd / "oof.csv", oof)
+    if oof is not None:  # a full-data run has none
+        write_csv(fd / "oof.csv", oof)
 
 
-def _repair_outputs(s: Session, fd: Path, fold: int, st: FoldState, raw, ema, mean, std, state_path: Path) -> None:
+def _repair_outputs(s: Session, f: Fold, st: FoldState, state_path: Path) -> None:
     """A kill after the state commit but before model/oof/metrics were written: write them from the state."""
-    _write_metrics(fd, st)
-    meta_path = fd / "model.json"
+    _write_metrics(f.fd, st)
+    meta_path = f.fd / "model.json"
     published = json.loads(meta_path.read_text(encoding="utf-8")).get("epoch") if meta_path.exists() else None
     if st.best_epoch and published != st.best_epoch and st.best_epoch == st.epoch:
-        oof = runs.read_oof(state_path / "best_oof.csv", s.cfg)
-        hist = (st.ema_history if st.best_is_ema else st.history)[-1]
-        meta = dict(classes=s.classes, input_size=s.cfg.input.size, resize=s.cfg.input.resize, mean=mean, std=std,
-                    model_name=s.cfg.model.name, fold=fold, exp=s.cfg.exp, num_classes=len(s.classes),
-                    epoch=st.best_epoch, score=st.best_score, ema=st.best_is_ema, val_loss=hist["val_loss"],
-                    val_acc=hist["val_acc"])
-        _publish(fd, ema.module if st.best_is_ema else raw, oof, meta)
+        if f.full is None:
+            hist = (st.ema_history if st.best_is_ema else st.history)[-1]
+            oof = runs.read_oof(state_path / "best_oof.csv", s.cfg)
+            meta = dict(f.meta, epoch=st.best_epoch, score=st.best_score, ema=st.best_is_ema,
+                        val_loss=hist["val_loss"], val_acc=hist["val_acc"], metric=f.cm.name,
+                        val_macro_f1=hist["val_macro_f1"])
+        else:
+            oof, meta = None, dict(f.meta, epoch=st.epoch, score=None, ema=st.best_is_ema,
+                                   train_loss=st.history[-1]["train_loss"])
+        _publish(f.fd, f.ema.module if st.best_is_ema else f.raw, oof, meta)
 
 
 def _write_metrics(fd: Path, st: FoldState) -> None:
@@ -852,16 +966,22 @@ def _plot_curves(fd: Path, st: FoldState) -> None:
     import matplotlib.pyplot as plt
 
     h = pd.DataFrame(st.history)
+    full = h["val_loss"].isna().all()  # a full-data run: no validation, plot the lr instead
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     a.plot(h["epoch"], h["train_loss"], "o-", label="train loss")
-    a.plot(h["epoch"], h["val_loss"], "o-", label="val loss")
-    b.plot(h["epoch"], h["val_macro_f1"], "o-", label="val macro F1")
-    b.plot(h["epoch"], h["val_acc"], "o-", label="val accuracy")
+    if full:
+        b.plot(h["epoch"], h["lr"], "o-", label="lr (last update of the epoch)")
+        right = f"full-data run, {st.epoch} epochs (no validation rows)"
+    else:
+        a.plot(h["epoch"], h["val_loss"], "o-", label="val loss")
+        b.plot(h["epoch"], h["val_macro_f1"], "o-", label="val macro F1")
+        b.plot(h["epoch"], h["val_acc"], "o-", label="val accuracy")
+        right = f"best score {st.best_score:.4f} (epoch {st.best_epoch})"
     if st.ema_history:
         e = pd.DataFrame(st.ema_history)
         b.plot(e["epoch"], e["val_macro_f1"], "o--", label="val macro F1 (EMA)")
     b.axvline(st.best_epoch, color="grey", lw=0.8, ls=":")
-    for ax, title in ((a, "loss"), (b, f"best score {st.best_score:.4f} (epoch {st.best_epoch})")):
+    for ax, title in ((a, "loss"), (b, right)):
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.legend()
