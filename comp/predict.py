@@ -3,9 +3,9 @@
 Every fold model in ``runs/E/fold_k/model.safetensors`` sees every test image through every view; the
 softmax probabilities are averaged over views, then over folds, and written to ``runs/E/test.csv``
 (``<id>``, one column per class); ``runs/E/test_folds.csv`` keeps each fold model's own probabilities (``<id>``,
-``fold``, classes: what fold-safe pseudo-labelling needs, see comp.techniques.pseudo). ``oof=True`` runs each fold model over its own validation rows with the same
-views and rewrites ``runs/E/oof.csv`` (the trainer's file is kept as ``runs/E/oof.train.csv``), so that
-ensemble weights and biases are fit on what the test will see.
+``fold``, classes: what fold-safe pseudo-labelling needs, see comp.techniques.pseudo). ``oof=True`` runs each fold
+model over its own validation rows with the same views and rewrites ``runs/E/oof.csv`` (the trainer's file is kept
+as ``runs/E/oof.train.csv``), so that ensemble weights and biases are fit on what the test will see.
 
 Images are decoded once per input size (comp.cache). Under several processes (``torchrun``/``accelerate
 launch``) the rows are sharded by accelerate, gathered with ``gather_for_metrics`` together with their row
