@@ -21,7 +21,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -40,6 +39,7 @@ from comp.augment import build_mixup, build_transform
 from comp.batch_augment import training_augment
 from comp.cache import load_images
 from comp.config import Config, ConfigError, resolve
+from comp.console import interactive
 from comp.data import DataError, class_names, read_folds
 from comp.dataset import CachedImages, EpochSampler, balanced_weights, epoch_seed, make_loader, to_tensor_batch
 from comp.files import write_csv, write_text
@@ -73,11 +73,6 @@ def resolve_precision(p: str) -> str:
     if p == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.precision: fp16 needs a GPU; use bf16 or no (fp32) on CPU")
     return p
-
-
-def interactive() -> bool:
-    """Progress bars only on a terminal; in a log (stdout or stderr redirected) one line per epoch instead."""
-    return sys.stdout.isatty() and sys.stderr.isatty()
 
 
 def num_workers(cfg: Config) -> int:
