@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from comp.cli import cli
 from comp.config import ConfigError, load_config
 from comp.data import DataError
+from comp.ensemble import ensemble
 from comp.folds import make_folds
 from comp.predict import predict
 from comp.techniques.pseudo import make_pseudo
@@ -150,6 +151,13 @@ def test_pseudo_cli_files_and_errors(workdir):
     assert exp_cfg["data"]["pseudo"] == "folds/pseudo/tp" and exp_cfg["model"]["name"] == "test_resnet"
     r = run(cli, ["pseudo", "--from", "t", "--exp", "tp", "--top", "0.5"])
     assert r.exit_code != 0 and "--overwrite" in r.output
+    # A submission of the ledger as the teacher: its members' per-fold predictions, with the ledger's weights.
+    ensemble(load_config(workdir / "comp.yaml"), ["t"], name="sub", **QUIET)
+    make_pseudo(load_config(workdir / "comp.yaml"), "sub", "tq", top=0.5, **QUIET)
+    hard, soft = pd.read_csv(out.parent / "tq" / "fold_1.csv"), pd.read_csv(out / "fold_1.csv")
+    assert hard["image_id"].tolist() == soft["image_id"].tolist()  # the same rows: the same fold-1 predictions
+    assert set(hard.drop(columns=["image_id", "confidence"]).to_numpy().ravel()) == {0.0, 1.0}  # one-hot
+    assert "submission sub (t x 1.00)" in (out.parent / "tq" / "summary.json").read_text()
 
     # Training: fold k gets its teacher fold's rows as soft targets; the OOF holds train rows only.
     said = []

@@ -144,6 +144,11 @@ def make_pseudo(
         echo(f"  fold {k}: {len(keep)} of {len(ids)} test rows; per class: "
              + ", ".join(f"{c} {int(counts.get(c, 0))}" for c in classes))
     summary["bins"] = BINS.tolist()
+    conf = np.concatenate([p.max(1) for p in per_fold.values()])
+    edges = [0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0]
+    hist, _ = np.histogram(conf, bins=edges)
+    echo("  confidence of the teacher's fold models (top probability, all folds' test rows): "
+         + ", ".join(f"{a:g}-{b:g} {n}" for a, b, n in zip(edges[:-1], edges[1:], hist)))
     if threshold is not None:
         ax.axvline(threshold, color="grey", ls=":")
     ax.set_xlabel("teacher's top probability (each fold model's own)")
