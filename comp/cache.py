@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from comp.console import progress_bar
 from comp.images import load_rgb
 from comp.preprocess import resize
 
@@ -83,7 +83,7 @@ def load_images(
 
     # Threads: Pillow and OpenCV release the GIL while decoding and resizing.
     with ThreadPoolExecutor(workers) as pool:
-        list(tqdm(pool.map(work, range(n), chunksize=64), total=n, desc=desc, disable=not progress, leave=False))
+        list(progress_bar(pool.map(work, range(n), chunksize=64), total=n, desc=desc, enabled=progress))
     if out_file is not None:
         arr.flush()
         del arr

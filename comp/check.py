@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from comp.config import Config
+from comp.console import progress_bar
 from comp.data import DataError, image_name, load_test, load_train
 from comp.files import write_csv, write_text
 from comp.images import ImageProblem, load_rgb
@@ -121,7 +121,7 @@ def inspect_images(
         else:
             todo.append(p)
     workers = workers or os.cpu_count() or 1
-    bar = tqdm(total=len(todo), desc="check images", unit="img", disable=not progress or not todo, leave=False)
+    bar = progress_bar(total=len(todo), desc="check images", unit="img", enabled=progress and bool(todo))
     todo_bytes = sum(stats[p][0] for p in todo if stats[p] is not None)
     if len(todo) < SERIAL_BELOW or todo_bytes < SERIAL_BELOW_BYTES or workers == 1:
         for p in todo:

@@ -586,6 +586,33 @@ def relabel(config_path, exp, out, gallery, overwrite):
                 overwrite=overwrite, echo=click.echo)
 
 
+@cli.command()
+@config_option
+@click.option("--from", "source", required=True,
+              help="the teacher: an experiment (runs/T/test_folds.csv from comp predict) or a ledger submission")
+@click.option("--exp", required=True, help="the new experiment that trains on the pseudo-labels")
+@click.option("--threshold", type=float, help="keep test rows whose top probability reaches this (e.g. 0.9)")
+@click.option("--top", type=float, help="or keep this fraction of the most confident test rows (e.g. 0.5)")
+@click.option("--soft", is_flag=True, help="keep the teacher's probabilities (soft-target cross-entropy)")
+@click.option("--overwrite", is_flag=True, help="replace an existing folds/pseudo/EXP/")
+@user_errors
+def pseudo(config_path, source, exp, threshold, top, soft, overwrite):
+    """Fold-safe pseudo-labels of the test set for a new experiment -> folds/pseudo/EXP/ + configs/EXP.yaml.
+
+    Fold k of EXP trains on the test rows labelled by the teacher's fold-k model(s) only, which never saw fold k's
+    validation rows; test images never enter a validation fold, so EXP's CV stays honest.
+
+    \b
+    comp predict --exp base                               # writes runs/base/test_folds.csv
+    comp pseudo --from base --exp base_pl --threshold 0.9
+    comp train --exp base_pl --all-folds
+    """
+    from comp.techniques.pseudo import make_pseudo
+
+    make_pseudo(load(config_path, None), source, exp, threshold=threshold, top=top, soft=soft, overwrite=overwrite,
+                echo=click.echo)
+
+
 def main():
     cli(prog_name="comp")
 

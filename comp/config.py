@@ -44,6 +44,7 @@ class DataConfig:
     ext: str = ""  # appended to ids when id_has_ext is false
     max_pixels: int = 89_478_485  # larger images are refused as decompression bombs (Pillow's own limit)
     relabel: Optional[str] = None  # comp relabel's relabel.csv: accepted/dropped rows change TRAINING labels only
+    pseudo: Optional[str] = None  # comp pseudo folder: fold k also trains on test rows its teacher fold k labelled
 
 
 @dataclass
@@ -117,6 +118,9 @@ class TrainConfig:
     decay_rate: Optional[float] = None  # step: lr factor per decay (None: 0.1; exponential: to 1% by the end)
     plateau_patience: int = 2  # plateau: epochs without val_score (data.metric) improvement before the lr drops
     stop_after_epochs: Optional[int] = None  # tests/ops: stop this invocation after N epochs, as if killed
+    teacher: Optional[str] = None  # knowledge distillation: fold k learns from this experiment's fold-k model
+    distill_alpha: float = 0.5  # loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * train.loss
+    distill_t: float = 2.0  # softmax temperature T of both sides of the KL term
     keep_state: bool = False  # keep fold_k/state/ (model, optimizer, RNG) after the fold finishes
     step_delay: float = 0.0  # tests/ops: seconds to sleep after each step, so a run can be interrupted mid-epoch
 
@@ -157,7 +161,7 @@ class Config:
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if not f.metadata.get("internal")}
 EXPERIMENT_SECTIONS = ("model", "input", "augment", "train", "infer")
 # data keys that describe an experiment's training set rather than the competition: allowed in experiment files.
-EXPERIMENT_DATA_KEYS = ("relabel",)
+EXPERIMENT_DATA_KEYS = ("relabel", "pseudo")
 
 
 def _closest(key: str, valid: list[str]) -> str:
@@ -356,6 +360,8 @@ def validate(cfg: Config) -> None:
         (t.stop_after_epochs is None or t.stop_after_epochs >= 1, "train.stop_after_epochs must be at least 1"),
         (t.step_delay >= 0, "train.step_delay must be >= 0 seconds"),
         (t.focal_gamma >= 0, "train.focal_gamma must be >= 0"),
+        (0 <= t.distill_alpha <= 1, "train.distill_alpha must be in [0, 1]"),
+        (t.distill_t > 0, "train.distill_t must be positive"),
         (t.soft_f1_weight >= 0, "train.soft_f1_weight must be >= 0"),
         (cfg.augment.mixup >= 0 and cfg.augment.cutmix >= 0, "augment.mixup and augment.cutmix must be >= 0"),
         (0 <= cfg.augment.mix_prob <= 1, "augment.mix_prob must be in [0, 1]"),

@@ -56,7 +56,9 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0, salt: int = 0) -> int:
 
 
 class CachedImages(Dataset):
-    """Rows ``indices`` of the uint8 cache ``images`` with integer ``labels``; items are (image, label, row).
+    """Rows ``indices`` of the uint8 cache ``images`` with ``labels``; items are (image, label, row).
+
+    ``labels`` are class indices (n,), or target distributions (n, C) (soft pseudo-labels), kept as float32.
 
     ``row`` is the position in ``indices`` (the validation row), gathered with the predictions so every id can be
     matched exactly once. ``transform`` is an albumentations Compose (or None), reseeded by ``set_epoch``.
@@ -66,7 +68,8 @@ class CachedImages(Dataset):
                  seed: int = 0, rank: int = 0):
         self.images = images
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.labels = torch.tensor(np.array(labels, dtype=np.int64))
+        labels = np.asarray(labels)
+        self.labels = torch.tensor(labels.astype(np.float32 if labels.ndim == 2 else np.int64))
         self.transform = transform
         self.seed, self.rank = seed, rank
         self.set_epoch(0)

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from comp.check import PROBLEMS, run_check
 from comp.config import Config
+from comp.console import progress_bar
 from comp.data import DataError, class_names, load_test, load_train, read_folds
 from comp.files import write_csv, write_text
 from comp.report import Img, Report, pyplot, report_dir, save_figure, thumb_src
@@ -126,7 +126,7 @@ def scan_images(paths: list, levels: list[int], max_pixels: int, workers: int | 
     workers = workers or os.cpu_count() or 1
     hist = np.zeros((3, 256), np.int64)
     recs: list[dict] = []
-    bar = tqdm(total=n, desc=desc, unit="img", disable=not progress or n == 0, leave=False)
+    bar = progress_bar(total=n, desc=desc, unit="img", enabled=progress and n > 0)
     if n < SERIAL_BELOW or workers == 1:
         for p, lv in zip(paths, levels):
             rec, h = _scan_one(p, lv, max_pixels)

@@ -14,13 +14,13 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from comp import runs
 from comp.augment import build_mixup
 from comp.batch_augment import training_augment
 from comp.cache import load_images
 from comp.config import Config, ConfigError
+from comp.console import progress_bar
 from comp.dataset import CachedImages, EpochSampler, make_loader, to_tensor_batch
 from comp.files import write_csv
 from comp.losses import create_loss
@@ -78,7 +78,7 @@ def lr_find(cfg: Config, fold: int = 0, steps: int = 100, start_lr: float = 1e-7
     avg, best, beta = 0.0, math.inf, 0.9
     model.train()
     epoch, it = 0, iter(loader)
-    for i, lr in enumerate(tqdm(lrs, desc="lr-find", disable=not acc.is_local_main_process, leave=False)):
+    for i, lr in enumerate(progress_bar(lrs, desc="lr-find", enabled=acc.is_local_main_process)):
         try:
             u8, y, _ = next(it)
         except StopIteration:

@@ -120,15 +120,30 @@ def config_digest(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+MISSING = "<missing>"
+
+
+def _diff(old: dict, new: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
+    """Changed keys as "key: old -> new". A key the old file lacks (written by a comp that did not have it yet)
+    is unchanged when the new value is that key's default: the old run computed the same thing."""
     out = []
+    defaults = defaults or {}
     for k in sorted(set(old) | set(new), key=str):
-        a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
+        a, b = old.get(k, MISSING), new.get(k, MISSING)
+        d = defaults.get(k, MISSING) if isinstance(defaults, dict) else MISSING
         if isinstance(a, dict) and isinstance(b, dict) and k != "pipeline":
-            out += _diff(a, b, f"{prefix}{k}.")
+            out += _diff(a, b, f"{prefix}{k}.", d if isinstance(d, dict) else None)
+        elif a is MISSING and b == d and d is not MISSING:
+            continue
         elif a != b:
             out.append(f"{prefix}{k}: {a!r} -> {b!r}")
     return out
+
+
+def _defaults() -> dict:
+    from comp.config import Config
+
+    return _comparable(yaml.safe_load(dump_config(Config())))
 
 
 def check_run(cfg: Config, overwrite: bool = False) -> list[str]:
@@ -140,7 +155,7 @@ def check_run(cfg: Config, overwrite: bool = False) -> list[str]:
     if not path.exists():
         return []
     old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    changes = _diff(_comparable(old), _comparable(yaml.safe_load(dump_config(cfg))))
+    changes = _diff(_comparable(old), _comparable(yaml.safe_load(dump_config(cfg))), defaults=_defaults())
     if changes and not overwrite:
         shown = "; ".join(changes[:5]) + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else "")
         raise ConfigError(

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -44,6 +43,7 @@ from comp.augment import build_mixup, build_transform
 from comp.batch_augment import training_augment
 from comp.cache import load_images
 from comp.config import Config, ConfigError, resolve
+from comp.console import interactive
 from comp.data import DataError, class_names, read_folds
 from comp.dataset import CachedImages, EpochSampler, balanced_weights, epoch_seed, make_loader, to_tensor_batch
 from comp.files import write_csv, write_text
@@ -51,6 +51,9 @@ from comp.losses import create_loss
 from comp.metrics import Metric, create_metric
 from comp.model import create_model, normalization, save_checkpoint
 from comp.optim import check_names, create_optimizer, create_scheduler, current_lr, warmup_epochs
+from comp.techniques.distill import DistillLoss, check_teacher, teacher_targets
+from comp.techniques.foldsafe import check_fold_safe
+from comp.techniques.pseudo import Pseudo, load_pseudo
 from comp.techniques.relabel import apply_relabel
 
 
@@ -74,11 +77,6 @@ def resolve_precision(p: str) -> str:
     if p == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.precision: fp16 needs a GPU; use bf16 or no (fp32) on CPU")
     return p
-
-
-def interactive() -> bool:
-    """Progress bars only on a terminal; in a log (stdout or stderr redirected) one line per epoch instead."""
-    return sys.stdout.isatty() and sys.stderr.isatty()
 
 
 def num_workers(cfg: Config) -> int:
@@ -152,6 +150,7 @@ def check_config(cfg: Config) -> None:
         raise ConfigError("model.freeze_epochs must be smaller than train.epochs (the backbone would never train)")
     resolve_precision(cfg.train.precision)
     _trackers(cfg.train.trackers)
+    check_teacher(cfg)
 
 
 def load_table(cfg: Config, skip_bad: bool, echo: Callable[[str], None]) -> tuple[pd.DataFrame, list[str]]:
@@ -413,6 +412,9 @@ class Session:
     images: np.ndarray
     echo: Callable[[str], None]
     on_epoch: Callable[[int, dict], None] | None = None  # (fold, metrics row + best) after each committed epoch
+    paths: list[str] = field(default_factory=list)  # the image file of each row of ``images``
+    pseudo: Pseudo | None = None  # data.pseudo: fold k's pseudo-labelled test rows
+    pseudo_rows: dict = field(default_factory=dict)  # test id -> its row in ``images`` (after the train rows)
 
 
 def _say(accelerator, echo):
@@ -454,7 +456,19 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     accelerator.wait_for_everyone()
 
     todo = [k for k in folds if overwrite or runs.fold_done(cfg.exp, k) is None]
-    s = Session(cfg, accelerator, table, classes, _decode(cfg, accelerator, table) if todo else None, say, on_epoch)
+    # Teachers (train.teacher, data.pseudo's) must hold out exactly these folds: checked row by row.
+    pseudo = load_pseudo(cfg, classes, todo) if todo else None
+    for teacher in filter(None, (cfg.train.teacher, pseudo and pseudo.teacher)):
+        if runs.run_dir(teacher).is_dir():  # a pseudo teacher may be a submission: comp pseudo checked its members
+            check_fold_safe(cfg, teacher, table[["id", "fold"]], todo)
+    paths = table["path"].tolist()
+    pseudo_rows = {}
+    if pseudo is not None:
+        test = pd.concat(pseudo.folds.values()).drop_duplicates("id")
+        pseudo_rows = {i: len(paths) + n for n, i in enumerate(test["id"])}
+        paths += test["path"].tolist()
+    images = _decode(cfg, accelerator, paths) if todo else None
+    s = Session(cfg, accelerator, table, classes, images, say, on_epoch, paths, pseudo, pseudo_rows)
     results, interrupted = _run_units(s, [(k, s, None) for k in folds], resume, overwrite)
     out = {"folds": results, "cv_macro_f1": None, "run_dir": str(runs.run_dir(cfg.exp)), "interrupted": interrupted}
     if not interrupted and accelerator.is_main_process:
@@ -484,11 +498,11 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     return out
 
 
-def _decode(cfg: Config, accelerator, table: pd.DataFrame) -> np.ndarray:
-    """Every train image at the input size, decoded once (the main process fills a disk cache first; the others
-    then read the finished file)."""
+def _decode(cfg: Config, accelerator, paths: list[str]) -> np.ndarray:
+    """Every image of ``paths`` at the input size, decoded once (the main process fills a disk cache first; the
+    others then read the finished file)."""
     with accelerator.main_process_first():
-        return load_images(table["path"].tolist(), cfg.input.size, cfg.input.resize, cfg.data.max_pixels,
+        return load_images(paths, cfg.input.size, cfg.input.resize, cfg.data.max_pixels,
                            cache=cfg.train.cache, cache_dir=runs.RUNS_DIR / ".cache",
                            progress=accelerator.is_local_main_process and interactive(), desc="decode (once)")
 
@@ -547,7 +561,8 @@ def train_full(cfg: Config, seeds: int = 1, resume: bool = False, overwrite: boo
     table, classes = load_table(cfg, skip_bad, say)
     names = [plan.info(i)["name"] for i in range(seeds)]
     todo = [n for n in names if overwrite or not (runs.run_dir(cfg.exp) / n / "done.json").exists()]
-    s = Session(cfg, accelerator, table, classes, _decode(cfg, accelerator, table) if todo else None, say)
+    paths = table["path"].tolist()
+    s = Session(cfg, accelerator, table, classes, _decode(cfg, accelerator, paths) if todo else None, say, None, paths)
     # One session per seed: its config has the full run's epochs and seed (every draw follows from them).
     units = [(n, replace(s, cfg=c), plan.info(i)) for i, (n, c) in enumerate(zip(names, plan.configs))]
     results, interrupted = _run_units(s, units, resume, overwrite)
@@ -582,6 +597,7 @@ def _banner(s: Session, name: str, model, n_train: int, n_val: int, steps: int) 
         aug += f" + mixup {c.augment.mixup}/cutmix {c.augment.cutmix}"
     loss = t.loss + (f" (smoothing {t.label_smoothing})" if t.label_smoothing else "")
     loss += f", class weights {t.class_weights}" if t.class_weights else ""
+    loss += f" + distill {t.teacher} (alpha {t.distill_alpha:g}, T {t.distill_t:g})" if t.teacher else ""
     extras = [x for x, on in (("ema", t.ema), ("channels_last", t.channels_last), ("compile", t.compile)) if on]
     return (
         f"{name}: {n_train} train / {n_val} val images | model {c.model.name} ({n_params:.2f}M params"
@@ -623,6 +639,7 @@ class Fold:
     meta: dict
     cm: Metric  # data.metric: the best-epoch criterion
     state_bytes: int = 0  # size of the last state written (one epoch's commit)
+    teacher: torch.Tensor | None = None  # train.teacher: its fold-k probabilities of each training row (device)
     full: dict | None = None  # a full-data run (refit.FullPlan.info): no validation rows, no OOF, last weights win
 
     @property
@@ -634,19 +651,19 @@ def _setup_fold(s: Session, k: int | str, fd: Path, full: dict | None = None) ->
     """Loaders, model, optimizer, scheduler, EMA and loss of fold ``k`` (or of the full-data run ``full``),
     prepared by the accelerator."""
     cfg, t, acc = s.cfg, s.cfg.train, s.accelerator
-    held = (s.table["fold"] == k) & (full is None)  # a full-data run holds out nothing
-    tr = s.table[~held & s.table["train_use"]]  # data.relabel's dropped rows never train
-    va = s.table[held]
+    va = s.table[(s.table["fold"] == k) & (full is None)]  # a full-data run holds out nothing
+    rows, targets = _training_rows(s, k)
+    hard = targets if targets.ndim == 1 else targets.argmax(1)
     rank = acc.process_index
     transform, batch_aug = training_augment(cfg.augment, cfg.input.size, t.seed, rank)
-    train_set = CachedImages(s.images, tr.index, tr["y_train"], transform, seed=t.seed, rank=rank)
+    train_set = CachedImages(s.images, rows, targets, transform, seed=t.seed, rank=rank)
     val_set = CachedImages(s.images, va.index, va["y"])
-    weights = balanced_weights(tr["y_train"].to_numpy()) if t.sampler == "balanced" else None
+    weights = balanced_weights(hard) if t.sampler == "balanced" else None
     mixup = build_mixup(cfg.augment, len(s.classes), t.label_smoothing)
     # Mixup needs even batches: drop the ragged last batch when there is more than one.
-    drop_last = mixup is not None and len(tr) >= 2 * t.batch_size * acc.num_processes
+    drop_last = mixup is not None and len(rows) >= 2 * t.batch_size * acc.num_processes
     workers = num_workers(cfg)
-    train_loader = make_loader(train_set, t.batch_size, EpochSampler(len(tr), t.seed, weights), workers, drop_last)
+    train_loader = make_loader(train_set, t.batch_size, EpochSampler(len(rows), t.seed, weights), workers, drop_last)
     val_loader = make_loader(val_set, cfg.infer.batch_size, None, workers) if full is None else None
 
     torch.manual_seed(t.seed)  # same initial weights on every rank and every run
@@ -665,13 +682,54 @@ def _setup_fold(s: Session, k: int | str, fd: Path, full: dict | None = None) ->
     raw = acc.unwrap_model(model, keep_torch_compile=False)
     steps = len(train_loader)
     scheduler = create_scheduler(optimizer, t, updates_per_epoch=math.ceil(steps / t.accum_steps))
-    criterion = create_loss(t, np.bincount(tr["y_train"], minlength=len(s.classes))).to(acc.device)
+    criterion = create_loss(t, np.bincount(hard, minlength=len(s.classes))).to(acc.device)
+    teacher = None
+    if t.teacher:  # the teacher's fold-k model: it never trained on fold k's validation rows (foldsafe)
+        teacher = torch.as_tensor(_teacher_probs(s, k, rows), dtype=torch.float32, device=acc.device)
+        criterion = DistillLoss(criterion, t.distill_alpha, t.distill_t)
     meta = dict(classes=s.classes, input_size=cfg.input.size, resize=cfg.input.resize, mean=mean, std=std,
                 model_name=cfg.model.name, fold=k, exp=cfg.exp, num_classes=len(s.classes))
     if full is not None:
         meta.update(full, fold=None)
     return Fold(k, fd, va, train_set, train_loader, val_loader, model, raw, optimizer, scheduler, ema, criterion,
-                mixup, batch_aug, mean, std, frozen, steps, meta, competition_metric(cfg, s.classes), full=full)
+                mixup, batch_aug, mean, std, frozen, steps, meta, competition_metric(cfg, s.classes), teacher=teacher,
+                full=full)
+
+
+def _training_rows(s: Session, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fold k's training rows of ``s.images`` and their targets: class indices, or (n, C) distributions when
+    data.pseudo holds soft labels. data.relabel's dropped rows never train; data.pseudo adds the test rows that
+    the teacher's fold-k model labelled (never a validation row)."""
+    tr = s.table[(s.table["fold"] != k) & s.table["train_use"]]  # k = full_s{i} (--full): every fold
+    rows, y = tr.index.to_numpy(), tr["y_train"].to_numpy()
+    if s.pseudo is None:
+        return rows, y
+    ps = s.pseudo.folds[k]
+    probs = ps[s.classes].to_numpy(np.float64)
+    rows = np.concatenate([rows, ps["id"].map(s.pseudo_rows).to_numpy(np.int64)])
+    if s.pseudo.soft:
+        targets = np.concatenate([np.eye(len(s.classes))[y], probs / probs.sum(1, keepdims=True)]).astype(np.float32)
+    else:
+        targets = np.concatenate([y, probs.argmax(1)])
+    counts = np.bincount(probs.argmax(1), minlength=len(s.classes))
+    s.echo(f"fold {k}: + {len(ps)} pseudo-labelled test images ({'soft' if s.pseudo.soft else 'hard'} labels of "
+           f"teacher {s.pseudo.teacher}'s fold-{k} model; per class "
+           + ", ".join(f"{c} {n}" for c, n in zip(s.classes, counts)) + ")")
+    return rows, targets
+
+
+def _teacher_probs(s: Session, k: int, rows: np.ndarray) -> np.ndarray:
+    """train.teacher's fold-k model's probabilities of ``rows`` (its own input size), in the student's class order."""
+    t = s.cfg.train
+    probs, classes = teacher_targets(s.cfg, k, s.paths, rows, s.accelerator)
+    if sorted(classes) != sorted(s.classes):
+        raise DataError(f"train.teacher: {t.teacher}'s classes {classes} differ from this competition's {s.classes}")
+    probs = probs[:, [classes.index(c) for c in s.classes]]
+    real = rows < len(s.table)  # data.pseudo's test rows have no given label
+    agree = float((probs[real].argmax(1) == s.table["y_train"].to_numpy()[rows[real]]).mean())
+    s.echo(f"fold {k}: distilling from {t.teacher}'s fold-{k} model over {len(rows)} training images (alpha "
+           f"{t.distill_alpha:g}, T {t.distill_t:g}; the teacher agrees with {agree:.1%} of the given labels)")
+    return probs
 
 
 def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float, float, float]:
@@ -692,7 +750,7 @@ def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float,
     seen, t0 = 0, time.perf_counter()
     bar = tqdm(f.train_loader, desc=f"{f.name} epoch {epoch + 1}/{t.epochs}", leave=False,
                disable=not (acc.is_local_main_process and interactive()))
-    for step, (u8, y, _) in enumerate(bar):
+    for step, (u8, y, r) in enumerate(bar):
         x = to_tensor_batch(u8, f.mean, f.std, t.channels_last, augment=f.batch_aug)
         target = y
         if f.mixup is not None and len(x) % 2 == 0:
@@ -700,7 +758,7 @@ def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float,
         with acc.accumulate(model):
             with acc.autocast():
                 logits = model(x)
-            loss = f.criterion(logits, target)
+            loss = f.criterion(logits, target) if f.teacher is None else f.criterion(logits, target, f.teacher[r])
             # One tiny all-reduce: every rank stops together, before the bad step touches the weights.
             if acc.reduce((~torch.isfinite(loss.detach())).float(), "sum").item() > 0:
                 raise TrainingError(_nan_message(f.name, epoch, step, st, t))
@@ -898,7 +956,7 @@ def _release(acc, f: Fold, compiled: bool) -> None:
     if compiled:
         torch._dynamo.reset()
     for name in ("model", "raw", "optimizer", "scheduler", "ema", "train_loader", "val_loader", "train_set",
-                 "criterion", "batch_aug", "mixup"):
+                 "criterion", "batch_aug", "mixup", "teacher"):
         setattr(f, name, None)
     gc.collect()
     if torch.cuda.is_available():

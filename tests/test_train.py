@@ -101,6 +101,16 @@ def test_changed_config_is_refused_unless_overwrite(folded):
     conf = yaml.safe_load((folded / "runs" / "cfgx" / "config.yaml").read_text())
     assert conf["train"]["lr"] == 0.01
 
+    # A run written by an older comp lacks the keys added since: at their defaults they are no change.
+    path = folded / "runs" / "cfgx" / "config.yaml"
+    del conf["train"]["teacher"], conf["train"]["distill_t"], conf["data"]["pseudo"]
+    path.write_text(yaml.safe_dump(conf))
+    assert train_folds(changed, [0], echo=quiet)["folds"][0]["epoch"] == 1  # skipped as finished, not refused
+    path.write_text(yaml.safe_dump(conf))
+    with pytest.raises(ConfigError, match=r"different config \(train\.distill_t: '<missing>' -> 3\.0\)"):
+        train_folds(tiny_cfg(folded, "cfgx", "train.epochs=1", "train.lr=0.01", "train.distill_t=3"), [0],
+                    echo=quiet)
+
 
 def test_interrupted_fold_needs_resume_or_overwrite(folded):
     cfg = tiny_cfg(folded, "intr", "train.stop_after_epochs=1")

@@ -116,6 +116,12 @@ def single(tmp_path_factory, competition):
         os.chdir(here)
     out = run(ONE, "ref", cwd)
     assert "\r" not in out, "a log (stdout not a terminal) got carriage-return progress updates"
+    # Prediction (and its decode) in a log: summary lines, no bars either.
+    sets = [a for s in SETS for a in ("--set", s)]
+    r = subprocess.run([sys.executable, "-m", "comp", "predict", "--exp", "ref", *sets, "--tta", "identity,hflip"],
+                       cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "wrote runs/ref/test.csv" in r.stdout, r.stdout + r.stderr
+    assert "\r" not in r.stdout + r.stderr and "img/s]" not in r.stdout + r.stderr
     return cwd
 
 

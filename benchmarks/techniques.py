@@ -1,0 +1,215 @@
+"""The winning techniques of comp on a `comp sample` competition: CV and hold-out macro F1 side by side.
+
+Data: `comp sample` (Fashion-MNIST, 3,000 train, 1,000 hold-out test, imbalance 5), 5 stratified folds, resnet18
+at 32 px, the same recipe and epoch budget for every model (configs/base.yaml below). Every step is a comp
+command, run as a user runs it, inside DIR:
+
+    base      comp train --exp base --all-folds; comp predict; comp ensemble             (the 5-fold baseline)
+    full      comp train --exp base --full --seeds 3; predict --use full; ensemble --use full
+    pseudo    comp pseudo --from base --exp pseudo --threshold 0.9; train; predict; ensemble
+    distill   train.teacher: base (5-fold teacher) -> student resnet18 32 px; the student's fold-0 model alone
+              (comp predict --fold 0) against the teacher's 5-fold ensemble and the undistilled fold-0 model
+    relabel   noisy/: the same competition with 5% of train labels flipped; noisy baseline, comp relabel,
+              every suspect accepted (as a person who trusts the tool would), retrained; the clean baseline is `base`
+
+CV: the ledger's figure (OOF of the fold models, given labels); hold-out: `comp score` against solution.csv,
+which no step ever reads. Steps already done in DIR are reused (comp skips finished folds), so the script can be
+re-run after an interruption or to add a step.
+
+    python benchmarks/techniques.py [--dir bench-techniques] [--epochs 10] [--steps base,full,pseudo,distill,relabel]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+COMP = [sys.executable, "-m", "comp"]
+ENV = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+
+
+def comp(where: Path, *args: str) -> str:
+    t0 = time.perf_counter()
+    print(f"  [{where.name}] comp {' '.join(args)}", flush=True)
+    r = subprocess.run([*COMP, *args], cwd=where, env=ENV, capture_output=True, text=True)
+    if r.returncode != 0:
+        print(r.stdout[-4000:], r.stderr[-4000:], sep="\n")
+        raise SystemExit(f"comp {' '.join(args)} failed in {where} (rc {r.returncode})")
+    print(f"    {time.perf_counter() - t0:.0f}s", flush=True)
+    return r.stdout
+
+
+def base_config(epochs: int, train_extra: str = "") -> str:
+    return (
+        "model: {name: resnet18}\n"
+        "input: {size: 32}\n"
+        "augment: {preset: light}\n"
+        f"train: {{epochs: {epochs}, batch_size: 64, lr: 0.003{train_extra}}}\n"
+        "infer: {tta: [identity, hflip]}\n"
+    )
+
+
+def competition(where: Path, args, flip: float = 0.0) -> Path:
+    """comp sample + init + folds in ``where`` (with ``flip`` of the train labels changed to another class)."""
+    if (where / "folds" / "folds.csv").exists():
+        return where
+    where.mkdir(parents=True, exist_ok=True)
+    comp(where, "sample", "data", "--n-train", str(args.n_train), "--n-test", str(args.n_test), "--imbalance",
+         str(args.imbalance), "--overwrite")
+    if flip:
+        train = pd.read_csv(where / "data" / "train.csv", dtype=str)
+        classes = sorted(train["label"].unique())
+        rng = np.random.default_rng(0)
+        pos = rng.choice(len(train), int(round(flip * len(train))), replace=False)
+        orig = train["label"].iloc[pos].tolist()
+        train.loc[train.index[pos], "label"] = [rng.choice([c for c in classes if c != o]) for o in orig]
+        train.to_csv(where / "data" / "train.csv", index=False)
+        pd.DataFrame({"image_id": train["image_id"].iloc[pos], "true": orig}).to_csv(where / "flipped.csv",
+                                                                                     index=False)
+    comp(where, "init", "data")
+    comp(where, "folds")
+    (where / "configs").mkdir(exist_ok=True)
+    (where / "configs" / "base.yaml").write_text(base_config(args.epochs))
+    return where
+
+
+def trained(where: Path, exp: str, full: bool = False) -> None:
+    comp(where, "train", "--exp", exp, *(["--full", "--seeds", "3"] if full else ["--all-folds"]))
+
+
+def predicted(where: Path, exp: str, *extra: str, out: str = "test.csv") -> None:
+    if not (where / "runs" / exp / out).exists():
+        comp(where, "predict", "--exp", exp, *extra)
+
+
+def submitted(where: Path, name: str, *members: str, extra: tuple = ()) -> dict:
+    """comp ensemble (argmax, auto weights) + comp score: {"cv": ..., "holdout": ...}."""
+    sub = where / "submissions" / f"{name}.csv"
+    if not sub.exists():
+        comp(where, "ensemble", *[x for m in members for x in ("--exp", m)], "--name", name, *extra)
+    ledger = pd.read_csv(where / "submissions" / "ledger.csv", dtype=str).set_index("name")
+    scored = json.loads(comp(where, "score", str(sub.relative_to(where)), "--solution", "data/solution.csv",
+                             "--json"))
+    return {"cv": float(ledger.loc[name, "cv_macro_f1"]), "holdout": float(scored["macro_f1"])}
+
+
+def holdout_of(where: Path, test_csv: str) -> float:
+    """Hold-out macro F1 of a runs/E/test*.csv's argmax (a single model's or a model set's probabilities)."""
+    from sklearn.metrics import f1_score
+
+    probs = pd.read_csv(where / test_csv, dtype={"image_id": str}).set_index("image_id")
+    sol = pd.read_csv(where / "data" / "solution.csv", dtype=str).set_index("image_id")
+    pred = probs.loc[sol.index].idxmax(axis=1)
+    return float(f1_score(sol["label"], pred, average="macro"))
+
+
+def cv_of(where: Path, exp: str, fold: int | None = None) -> float:
+    from sklearn.metrics import f1_score
+
+    oof = pd.read_csv(where / "runs" / exp / "oof.csv", dtype={"image_id": str, "label": str})
+    if fold is not None:
+        oof = oof[oof["fold"] == fold]
+    classes = [c for c in oof.columns if c not in ("image_id", "fold", "label")]
+    return float(f1_score(oof["label"], oof[classes].idxmax(axis=1), average="macro"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dir", default="bench-techniques")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--n-train", type=int, default=3000)
+    ap.add_argument("--n-test", type=int, default=1000)
+    ap.add_argument("--imbalance", type=float, default=5)
+    ap.add_argument("--flip", type=float, default=0.05)
+    ap.add_argument("--steps", default="base,full,pseudo,distill,relabel")
+    args = ap.parse_args()
+    steps = args.steps.split(",")
+    root = Path(args.dir).resolve()
+    clean = competition(root / "clean", args)
+    rows: list[tuple[str, str, float | None, float | None, str]] = []
+    t_start = time.perf_counter()
+
+    trained(clean, "base")
+    predicted(clean, "base")
+    base = submitted(clean, "base", "base")
+    rows.append(("5-fold baseline", "base", base["cv"], base["holdout"], "reference"))
+
+    if "full" in steps:
+        trained(clean, "base", full=True)
+        predicted(clean, "base", "--use", "full", out="test_full.csv")
+        full = submitted(clean, "base_full", "base", extra=("--use", "full"))
+        rows.append(("+ full refit (3 seeds)", "base --full", full["cv"], full["holdout"], "CV from the folds"))
+
+    if "pseudo" in steps:
+        if not (clean / "configs" / "pseudo.yaml").exists():
+            comp(clean, "pseudo", "--from", "base", "--exp", "pseudo", "--threshold", "0.9")
+        trained(clean, "pseudo")
+        predicted(clean, "pseudo")
+        ps = submitted(clean, "pseudo", "pseudo")
+        rows.append(("+ pseudo-labels (p >= 0.9, hard)", "pseudo", ps["cv"], ps["holdout"], ""))
+
+    if "distill" in steps:
+        cfg = clean / "configs" / "distill.yaml"
+        if not cfg.exists():
+            cfg.write_text(base_config(args.epochs, ", teacher: base, distill_alpha: 0.5, distill_t: 2.0"))
+        trained(clean, "distill")
+        predicted(clean, "distill")
+        predicted(clean, "distill", "--fold", "0", out="test_fold0.csv")
+        predicted(clean, "base", "--fold", "0", out="test_fold0.csv")
+        ds = submitted(clean, "distill", "distill")
+        rows.append(("single model, fold 0, undistilled", "base fold 0", cv_of(clean, "base", 0),
+                     holdout_of(clean, "runs/base/test_fold0.csv"), "CV: fold 0's validation part"))
+        rows.append(("single model, fold 0, distilled from base", "distill fold 0", cv_of(clean, "distill", 0),
+                     holdout_of(clean, "runs/distill/test_fold0.csv"), "CV: fold 0's validation part"))
+        rows.append(("distilled students, 5-fold", "distill", ds["cv"], ds["holdout"], ""))
+
+    if "relabel" in steps:
+        noisy = competition(root / "noisy", args, flip=args.flip)
+        trained(noisy, "base")
+        predicted(noisy, "base")
+        nb = submitted(noisy, "base", "base")
+        rel = noisy / "reports" / "base" / "relabel.csv"
+        if not rel.exists():
+            comp(noisy, "relabel", "--exp", "base", "--gallery", "0")
+            df = pd.read_csv(rel, dtype=str, keep_default_na=False)
+            df["accept"] = "accept"
+            df.to_csv(rel, index=False)
+        df = pd.read_csv(rel, dtype=str, keep_default_na=False)
+        flipped = pd.read_csv(noisy / "flipped.csv", dtype=str)
+        found = flipped["image_id"].isin(df["id"]).sum()
+        right = df.merge(flipped, left_on="id", right_on="image_id")
+        fixed = int((right["suggested"] == right["true"]).sum())
+        (noisy / "configs" / "relabeled.yaml").write_text(
+            base_config(args.epochs) + "data: {relabel: reports/base/relabel.csv}\n")
+        trained(noisy, "relabeled")
+        predicted(noisy, "relabeled")
+        rb = submitted(noisy, "relabeled", "relabeled")
+        rows.append((f"noisy baseline ({args.flip:.0%} flipped)", "noisy base", nb["cv"], nb["holdout"],
+                     "CV on noisy labels"))
+        rows.append(("noisy + relabel (all suspects accepted)", "relabeled", rb["cv"], rb["holdout"],
+                     f"{len(df)} suspects, {found}/{len(flipped)} flips among them, {fixed} restored"))
+        rows.append(("clean baseline", "base", base["cv"], base["holdout"], ""))
+
+    ref = base["holdout"]
+    print(f"\n{'technique':<44} {'CV macro F1':>11} {'hold-out':>9} {'vs base':>8}  note")
+    for label, _, cv, hold, note in rows:
+        d = "" if hold is None else f"{hold - ref:+.4f}"
+        print(f"{label:<44} {cv:11.4f} {hold:9.4f} {d:>8}  {note}")
+    print(f"({time.perf_counter() - t_start:.0f}s; {args.epochs} epochs per model, resnet18 at 32 px, "
+          f"{args.n_train} train / {args.n_test} hold-out)")
+    out = root / "results.json"
+    out.write_text(json.dumps([dict(zip(("technique", "exp", "cv", "holdout", "note"), r)) for r in rows],
+                              indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

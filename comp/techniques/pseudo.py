@@ -1,0 +1,220 @@
+"""``comp pseudo --from TEACHER --exp NEW``: fold-safe pseudo-labelled test rows for experiment NEW.
+
+The teacher is an experiment (``runs/T/test_folds.csv``, written by ``comp predict``) or a submission of
+``submissions/ledger.csv`` (its members blended with the ledger's weights). Fold k of NEW trains on the test rows
+that the teacher's fold-k model(s) labelled, and only those: a fold-k teacher model never trained on fold k's
+validation rows, so nothing it says can carry fold k's labels into fold k's training. Test images never enter a
+validation fold: the OOF and the CV stay what they were.
+
+Selection, per fold: ``threshold`` keeps rows whose top probability reaches it; ``top`` keeps that fraction of the
+most confident rows. Hard labels are the teacher's argmax; ``soft`` keeps the teacher's probabilities (trained on
+with soft-target cross-entropy).
+
+Writes ``folds/pseudo/NEW/fold_k.csv`` (``<id>``, ``confidence``, one probability column per class: one-hot when
+hard), ``summary.json`` (counts per class and fold, the confidence histogram) and ``confidence.png``; and
+``configs/NEW.yaml`` (the teacher's experiment settings plus ``data.pseudo``) when that file does not exist yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from comp.config import Config, ConfigError, resolve
+from comp.data import DataError, read_csv_str, read_folds
+from comp.files import write_csv, write_text
+
+PSEUDO_DIR = Path("folds") / "pseudo"
+BINS = np.round(np.linspace(0, 1, 21), 2)
+
+
+def folds_digest(cfg: Config) -> str:
+    """A digest of folds.csv: pseudo-labels are only fold-safe for the folds they were made with."""
+    return hashlib.sha256(resolve(cfg, cfg.folds.file).read_bytes()).hexdigest()[:16]
+
+
+def teacher_folds(cfg: Config, source: str) -> tuple[list[str], dict[int, np.ndarray], pd.Index, str, list[str]]:
+    """(classes, {fold: test probabilities (N, C)}, test ids, description, members) of an experiment or a
+    submission; every member must be fold-safe for the current folds file (comp.techniques.foldsafe)."""
+    from comp import ledger
+    from comp.runs import run_dir
+    from comp.techniques.foldsafe import check_fold_safe
+
+    led = ledger.read()
+    sub = led[led["name"] == source]
+    if (run_dir(source) / "oof.csv").exists() or sub.empty:
+        members, weights = [source], [1.0]
+        what = f"experiment {source}"
+    else:
+        row = sub.iloc[-1]
+        members = row["members"].split(",")
+        weights = [float(w) for w in row["weights"].split(",")]
+        what = f"submission {source} ({', '.join(f'{m} x {w:.2f}' for m, w in zip(members, weights))})"
+    id_col = cfg.data.id_col
+    out: dict[int, np.ndarray] = {}
+    classes = ids = None
+    folds = read_folds(cfg)
+    for m, w in zip(members, weights):
+        check_fold_safe(cfg, m, folds)
+        path = run_dir(m) / "test_folds.csv"
+        if not path.exists():
+            raise DataError(f"{path} not found: fold-safe pseudo-labels need each fold model's own test "
+                            f"predictions; run comp predict --exp {m} --overwrite")
+        df = read_csv_str(path)
+        cls = [c for c in df.columns if c not in (id_col, "fold")]
+        if classes is None:
+            classes = cls
+        elif sorted(cls) != sorted(classes):
+            raise DataError(f"{path}: classes differ from {members[0]}'s; only experiments on the same classes blend")
+        for k, grp in df.groupby(df["fold"].astype(int)):
+            grp = grp.set_index(id_col)
+            if ids is None:
+                ids = grp.index
+            p = grp.loc[ids, classes].to_numpy(np.float64)
+            out[k] = out.get(k, 0) + w * p
+    missing = sorted(set(folds["fold"].astype(int)) - set(out))
+    if missing:
+        raise DataError(f"{what}: no test predictions of fold model(s) {missing}; every fold of {cfg.folds.file} "
+                        f"needs its own (comp train --exp {members[0]} --all-folds, then comp predict --overwrite)")
+    total = sum(weights)
+    return classes, {k: v / total for k, v in sorted(out.items())}, ids, what, members
+
+
+def select(probs: np.ndarray, threshold: float | None, top: float | None) -> np.ndarray:
+    """Row positions kept: top probability >= threshold, or the ``top`` fraction most confident (ties: row order)."""
+    conf = probs.max(1)
+    if threshold is not None:
+        return np.flatnonzero(conf >= threshold)
+    n = int(round(top * len(conf)))
+    return np.sort(np.argsort(-conf, kind="stable")[:n])
+
+
+def make_pseudo(
+    cfg: Config,
+    source: str,
+    exp: str,
+    threshold: float | None = None,
+    top: float | None = None,
+    soft: bool = False,
+    overwrite: bool = False,
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """Write ``folds/pseudo/<exp>/`` from ``source`` (an experiment or a submission name); returns the folder."""
+    from comp.report import pyplot, save_figure
+
+    if (threshold is None) == (top is None):
+        raise ConfigError("choose one of --threshold P (keep rows whose top probability reaches P) or --top F "
+                          "(keep the fraction F most confident rows)")
+    if threshold is not None and not 0 < threshold <= 1:
+        raise ConfigError(f"--threshold {threshold}: expected a probability in (0, 1]")
+    if top is not None and not 0 < top <= 1:
+        raise ConfigError(f"--top {top}: expected a fraction in (0, 1]")
+    if exp == source:
+        raise ConfigError(f"--exp {exp}: name a new experiment, not the teacher")
+    out = PSEUDO_DIR / exp
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to make it again")
+    classes, per_fold, ids, what, members = teacher_folds(cfg, source)
+    id_col = cfg.data.id_col
+    summary = {"teacher": source, "teacher_is": what, "soft": soft, "threshold": threshold, "top": top,
+               "folds_digest": folds_digest(cfg), "n_test": len(ids), "folds": {}}
+    out.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    echo(f"pseudo {exp}: teacher {what}, {'soft' if soft else 'hard'} labels, "
+         + (f"top probability >= {threshold}" if threshold is not None else f"the {top:.0%} most confident"))
+    for k, p in per_fold.items():
+        keep = select(p, threshold, top)
+        q = p[keep] if soft else np.eye(len(classes))[p[keep].argmax(1)]
+        df = pd.concat([pd.DataFrame({id_col: np.asarray(ids)[keep], "confidence": p[keep].max(1)}),
+                        pd.DataFrame(q, columns=classes)], axis=1)
+        write_csv(out / f"fold_{k}.csv", df, float_format="%.6g")
+        counts = pd.Series(np.asarray(classes, object)[p[keep].argmax(1)]).value_counts()
+        hist, _ = np.histogram(p.max(1), bins=BINS)
+        summary["folds"][str(k)] = {"kept": len(keep), "per_class": {c: int(counts.get(c, 0)) for c in classes},
+                                    "confidence_hist": hist.tolist()}
+        ax.hist(p.max(1), bins=BINS, histtype="step", label=f"fold {k} ({len(keep)} kept)")
+        echo(f"  fold {k}: {len(keep)} of {len(ids)} test rows; per class: "
+             + ", ".join(f"{c} {int(counts.get(c, 0))}" for c in classes))
+    summary["bins"] = BINS.tolist()
+    conf = np.concatenate([p.max(1) for p in per_fold.values()])
+    edges = [0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0]
+    hist, _ = np.histogram(conf, bins=edges)
+    echo("  confidence of the teacher's fold models (top probability, all folds' test rows): "
+         + ", ".join(f"{a:g}-{b:g} {n}" for a, b, n in zip(edges[:-1], edges[1:], hist)))
+    if threshold is not None:
+        ax.axvline(threshold, color="grey", ls=":")
+    ax.set_xlabel("teacher's top probability (each fold model's own)")
+    ax.set_ylabel("test images")
+    ax.legend(fontsize=8)
+    save_figure(fig, out / "confidence.png")
+    write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+    cfg_path = Path(cfg.base_dir) / "configs" / f"{exp}.yaml"
+    if not cfg_path.exists():
+        teacher_cfg = Path(cfg.base_dir) / "configs" / f"{members[0]}.yaml"
+        values = yaml.safe_load(teacher_cfg.read_text(encoding="utf-8")) if teacher_cfg.exists() else {}
+        values = dict(values or {})
+        values["data"] = {**(values.get("data") or {}), "pseudo": str(out)}
+        write_text(cfg_path, yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
+        echo(f"wrote {cfg_path} (the teacher's settings + data.pseudo: {out})")
+    else:
+        echo(f"{cfg_path} exists: make sure it sets data.pseudo: {out}")
+    echo(f"wrote {out}/fold_k.csv, summary.json, confidence.png; next: comp train --exp {exp} --all-folds")
+    return out
+
+
+@dataclass
+class Pseudo:
+    """data.pseudo, read for training: per fold, the test ids and their target distributions (one-hot when hard)."""
+
+    folder: Path
+    soft: bool
+    teacher: str
+    folds: dict[int, pd.DataFrame]  # fold -> columns id, path, one probability column per class
+
+
+def load_pseudo(cfg: Config, classes: list[str], folds: list[int]) -> Pseudo | None:
+    """``data.pseudo``'s rows for ``folds`` (None when unset), checked against the folds file and the test set."""
+    from comp.data import load_test
+
+    if not cfg.data.pseudo:
+        return None
+    folder = resolve(cfg, cfg.data.pseudo)
+    info_path = folder / "summary.json"
+    if not info_path.exists():
+        raise ConfigError(f"data.pseudo: {info_path} not found; make it with "
+                          f"comp pseudo --from TEACHER --exp {cfg.exp}")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    if info["folds_digest"] != folds_digest(cfg):
+        raise DataError(f"data.pseudo: {folder} was made for another folds file than {cfg.folds.file}; its "
+                        f"labels would not be fold-safe. Predict the teacher again on these folds and re-run "
+                        f"comp pseudo --overwrite")
+    if info["soft"] and (cfg.augment.mixup or cfg.augment.cutmix):
+        raise ConfigError(f"data.pseudo: {folder} holds soft labels, which augment.mixup/cutmix cannot mix; set both "
+                          f"to 0, or make hard labels (comp pseudo without --soft)")
+    test = load_test(cfg).set_index("id")["path"]
+    out = {}
+    for k in folds:
+        path = folder / f"fold_{k}.csv"
+        if not path.exists():
+            raise DataError(f"data.pseudo: {path} not found: the teacher has no fold-{k} model; pseudo-labels for "
+                            f"fold {k} may only come from it")
+        df = read_csv_str(path)
+        missing = [c for c in classes if c not in df.columns]
+        if missing:
+            raise DataError(f"{path}: no column for class {missing[0]!r}; the teacher was trained on other classes")
+        ids = df[cfg.data.id_col]
+        unknown = ids[~ids.isin(test.index)]
+        if len(unknown):
+            raise DataError(f"{path} line {unknown.index[0] + 2}: id {unknown.iloc[0]!r} is not a test image of this "
+                            f"competition; re-run comp pseudo --overwrite")
+        probs = df[classes].astype(np.float64)
+        out[k] = pd.concat([pd.DataFrame({"id": ids, "path": test.loc[ids].to_numpy()}), probs], axis=1)
+    return Pseudo(folder, bool(info["soft"]), str(info["teacher"]), out)
