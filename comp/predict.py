@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from comp.cache import load_images
 from comp.config import Config, ConfigError
+from comp.console import progress_bar
 from comp.data import DataError, load_test, load_train, read_csv_str
 from comp.decision import macro_f1
 from comp.files import write_csv, write_text
@@ -178,7 +178,7 @@ def predict_images(
     accelerator,
     batch_size: int = 128,
     timing: Timing | None = None,
-    bar: tqdm | None = None,
+    bar=None,  # a progress_bar to advance
 ) -> np.ndarray:
     """Softmax probabilities of ``images[rows]`` averaged over ``views``: (len(rows), C), in ``rows`` order.
 
@@ -264,7 +264,7 @@ def _run_models(
     decoded: dict = {}
     outs = []
     total = sum(len(r) for r in rows_per_model)
-    bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False)
+    bar = progress_bar(total=total, desc=desc, unit="img", enabled=progress)
     for fm, rows in zip(models, rows_per_model):
         key = (fm.size, fm.resize)
         if key not in decoded:
