@@ -360,9 +360,16 @@ def run_analyze(
             sec.image("training_curves.png", "training curves of all folds")
             rows = []
             for fk, m in sorted(metrics.items()):
-                best = m.loc[m["val_macro_f1"].idxmax()] if "val_macro_f1" in m else m.iloc[-1]
+                # The trainer's own choice (data.metric, raw or EMA weights: done.json), else the best macro F1.
+                done_path = run / f"fold_{fk}" / "done.json"
+                done_info = json.loads(done_path.read_text(encoding="utf-8")) if done_path.exists() else {}
+                at = m[m["epoch"] == done_info.get("epoch")]
+                best = at.iloc[0] if len(at) else (m.loc[m["val_macro_f1"].idxmax()] if "val_macro_f1" in m
+                                                   else m.iloc[-1])
                 rows.append({"fold": fk, "epochs": len(m), "best epoch": int(best["epoch"]),
-                             "best val macro F1": float(best.get("val_macro_f1", np.nan)),
+                             f"best val {cfg.data.metric}": float(done_info.get("score", best.get("val_score",
+                                                                                                  np.nan))),
+                             "val macro F1 then": float(best.get("val_macro_f1", np.nan)),
                              "last val loss": float(m["val_loss"].iloc[-1]) if "val_loss" in m else None,
                              "minutes": float(m["seconds"].sum() / 60) if "seconds" in m else None})
             sec.table(rows)

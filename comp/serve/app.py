@@ -113,19 +113,25 @@ def classify(ens: Ensemble, path: str | None, top_k: int = TOP_K) -> tuple[dict 
 def info_markdown(ens: Ensemble) -> str:
     """The info panel: experiments, CV, classes, input size, views, weights, git commit."""
     rows = []
+    from comp.metrics import create_metric
+
+    metric_name = ens.members[0].cfg.data.metric
+    metric = create_metric(metric_name, ens.classes).title
     for m in ens.members:
         fm = m.folds[0]
-        cv = f"{m.cv_macro_f1:.4f}" if m.cv_macro_f1 is not None else "– (runs/E/oof.csv not written yet)"
+        cv = f"{m.cv_score:.4f}" if m.cv_score is not None else "– (runs/E/oof.csv not written yet)"
+        if m.cv_score is not None and metric_name != "macro_f1":
+            cv += f" (macro F1 {m.cv_macro_f1:.4f})"
         commit = m.run_config.get("git_commit") or "–"
         rows.append(f"| {m.exp} | {fm.meta.get('model_name', m.cfg.model.name)} | {fm.size} px ({fm.resize}) | "
                     f"{', '.join(str(f.fold) for f in m.folds)} | {', '.join(m.views)} | {m.weight:.3f} | {cv} | "
                     f"`{str(commit)[:12]}` |")
-    lines = ["| experiment | model | input | folds | TTA views | weight | CV macro F1 (OOF) | git commit |",
+    lines = [f"| experiment | model | input | folds | TTA views | weight | CV {metric} (OOF) | git commit |",
              "|---|---|---|---|---|---|---|---|", *rows, ""]
     if len(ens.members) > 1:
-        cv = ens.ledger_row.get("cv_macro_f1")
+        cv = ens.ledger_row.get("cv_score") or ens.ledger_row.get("cv_macro_f1")
         lines.append(f"Blend: weights from {ens.weight_source}, method {ens.method}"
-                     + (f"; the ledger's CV macro F1 of this blend: {cv}" if cv else "") + ".")
+                     + (f"; the ledger's CV {metric} of this blend: {cv}" if cv else "") + ".")
         if ens.method_note:
             lines.append(f"Note: {ens.method_note}.")
     lines.append(f"\n**{len(ens.classes)} classes:** " + ", ".join(ens.classes))

@@ -44,6 +44,7 @@ class Member:
     weight: float = 1.0
     run_config: dict = field(default_factory=dict)  # runs/E/config.yaml
     cv_macro_f1: float | None = None  # of runs/E/oof.csv's argmax
+    cv_score: float | None = None  # data.metric of runs/E/oof.csv
 
     @property
     def classes(self) -> list[str]:
@@ -62,15 +63,22 @@ def experiment_views(cfg: Config, run: Path) -> list[str]:
 
 def oof_macro_f1(cfg: Config, run: Path, classes: list[str]) -> float | None:
     """Macro F1 of the argmax of ``runs/E/oof.csv`` (None before every fold is done)."""
+    return oof_scores(cfg, run, classes)[0]
+
+
+def oof_scores(cfg: Config, run: Path, classes: list[str]) -> tuple[float | None, float | None]:
+    """(macro F1 of the argmax, data.metric) of ``runs/E/oof.csv``; (None, None) before every fold is done."""
     from comp.analyze import oof_arrays
     from comp.decision import macro_f1
+    from comp.metrics import create_metric
     from comp.runs import read_oof
 
     path = run / "oof.csv"
     if not path.exists():
-        return None
+        return None, None
     _, y, probs = oof_arrays(cfg, read_oof(path, cfg), classes)
-    return float(macro_f1(y, probs.argmax(1), len(classes)))
+    return float(macro_f1(y, probs.argmax(1), len(classes))), float(create_metric(cfg.data.metric, classes)(
+        y, probs, classes))
 
 
 def ledger_weights(exps: list[str], path: str | Path | None = None) -> tuple[list[float], str, dict]:
@@ -128,7 +136,7 @@ class Ensemble:
             rc = run / "config.yaml"
             run_config = yaml.safe_load(rc.read_text(encoding="utf-8")) if rc.exists() else {}
             m = Member(exp, cfg, folds, models, experiment_views(cfg, run), w, run_config or {})
-            m.cv_macro_f1 = oof_macro_f1(cfg, run, m.classes)
+            m.cv_macro_f1, m.cv_score = oof_scores(cfg, run, m.classes)
             members.append(m)
         method = "mean"
         if row:
