@@ -7,6 +7,7 @@ command, run as a user runs it, inside DIR:
     base      comp train --exp base --all-folds; comp predict; comp ensemble             (the 5-fold baseline)
     full      comp train --exp base --full --seeds 3; predict --use full; ensemble --use full
     pseudo    comp pseudo --from base --exp pseudo --threshold 0.9; train; predict; ensemble
+    pseudo_soft  the same with every test image and the teacher's probabilities (--top 1.0 --soft)
     distill   train.teacher: base (the 5-fold teacher) -> fold 0 of a student (resnet18, 32 px, same recipe); that
               single model (comp predict --fold 0) against the teacher's 5-fold ensemble and base's own fold-0 model
     relabel   noisy/: the same competition with 5% of train labels flipped to another class; noisy baseline,
@@ -17,7 +18,7 @@ CV: the ledger's figure (OOF of the fold models, given labels); hold-out: `comp 
 which no step ever reads. Steps already done in DIR are reused (comp skips finished folds), so the script can be
 re-run after an interruption or to add a step.
 
-    python benchmarks/techniques.py [--dir bench-techniques] [--epochs 10] [--steps base,full,pseudo,distill,relabel]
+    python benchmarks/techniques.py [--dir bench-techniques] [--epochs 10] [--steps base,full,pseudo,...]
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--imbalance", type=float, default=5)
     ap.add_argument("--flip", type=float, default=0.05)
-    ap.add_argument("--steps", default="base,full,pseudo,distill,relabel")
+    ap.add_argument("--steps", default="base,full,pseudo,pseudo_soft,distill,relabel")
     args = ap.parse_args()
     steps = args.steps.split(",")
     root = Path(args.dir).resolve()
@@ -152,6 +153,14 @@ def main() -> None:
         predicted(clean, "pseudo")
         ps = submitted(clean, "pseudo", "pseudo")
         rows.append(("+ pseudo-labels (p >= 0.9, hard)", "pseudo", ps["cv"], ps["holdout"], ""))
+
+    if "pseudo_soft" in steps:  # every test image, with the teacher's fold-k probabilities as soft targets
+        if not (clean / "configs" / "pseudo_soft.yaml").exists():
+            comp(clean, "pseudo", "--from", "base", "--exp", "pseudo_soft", "--top", "1.0", "--soft")
+        trained(clean, "pseudo_soft")
+        predicted(clean, "pseudo_soft")
+        pss = submitted(clean, "pseudo_soft", "pseudo_soft")
+        rows.append(("+ pseudo-labels (every test image, soft)", "pseudo_soft", pss["cv"], pss["holdout"], ""))
 
     if "distill" in steps:
         cfg = clean / "configs" / "distill.yaml"
