@@ -361,8 +361,7 @@ def run_analyze(
             rows = []
             for fk, m in sorted(metrics.items()):
                 # The trainer's own choice (data.metric, raw or EMA weights: done.json), else the best macro F1.
-                done_path = run / f"fold_{fk}" / "done.json"
-                done_info = json.loads(done_path.read_text(encoding="utf-8")) if done_path.exists() else {}
+                done_info = runs.read_done(run / f"fold_{fk}") or {}
                 at = m[m["epoch"] == done_info.get("epoch")]
                 best = at.iloc[0] if len(at) else (m.loc[m["val_macro_f1"].idxmax()] if "val_macro_f1" in m
                                                    else m.iloc[-1])

@@ -235,7 +235,12 @@ def forget_oof_views(exp: str) -> None:
             write_text(info_path, json.dumps(info, indent=2))
 
 
+def read_done(fd: Path) -> dict | None:
+    """The done.json summary of a fold (or full-data run) folder, or None when it is not finished."""
+    p = Path(fd) / "done.json"
+    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+
+
 def fold_done(exp: str, fold: int) -> dict | None:
     """The fold's done.json summary, or None when it is not finished."""
-    p = fold_dir(exp, fold) / "done.json"
-    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+    return read_done(fold_dir(exp, fold))

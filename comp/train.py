@@ -36,14 +36,13 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
-from tqdm.auto import tqdm
 
 from comp import runs
 from comp.augment import build_mixup, build_transform
 from comp.batch_augment import training_augment
 from comp.cache import load_images
 from comp.config import Config, ConfigError, resolve
-from comp.console import interactive
+from comp.console import progress_bar
 from comp.data import DataError, class_names, read_folds
 from comp.dataset import CachedImages, EpochSampler, balanced_weights, epoch_seed, make_loader, to_tensor_batch
 from comp.files import write_csv, write_text
@@ -504,7 +503,7 @@ def _decode(cfg: Config, accelerator, paths: list[str]) -> np.ndarray:
     with accelerator.main_process_first():
         return load_images(paths, cfg.input.size, cfg.input.resize, cfg.data.max_pixels,
                            cache=cfg.train.cache, cache_dir=runs.RUNS_DIR / ".cache",
-                           progress=accelerator.is_local_main_process and interactive(), desc="decode (once)")
+                           progress=accelerator.is_local_main_process, desc="decode (once)")
 
 
 def _run_units(s: Session, units: list, resume: bool, overwrite: bool) -> tuple[dict, bool]:
@@ -559,12 +558,11 @@ def train_full(cfg: Config, seeds: int = 1, resume: bool = False, overwrite: boo
     if cfg.train.patience is not None:
         say("--full: train.patience is ignored (no validation rows; the length is fixed)")
     table, classes = load_table(cfg, skip_bad, say)
-    names = [plan.info(i)["name"] for i in range(seeds)]
-    todo = [n for n in names if overwrite or not (runs.run_dir(cfg.exp) / n / "done.json").exists()]
+    todo = [i for i in range(seeds) if overwrite or runs.read_done(runs.full_dir(cfg.exp, i)) is None]
     paths = table["path"].tolist()
     s = Session(cfg, accelerator, table, classes, _decode(cfg, accelerator, paths) if todo else None, say, None, paths)
     # One session per seed: its config has the full run's epochs and seed (every draw follows from them).
-    units = [(n, replace(s, cfg=c), plan.info(i)) for i, (n, c) in enumerate(zip(names, plan.configs))]
+    units = [(runs.full_name(i), replace(s, cfg=c), plan.info(i)) for i, c in enumerate(plan.configs)]
     results, interrupted = _run_units(s, units, resume, overwrite)
     if not interrupted:
         say(f"--full: {len(results)} model(s) {', '.join(str(runs.run_dir(cfg.exp) / n) for n in results)}; "
@@ -748,8 +746,8 @@ def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float,
     model.train()
     loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
     seen, t0 = 0, time.perf_counter()
-    bar = tqdm(f.train_loader, desc=f"{f.name} epoch {epoch + 1}/{t.epochs}", leave=False,
-               disable=not (acc.is_local_main_process and interactive()))
+    bar = progress_bar(f.train_loader, desc=f"{f.name} epoch {epoch + 1}/{t.epochs}",
+                       enabled=acc.is_local_main_process)
     for step, (u8, y, r) in enumerate(bar):
         x = to_tensor_batch(u8, f.mean, f.std, t.channels_last, augment=f.batch_aug)
         target = y
@@ -801,17 +799,16 @@ def _commit_epoch(s: Session, f: Fold, st: FoldState, epoch: int, train_loss: fl
     if ev_ema is not None:
         st.ema_history.append(dict(row, **_val_columns(ev_ema)))
     if f.full is None:
-        new_best, is_ema, best_oof, meta, report = _best_and_stop(s, f, st, epoch, ev, ev_ema)
+        new_best, is_ema, best_oof, report = _best_and_stop(s, f, st, epoch, ev, ev_ema)
     else:  # the last epoch's weights are the model: the EMA's when E's folds preferred theirs (refit.full_ema)
         new_best, is_ema, best_oof, report = True, f.full["ema"], None, ""
         st.best_epoch, st.best_is_ema = epoch + 1, is_ema
-        meta = dict(f.meta, epoch=epoch + 1, score=None, ema=is_ema, train_loss=train_loss)
     st.epoch = epoch + 1
 
     f.state_bytes = save_state(acc, f.fd, st, f.ema, best_oof)  # the commit point of this epoch
     if acc.is_main_process:
         if new_best:
-            _publish(f.fd, f.ema.module if is_ema else f.raw, best_oof, meta)
+            _publish(f.fd, f.ema.module if is_ema else f.raw, best_oof, _model_meta(f, st))
         _write_metrics(f.fd, st)
         if s.on_epoch is not None:
             s.on_epoch(f.k, dict(row, best_score=st.best_score, best_epoch=st.best_epoch))
@@ -845,17 +842,15 @@ def _val_columns(ev: Eval | None) -> dict:
 
 
 def _best_and_stop(s: Session, f: Fold, st: FoldState, epoch: int, ev: Eval, ev_ema: Eval | None):
-    """Best checkpoint and early stopping of a fold; (new best, is EMA, best OOF, model meta, echo part)."""
+    """Best checkpoint and early stopping of a fold; (new best, is EMA, best OOF, echo part)."""
     cfg, t, cm = s.cfg, s.cfg.train, f.cm
     # Best checkpoint: the better validation data.metric of the raw and EMA weights.
     cand, is_ema = (ev_ema, True) if ev_ema is not None and cm.better(ev_ema.score, ev.score) else (ev, False)
     new_best = st.best_epoch == 0 or cm.better(cand.score, st.best_score)
-    best_oof = meta = None
+    best_oof = None
     if new_best:
         st.best_score, st.best_epoch, st.best_is_ema = cand.score, epoch + 1, is_ema
         best_oof = runs.oof_frame(cfg, f.va["id"], f.va["label"], f.k, cand.probs, s.classes)
-        meta = dict(f.meta, epoch=epoch + 1, score=cand.score, ema=is_ema, val_loss=cand.loss, val_acc=cand.acc,
-                    metric=cm.name, val_macro_f1=cand.macro_f1)
     # Early stopping on train.early_stopping_metric (raw weights' value, or EMA's when better).
     metric = t.early_stopping_metric
     value = {"val_score": cand.score, "val_macro_f1": max(ev.macro_f1, ev_ema.macro_f1 if ev_ema else 0.0),
@@ -868,15 +863,15 @@ def _best_and_stop(s: Session, f: Fold, st: FoldState, epoch: int, ev: Eval, ev_
     report = (f"val_loss {ev.loss:.4f} " + (f"{cm.name} {ev.score:.4f} " if cm.name != "macro_f1" else "")
               + f"macro_f1 {ev.macro_f1:.4f} acc {ev.acc:.4f} "
               + (f"| ema {cm.name} {ev_ema.score:.4f} " if ev_ema else ""))
-    return new_best, is_ema, best_oof, meta, report
+    return new_best, is_ema, best_oof, report
 
 
 def _train_fold(s: Session, fold: int | str, resume: bool, overwrite: bool, full: dict | None = None) -> dict:
     """Train fold ``fold``, or with ``full`` (refit.FullPlan.info) the full-data run named ``fold`` (full_s0)."""
     cfg, t, acc = s.cfg, s.cfg.train, s.accelerator
     name = unit_name(fold)
-    fd = runs.fold_dir(cfg.exp, fold) if full is None else runs.run_dir(cfg.exp) / full["name"]
-    done = json.loads((fd / "done.json").read_text(encoding="utf-8")) if (fd / "done.json").exists() else None
+    fd = runs.fold_dir(cfg.exp, fold) if full is None else runs.full_dir(cfg.exp, full["seed_index"])
+    done = runs.read_done(fd)
     if done is not None and not overwrite:
         what = (f"{done['epochs_run']} epochs on every row" if full else
                 f"{cfg.data.metric} {done['score']:.4f}, epoch {done['epoch']}")
@@ -999,16 +994,18 @@ def _repair_outputs(s: Session, f: Fold, st: FoldState, state_path: Path) -> Non
     meta_path = f.fd / "model.json"
     published = json.loads(meta_path.read_text(encoding="utf-8")).get("epoch") if meta_path.exists() else None
     if st.best_epoch and published != st.best_epoch and st.best_epoch == st.epoch:
-        if f.full is None:
-            hist = (st.ema_history if st.best_is_ema else st.history)[-1]
-            oof = runs.read_oof(state_path / "best_oof.csv", s.cfg)
-            meta = dict(f.meta, epoch=st.best_epoch, score=st.best_score, ema=st.best_is_ema,
-                        val_loss=hist["val_loss"], val_acc=hist["val_acc"], metric=f.cm.name,
-                        val_macro_f1=hist["val_macro_f1"])
-        else:
-            oof, meta = None, dict(f.meta, epoch=st.epoch, score=None, ema=st.best_is_ema,
-                                   train_loss=st.history[-1]["train_loss"])
-        _publish(f.fd, f.ema.module if st.best_is_ema else f.raw, oof, meta)
+        oof = runs.read_oof(state_path / "best_oof.csv", s.cfg) if f.full is None else None
+        _publish(f.fd, f.ema.module if st.best_is_ema else f.raw, oof, _model_meta(f, st))
+
+
+def _model_meta(f: Fold, st: FoldState) -> dict:
+    """model.json of the weights published at ``st.best_epoch``, the epoch just committed (its metrics row)."""
+    if f.full is not None:
+        return dict(f.meta, epoch=st.best_epoch, score=None, ema=st.best_is_ema,
+                    train_loss=st.history[-1]["train_loss"])
+    row = (st.ema_history if st.best_is_ema else st.history)[-1]
+    return dict(f.meta, epoch=st.best_epoch, score=st.best_score, ema=st.best_is_ema, val_loss=row["val_loss"],
+                val_acc=row["val_acc"], metric=f.cm.name, val_macro_f1=row["val_macro_f1"])
 
 
 def _write_metrics(fd: Path, st: FoldState) -> None:

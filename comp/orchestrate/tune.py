@@ -122,7 +122,7 @@ def run_trial(params: dict, setup: dict) -> None:
         # Resumed after its last epoch (the fold was already finished): report where it ended.
         k = folds[-1]
         h = pd.read_csv(runs.fold_dir(cfg.exp, k) / "metrics.csv")
-        best = json.loads((runs.fold_dir(cfg.exp, k) / "done.json").read_text(encoding="utf-8"))["score"]
+        best = runs.fold_done(cfg.exp, k)["score"]
         row = h.iloc[-1]
         last.append({metric: float(row[metric]), "step": (len(folds) - 1) * epochs + int(row["epoch"]), "fold": k,
                      "epoch": int(row["epoch"]), "best_score": float(best)})

@@ -18,7 +18,6 @@ The full models have no OOF (every row trained them): every CV figure that menti
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import dataclass
 
@@ -26,21 +25,16 @@ import numpy as np
 
 from comp.config import Config, ConfigError
 from comp.data import DataError, read_folds
-from comp.runs import full_name, run_dir
+from comp.runs import fold_done, full_name
 
 NO_OOF = "every training row trained this model, so no row is left to predict out of fold; CV comes from the folds"
 
 
 def _done_folds(cfg: Config) -> tuple[dict[int, dict], list[int], object]:
-    run = run_dir(cfg.exp)
-    done = {}
-    for p in sorted(run.glob("fold_*/done.json")):
-        k = p.parent.name[5:]
-        if k.isdigit():
-            done[int(k)] = json.loads(p.read_text(encoding="utf-8"))
     folds = read_folds(cfg)
     expected = sorted(folds["fold"].unique().tolist())
-    missing = [k for k in expected if k not in done]
+    done = {k: fold_done(cfg.exp, k) for k in expected}
+    missing = [k for k in expected if done[k] is None]
     if missing:
         raise DataError(f"--full takes its length from the CV: fold(s) {missing} of {cfg.exp} are not finished; "
                         f"run comp train --exp {cfg.exp} --all-folds first")
