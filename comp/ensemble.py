@@ -70,6 +70,11 @@ def _class_cols(df: pd.DataFrame, skip: Sequence[str]) -> list[str]:
     return [c for c in df.columns if c not in skip]
 
 
+def _predict_command(exp: str, use: str) -> str:
+    """The `comp predict` that writes experiment ``exp``'s test probabilities of ``use``."""
+    return f"comp predict --exp {exp}" + ("" if use == "folds" else f" --use {use}")
+
+
 def load_member(cfg: Config, exp: str, use: str = "folds") -> Member:
     """Read ``runs/E/oof.csv`` and the test probabilities of ``use`` (``runs/E/test.csv``, ``test_full.csv`` or
     ``test_both.csv``) and check they agree on the classes."""
@@ -81,10 +86,9 @@ def load_member(cfg: Config, exp: str, use: str = "folds") -> Member:
     if not oof_path.exists():
         raise DataError(f"{oof_path} not found: train the experiment first (comp train --exp {exp} --all-folds)")
     if not test_path.exists():
-        flag = "" if use == "folds" else f" --use {use}"
         first = f"comp train --exp {exp} --full, then " if use != "folds" and not any(run.glob("full_s*/done.json")) \
             else ""
-        raise DataError(f"{test_path} not found: predict the test first ({first}comp predict --exp {exp}{flag})")
+        raise DataError(f"{test_path} not found: predict the test first ({first}{_predict_command(exp, use)})")
     oof = read_csv_str(oof_path)
     test = read_csv_str(test_path)
     for col in (d.id_col, "fold", d.label_col):
@@ -349,9 +353,8 @@ def ensemble(
     for mb in members:
         missing = test_ids[~test_ids.isin(mb.test.index)]
         if len(missing):
-            flag = "" if use == "folds" else f" --use {use}"
             raise DataError(f"runs/{mb.exp}/{output_name(use)} lacks {len(missing)} id(s) of the sample submission "
-                            f"(e.g. {missing.iloc[0]!r}); re-run comp predict --exp {mb.exp}{flag} --overwrite")
+                            f"(e.g. {missing.iloc[0]!r}); re-run {_predict_command(mb.exp, use)} --overwrite")
         test_probs.append(mb.test.loc[test_ids, classes].to_numpy())
 
     n_c = len(classes)

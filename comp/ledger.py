@@ -48,6 +48,11 @@ def append(
     return row
 
 
+def members(row) -> tuple[list[str], list[float]]:
+    """A ledger row's members and their weights, in the order ``append`` wrote them."""
+    return row["members"].split(","), [float(w) for w in row["weights"].split(",")]
+
+
 def read(path: str | Path = LEDGER) -> pd.DataFrame:
     """The ledger, every cell a string (empty frame with the columns when there is none yet)."""
     path = Path(path)

@@ -75,15 +75,29 @@ class FoldModel:
         return self.meta.get("resize", "stretch")
 
 
+def _saved_models(run: Path, prefix: str, finished: bool = False) -> list[tuple[int, Path, dict]]:
+    """(index, model.safetensors, model.json's meta) of each ``run/<prefix><index>/`` holding both files (and
+    done.json when ``finished``), by index."""
+    out = []
+    for d in run.glob(f"{prefix}*"):
+        i, f = d.name[len(prefix):], d / "model.safetensors"
+        done = not finished or (d / "done.json").exists()
+        if i.isdigit() and f.exists() and f.with_suffix(".json").exists() and done:
+            out.append((int(i), f, json.loads(f.with_suffix(".json").read_text(encoding="utf-8"))))
+    return sorted(out, key=lambda x: x[0])
+
+
+def check_same_classes(models: Sequence[FoldModel]) -> None:
+    """Models averaged together must predict the same classes, in the same order."""
+    classes = list(models[0].meta["classes"])
+    for m in models[1:]:
+        if list(m.meta["classes"]) != classes:
+            raise DataError(f"{m.path}: its classes differ from {models[0].name}'s; retrain it with the same data")
+
+
 def find_fold_models(run: Path, expected: Sequence[int] | None = None) -> list[FoldModel]:
     """The fold models of a run, sorted by fold; all of ``expected`` must be there and agree on the classes."""
-    models = []
-    for d in sorted(run.glob("fold_*")):
-        f = d / "model.safetensors"
-        if f.exists() and f.with_suffix(".json").exists() and d.name[5:].isdigit():
-            meta = json.loads(f.with_suffix(".json").read_text(encoding="utf-8"))
-            models.append(FoldModel(int(d.name[5:]), f, meta))
-    models.sort(key=lambda m: m.fold)
+    models = [FoldModel(k, f, meta) for k, f, meta in _saved_models(run, "fold_")]
     exp = run.name
     if not models:
         raise DataError(f"{run}: no fold models (fold_k/model.safetensors); train them: "
@@ -96,21 +110,13 @@ def find_fold_models(run: Path, expected: Sequence[int] | None = None) -> list[F
             f"{run}: no model for fold(s) {missing} that {run / 'oof.csv'} lists; "
             f"train them first: comp train --exp {exp} --fold {k} (or --all-folds)"
         )
-    classes = models[0].meta["classes"]
-    for m in models[1:]:
-        if m.meta["classes"] != classes:
-            raise DataError(f"{m.path}: its classes differ from fold {models[0].fold}'s; retrain it with the same data")
+    check_same_classes(models)
     return models
 
 
 def find_full_models(run: Path) -> list[FoldModel]:
     """The finished full-data models of a run (``full_s*/`` with done.json), by seed index."""
-    models = []
-    for d in run.glob("full_s*"):
-        f = d / "model.safetensors"
-        if d.name[6:].isdigit() and (d / "done.json").exists() and f.exists() and f.with_suffix(".json").exists():
-            models.append(FoldModel(None, f, json.loads(f.with_suffix(".json").read_text(encoding="utf-8"))))
-    models.sort(key=lambda m: int(m.path.parent.name[6:]))
+    models = [FoldModel(None, f, meta) for _, f, meta in _saved_models(run, "full_s", finished=True)]
     if not models:
         raise DataError(f"{run}: no finished full-data models (full_sI/done.json); train them: "
                         f"comp train --exp {run.name} --full")
@@ -344,10 +350,8 @@ def predict(
             fold_models = [m for k in folds for m in fold_models if m.fold == k]
     full_models = find_full_models(run) if use in ("full", "both") else []
     models = fold_models + full_models
+    check_same_classes(models)
     classes = list(models[0].meta["classes"])
-    for m in models[1:]:
-        if list(m.meta["classes"]) != classes:
-            raise DataError(f"{m.path}: its classes differ from {models[0].name}'s; retrain it with the same data")
     id_col = cfg.data.id_col
     if engine not in ENGINES:
         raise ConfigError(f"Unknown engine {engine!r}, expected one of {ENGINES}")

@@ -89,9 +89,9 @@ def ledger_weights(exps: list[str], path: str | Path | None = None) -> tuple[lis
         return [1.0], "one experiment", {}
     table = ledger.read(path or ledger.LEDGER)
     for _, row in table.iloc[::-1].iterrows():
-        members = row["members"].split(",")
+        members, weights = ledger.members(row)
         if sorted(members) == sorted(exps) and len(members) == len(exps):
-            w = dict(zip(members, (float(x) for x in row["weights"].split(","))))
+            w = dict(zip(members, weights))
             if sum(w.values()) > 0:
                 return [w[e] for e in exps], f"submissions/ledger.csv row '{row['name']}' ({row['time']})", dict(row)
     return [1.0 / len(exps)] * len(exps), "equal (no submissions/ledger.csv row with exactly these members)", {}

@@ -54,8 +54,7 @@ def teacher_folds(cfg: Config, source: str) -> tuple[list[str], dict[int, np.nda
         what = f"experiment {source}"
     else:
         row = sub.iloc[-1]
-        members = row["members"].split(",")
-        weights = [float(w) for w in row["weights"].split(",")]
+        members, weights = ledger.members(row)
         what = f"submission {source} ({', '.join(f'{m} x {w:.2f}' for m, w in zip(members, weights))})"
     id_col = cfg.data.id_col
     out: dict[int, np.ndarray] = {}
