@@ -16,7 +16,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
-from train_utils import TINY, make_folds_file, quiet, tiny_cfg
+from train_utils import TINY, folded_workdir, quiet, tiny_cfg
 
 from comp import ledger, runs
 from comp.cli import cli
@@ -83,19 +83,10 @@ FULL = ["train", "--exp", "e", *SETS, "--set", "train.epochs=1", "--full", "--se
 @pytest.fixture(scope="module")
 def refit(tmp_path_factory, competition):
     """E = `e` (3 folds, 1 epoch each), then `comp train --exp e --full --seeds 2`."""
-    from conftest import write_config
-
-    cwd = tmp_path_factory.mktemp("refit")
-    write_config(cwd, competition)
-    here = os.getcwd()
-    os.chdir(cwd)
-    try:
-        make_folds_file(cwd)
+    with folded_workdir(tmp_path_factory, competition, "refit") as cwd:
         train_folds(tiny_cfg(cwd, "e", "train.epochs=1"), echo=quiet)
         with one_thread():
             out = comp_in_process(*FULL)
-    finally:
-        os.chdir(here)
     return cwd, out
 
 

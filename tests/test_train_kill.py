@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_utils import TINY, make_folds_file
+from train_utils import TINY, folded_workdir, make_folds_file
 
 # Every random path on: device augmentation, Mixup, dropout, EMA.
 SETS = [*TINY, "augment.preset=heavy", "augment.on=device", "augment.mixup=0.2", "model.drop_rate=0.2",
@@ -104,16 +104,8 @@ def assert_fold_equal(cwd, exp, ref, fold):
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, competition):
     """A working directory with an uninterrupted one-process run `ref`."""
-    from conftest import write_config
-
-    cwd = tmp_path_factory.mktemp("kill")
-    write_config(cwd, competition)
-    here = os.getcwd()
-    os.chdir(cwd)
-    try:
-        make_folds_file(cwd)
-    finally:
-        os.chdir(here)
+    with folded_workdir(tmp_path_factory, competition, "kill") as cwd:
+        pass
     out = run(ONE, "ref", cwd)
     assert "\r" not in out, "a log (stdout not a terminal) got carriage-return progress updates"
     # Prediction (and its decode) in a log: summary lines, no bars either.

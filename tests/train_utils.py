@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +29,23 @@ def make_folds_file(workdir: Path) -> Path:
     cfg = load_config(workdir / "comp.yaml", overrides=["folds.n_splits=3"])
     make_folds(cfg, echo=lambda s: None)
     return workdir / "folds" / "folds.csv"
+
+
+@contextmanager
+def folded_workdir(tmp_path_factory, competition: Path, name: str) -> Iterator[Path]:
+    """A fresh working directory with comp.yaml and a 3-fold folds file, the cwd inside the block (module-scoped
+    fixtures can't use monkeypatch.chdir)."""
+    from conftest import write_config
+
+    cwd = tmp_path_factory.mktemp(name)
+    write_config(cwd, competition)
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        make_folds_file(cwd)
+        yield cwd
+    finally:
+        os.chdir(here)
 
 
 def tiny_cfg(workdir: Path, exp: str, *sets: str):
