@@ -26,9 +26,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 def build_run(work: Path, size: int, folds: int) -> None:
     """A sample competition and ``folds`` untrained resnet18 fold models (weights do not change the latency)."""
     from comp.config import load_config
-    from comp.data import class_names, load_train
-    from comp.model import create_model, normalization, save_checkpoint
-    from comp.sample import make_sample
+    from comp.data.competition import class_names, load_train
+    from comp.data.sample import make_sample
+    from comp.train.model import create_model, normalization, save_checkpoint
 
     make_sample(work / "data", n_train=200, n_test=100, seed=0)
     (work / "comp.yaml").write_text("data: {root: data, id_has_ext: false, ext: .png}\n"
@@ -57,7 +57,7 @@ def main() -> None:
     from gradio_client import Client, handle_file
 
     from comp.config import load_config
-    from comp.data import load_test
+    from comp.data.competition import load_test
     from comp.serve.server import AppServer
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="comp-app-bench-"))

@@ -1,4 +1,4 @@
-"""Batched augmentation on the device: comp.batch_augment against kornia and torchvision.transforms.v2.
+"""Batched augmentation on the device: comp.train.batch_augment against kornia and torchvision.transforms.v2.
 
     python benchmarks/augment_batch.py [--batch 128] [--sizes 32,224] [--repeats 30]
 
@@ -38,7 +38,7 @@ def timeit(fn, repeats: int) -> float:
 
 
 def candidates(preset: str, dev):
-    from comp.batch_augment import SPECS, BatchAugment
+    from comp.train.batch_augment import SPECS, BatchAugment
 
     s = SPECS[preset]
     comp_aug = BatchAugment(preset, seed=0)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from comp.check import run_check
 from comp.config import load_config
-from comp.sample import make_sample
+from comp.data.check import run_check
+from comp.data.sample import make_sample
 
 
 def main() -> None:

@@ -21,12 +21,12 @@ import pandas as pd
 import yaml
 
 from comp.config import load_config
-from comp.ensemble import ensemble
-from comp.folds import make_folds
-from comp.predict import predict
-from comp.sample import make_sample
-from comp.score import score_files
-from comp.train import train_folds
+from comp.data.folds import make_folds
+from comp.data.sample import make_sample
+from comp.infer.ensemble import ensemble
+from comp.infer.predict import predict
+from comp.infer.score import score_files
+from comp.train.loop import train_folds
 
 
 def quiet(_):

@@ -27,12 +27,12 @@ import torch
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from comp.cache import load_images  # noqa: E402
 from comp.config import load_config  # noqa: E402
-from comp.data import class_names, load_test, load_train  # noqa: E402
-from comp.model import create_model, normalization, save_checkpoint  # noqa: E402
-from comp.predict import _load_model, find_fold_models, predict  # noqa: E402
-from comp.sample import make_sample  # noqa: E402
+from comp.data.cache import load_images  # noqa: E402
+from comp.data.competition import class_names, load_test, load_train  # noqa: E402
+from comp.data.sample import make_sample  # noqa: E402
+from comp.infer.predict import _load_model, find_fold_models, predict  # noqa: E402
+from comp.train.model import create_model, normalization, save_checkpoint  # noqa: E402
 
 VIEWS = ["identity", "hflip", "vflip", "rot90", "scale0.9", "scale1.1", "shift"]
 

@@ -14,7 +14,7 @@ same process times the same model, optimizer, loss, precision and memory format 
 the device (no data path at all), in windows of one epoch's steps. The ratio is what the data path costs:
 the goal is >= 0.97 for the device presets.
 
-A run is PRESET:ON. ON is ``device`` (batched tensor ops on the batch, comp.batch_augment) or ``cpu``
+A run is PRESET:ON. ON is ``device`` (batched tensor ops on the batch, comp.train.batch_augment) or ``cpu``
 (albumentations per image in the loader); PRESET ``pipeline`` is the medium preset written as an albumentations
 ``augment.pipeline`` (the CPU path a user's own pipeline takes). The val macro F1 column compares the paths at
 the same epochs.
@@ -46,7 +46,7 @@ def compute_only(args, steps: int, windows: int, classes: int = 10, seed: int = 
     import timm
     from timm.optim import create_optimizer_v2
 
-    from comp.train import resolve_precision
+    from comp.train.loop import resolve_precision
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)
@@ -88,9 +88,9 @@ def one_run(args) -> dict:
     """Child process: compute-only, then fold 0 end to end, then compute-only again; prints one JSON line."""
     import pandas as pd
 
-    from comp.augment import preset_dict
     from comp.config import load_config
-    from comp.train import train_folds
+    from comp.train.augment import preset_dict
+    from comp.train.loop import train_folds
 
     preset, on = args.one.split(":")
     sets = [f"model.name={args.model}", f"input.size={args.size}", f"train.batch_size={args.batch_size}",
@@ -187,8 +187,8 @@ def show(r: dict, args) -> None:
 
 def make_competition(work: Path, args) -> str:
     from comp.config import load_config
-    from comp.folds import make_folds
-    from comp.sample import make_sample
+    from comp.data.folds import make_folds
+    from comp.data.sample import make_sample
 
     info = make_sample(work / "data", n_train=args.n_train, n_test=50, imbalance=1.0, seed=0, overwrite=True)
     (work / "comp.yaml").write_text(yaml.safe_dump({"data": {

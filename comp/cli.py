@@ -22,7 +22,7 @@ def user_errors(f):
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         from comp.config import ConfigError
-        from comp.data import DataError
+        from comp.data.competition import DataError
 
         try:
             return f(*args, **kwargs)
@@ -77,7 +77,7 @@ def cli():
 @user_errors
 def sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite):
     """Build a small real Kaggle-style competition in OUT (with the held-out OUT/solution.csv)."""
-    from comp.sample import make_sample
+    from comp.data.sample import make_sample
 
     try:
         info = make_sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite)
@@ -106,7 +106,7 @@ def init(directory, id_col, label_col, label_cols, group_col, train_dir, test_di
 
     When the label is ambiguous (several candidate columns, or 0/1 columns the sample submission does not list)
     it stops and names the flags to pass instead of guessing."""
-    from comp.init import init_competition
+    from comp.data.init import init_competition
 
     cols = [c.strip() for c in label_cols.split(",") if c.strip()] if label_cols else None
     init_competition(
@@ -122,7 +122,7 @@ def init(directory, id_col, label_col, label_cols, group_col, train_dir, test_di
 @user_errors
 def check(config_path, out, workers):
     """Validate every row and image; exit 1 if anything is wrong (details in reports/check.csv)."""
-    from comp.check import run_check
+    from comp.data.check import run_check
 
     report = run_check(load(config_path), out_dir=out, workers=workers, echo=click.echo)
     sys.exit(0 if report.ok else 1)
@@ -137,7 +137,7 @@ def check(config_path, out, workers):
 @user_errors
 def folds(config_path, n_splits, seed, skip_bad, overwrite):
     """Stratified (grouped when data.group_col is set) K folds -> folds/folds.csv."""
-    from comp.folds import make_folds
+    from comp.data.folds import make_folds
 
     make_folds(load(config_path), n_splits=n_splits, seed=seed, skip_bad=skip_bad, overwrite=overwrite, echo=click.echo)
 
@@ -158,8 +158,8 @@ def score(submission, solution, sample_submission, metric, as_json, config_path)
     for F1/accuracy/qwk and by its probabilities for log loss and ROC AUC)."""
     from pathlib import Path
 
-    from comp.data import label_map
-    from comp.score import SubmissionError, format_report, score_files
+    from comp.data.competition import label_map
+    from comp.infer.score import SubmissionError, format_report, score_files
 
     cfg = load(config_path) if Path(config_path).exists() else None
     metric = metric or (cfg.data.metric if cfg else "macro_f1")
@@ -207,7 +207,7 @@ def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, s
     accelerate launch --multi_gpu --num_processes 2 -m comp train --exp base --all-folds
     (on CPU-only machines too: comp joins the processes over gloo)
     """
-    from comp.train import TrainingError, train_folds, train_full
+    from comp.train.loop import TrainingError, train_folds, train_full
 
     if full:
         if fold_ids or all_folds:
@@ -240,7 +240,7 @@ def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, s
 @user_errors
 def clean(exp, dry_run, keep_cache, unfinished):
     """Remove finished folds' state/ folders and the caches under runs/.cache (--dry-run lists and sizes them)."""
-    from comp.clean import clean as run_clean
+    from comp.train.clean import clean as run_clean
 
     run_clean(exp, dry_run=dry_run, cache=not keep_cache, unfinished=unfinished, echo=click.echo)
 
@@ -255,7 +255,7 @@ def clean(exp, dry_run, keep_cache, unfinished):
 @user_errors
 def lr_find(config_path, exp, overrides, fold_id, steps, start_lr, end_lr, skip_bad):
     """Learning-rate range test on one fold -> runs/EXP/lr_find.{png,csv} and a suggested train.lr."""
-    from comp.lr_find import lr_find as run
+    from comp.train.lr_find import lr_find as run
 
     run(load(config_path, exp, overrides), fold=fold_id, steps=steps, start_lr=start_lr, end_lr=end_lr,
         skip_bad=skip_bad, echo=click.echo)
@@ -274,7 +274,7 @@ def orchestrate_errors(f):
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
-        from comp.train import TrainingError
+        from comp.train.loop import TrainingError
 
         try:
             return f(*args, **kwargs)
@@ -411,7 +411,7 @@ def predict(config_path, exp, overrides, tta, oof, overwrite, engine, use, fold_
     torchrun --nproc_per_node 2 -m comp predict --exp base
     comp predict --exp base --engine onnxruntime --overwrite   (after comp export --exp base --all-folds)
     """
-    from comp.predict import predict as run
+    from comp.infer.predict import predict as run
 
     views = [v.strip() for v in tta.split(",") if v.strip()] if tta else None
     run(load(config_path, exp, overrides), tta=views, oof=oof, overwrite=overwrite, echo=click.echo, engine=engine,
@@ -446,7 +446,7 @@ def ensemble(config_path, exps, weights, method, tune_bias, tune_thresholds, tem
     comp ensemble --exp base --exp big --weights 0.7,0.3 --method geometric --name blend2
     comp ensemble --exp base --use full --name refit     # after comp predict --exp base --use full
     """
-    from comp.ensemble import ensemble as run
+    from comp.infer.ensemble import ensemble as run
 
     run(load(config_path), list(exps), weights=weights, method=method, tune_bias=tune_bias, name=name,
         overwrite=overwrite, echo=click.echo, tune_thresholds=tune_thresholds, temperature=temperature, use=use)
@@ -469,7 +469,7 @@ def eda(config_path, out, max_images, near_threshold, workers):
 
     Exits 0 when images are broken: they are listed in the report (and OUT/check.csv).
     """
-    from comp.eda import run_eda
+    from comp.reports.eda import run_eda
 
     run_eda(load(config_path), out=out, echo=click.echo, max_images=max_images, near_threshold=near_threshold,
             workers=workers)
@@ -482,7 +482,7 @@ def eda(config_path, out, max_images, near_threshold, workers):
 @user_errors
 def analyze(config_path, exp, out):
     """Error analysis of EXP's OOF: confusion matrix, confident mistakes, Grad-CAM -> OUT/index.html."""
-    from comp.analyze import run_analyze
+    from comp.reports.analyze import run_analyze
 
     run_analyze(load(config_path, exp), exp=exp, out=out or f"reports/{exp}", echo=click.echo)
 

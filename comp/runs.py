@@ -13,7 +13,7 @@
     runs/E/full_s{i}/           `comp train --full`: seed i's model on every training row (train.seed + i), for the
                                 epochs E's folds chose; model.safetensors + model.json (the last epoch's weights,
                                 "full": true, "oof": null), metrics.csv (val columns NaN), curves.png, state/,
-                                done.json; no oof.csv (comp.techniques.refit)
+                                done.json; no oof.csv (comp.train.refit)
     runs/E/test.csv             `comp predict`: mean of the fold models (test_folds.csv: each fold model's own)
     runs/E/test_full.csv        `comp predict --use full`: mean of the full_s* models
     runs/E/test_both.csv        `comp predict --use both`: 50/50 mean of the folds' mean and the full models' mean

@@ -46,7 +46,7 @@ def main() -> int:
     from selenium.webdriver.support.ui import WebDriverWait
 
     from comp.config import load_config
-    from comp.data import load_test
+    from comp.data.competition import load_test
     from comp.serve.server import AppServer
 
     work = Path(args.workdir).resolve()

@@ -9,7 +9,7 @@ import yaml
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from comp.config import load_config  # noqa: E402
-from comp.sample import make_sample  # noqa: E402
+from comp.data.sample import make_sample  # noqa: E402
 
 
 @pytest.fixture(scope="session")

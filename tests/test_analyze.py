@@ -15,13 +15,13 @@ from PIL import Image
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
-from comp.analyze import cam_picks, run_analyze
-from comp.cam import find_target_layer, grad_cam
 from comp.cli import cli
 from comp.config import load_config
-from comp.data import class_names
-from comp.folds import make_folds
-from comp.train import train_folds
+from comp.data.competition import class_names
+from comp.data.folds import make_folds
+from comp.reports.analyze import cam_picks, run_analyze
+from comp.reports.cam import find_target_layer, grad_cam
+from comp.train.loop import train_folds
 
 QUIET = {"echo": lambda s: None}
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 import yaml
 
-from comp.augment import PRESETS, build_mixup, build_transform, from_pipeline, preset, preset_dict
 from comp.config import AugmentConfig, ConfigError, load_config
-from comp.dataset import CachedImages, EpochSampler, balanced_weights, to_tensor_batch
+from comp.data.dataset import CachedImages, EpochSampler, balanced_weights, to_tensor_batch
+from comp.train.augment import PRESETS, build_mixup, build_transform, from_pipeline, preset, preset_dict
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def _batch(n=16, value=None):
 
 @pytest.mark.parametrize("name", ["light", "medium", "heavy"])
 def test_device_presets_are_per_sample_and_seeded_by_seed_epoch_rank(name):
-    from comp.batch_augment import BatchAugment
+    from comp.train.batch_augment import BatchAugment
 
     one = _batch(1).expand(64, 32, 32, 3).contiguous()  # the same image 64 times
     a = BatchAugment(name, seed=1, rank=0)
@@ -139,7 +139,7 @@ def test_device_presets_are_per_sample_and_seeded_by_seed_epoch_rank(name):
 
 
 def test_device_ops_do_what_they_say():
-    from comp.batch_augment import BatchAugment, Spec
+    from comp.train.batch_augment import BatchAugment, Spec
 
     u8 = _batch(8)
     x = u8.permute(0, 3, 1, 2).float()
@@ -159,7 +159,7 @@ def test_device_ops_do_what_they_say():
 
 
 def test_augment_on_selects_the_path(tmp_path):
-    from comp.batch_augment import build_batch_augment
+    from comp.train.batch_augment import build_batch_augment
 
     cfg_path = tmp_path / "comp.yaml"
     cfg_path.write_text("augment: {preset: medium}\n")
@@ -171,7 +171,7 @@ def test_augment_on_selects_the_path(tmp_path):
 
 
 def test_to_tensor_batch_normalises_the_augmented_batch():
-    from comp.batch_augment import BatchAugment, Spec
+    from comp.train.batch_augment import BatchAugment, Spec
 
     u8 = _batch(4)
     a = BatchAugment("light")

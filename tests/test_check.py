@@ -7,11 +7,11 @@ import pytest
 from bad_images import bad_config, build_bad_competition
 from click.testing import CliRunner
 
-from comp import check
-from comp.check import clean_train, run_check
 from comp.cli import cli
 from comp.config import load_config
-from comp.data import DataError
+from comp.data import check
+from comp.data.check import clean_train, run_check
+from comp.data.competition import DataError
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from comp.config import from_dict
-from comp.data import DataError, load_train
-from comp.sample import make_sample
+from comp.data.competition import DataError, load_train
+from comp.data.sample import make_sample
 
 
 def _png(path: Path, value: int) -> None:

@@ -6,13 +6,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from comp import ledger
-from comp.cache import load_images
 from comp.config import load_config
-from comp.data import class_names, load_test, load_train
-from comp.decision import apply_bias, cv_bias, fit_bias, macro_f1
-from comp.ensemble import ensemble
-from comp.score import score_files
+from comp.data.cache import load_images
+from comp.data.competition import class_names, load_test, load_train
+from comp.infer import ledger
+from comp.infer.decision import apply_bias, cv_bias, fit_bias, macro_f1
+from comp.infer.ensemble import ensemble
+from comp.infer.score import score_files
 
 
 def test_macro_f1_matches_sklearn():

@@ -11,13 +11,13 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_config
 
-from comp import ledger
 from comp.cli import cli
 from comp.config import load_config
-from comp.folds import make_folds
-from comp.predict import predict
-from comp.score import score_files
-from comp.train import train_folds
+from comp.data.folds import make_folds
+from comp.infer import ledger
+from comp.infer.predict import predict
+from comp.infer.score import score_files
+from comp.train.loop import train_folds
 
 QUIET = {"echo": lambda s: None}
 REPO = Path(__file__).resolve().parent.parent

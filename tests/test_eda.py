@@ -16,9 +16,9 @@ from PIL import Image
 
 from comp.cli import cli
 from comp.config import load_config
-from comp.eda import find_duplicates, near_pairs, run_eda
-from comp.folds import make_folds
-from comp.report import safe_name
+from comp.data.folds import make_folds
+from comp.reports.eda import find_duplicates, near_pairs, run_eda
+from comp.reports.page import safe_name
 
 QUIET = {"echo": lambda s: None, "progress": False}
 

@@ -5,13 +5,13 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from comp import ledger
 from comp.cli import cli
 from comp.config import ConfigError
-from comp.data import DataError, class_names, load_train, read_csv_str
-from comp.decision import macro_f1
-from comp.ensemble import blend, cv_weights, ensemble, greedy_weights, parse_weights
-from comp.score import score_files
+from comp.data.competition import DataError, class_names, load_train, read_csv_str
+from comp.infer import ledger
+from comp.infer.decision import macro_f1
+from comp.infer.ensemble import blend, cv_weights, ensemble, greedy_weights, parse_weights
+from comp.infer.score import score_files
 
 
 def noisy_probs(y: np.ndarray, n_classes: int, strength: float, rng) -> np.ndarray:

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from comp.cli import cli
 from comp.config import load_config
-from comp.data import DataError, read_folds
-from comp.folds import make_folds
+from comp.data.competition import DataError, read_folds
+from comp.data.folds import make_folds
 
 
 def quiet(s):

@@ -18,9 +18,9 @@ import yaml
 from click.testing import CliRunner
 
 from comp.cli import cli
-from comp.data import DataError
-from comp.init import init_competition
-from comp.sample import make_sample
+from comp.data.competition import DataError
+from comp.data.init import init_competition
+from comp.data.sample import make_sample
 
 CLASSES = ["T-shirt/top", "Trouser", "Bag", "Sneaker"]
 EXP = {

@@ -18,13 +18,14 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 from train_utils import TINY, folded_workdir, quiet, tiny_cfg
 
-from comp import ledger, runs
+from comp import runs
 from comp.cli import cli
 from comp.config import ConfigError, load_config
-from comp.data import DataError
-from comp.folds import make_folds
-from comp.techniques.refit import full_epochs, plan_full
-from comp.train import check_state, train_folds, train_full
+from comp.data.competition import DataError
+from comp.data.folds import make_folds
+from comp.infer import ledger
+from comp.train.loop import check_state, train_folds, train_full
+from comp.train.refit import full_epochs, plan_full
 
 SETS = [a for s in TINY for a in ("--set", s)]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # same threads in every run: same sums

@@ -13,7 +13,7 @@ from bad_images import (
 )
 from PIL import Image
 
-from comp.images import ImageProblem, load_rgb
+from comp.data.images import ImageProblem, load_rgb
 
 
 def _check_rgb(a: np.ndarray) -> None:

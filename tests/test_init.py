@@ -7,11 +7,11 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from comp.check import run_check
 from comp.cli import cli
 from comp.config import load_config
-from comp.data import DataError, load_test, load_train
-from comp.init import init_competition
+from comp.data.check import run_check
+from comp.data.competition import DataError, load_test, load_train
+from comp.data.init import init_competition
 
 
 def quiet(s):

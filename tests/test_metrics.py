@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score, f1_score, log_loss, roc_auc_score
 
 from comp.config import ConfigError, load_config
-from comp.decision import (
+from comp.infer.decision import (
     apply_temperature,
     apply_thresholds,
     cv_temperature,
@@ -16,8 +16,8 @@ from comp.decision import (
     expected_grade,
     fit_temperature,
 )
+from comp.infer.score import SubmissionError, score_frames
 from comp.metrics import METRIC_NAMES, create_metric
-from comp.score import SubmissionError, score_frames
 
 
 def _oof(n=600, c=5, seed=0, sharp=3.0):

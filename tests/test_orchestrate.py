@@ -23,13 +23,13 @@ from conftest import write_config
 from test_report_browser import _check_page, browser  # noqa: F401 - the module-scoped Chromium fixture
 from train_utils import read_oof
 
-from comp import ledger
 from comp.config import ConfigError, load_config
-from comp.folds import make_folds
+from comp.data.folds import make_folds
+from comp.infer import ledger
 from comp.orchestrate.leaderboard import SECTIONS, leaderboard
 from comp.orchestrate.locks import FoldLock, read_lock
 from comp.orchestrate.space import check_space, read_space
-from comp.train import train_folds
+from comp.train.loop import train_folds
 
 pytest.importorskip("ray", reason='needs ray: pip install "comp[ray]"')
 pytest.importorskip("optuna", reason='needs optuna: pip install "comp[ray]"')

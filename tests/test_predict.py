@@ -9,11 +9,11 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from comp.cache import load_images
 from comp.config import ConfigError, load_config
-from comp.data import DataError, class_names, load_test, load_train
-from comp.model import create_model, normalization, save_checkpoint
-from comp.predict import find_fold_models, predict, predict_images
+from comp.data.cache import load_images
+from comp.data.competition import DataError, class_names, load_test, load_train
+from comp.infer.predict import find_fold_models, predict, predict_images
+from comp.train.model import create_model, normalization, save_checkpoint
 
 SIZE = 32
 MODEL = "resnet10t"

@@ -11,11 +11,11 @@ from conftest import write_config
 
 from comp.cli import cli
 from comp.config import ConfigError, load_config
-from comp.data import DataError
-from comp.folds import make_folds
-from comp.sample import make_sample
+from comp.data.competition import DataError
+from comp.data.folds import make_folds
+from comp.data.sample import make_sample
 from comp.techniques.relabel import find_suspects
-from comp.train import load_table, train_folds
+from comp.train.loop import load_table, train_folds
 
 QUIET = {"echo": lambda s: None}
 

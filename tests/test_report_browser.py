@@ -13,16 +13,16 @@ import pytest
 import torch
 from conftest import write_config
 
-from comp.analyze import run_analyze
-from comp.cache import load_images
 from comp.config import load_config
-from comp.data import class_names, load_train
-from comp.dataset import to_tensor_batch
-from comp.eda import run_eda
+from comp.data.cache import load_images
+from comp.data.competition import class_names, load_train
+from comp.data.dataset import to_tensor_batch
+from comp.data.folds import make_folds
+from comp.data.sample import make_sample
 from comp.files import write_csv
-from comp.folds import make_folds
-from comp.model import create_model, normalization, save_checkpoint
-from comp.sample import make_sample
+from comp.reports.analyze import run_analyze
+from comp.reports.eda import run_eda
+from comp.train.model import create_model, normalization, save_checkpoint
 
 pytestmark = pytest.mark.browser
 

@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from comp import sample
 from comp.cli import cli
-from comp.sample import FASHION_CLASSES, load_source, make_sample
+from comp.data import sample
+from comp.data.sample import FASHION_CLASSES, load_source, make_sample
 
 
 def _csv(path):

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from sklearn.metrics import f1_score
 
 from comp.cli import cli
-from comp.score import (
+from comp.infer.score import (
     SubmissionError,
     check_submission,
     format_report,

@@ -15,12 +15,12 @@ from conftest import write_config
 
 from comp.cli import cli
 from comp.config import load_config
-from comp.ensemble import ensemble
-from comp.folds import make_folds
-from comp.model import create_model, normalization, save_checkpoint
-from comp.predict import predict
-from comp.sample import make_sample
-from comp.train import train_folds
+from comp.data.folds import make_folds
+from comp.data.sample import make_sample
+from comp.infer.ensemble import ensemble
+from comp.infer.predict import predict
+from comp.train.loop import train_folds
+from comp.train.model import create_model, normalization, save_checkpoint
 
 pytest.importorskip("gradio")
 pytest.importorskip("onnxruntime")
@@ -139,7 +139,7 @@ def test_export_failure_names_the_op_and_the_opset(in_run):
 
 
 def test_app_library_vit_skips_gradcam_with_a_note_and_blends_with_ledger_weights(in_run):
-    from comp import ledger
+    from comp.infer import ledger
     from comp.serve.app import build_app, classify
     from comp.serve.ensemble import Ensemble, ledger_weights
 

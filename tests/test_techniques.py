@@ -19,12 +19,12 @@ from safetensors.torch import load_file
 
 from comp.cli import cli
 from comp.config import ConfigError, load_config
-from comp.data import DataError
-from comp.ensemble import ensemble
-from comp.folds import make_folds
-from comp.predict import predict
+from comp.data.competition import DataError
+from comp.data.folds import make_folds
+from comp.infer.ensemble import ensemble
+from comp.infer.predict import predict
 from comp.techniques.pseudo import make_pseudo
-from comp.train import train_folds
+from comp.train.loop import train_folds
 
 QUIET = {"echo": lambda s: None}
 RECIPE = ["model.name=test_resnet", "input.size=32", "augment.preset=none", "train.batch_size=32",

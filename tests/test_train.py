@@ -14,11 +14,11 @@ from train_utils import TINY, make_folds_file, quiet, read_oof, tiny_cfg
 
 from comp.cli import cli
 from comp.config import ConfigError
-from comp.data import class_names
-from comp.losses import LOSSES
-from comp.model import create_model, load_checkpoint
+from comp.data.competition import class_names
 from comp.runs import METRICS_COLUMNS
-from comp.train import train_fold, train_folds
+from comp.train.loop import train_fold, train_folds
+from comp.train.losses import LOSSES
+from comp.train.model import create_model, load_checkpoint
 
 CHANCE = 0.1  # 10 balanced classes
 
@@ -213,7 +213,7 @@ def test_train_fold_api_and_tensorboard_tracker(folded):
 
 
 def test_exactly_once_drops_gather_padding_and_refuses_lost_rows():
-    from comp.train import exactly_once
+    from comp.train.loop import exactly_once
 
     rows = np.array([2, 0, 1, 3, 2, 0])  # untrimmed gather: the padding repeats rows 2 and 0
     pos = exactly_once(rows, 4)

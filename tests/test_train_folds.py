@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 from train_utils import make_folds_file, quiet, tiny_cfg
 
-import comp.train
+import comp.train.loop
 from comp.cli import cli
 from comp.config import ConfigError
-from comp.train import train_folds
+from comp.train.loop import train_folds
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_a_finished_fold_is_released_and_its_state_removed(folded, monkeypatch):
         refs.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(comp.train, "create_model", create_model)
+    monkeypatch.setattr(comp.train.loop, "create_model", create_model)
     msgs = []
     train_folds(tiny_cfg(folded, "rel", "train.epochs=1", "train.ema=true"), [0, 1], echo=msgs.append)
     assert alive_at_start == [[], [False]], "fold 0's model was still alive when fold 1 started"

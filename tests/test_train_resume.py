@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 from train_utils import make_folds_file, quiet, tiny_cfg
 
-import comp.train
-from comp.train import TrainingError, find_state, train_folds
+import comp.train.loop
+from comp.train.loop import TrainingError, find_state, train_folds
 
 # Every random path on: augmentation, Mixup/CutMix, dropout, balanced sampling, EMA; 3 epochs with warmup-free
 # cosine so the lr differs each epoch.
@@ -95,7 +95,7 @@ def test_nan_loss_stops_the_fold_and_keeps_the_last_good_state(folded, monkeypat
 
         return fn
 
-    monkeypatch.setattr(comp.train, "create_loss", lambda t, class_counts=None: _Loss(poisoned(t, class_counts)))
+    monkeypatch.setattr(comp.train.loop, "create_loss", lambda t, class_counts=None: _Loss(poisoned(t, class_counts)))
     with pytest.raises(TrainingError, match=r"fold 0: the training loss became NaN/inf at epoch 2, step 3.*"
                                             r"state after epoch 1.*best model \(epoch 1.*train\.grad_clip"):
         train_folds(tiny_cfg(folded, "nan"), [0], echo=quiet)
@@ -103,7 +103,7 @@ def test_nan_loss_stops_the_fold_and_keeps_the_last_good_state(folded, monkeypat
     assert json.loads((fd / "state" / "trainer.json").read_text())["epoch"] == 1
     assert json.loads((fd / "model.json").read_text())["epoch"] == 1
     assert len(pd.read_csv(fd / "metrics.csv")) == 1 and not (fd / "done.json").exists()
-    monkeypatch.setattr(comp.train, "create_loss", real)  # (not undo(): that would undo the fixture's chdir)
+    monkeypatch.setattr(comp.train.loop, "create_loss", real)  # (not undo(): that would undo the fixture's chdir)
     res = train_folds(tiny_cfg(folded, "nan"), [0], resume=True, echo=quiet)
     assert res["folds"][0]["epochs_run"] == 2 and (fd / "done.json").exists()
 

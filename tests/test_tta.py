@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from comp.tta import FIXED_VIEWS, apply_view, check_views, create_view
+from comp.infer.tta import FIXED_VIEWS, apply_view, check_views, create_view
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ TINY = [
 
 def make_folds_file(workdir: Path) -> Path:
     """folds/folds.csv for the workdir's competition (3 folds) via `comp folds`' library function."""
-    from comp.folds import make_folds
+    from comp.data.folds import make_folds
 
     cfg = load_config(workdir / "comp.yaml", overrides=["folds.n_splits=3"])
     make_folds(cfg, echo=lambda s: None)

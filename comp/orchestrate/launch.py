@@ -201,8 +201,8 @@ class LaunchResult:
 
 def plan(config_path: str | Path, exps: list[str], folds: list[int] | None, overrides=()) -> list[Job]:
     """Check every experiment's config (keys, model, run folder) and list its jobs; raises before Ray starts."""
-    from comp.data import read_folds
-    from comp.train import check_config
+    from comp.data.competition import read_folds
+    from comp.train.loop import check_config
 
     if not exps:
         raise ConfigError("name at least one experiment: --exp NAME (repeatable)")
@@ -395,7 +395,7 @@ def _predict(result: LaunchResult, workdir: Path, config_path: Path, overrides, 
     """--then-predict: `comp predict` (a Ray job too) for each experiment whose folds are all finished."""
     import ray
 
-    from comp.data import read_folds
+    from comp.data.competition import read_folds
 
     remote = ray.remote(run_command).options(num_cpus=cpus, num_gpus=gpus)
     refs = {}

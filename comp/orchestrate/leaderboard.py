@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from comp import ledger as ledger_mod
 from comp import runs
 from comp.files import write_text
-from comp.report import Report, anchor
+from comp.infer import ledger as ledger_mod
+from comp.reports.page import Report, anchor
 
 LEDGER_BASE = set(ledger_mod.COLUMNS)
 SECTIONS = ["overview", "cv-chart", "experiments", "submissions"]
@@ -136,7 +136,7 @@ def format_table(df: pd.DataFrame) -> str:
 
 
 def write_page(df: pd.DataFrame, led: pd.DataFrame, out: Path, root: Path) -> Path:
-    from comp.report import pyplot
+    from comp.reports.page import pyplot
 
     out.parent.mkdir(parents=True, exist_ok=True)
     chart = out.with_name(out.stem + "_cv.png")

@@ -83,7 +83,7 @@ def run_trial(params: dict, setup: dict) -> None:
     """Train the trial's folds in this process, reporting ``setup["metric"]`` to Tune after each epoch."""
     from ray import tune
 
-    from comp.train import train_folds
+    from comp.train.loop import train_folds
 
     os.chdir(setup["workdir"])
     index = claim_trial(setup["exp"], tune.get_context().get_trial_id())
@@ -196,7 +196,7 @@ def plot_optimization(df: pd.DataFrame, space: dict, metric: str, mode: str, pat
     fANOVA on the finished and stopped trials). Returns the importances."""
     import numpy as np
 
-    from comp.report import pyplot
+    from comp.reports.page import pyplot
 
     plt = pyplot()
     scored = df[df[metric].notna()].copy()
@@ -299,9 +299,9 @@ def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int 
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from comp.data import read_folds
+    from comp.data.competition import read_folds
     from comp.orchestrate.cluster import check_shared_folder, ray_session
-    from comp.train import check_config
+    from comp.train.loop import check_config
 
     t0 = time.perf_counter()
     if metric not in METRICS:

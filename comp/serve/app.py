@@ -30,7 +30,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import numpy as np  # noqa: E402
 
-from comp.images import ImageProblem  # noqa: E402
+from comp.data.images import ImageProblem  # noqa: E402
 from comp.serve import require  # noqa: E402
 from comp.serve.ensemble import Ensemble  # noqa: E402
 
@@ -157,8 +157,8 @@ def example_images(ens: Ensemble, n_test: int = N_TEST_EXAMPLES, n_mistakes: int
     """
     import os as _os
 
-    from comp.analyze import confident_wrong, oof_arrays
-    from comp.data import load_test, load_train
+    from comp.data.competition import load_test, load_train
+    from comp.reports.analyze import confident_wrong, oof_arrays
     from comp.runs import read_oof, run_dir
 
     m = ens.members[0]

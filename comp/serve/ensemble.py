@@ -24,12 +24,12 @@ import torch
 import yaml
 
 from comp.config import Config, load_config
-from comp.data import DataError
-from comp.images import ImageProblem, load_rgb
-from comp.predict import FoldModel, _load_model, find_fold_models
-from comp.preprocess import resize
+from comp.data.competition import DataError
+from comp.data.images import ImageProblem, load_rgb
+from comp.data.preprocess import resize
+from comp.infer.predict import FoldModel, _load_model, find_fold_models
+from comp.infer.tta import check_views, create_views
 from comp.runs import run_dir
-from comp.tta import check_views, create_views
 
 
 @dataclass
@@ -68,9 +68,9 @@ def oof_macro_f1(cfg: Config, run: Path, classes: list[str]) -> float | None:
 
 def oof_scores(cfg: Config, run: Path, classes: list[str]) -> tuple[float | None, float | None]:
     """(macro F1 of the argmax, data.metric) of ``runs/E/oof.csv``; (None, None) before every fold is done."""
-    from comp.analyze import oof_arrays
-    from comp.decision import macro_f1
+    from comp.infer.decision import macro_f1
     from comp.metrics import create_metric
+    from comp.reports.analyze import oof_arrays
     from comp.runs import read_oof
 
     path = run / "oof.csv"
@@ -83,7 +83,7 @@ def oof_scores(cfg: Config, run: Path, classes: list[str]) -> tuple[float | None
 
 def ledger_weights(exps: list[str], path: str | Path | None = None) -> tuple[list[float], str, dict]:
     """(weights in ``exps`` order, where they came from, the ledger row) for a blend of ``exps``."""
-    from comp import ledger
+    from comp.infer import ledger
 
     if len(exps) == 1:
         return [1.0], "one experiment", {}
@@ -155,7 +155,7 @@ class Ensemble:
             raise ImageProblem("corrupt", f"{type(e).__name__}: {e}") from None
 
     def _inputs(self, rgb: np.ndarray, fm: FoldModel) -> tuple[np.ndarray, torch.Tensor]:
-        from comp.dataset import to_tensor_batch
+        from comp.data.dataset import to_tensor_batch
 
         img = resize(rgb, fm.size, fm.resize)
         return img, to_tensor_batch(img[None], fm.meta["mean"], fm.meta["std"]).to(self.device)
@@ -178,7 +178,7 @@ class Ensemble:
         probs = self.member_probs(rgb)
         if len(probs) == 1:
             return probs[0]
-        from comp.ensemble import blend
+        from comp.infer.ensemble import blend
 
         w = [m.weight for m in self.members]
         scores = blend([p[None] for p in probs], w, self.method)[0]
@@ -194,14 +194,14 @@ class Ensemble:
         return self.members[best], 0
 
     def cam_layer(self) -> tuple[torch.nn.Module | None, str]:
-        from comp.cam import find_target_layer
+        from comp.reports.cam import find_target_layer
 
         m, k = self.cam_model()
         return find_target_layer(m.models[k], m.folds[k].size)
 
     def grad_cam(self, rgb: np.ndarray, target: int | None = None) -> tuple[np.ndarray | None, str]:
         """(model input and its Grad-CAM side by side, what it shows) or (None, why it was skipped)."""
-        from comp.cam import grad_cam, overlay
+        from comp.reports.cam import grad_cam, overlay
 
         m, k = self.cam_model()
         fm, model = m.folds[k], m.models[k]

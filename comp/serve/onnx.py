@@ -33,9 +33,9 @@ import torch
 from torch import nn
 
 from comp.config import Config, ConfigError
-from comp.data import DataError
+from comp.data.competition import DataError
 from comp.files import write_text
-from comp.predict import FoldModel, _load_model, find_fold_models
+from comp.infer.predict import FoldModel, _load_model, find_fold_models
 from comp.runs import git_commit, run_dir
 from comp.serve import require
 
@@ -107,8 +107,8 @@ def _quiet_stderr():
 
 def parity_images(cfg: Config, fm: FoldModel, n: int = PARITY_IMAGES) -> np.ndarray:
     """Up to ``n`` real images at the fold's input size: test images, else train images."""
-    from comp.cache import load_images
-    from comp.data import load_test, load_train
+    from comp.data.cache import load_images
+    from comp.data.competition import load_test, load_train
 
     paths: list[str] = []
     for load in (load_test, load_train):
@@ -169,7 +169,7 @@ def export_fold(cfg: Config, fm: FoldModel, out: Path, opset: int = DEFAULT_OPSE
 
         onnx.checker.check_model(str(tmp))
         imgs = parity_images(cfg, fm) if images is None else images
-        from comp.dataset import to_tensor_batch
+        from comp.data.dataset import to_tensor_batch
 
         with torch.inference_mode():  # the torch side exactly as comp predict runs it
             ref = model(to_tensor_batch(imgs, mean, std)).float().softmax(1).numpy()
@@ -253,11 +253,11 @@ _NUMPY_VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {  # exact pixel p
 
 
 def uint8_view(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    """A TTA view on uint8 NHWC batches: flips and rotations in numpy; shift and scale<f> by comp.tta on uint8
+    """A TTA view on uint8 NHWC batches: flips and rotations in numpy; shift and scale<f> by comp.infer.tta on uint8
     (scale then rounds to whole pixel values, where the torch engine interpolates normalised floats)."""
     if name in _NUMPY_VIEWS:
         return _NUMPY_VIEWS[name]
-    from comp.tta import create_view
+    from comp.infer.tta import create_view
 
     return create_view(name)
 

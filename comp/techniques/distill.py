@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from comp.config import Config, ConfigError
-from comp.data import DataError
+from comp.data.competition import DataError
 
 
 class DistillLoss(nn.Module):
@@ -57,7 +57,7 @@ def check_teacher(cfg: Config) -> None:
 def teacher_targets(cfg: Config, fold: int, paths: list[str], rows: np.ndarray,
                     accelerator) -> tuple[np.ndarray, list[str]]:
     """Softmax probabilities (len(rows), C) of ``paths[rows]`` from the teacher's fold-``fold`` model, its classes."""
-    from comp.predict import Timing, _run_models, find_fold_models
+    from comp.infer.predict import Timing, _run_models, find_fold_models
     from comp.runs import run_dir
 
     run = run_dir(cfg.train.teacher)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from comp.config import Config
-from comp.data import DataError, read_csv_str
+from comp.data.competition import DataError, read_csv_str
 
 
 def teacher_fold_of(cfg: Config, teacher: str) -> pd.Series:

@@ -28,7 +28,7 @@ import pandas as pd
 import yaml
 
 from comp.config import Config, ConfigError, resolve
-from comp.data import DataError, read_csv_str, read_folds
+from comp.data.competition import DataError, read_csv_str, read_folds
 from comp.files import write_csv, write_text
 
 PSEUDO_DIR = Path("folds") / "pseudo"
@@ -43,7 +43,7 @@ def folds_digest(cfg: Config) -> str:
 def teacher_folds(cfg: Config, source: str) -> tuple[list[str], dict[int, np.ndarray], pd.Index, str, list[str]]:
     """(classes, {fold: test probabilities (N, C)}, test ids, description, members) of an experiment or a
     submission; every member must be fold-safe for the current folds file (comp.techniques.foldsafe)."""
-    from comp import ledger
+    from comp.infer import ledger
     from comp.runs import run_dir
     from comp.techniques.foldsafe import check_fold_safe
 
@@ -106,7 +106,7 @@ def make_pseudo(
     echo: Callable[[str], None] = print,
 ) -> Path:
     """Write ``folds/pseudo/<exp>/`` from ``source`` (an experiment or a submission name); returns the folder."""
-    from comp.report import pyplot, save_figure
+    from comp.reports.page import pyplot, save_figure
 
     if (threshold is None) == (top is None):
         raise ConfigError("choose one of --threshold P (keep rows whose top probability reaches P) or --top F "
@@ -181,7 +181,7 @@ class Pseudo:
 
 def load_pseudo(cfg: Config, classes: list[str], folds: list[int]) -> Pseudo | None:
     """``data.pseudo``'s rows for ``folds`` (None when unset), checked against the folds file and the test set."""
-    from comp.data import load_test
+    from comp.data.competition import load_test
 
     if not cfg.data.pseudo:
         return None

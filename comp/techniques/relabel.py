@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from comp.config import Config, ConfigError, resolve
-from comp.data import DataError, load_train, read_csv_str
+from comp.data.competition import DataError, load_train, read_csv_str
 from comp.files import write_csv, write_text
 
 ACCEPT = {"accept", "yes", "y", "1", "true"}
@@ -106,7 +106,7 @@ def run_relabel(
 ) -> Path:
     """Write ``reports/<exp>/relabel.csv`` (suspects, ranked) and the gallery ``relabel.html``; returns the csv."""
     from comp import runs
-    from comp.analyze import fold_models, oof_arrays, read_run_oof
+    from comp.reports.analyze import fold_models, oof_arrays, read_run_oof
 
     t0 = time.time()
     run = Path(runs_dir or runs.RUNS_DIR) / exp
@@ -149,8 +149,8 @@ def run_relabel(
 
 def _gallery(cfg, exp, oof, y, probs, classes, s: Suspects, table, models, out: Path, n: int, echo) -> Path:
     """relabel/index.html: image, given and suggested label, and the Grad-CAM of both, from the row's fold model."""
-    from comp.analyze import make_cams
-    from comp.report import Img, Report, report_dir, thumb_src
+    from comp.reports.analyze import make_cams
+    from comp.reports.page import Img, Report, report_dir, thumb_src
 
     d = cfg.data
     train = load_train(cfg)

@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from comp.check import PROBLEMS, run_check
+from comp.data.check import PROBLEMS, run_check
 from comp.config import Config
 from comp.console import progress_bar
-from comp.data import DataError, class_names, load_test, load_train, read_folds
+from comp.data.competition import DataError, class_names, load_test, load_train, read_folds
 from comp.files import write_csv, write_text
-from comp.report import Img, Report, pyplot, report_dir, save_figure, thumb_src
+from comp.reports.page import Img, Report, pyplot, report_dir, save_figure, thumb_src
 
 PIXEL_SAMPLE = 2000  # images read at full resolution for channel histograms and mean/std
 HASH_DRAFT = 128  # JPEGs are decoded at about this side for hashing (draft mode); enough for a 32x32 phash
@@ -60,7 +60,7 @@ def _scan_one(path: str | None, level: int, max_pixels: int) -> tuple[dict, np.n
     """
     from PIL import Image
 
-    from comp.images import to_rgb
+    from comp.data.images import to_rgb
 
     rec: dict = {"problem": None}
     if path is None:

@@ -9,7 +9,7 @@ the best member, repeatedly add the member that most raises OOF macro F1, keep t
 the counts, so they are non-negative and sum to 1 and a useless member gets 0. With several members the search
 is cross-validated inside the OOF (``cv_weights``: refit on K-1 parts, scored on the part left out), and that
 figure, not the flattering in-sample one, is the ledger's CV; both are recorded. ``tune_bias`` then fits one
-additive log-score bias per class (comp.decision) with an honest cross-validated estimate, and keeps them
+additive log-score bias per class (comp.infer.decision) with an honest cross-validated estimate, and keeps them
 only when that estimate beats plain argmax.
 
 Blend methods (``method``), all giving log-scores whose argmax is the label:
@@ -32,10 +32,11 @@ from scipy.special import log_softmax, softmax
 from scipy.stats import rankdata
 from sklearn.model_selection import StratifiedKFold
 
-from comp import ledger
 from comp.config import Config, ConfigError
-from comp.data import DataError, label_map, load_test, read_csv_str
-from comp.decision import (
+from comp.data.competition import DataError, label_map, load_test, read_csv_str
+from comp.files import write_csv
+from comp.infer import ledger
+from comp.infer.decision import (
     apply_bias,
     apply_temperature,
     apply_thresholds,
@@ -45,12 +46,11 @@ from comp.decision import (
     expected_grade,
     macro_f1,
 )
-from comp.files import write_csv
+from comp.infer.predict import USES, output_name
+from comp.infer.score import SubmissionError, check_submission, check_wide
 from comp.metrics import grade_values
-from comp.predict import USES, output_name
 from comp.runs import run_dir
-from comp.score import SubmissionError, check_submission, check_wide
-from comp.train import competition_metric
+from comp.train.loop import competition_metric
 
 METHODS = ("mean", "geometric", "rank")
 SUBMISSIONS_DIR = Path("submissions")

@@ -278,7 +278,7 @@ def thumbnail(rgb: np.ndarray, path: str | Path, side: int = 128) -> Path:
 def thumb_src(image_path, pos: int, folder: Path, side: int = 128) -> str:
     """Relative src (``thumbs/<pos>.png``) of an image file's thumbnail, written once; named by row position,
     never by id or class. An unreadable file gets a grey square."""
-    from comp.images import ImageProblem, load_rgb
+    from comp.data.images import ImageProblem, load_rgb
 
     name = f"{int(pos)}.png"
     target = Path(folder) / name

@@ -13,7 +13,7 @@ state (unless train.keep_state), and ``_release`` clears the accelerator's regis
 holds only its own model and optimizer and nothing of a finished fold stays in memory. The process group
 (torchrun / accelerate launch) lives across folds.
 
-A full-data run (``train_full``, ``comp train --full``; comp.techniques.refit) is a fold whose validation part is
+A full-data run (``train_full``, ``comp train --full``; comp.train.refit) is a fold whose validation part is
 empty: the same functions train it, with a ``Fold.full`` that says so. It trains every row for the epochs E's folds
 chose, publishes every epoch's weights (the last one is the model), and writes no OOF.
 """
@@ -38,22 +38,22 @@ from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
 
 from comp import runs
-from comp.augment import build_mixup, build_transform
-from comp.batch_augment import training_augment
-from comp.cache import load_images
 from comp.config import Config, ConfigError, resolve
 from comp.console import progress_bar
-from comp.data import DataError, class_names, read_folds
-from comp.dataset import CachedImages, EpochSampler, balanced_weights, epoch_seed, make_loader, to_tensor_batch
+from comp.data.cache import load_images
+from comp.data.competition import DataError, class_names, read_folds
+from comp.data.dataset import CachedImages, EpochSampler, balanced_weights, epoch_seed, make_loader, to_tensor_batch
 from comp.files import write_csv, write_text
-from comp.losses import create_loss
 from comp.metrics import Metric, create_metric
-from comp.model import create_model, normalization, save_checkpoint
-from comp.optim import check_names, create_optimizer, create_scheduler, current_lr, warmup_epochs
 from comp.techniques.distill import DistillLoss, check_teacher, teacher_targets
 from comp.techniques.foldsafe import check_fold_safe
 from comp.techniques.pseudo import Pseudo, load_pseudo
 from comp.techniques.relabel import apply_relabel
+from comp.train.augment import build_mixup, build_transform
+from comp.train.batch_augment import training_augment
+from comp.train.losses import create_loss
+from comp.train.model import create_model, normalization, save_checkpoint
+from comp.train.optim import check_names, create_optimizer, create_scheduler, current_lr, warmup_epochs
 
 
 class TrainingError(RuntimeError):
@@ -154,7 +154,7 @@ def check_config(cfg: Config) -> None:
 
 def load_table(cfg: Config, skip_bad: bool, echo: Callable[[str], None]) -> tuple[pd.DataFrame, list[str]]:
     """The train rows joined with their folds: columns id, label, path, fold, y (class index), in csv order."""
-    from comp.check import clean_train
+    from comp.data.check import clean_train
 
     train = clean_train(cfg, skip_bad=skip_bad, echo=echo)
     folds = read_folds(cfg)
@@ -527,14 +527,14 @@ def train_full(cfg: Config, seeds: int = 1, resume: bool = False, overwrite: boo
                echo: Callable[[str], None] = print) -> dict:
     """``comp train --full``: train ``runs/E/full_s{i}`` (i < ``seeds``) on every training row with E's recipe.
 
-    The length (and raw or EMA weights) come from E's finished folds (comp.techniques.refit); full_s{i} uses
+    The length (and raw or EMA weights) come from E's finished folds (comp.train.refit); full_s{i} uses
     train.seed + i. ``cfg`` must be E's config (runs/E/config.yaml): only train.epochs and train.seed change, and
     they are part of each run's state digest. Finished seeds are skipped; ``resume``/``overwrite`` as for folds
     (``overwrite`` retrains the full models only, never E's folds).
 
     Returns {"full": {"full_s0": done.json summary, ...}, "epochs", "why", "ema", "run_dir", "interrupted"}.
     """
-    from comp.techniques.refit import plan_full
+    from comp.train.refit import plan_full
 
     if resume and overwrite:
         raise ConfigError("--resume continues a run and --overwrite discards it: pass one of them")

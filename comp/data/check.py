@@ -25,9 +25,9 @@ import pandas as pd
 
 from comp.config import Config
 from comp.console import progress_bar
-from comp.data import DataError, image_name, load_test, load_train
+from comp.data.competition import DataError, image_name, load_test, load_train
+from comp.data.images import ImageProblem, load_rgb
 from comp.files import write_csv, write_text
-from comp.images import ImageProblem, load_rgb
 
 PROBLEMS = {  # code -> what it means; the order of the summary table
     "empty_id": "the id cell is empty",

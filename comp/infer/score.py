@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from comp.data import DataError, class_names, read_csv_str
+from comp.data.competition import DataError, class_names, read_csv_str
 
 SHOW = 5  # offending rows listed per kind of problem
 

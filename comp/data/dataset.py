@@ -28,7 +28,7 @@ def to_tensor_batch(
     """uint8 (N, H, W, 3) numpy/torch -> normalised float (N, 3, H, W) on the input's device.
 
     ``(x / 255 - mean) / std`` as one multiply-add over the batch. The NHWC -> NCHW permute is a view, so with
-    ``channels_last`` no copy is made beyond the float conversion. ``augment`` (a comp.batch_augment
+    ``channels_last`` no copy is made beyond the float conversion. ``augment`` (a comp.train.batch_augment
     BatchAugment) augments the uint8 batch first, on its device, and returns float NCHW in [0, 255].
     """
     x = torch.as_tensor(images)
@@ -37,7 +37,7 @@ def to_tensor_batch(
     scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=x.device, dtype=dtype)
     shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device, dtype=dtype)
     if augment is not None:
-        from comp.batch_augment import one_cpu_thread
+        from comp.train.batch_augment import one_cpu_thread
 
         with one_cpu_thread(x.device):
             x = augment(x).to(dtype).mul_(scale.view(1, 3, 1, 1)).add_(shift.view(1, 3, 1, 1))

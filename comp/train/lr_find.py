@@ -16,16 +16,16 @@ import pandas as pd
 import torch
 
 from comp import runs
-from comp.augment import build_mixup
-from comp.batch_augment import training_augment
-from comp.cache import load_images
 from comp.config import Config, ConfigError
 from comp.console import progress_bar
-from comp.dataset import CachedImages, EpochSampler, make_loader, to_tensor_batch
+from comp.data.cache import load_images
+from comp.data.dataset import CachedImages, EpochSampler, make_loader, to_tensor_batch
 from comp.files import write_csv
-from comp.losses import create_loss
-from comp.model import create_model, normalization
-from comp.optim import create_optimizer
+from comp.train.augment import build_mixup
+from comp.train.batch_augment import training_augment
+from comp.train.losses import create_loss
+from comp.train.model import create_model, normalization
+from comp.train.optim import create_optimizer
 
 
 def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> dict:
@@ -43,7 +43,7 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> dict:
 def lr_find(cfg: Config, fold: int = 0, steps: int = 100, start_lr: float = 1e-7, end_lr: float = 10.0,
             skip_bad: bool = False, echo: Callable[[str], None] = print) -> dict:
     """Run the range test; returns the suggestion dict plus ``csv`` and ``plot`` paths."""
-    from comp.train import check_config, load_table, make_accelerator
+    from comp.train.loop import check_config, load_table, make_accelerator
 
     if not 0 < start_lr < end_lr:
         raise ConfigError(f"--start-lr {start_lr:g} must be positive and below --end-lr {end_lr:g}")

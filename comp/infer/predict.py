@@ -17,9 +17,9 @@ Which models (``use``, ``folds``), and where their mean goes:
 
 ``both`` weighs the two groups equally, not each model: the full models saw every row, and K fold models would
 otherwise outvote a few of them; each group stays an ensemble of its own. The full models have no OOF
-(comp.techniques.refit), so ``oof`` goes with fold models only.
+(comp.train.refit), so ``oof`` goes with fold models only.
 
-Images are decoded once per input size (comp.cache). Under several processes (``torchrun``/``accelerate
+Images are decoded once per input size (comp.data.cache). Under several processes (``torchrun``/``accelerate
 launch``) the rows are sharded by accelerate, gathered with ``gather_for_metrics`` together with their row
 numbers, every row is checked to arrive exactly once, and only the main process writes.
 """
@@ -38,15 +38,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from comp.cache import load_images
 from comp.config import Config, ConfigError
 from comp.console import progress_bar
-from comp.data import DataError, load_test, load_train, read_csv_str
-from comp.decision import macro_f1
+from comp.data.cache import load_images
+from comp.data.competition import DataError, load_test, load_train, read_csv_str
 from comp.files import write_csv, write_text
-from comp.model import create_model, load_checkpoint
+from comp.infer.decision import macro_f1
+from comp.infer.tta import check_views, create_views
 from comp.runs import run_dir
-from comp.tta import check_views, create_views
+from comp.train.model import create_model, load_checkpoint
 
 FLOAT_FORMAT = "%.7g"
 ENGINES = ("torch", "onnxruntime")
@@ -134,10 +134,10 @@ def make_accelerator(cfg: Config):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
-    from comp.train import _has_accelerator, resolve_precision
+    from comp.train.loop import _has_accelerator, resolve_precision
 
     # One process may train and predict several experiments (tests, notebooks): start accelerate's shared
-    # state afresh (keeping the process group), as comp.train does.
+    # state afresh (keeping the process group), as comp.train.loop does.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     # cpu=True when there is no accelerator: accelerate then sets up gloo for several CPU processes (torchrun).
@@ -305,7 +305,7 @@ def predict(
 ) -> pd.DataFrame:
     """Write ``runs/E/test.csv`` (E = ``cfg.exp``) and return it; with ``oof`` also rewrite ``runs/E/oof.csv``.
 
-    tta: view names (comp.tta), default ``infer.tta``. An existing output is refused unless ``overwrite``.
+    tta: view names (comp.infer.tta), default ``infer.tta``. An existing output is refused unless ``overwrite``.
     progress: tqdm bars (main process only).
     engine: ``torch``, or ``onnxruntime`` (the ``comp export`` files in runs/E/export/; one process, CPU).
     use: ``folds``, ``full`` or ``both``; folds: only these fold models, each to its own file (module docstring).

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from comp.augment import build_transform
 from comp.config import AugmentConfig, ConfigError
-from comp.dataset import epoch_seed
+from comp.data.dataset import epoch_seed
+from comp.train.augment import build_transform
 
 DEVICE_PRESETS = ("none", "light", "medium", "heavy")
 
@@ -76,7 +76,7 @@ class Spec:
     hole: tuple[float, float] = (0.125, 0.25)  # side, fraction of the image side
 
 
-# The same recipes as the albumentations presets in comp.augment (which the CPU path keeps).
+# The same recipes as the albumentations presets in comp.train.augment (which the CPU path keeps).
 SPECS = {
     "light": Spec(p_affine=0.5, translate=0.0625, scale=(0.95, 1.05)),
     "medium": Spec(p_affine=0.7, translate=0.1, scale=(0.85, 1.15), rotate=15.0,

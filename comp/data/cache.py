@@ -17,8 +17,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from comp.console import progress_bar
-from comp.images import load_rgb
-from comp.preprocess import resize
+from comp.data.images import load_rgb
+from comp.data.preprocess import resize
 
 DEFAULT_CACHE_DIR = Path("runs/.cache")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from comp.config import Config, ConfigError
-from comp.data import DataError, read_folds
+from comp.data.competition import DataError, read_folds
 from comp.runs import fold_done, full_name
 
 NO_OOF = "every training row trained this model, so no row is left to predict out of fold; CV comes from the folds"

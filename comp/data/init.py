@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from comp.config import Config, ConfigError, from_dict, load_config
-from comp.data import IMAGE_EXTS, DataError, load_test, onehot_labels, read_csv_str
+from comp.data.competition import IMAGE_EXTS, DataError, load_test, onehot_labels, read_csv_str
 from comp.files import write_text
 
 ID_NAMES = ("image_id", "id", "image", "image_name", "filename", "file_name", "file", "img", "name", "path")

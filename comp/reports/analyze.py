@@ -27,9 +27,9 @@ import pandas as pd
 
 from comp import runs
 from comp.config import Config
-from comp.data import DataError, load_train
+from comp.data.competition import DataError, load_train
 from comp.files import write_csv, write_text
-from comp.report import (
+from comp.reports.page import (
     Img,
     Report,
     pyplot,
@@ -152,7 +152,7 @@ def curves_figure(metrics: dict[int, pd.DataFrame], path: Path) -> Path:
 
 
 def _load_fold_model(cfg: Config, path: Path, meta: dict):
-    from comp.model import create_model, load_checkpoint
+    from comp.train.model import create_model, load_checkpoint
 
     mcfg = copy.deepcopy(cfg)
     mcfg.model.name = meta.get("model_name", cfg.model.name)
@@ -164,9 +164,9 @@ def _load_fold_model(cfg: Config, path: Path, meta: dict):
 
 def _input_batch(paths: list[str], meta: dict, cfg: Config):
     """uint8 model inputs (N, S, S, 3) as the fold saw them, and the normalised tensor."""
-    from comp.dataset import to_tensor_batch
-    from comp.images import load_rgb
-    from comp.preprocess import resize
+    from comp.data.dataset import to_tensor_batch
+    from comp.data.images import load_rgb
+    from comp.data.preprocess import resize
 
     s = meta["input_size"]
     size = int(s[-1] if isinstance(s, (list, tuple)) else s)
@@ -195,7 +195,7 @@ def make_cams(cfg: Config, models: dict, rows: pd.DataFrame, out: Path, echo: Ca
     """Grad-CAM overlays for ``rows`` (columns pos, fold, path, target, file): {pos: file written}, notes."""
     import torch
 
-    from comp.cam import find_target_layer, grad_cam, overlay
+    from comp.reports.cam import find_target_layer, grad_cam, overlay
 
     done, notes = {}, []
     for fold, grp in rows.groupby("fold", sort=True):

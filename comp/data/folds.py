@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from comp.check import clean_train
 from comp.config import Config, resolve
-from comp.data import DataError, read_csv_str
+from comp.data.check import clean_train
+from comp.data.competition import DataError, read_csv_str
 from comp.files import write_csv, write_text
 
 
