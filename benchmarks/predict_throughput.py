@@ -31,7 +31,8 @@ from comp.config import load_config  # noqa: E402
 from comp.data.cache import load_images  # noqa: E402
 from comp.data.competition import class_names, load_test, load_train  # noqa: E402
 from comp.data.sample import make_sample  # noqa: E402
-from comp.infer.predict import _load_model, find_fold_models, predict  # noqa: E402
+from comp.infer.models import find_fold_models, load_model  # noqa: E402
+from comp.infer.predict import predict  # noqa: E402
 from comp.train.model import create_model, normalization, save_checkpoint  # noqa: E402
 
 VIEWS = ["identity", "hflip", "vflip", "rot90", "scale0.9", "scale1.1", "shift"]
@@ -66,7 +67,7 @@ def main() -> None:
 
     # compute-only times the very model predict builds (loaded from the safetensors file): measured here, the
     # freshly created module ran up to 20% faster than the loaded one on CPU, a gap outside the data path.
-    model = _load_model(cfg, find_fold_models(Path("runs/bench"))[0], torch.device("cpu"))
+    model = load_model(cfg, find_fold_models(Path("runs/bench"))[0], torch.device("cpu"))
 
     test = load_test(cfg)
     images = load_images(test["path"].tolist(), args.size, progress=False)

@@ -46,7 +46,7 @@ def compute_only(args, steps: int, windows: int, classes: int = 10, seed: int = 
     import timm
     from timm.optim import create_optimizer_v2
 
-    from comp.train.loop import resolve_precision
+    from comp.accel import resolve_precision
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)

@@ -207,14 +207,16 @@ def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, s
     accelerate launch --multi_gpu --num_processes 2 -m comp train --exp base --all-folds
     (on CPU-only machines too: comp joins the processes over gloo)
     """
+    from comp.techniques import sources
     from comp.train.loop import TrainingError, train_folds, train_full
 
     if full:
         if fold_ids or all_folds:
             raise click.UsageError("--full trains on every row (no folds): leave out --fold/--all-folds")
         try:
-            train_full(load(config_path, exp, overrides), seeds=seeds, resume=resume, overwrite=overwrite,
-                       skip_bad=skip_bad, echo=click.echo)
+            cfg = load(config_path, exp, overrides)
+            train_full(cfg, seeds=seeds, resume=resume, overwrite=overwrite, skip_bad=skip_bad, echo=click.echo,
+                       sources=sources(cfg))
         except TrainingError as e:
             raise click.ClickException(str(e)) from None
         return
@@ -227,7 +229,7 @@ def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, s
     cfg = load(config_path, exp, overrides)
     try:
         train_folds(cfg, folds=None if all_folds else list(fold_ids), resume=resume, overwrite=overwrite,
-                    skip_bad=skip_bad, echo=click.echo)
+                    skip_bad=skip_bad, echo=click.echo, sources=sources(cfg))
     except TrainingError as e:
         raise click.ClickException(str(e)) from None
 
@@ -255,10 +257,12 @@ def clean(exp, dry_run, keep_cache, unfinished):
 @user_errors
 def lr_find(config_path, exp, overrides, fold_id, steps, start_lr, end_lr, skip_bad):
     """Learning-rate range test on one fold -> runs/EXP/lr_find.{png,csv} and a suggested train.lr."""
+    from comp.techniques import sources
     from comp.train.lr_find import lr_find as run
 
-    run(load(config_path, exp, overrides), fold=fold_id, steps=steps, start_lr=start_lr, end_lr=end_lr,
-        skip_bad=skip_bad, echo=click.echo)
+    cfg = load(config_path, exp, overrides)
+    run(cfg, fold=fold_id, steps=steps, start_lr=start_lr, end_lr=end_lr, skip_bad=skip_bad, echo=click.echo,
+        sources=sources(cfg))
 
 
 # ---------------------------------------------------------------- many experiments (Ray)

@@ -133,3 +133,22 @@ def create_metric(name: str, classes: Sequence[str] | None = None) -> Metric:
     if name == "qwk" and classes is not None:
         grade_values(classes)
     return METRICS[name]
+
+
+@dataclass(frozen=True)
+class CV:
+    """The cross-validation figure of an OOF: data.metric's value, with macro F1 and accuracy beside it."""
+
+    metric: str
+    score: float
+    macro_f1: float
+    acc: float
+
+
+def cv_score(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str = "macro_f1") -> CV:
+    """The one CV computation (training, launch, leaderboard, app): ``y`` class codes, ``probs`` (N, C)."""
+    y, probs = np.asarray(y, np.int64), np.asarray(probs, np.float64)
+    m = create_metric(metric, classes)
+    pred = probs.argmax(1)
+    return CV(m.name, float(m(y, probs, classes)), float(f1_score(y, pred, average="macro", zero_division=0)),
+              float((pred == y).mean()) if len(y) else float("nan"))

@@ -196,6 +196,28 @@ def read_oof(path: Path, cfg: Config) -> pd.DataFrame:
     return pd.read_csv(path, dtype={cfg.data.id_col: str, cfg.data.label_col: str}, keep_default_na=False)
 
 
+def oof_cv(oof: pd.DataFrame, label_col: str, classes: list[str], metric: str):
+    """metrics.cv_score of an OOF table (``label_col`` holds class names, one probability column per class)."""
+    from comp.metrics import cv_score
+
+    y = pd.Categorical(oof[label_col].astype(str), categories=classes).codes
+    return cv_score(y, oof[classes].to_numpy(np.float64), classes, metric)
+
+
+def run_cv(rd: Path):
+    """The CV of a run folder from its oof.csv and config.yaml (metrics.CV); None before every fold is done."""
+    import yaml
+
+    path, cfg_path = Path(rd) / "oof.csv", Path(rd) / "config.yaml"
+    if not path.exists() or not cfg_path.exists():
+        return None
+    data = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("data", {})
+    id_col, label_col = data.get("id_col", "image_id"), data.get("label_col", "label")
+    oof = pd.read_csv(path, dtype={id_col: str, label_col: str}, keep_default_na=False)
+    classes = [c for c in oof.columns if c not in (id_col, label_col, "fold")]
+    return oof_cv(oof, label_col, classes, data.get("metric", "macro_f1"))
+
+
 def assemble_oof(cfg: Config, train_ids: list[str], folds: list[int]) -> pd.DataFrame | None:
     """``runs/E/oof.csv`` from every fold's oof.csv, in ``train_ids`` order, when every fold is done.
 

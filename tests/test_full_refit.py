@@ -24,8 +24,9 @@ from comp.config import ConfigError, load_config
 from comp.data.competition import DataError
 from comp.data.folds import make_folds
 from comp.infer import ledger
-from comp.train.loop import check_state, train_folds, train_full
+from comp.train.loop import train_folds, train_full
 from comp.train.refit import full_epochs, plan_full
+from comp.train.state import check_state
 
 SETS = [a for s in TINY for a in ("--set", s)]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # same threads in every run: same sums

@@ -12,7 +12,8 @@ from accelerate import Accelerator
 from comp.config import ConfigError, load_config
 from comp.data.cache import load_images
 from comp.data.competition import DataError, class_names, load_test, load_train
-from comp.infer.predict import find_fold_models, predict, predict_images
+from comp.infer.models import find_fold_models, predict_images
+from comp.infer.predict import predict
 from comp.train.model import create_model, normalization, save_checkpoint
 
 SIZE = 32

@@ -14,10 +14,18 @@ from comp.config import ConfigError, load_config
 from comp.data.competition import DataError
 from comp.data.folds import make_folds
 from comp.data.sample import make_sample
+from comp.techniques import sources
 from comp.techniques.relabel import find_suspects
-from comp.train.loop import load_table, train_folds
+from comp.train.loop import train_folds
+from comp.train.rows import make_pool
 
 QUIET = {"echo": lambda s: None}
+
+
+def load_table(cfg, skip_bad, echo):
+    """The training table as the trainer builds it, data.relabel plugged in (comp.train.rows)."""
+    pool = make_pool(cfg, skip_bad, echo, sources(cfg))
+    return pool.table, pool.classes
 
 
 def test_find_suspects_rules_and_order():
@@ -71,7 +79,7 @@ def test_data_relabel_changes_training_targets_only(workdir, competition):
     # A real (tiny) run with it: the OOF still holds every row once, with its given label.
     cfg = load_config(workdir / "comp.yaml", exp="clean", overrides=[
         "model.name=test_resnet", "input.size=32", "train.epochs=1", "train.batch_size=64"])
-    train_folds(cfg, **QUIET)
+    train_folds(cfg, **QUIET, sources=sources(cfg))
     oof = pd.read_csv(workdir / "runs" / "clean" / "oof.csv", dtype=str).set_index("image_id")
     assert len(oof) == len(train)
     assert oof.loc[a["image_id"], "label"] == a["label"] and b["image_id"] in oof.index

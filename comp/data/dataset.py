@@ -9,12 +9,32 @@ augmentations as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+
+@contextlib.contextmanager
+def one_cpu_thread(device: torch.device):
+    """On a CPU, run the enclosed batch ops on one intra-op thread, then restore the count.
+
+    They are small memory-bound ops: one thread runs them faster than a fork/join per op, and much faster when
+    the cores are busy (measured 6-20 ms against 60-170 ms per 128x32x32 batch on 2 loaded cores). The model
+    keeps every thread; the results do not depend on the thread count. Elsewhere (GPU) it does nothing.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def to_tensor_batch(
@@ -37,8 +57,6 @@ def to_tensor_batch(
     scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=x.device, dtype=dtype)
     shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device, dtype=dtype)
     if augment is not None:
-        from comp.train.batch_augment import one_cpu_thread
-
         with one_cpu_thread(x.device):
             x = augment(x).to(dtype).mul_(scale.view(1, 3, 1, 1)).add_(shift.view(1, 3, 1, 1))
             return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

@@ -202,7 +202,7 @@ class LaunchResult:
 def plan(config_path: str | Path, exps: list[str], folds: list[int] | None, overrides=()) -> list[Job]:
     """Check every experiment's config (keys, model, run folder) and list its jobs; raises before Ray starts."""
     from comp.data.competition import read_folds
-    from comp.train.loop import check_config
+    from comp.techniques import check_experiment as check_config
 
     if not exps:
         raise ConfigError("name at least one experiment: --exp NAME (repeatable)")
@@ -369,26 +369,9 @@ def format_table(rows: list[dict], columns=("job", "host", "gpu", "epoch", "metr
 
 def cv_scores(rd: Path) -> dict | None:
     """A run folder's CV from its oof.csv (written by the last fold to finish): {"metric": data.metric,
-    "score": its value, "macro_f1"}; None when there is no oof.csv yet."""
-    import numpy as np
-    import pandas as pd
-    import yaml
-    from sklearn.metrics import f1_score
-
-    from comp.metrics import create_metric
-
-    path, cfg_path = Path(rd) / "oof.csv", Path(rd) / "config.yaml"
-    if not path.exists() or not cfg_path.exists():
-        return None
-    data = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("data", {})
-    id_col, label_col = data.get("id_col", "image_id"), data.get("label_col", "label")
-    oof = pd.read_csv(path, dtype={id_col: str, label_col: str}, keep_default_na=False)
-    classes = [c for c in oof.columns if c not in (id_col, label_col, "fold")]
-    probs = oof[classes].to_numpy(np.float64)
-    y = pd.Categorical(oof[label_col].astype(str), categories=classes).codes
-    metric = create_metric(data.get("metric", "macro_f1"), classes)
-    return {"metric": metric.name, "score": float(metric(y, probs, classes)),
-            "macro_f1": float(f1_score(y, probs.argmax(1), average="macro", zero_division=0))}
+    "score": its value, "macro_f1"}; None when there is no oof.csv yet (runs.run_cv)."""
+    cv = runs.run_cv(rd)
+    return None if cv is None else {"metric": cv.metric, "score": cv.score, "macro_f1": cv.macro_f1}
 
 
 def _predict(result: LaunchResult, workdir: Path, config_path: Path, overrides, cpus, gpus, echo) -> None:

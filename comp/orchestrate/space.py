@@ -86,7 +86,7 @@ def as_set(key: str, value) -> str:
 def check_space(space: dict, config_path: str | Path, exp: str, overrides=()) -> None:
     """Every bound and choice of every key goes through comp's config validation (and check_config), so an
     unknown key, a wrong type or an unknown model name is an error now, not in trial 17."""
-    from comp.train.loop import check_config
+    from comp.techniques import check_experiment as check_config
 
     for key, (kind, args) in space.items():
         values = args if kind == "choice" else [args[0], args[1]]

@@ -83,6 +83,7 @@ def run_trial(params: dict, setup: dict) -> None:
     """Train the trial's folds in this process, reporting ``setup["metric"]`` to Tune after each epoch."""
     from ray import tune
 
+    from comp.techniques import sources
     from comp.train.loop import train_folds
 
     os.chdir(setup["workdir"])
@@ -115,7 +116,7 @@ def run_trial(params: dict, setup: dict) -> None:
 
     try:
         echo(f"=== comp tune trial {index:03d} ({'resumed' if resume else 'new'}): {json.dumps(params)}")
-        train_folds(cfg, folds=folds, resume=resume, echo=echo, on_epoch=on_epoch)
+        train_folds(cfg, folds=folds, resume=resume, echo=echo, on_epoch=on_epoch, sources=sources(cfg))
     finally:
         log.close()
     if not last:
@@ -301,7 +302,7 @@ def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int 
 
     from comp.data.competition import read_folds
     from comp.orchestrate.cluster import check_shared_folder, ray_session
-    from comp.train.loop import check_config
+    from comp.techniques import check_experiment as check_config
 
     t0 = time.perf_counter()
     if metric not in METRICS:

@@ -27,7 +27,7 @@ from comp.config import Config, load_config
 from comp.data.competition import DataError
 from comp.data.images import ImageProblem, load_rgb
 from comp.data.preprocess import resize
-from comp.infer.predict import FoldModel, _load_model, find_fold_models
+from comp.infer.models import FoldModel, find_fold_models, load_model
 from comp.infer.tta import check_views, create_views
 from comp.runs import run_dir
 
@@ -68,17 +68,16 @@ def oof_macro_f1(cfg: Config, run: Path, classes: list[str]) -> float | None:
 
 def oof_scores(cfg: Config, run: Path, classes: list[str]) -> tuple[float | None, float | None]:
     """(macro F1 of the argmax, data.metric) of ``runs/E/oof.csv``; (None, None) before every fold is done."""
-    from comp.infer.decision import macro_f1
-    from comp.metrics import create_metric
     from comp.reports.analyze import oof_arrays
-    from comp.runs import read_oof
+    from comp.runs import oof_cv, read_oof
 
     path = run / "oof.csv"
     if not path.exists():
         return None, None
-    _, y, probs = oof_arrays(cfg, read_oof(path, cfg), classes)
-    return float(macro_f1(y, probs.argmax(1), len(classes))), float(create_metric(cfg.data.metric, classes)(
-        y, probs, classes))
+    oof = read_oof(path, cfg)
+    oof_arrays(cfg, oof, classes)  # its checks: columns and labels
+    cv = oof_cv(oof, cfg.data.label_col, classes, cfg.data.metric)
+    return cv.macro_f1, cv.score
 
 
 def ledger_weights(exps: list[str], path: str | Path | None = None) -> tuple[list[float], str, dict]:
@@ -132,7 +131,7 @@ class Ensemble:
             cfg = load_config(config_path, exp=exp)
             run = run_dir(exp)
             folds = find_fold_models(run)
-            models = [_load_model(cfg, fm, dev) for fm in folds]
+            models = [load_model(cfg, fm, dev) for fm in folds]
             rc = run / "config.yaml"
             run_config = yaml.safe_load(rc.read_text(encoding="utf-8")) if rc.exists() else {}
             m = Member(exp, cfg, folds, models, experiment_views(cfg, run), w, run_config or {})

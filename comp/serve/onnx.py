@@ -35,7 +35,8 @@ from torch import nn
 from comp.config import Config, ConfigError
 from comp.data.competition import DataError
 from comp.files import write_text
-from comp.infer.predict import FoldModel, _load_model, find_fold_models
+from comp.infer.models import FoldModel, find_fold_models, load_model
+from comp.infer.onnxrt import INPUT_NAME, OUTPUT_NAME, export_dir, run_session, session, source_stamp
 from comp.runs import git_commit, run_dir
 from comp.serve import require
 
@@ -43,7 +44,6 @@ DEFAULT_OPSET = 17
 MAX_OPSET = 20  # the TorchScript exporter's newest
 TOLERANCE = 1e-4
 PARITY_IMAGES = 32
-INPUT_NAME, OUTPUT_NAME = "image", "probs"
 
 
 class ExportError(RuntimeError):
@@ -62,15 +62,6 @@ class Normalized(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.permute(0, 3, 1, 2).float() * self.scale + self.shift
         return self.model(x).float().softmax(1)
-
-
-def export_dir(exp: str) -> Path:
-    return run_dir(exp) / "export"
-
-
-def _source_stamp(fm: FoldModel) -> dict:
-    st = os.stat(fm.path)
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _export_error(e: Exception, fm: FoldModel, opset: int) -> ExportError:
@@ -124,26 +115,10 @@ def parity_images(cfg: Config, fm: FoldModel, n: int = PARITY_IMAGES) -> np.ndar
     return load_images(paths, fm.size, fm.resize, max_pixels=cfg.data.max_pixels, cache="none", progress=False)
 
 
-def _session(path: str | Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-
-
-def _run_session(sess, images: np.ndarray, batch: int | None) -> np.ndarray:
-    step = batch or len(images)
-    return np.concatenate([sess.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images[i : i + step])})[0]
-                           for i in range(0, len(images), step)])
-
-
 def export_fold(cfg: Config, fm: FoldModel, out: Path, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False,
                 tolerance: float = TOLERANCE, images: np.ndarray | None = None) -> dict:
     """Export one fold model to ``out`` and check it against torch; returns its export.json entry."""
-    model = _load_model(cfg, fm, torch.device("cpu"))
+    model = load_model(cfg, fm, torch.device("cpu"))
     mean, std = fm.meta.get("mean"), fm.meta.get("std")
     if mean is None or std is None:
         raise DataError(f"{fm.path.with_suffix('.json')}: no mean/std; retrain fold {fm.fold} with this comp")
@@ -173,7 +148,7 @@ def export_fold(cfg: Config, fm: FoldModel, out: Path, opset: int = DEFAULT_OPSE
 
         with torch.inference_mode():  # the torch side exactly as comp predict runs it
             ref = model(to_tensor_batch(imgs, mean, std)).float().softmax(1).numpy()
-        got = _run_session(_session(tmp), imgs, None if dynamic_batch else 1)
+        got = run_session(session(tmp), imgs, None if dynamic_batch else 1)
         diff = float(np.abs(got - ref).max())
         if not diff <= tolerance:
             raise ExportError(f"fold {fm.fold}: onnxruntime and torch differ by up to {diff:.2e} on {len(imgs)} "
@@ -185,7 +160,7 @@ def export_fold(cfg: Config, fm: FoldModel, out: Path, opset: int = DEFAULT_OPSE
     return {"file": out.name, "fold": fm.fold, "opset": opset, "dynamic_batch": dynamic_batch,
             "batch": None if dynamic_batch else 1, "parity_max_abs_diff": diff, "parity_images": len(imgs),
             "agree_argmax": int((got.argmax(1) == ref.argmax(1)).sum()), "export_seconds": round(seconds, 2),
-            "source": {"file": str(fm.path.name), **_source_stamp(fm)}}
+            "source": {"file": str(fm.path.name), **source_stamp(fm)}}
 
 
 def export(cfg: Config, folds: Sequence[int] | None = None, opset: int = DEFAULT_OPSET,
@@ -238,71 +213,3 @@ def export(cfg: Config, folds: Sequence[int] | None = None, opset: int = DEFAULT
     write_text(info_path, json.dumps(info, indent=2, ensure_ascii=False))
     echo(f"wrote {info_path}; predict with it: comp predict --exp {exp} --engine onnxruntime")
     return info
-
-
-# ---------------------------------------------------------------- the onnxruntime engine
-
-_NUMPY_VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {  # exact pixel permutations on NHWC uint8
-    "identity": lambda x: x,
-    "hflip": lambda x: x[:, :, ::-1],
-    "vflip": lambda x: x[:, ::-1],
-    "hvflip": lambda x: x[:, ::-1, ::-1],
-    "rot90": lambda x: np.rot90(x, 1, axes=(1, 2)),
-    "rot270": lambda x: np.rot90(x, -1, axes=(1, 2)),
-}
-
-
-def uint8_view(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    """A TTA view on uint8 NHWC batches: flips and rotations in numpy; shift and scale<f> by comp.infer.tta on uint8
-    (scale then rounds to whole pixel values, where the torch engine interpolates normalised floats)."""
-    if name in _NUMPY_VIEWS:
-        return _NUMPY_VIEWS[name]
-    from comp.infer.tta import create_view
-
-    return create_view(name)
-
-
-class OnnxFold:
-    """One exported fold model in an onnxruntime session."""
-
-    def __init__(self, path: Path, entry: dict, threads: int | None = None):
-        self.path = path
-        self.batch = entry.get("batch")
-        self.session = _session(path, threads)
-
-    def predict(self, images: np.ndarray, rows: np.ndarray, views: Sequence[str], batch_size: int = 128,
-                bar=None) -> np.ndarray:
-        """Probabilities of ``images[rows]`` averaged over ``views``: (len(rows), C)."""
-        fns = [uint8_view(v) for v in views]
-        step = self.batch or batch_size
-        outs = []
-        for s in range(0, len(rows), batch_size):
-            x = images[rows[s : s + batch_size]]
-            p = sum(_run_session(self.session, np.ascontiguousarray(fn(x)), step) for fn in fns) / len(fns)
-            outs.append(p.astype(np.float64))
-            if bar is not None:
-                bar.update(len(x))
-        return np.concatenate(outs) if outs else np.zeros((0, 0))
-
-
-def load_exports(exp: str, folds: Sequence[FoldModel]) -> dict[int, OnnxFold]:
-    """fold -> OnnxFold for every fold in ``folds``; errors name the comp export command that is missing."""
-    require("onnxruntime")
-    d = export_dir(exp)
-    info_path = d / "export.json"
-    if not info_path.exists():
-        raise DataError(f"{info_path} not found: export the models first: comp export --exp {exp} --format onnx "
-                        "--all-folds")
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    out = {}
-    for fm in folds:
-        entry = info.get("folds", {}).get(str(fm.fold))
-        path = d / f"fold_{fm.fold}.onnx"
-        if entry is None or not path.exists():
-            raise DataError(f"{path} not found: comp export --exp {exp} --format onnx --fold {fm.fold}")
-        if entry.get("source", {}).get("mtime_ns") != _source_stamp(fm)["mtime_ns"] or \
-                entry.get("source", {}).get("size") != _source_stamp(fm)["size"]:
-            raise DataError(f"{path} was exported from an earlier {fm.path} (the fold was retrained); export it "
-                            f"again: comp export --exp {exp} --format onnx --fold {fm.fold} --overwrite")
-        out[fm.fold] = OnnxFold(path, entry)
-    return out

@@ -21,7 +21,6 @@ but from the global RNG and costs several times more per batch at small image si
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -29,29 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from comp.config import AugmentConfig, ConfigError
-from comp.data.dataset import epoch_seed
+from comp.data.dataset import epoch_seed, one_cpu_thread
 from comp.train.augment import build_transform
 
 DEVICE_PRESETS = ("none", "light", "medium", "heavy")
-
-
-@contextlib.contextmanager
-def one_cpu_thread(device: torch.device):
-    """On a CPU, run the enclosed batch ops on one intra-op thread, then restore the count.
-
-    They are small memory-bound ops: one thread runs them faster than a fork/join per op, and much faster when
-    the cores are busy (measured 6-20 ms against 60-170 ms per 128x32x32 batch on 2 loaded cores). The model
-    keeps every thread; the results do not depend on the thread count. Elsewhere (GPU) it does nothing.
-    """
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from comp import runs
 from comp.config import ConfigError
-from comp.train.loop import STATE_DIRS, dir_bytes, human_bytes
+from comp.train.state import STATE_DIRS, dir_bytes, human_bytes
 
 
 @dataclass

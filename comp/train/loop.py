@@ -24,36 +24,43 @@ import gc
 import json
 import math
 import os
-import shutil
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from itertools import chain
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
 
 from comp import runs
-from comp.config import Config, ConfigError, resolve
+from comp.accel import fresh_state, has_accelerator, resolve_precision
+from comp.config import Config, ConfigError
 from comp.console import progress_bar
 from comp.data.cache import load_images
-from comp.data.competition import DataError, class_names, read_folds
 from comp.data.dataset import CachedImages, EpochSampler, balanced_weights, epoch_seed, make_loader, to_tensor_batch
 from comp.files import write_csv, write_text
 from comp.metrics import Metric, create_metric
-from comp.techniques.distill import DistillLoss, check_teacher, teacher_targets
-from comp.techniques.foldsafe import check_fold_safe
-from comp.techniques.pseudo import Pseudo, load_pseudo
-from comp.techniques.relabel import apply_relabel
 from comp.train.augment import build_mixup, build_transform
 from comp.train.batch_augment import training_augment
-from comp.train.losses import create_loss
+from comp.train.losses import DistillLoss, create_loss
 from comp.train.model import create_model, normalization, save_checkpoint
 from comp.train.optim import check_names, create_optimizer, create_scheduler, current_lr, warmup_epochs
+from comp.train.rows import Pool, Source, fold_rows, make_pool, prepare_sources
+from comp.train.state import (
+    FoldState,
+    check_state,
+    dir_bytes,
+    find_state,
+    human_bytes,
+    json_safe,
+    load_state,
+    remove_states,
+    save_state,
+    unit_name,
+)
 
 
 class TrainingError(RuntimeError):
@@ -67,17 +74,6 @@ class _Stopped(Exception):
 # ---------------------------------------------------------------- setup
 
 
-def resolve_precision(p: str) -> str:
-    """auto: bf16 on a GPU that has it, fp16 on other GPUs, fp32 ("no") on CPU."""
-    if p == "auto":
-        if torch.cuda.is_available():
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "no"
-    if p == "fp16" and not torch.cuda.is_available():
-        raise ConfigError("train.precision: fp16 needs a GPU; use bf16 or no (fp32) on CPU")
-    return p
-
-
 def num_workers(cfg: Config) -> int:
     """train.num_workers, else 0 on machines with <= 2 cores (workers would take cores from the model)."""
     if cfg.train.num_workers is not None:
@@ -87,19 +83,15 @@ def num_workers(cfg: Config) -> int:
 
 def make_accelerator(cfg: Config):
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs
 
     t = cfg.train
     precision = resolve_precision(t.precision)
     log_with = _trackers(t.trackers)
-    # One process may train several experiments (tests, notebooks): start accelerate's shared state afresh,
-    # keeping the process group.
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
+    fresh_state()
     return Accelerator(
         # Without a GPU, accelerate only joins a torchrun/`accelerate launch` process group when told it is CPU.
-        cpu=not _has_accelerator(),
+        cpu=not has_accelerator(),
         mixed_precision=precision,
         gradient_accumulation_steps=t.accum_steps,
         # Parameters frozen for the first epochs get no gradient; DDP must be told to expect that.
@@ -109,13 +101,6 @@ def make_accelerator(cfg: Config):
         dynamo_backend="inductor" if t.compile else "no",
         step_scheduler_with_optimizer=False,
     )
-
-
-def _has_accelerator() -> bool:
-    acc = getattr(torch, "accelerator", None)
-    if acc is not None and hasattr(acc, "is_available"):
-        return bool(acc.is_available())
-    return torch.cuda.is_available()
 
 
 def _trackers(names: list[str]) -> list[str]:
@@ -149,41 +134,6 @@ def check_config(cfg: Config) -> None:
         raise ConfigError("model.freeze_epochs must be smaller than train.epochs (the backbone would never train)")
     resolve_precision(cfg.train.precision)
     _trackers(cfg.train.trackers)
-    check_teacher(cfg)
-
-
-def load_table(cfg: Config, skip_bad: bool, echo: Callable[[str], None]) -> tuple[pd.DataFrame, list[str]]:
-    """The train rows joined with their folds: columns id, label, path, fold, y (class index), in csv order."""
-    from comp.data.check import clean_train
-
-    train = clean_train(cfg, skip_bad=skip_bad, echo=echo)
-    folds = read_folds(cfg)
-    path = resolve(cfg, cfg.folds.file)
-    dup = folds["id"][folds["id"].duplicated()]
-    if len(dup):
-        raise DataError(f"{path}: id {dup.iloc[0]!r} is listed twice; run `comp folds --overwrite`")
-    extra = set(folds["id"]) - set(train["id"])
-    if extra and not skip_bad:
-        raise DataError(f"{path}: {len(extra)} ids (e.g. {sorted(extra)[0]!r}) are not usable train rows; "
-                        f"run `comp folds --overwrite`, or pass --skip-bad if `comp check` flagged them")
-    if extra:
-        echo(f"--skip-bad: {len(extra)} rows of {path} left out")
-    df = train.merge(folds[["id", "label", "fold"]], on="id", how="left", suffixes=("", "_folds"))
-    missing = df[df["fold"].isna()]
-    if len(missing):
-        raise DataError(f"{path}: {len(missing)} train rows have no fold (e.g. id {missing['id'].iloc[0]!r}, "
-                        f"train.csv line {missing['row'].iloc[0]}); run `comp folds --overwrite`")
-    changed = df[df["label"] != df["label_folds"]]
-    if len(changed):
-        r = changed.iloc[0]
-        raise DataError(f"{path}: id {r['id']!r} has label {r['label_folds']!r} there but {r['label']!r} in "
-                        f"train.csv; run `comp folds --overwrite`")
-    df["fold"] = df["fold"].astype(int)
-    classes = class_names(df["label"])
-    df["y"] = df["label"].map({c: i for i, c in enumerate(classes)}).astype(int)
-    # Training targets (y_train, train_use): data.relabel's accepted/dropped rows; y stays the given label.
-    df = apply_relabel(cfg, df.drop(columns=["label_folds"]).reset_index(drop=True), classes, echo)
-    return df, classes
 
 
 # ---------------------------------------------------------------- model parts
@@ -227,121 +177,6 @@ def _sync_buffers(module: torch.nn.Module, accelerator) -> None:
 
 
 # ---------------------------------------------------------------- state
-
-
-@dataclass
-class FoldState:
-    """What the loop needs besides model/optimizer/RNG to continue after epoch ``epoch`` (trainer.json)."""
-
-    fold: int | str | None = None  # the fold (or full_s{i}) this state belongs to (another's is refused)
-    config_digest: str = ""  # runs.config_digest of the config that made it (another config is refused)
-    epoch: int = 0  # epochs finished
-    num_updates: int = 0
-    best_score: float = -1.0  # best val score in data.metric (raw or EMA weights); unset while best_epoch is 0
-    best_epoch: int = 0
-    best_is_ema: bool = False
-    stop_best: float | None = None  # best value of train.early_stopping_metric
-    bad_epochs: int = 0
-    stopped_early: bool = False
-    seconds: float = 0.0
-    history: list = field(default_factory=list)
-    ema_history: list = field(default_factory=list)
-    scheduler: dict = field(default_factory=dict)
-
-
-def find_state(fd: Path) -> Path | None:
-    """The last complete state folder: ``state/``, else ``state.old/`` (a kill between the two renames)."""
-    for name in ("state", "state.old"):
-        p = fd / name
-        if (p / "trainer.json").exists():
-            return p
-    return None
-
-
-def unit_name(fold: int | str | None) -> str:
-    """``fold 3`` for a fold, the folder name (``full_s0``) for a full-data run."""
-    return fold if isinstance(fold, str) else f"fold {fold}"
-
-
-def check_state(path: Path, fold: int | str, digest: str) -> None:
-    """Refuse a state recorded for another fold or made with another config (it would train the wrong model).
-
-    A full-data run's ``fold`` is its folder name (full_s0) and its digest covers the epochs and seed it trains."""
-    rec = json.loads((path / "trainer.json").read_text(encoding="utf-8"))
-    what = "--overwrite to start the fold again, or `comp clean` to remove the state"
-    if rec.get("fold") != fold:
-        raise ConfigError(f"{path} holds the state of {unit_name(rec.get('fold'))}, not of {unit_name(fold)} (moved "
-                          f"or copied there, or written by an older comp); it cannot be resumed: pass {what}")
-    if rec.get("config_digest") != digest:
-        raise ConfigError(f"{path} was saved with a different config (digest {rec.get('config_digest')!r}, the "
-                          f"config now gives {digest!r}): resuming it would mix two runs; pass {what}")
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
-STATE_DIRS = ("state", "state.old", ".state.tmp")
-
-
-def remove_states(fd: Path) -> int:
-    """Remove a fold's state folders (the finished fold keeps done.json, model, metrics and OOF); bytes freed."""
-    freed = 0
-    for name in STATE_DIRS:
-        p = fd / name
-        if p.exists():
-            freed += dir_bytes(p)
-            shutil.rmtree(p)
-    return freed
-
-
-def save_state(accelerator, fd: Path, st: FoldState, ema, best_oof: pd.DataFrame | None) -> int:
-    """Write the state to ``.state.tmp`` (every rank writes its RNG file), then swap it in for ``state``; returns
-    its size in bytes (main process; 0 elsewhere).
-
-    The accelerator's registries hold this fold's model and optimizer only (``_release`` clears them when a fold
-    ends), so the state is one model, one optimizer, the EMA weights, one RNG file per process and trainer.json.
-
-    trainer.json is written last, so a folder without it is incomplete and never loaded; the previous state is
-    kept (as state.old) until the new one is in place.
-    """
-    tmp, cur, old = fd / ".state.tmp", fd / "state", fd / "state.old"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    if accelerator.is_main_process:
-        if ema is not None:
-            save_file({k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()},
-                      str(tmp / "ema.safetensors"))
-        if best_oof is not None:
-            write_csv(tmp / "best_oof.csv", best_oof)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_text(tmp / "trainer.json", json.dumps(asdict(st)))
-        shutil.rmtree(old, ignore_errors=True)
-        if cur.exists():
-            os.replace(cur, old)
-        os.replace(tmp, cur)
-        shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return dir_bytes(cur) if accelerator.is_main_process else 0
-
-
-def load_state(accelerator, path: Path, ema) -> FoldState:
-    accelerator.load_state(str(path))
-    if ema is not None:
-        ema.module.load_state_dict(load_file(str(path / "ema.safetensors")))
-    return FoldState(**json.loads((path / "trainer.json").read_text(encoding="utf-8")))
 
 
 # ---------------------------------------------------------------- one epoch
@@ -406,14 +241,19 @@ def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, a
 class Session:
     cfg: Config
     accelerator: object
-    table: pd.DataFrame
-    classes: list[str]
-    images: np.ndarray
+    pool: Pool  # the table, classes and image paths (comp.train.rows)
+    images: np.ndarray  # every path of the pool, decoded once
     echo: Callable[[str], None]
     on_epoch: Callable[[int, dict], None] | None = None  # (fold, metrics row + best) after each committed epoch
-    paths: list[str] = field(default_factory=list)  # the image file of each row of ``images``
-    pseudo: Pseudo | None = None  # data.pseudo: fold k's pseudo-labelled test rows
-    pseudo_rows: dict = field(default_factory=dict)  # test id -> its row in ``images`` (after the train rows)
+    sources: Sequence[Source] = ()  # the techniques plugged into each fold's training set
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return self.pool.table
+
+    @property
+    def classes(self) -> list[str]:
+        return self.pool.classes
 
 
 def _say(accelerator, echo):
@@ -422,7 +262,7 @@ def _say(accelerator, echo):
 
 def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = False, overwrite: bool = False,
                 skip_bad: bool = False, echo: Callable[[str], None] = print,
-                on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+                on_epoch: Callable[[int, dict], None] | None = None, sources: Sequence[Source] = ()) -> dict:
     """Train ``folds`` (None: every fold in folds.csv) of experiment ``cfg.exp``.
 
     Finished folds are skipped; interrupted ones continue with ``resume`` or restart with ``overwrite``; a run
@@ -432,6 +272,8 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     ``on_epoch(fold, row)``, when given, is called on the main process after each epoch is committed, with the
     metrics.csv row plus ``best_score`` (data.metric) and ``best_epoch`` so far (``comp tune`` reports it to Ray Tune).
 
+    ``sources``: the techniques plugged into each fold's training set (comp.techniques.sources(cfg); rows.py).
+
     Returns {"folds": {k: {"score", "epoch", ...}}, "cv_macro_f1": float | None, "run_dir": str,
     "interrupted": bool}.
     """
@@ -440,7 +282,8 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     check_config(cfg)
     accelerator = make_accelerator(cfg)
     say = _say(accelerator, echo)
-    table, classes = load_table(cfg, skip_bad, say)
+    pool = make_pool(cfg, skip_bad, say, sources, accelerator)
+    table, classes = pool.table, pool.classes
     cm = competition_metric(cfg, classes)
     all_folds = sorted(table["fold"].unique().tolist())
     folds = all_folds if folds is None else list(dict.fromkeys(folds))
@@ -455,19 +298,9 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     accelerator.wait_for_everyone()
 
     todo = [k for k in folds if overwrite or runs.fold_done(cfg.exp, k) is None]
-    # Teachers (train.teacher, data.pseudo's) must hold out exactly these folds: checked row by row.
-    pseudo = load_pseudo(cfg, classes, todo) if todo else None
-    for teacher in filter(None, (cfg.train.teacher, pseudo and pseudo.teacher)):
-        if runs.run_dir(teacher).is_dir():  # a pseudo teacher may be a submission: comp pseudo checked its members
-            check_fold_safe(cfg, teacher, table[["id", "fold"]], todo)
-    paths = table["path"].tolist()
-    pseudo_rows = {}
-    if pseudo is not None:
-        test = pd.concat(pseudo.folds.values()).drop_duplicates("id")
-        pseudo_rows = {i: len(paths) + n for n, i in enumerate(test["id"])}
-        paths += test["path"].tolist()
-    images = _decode(cfg, accelerator, paths) if todo else None
-    s = Session(cfg, accelerator, table, classes, images, say, on_epoch, paths, pseudo, pseudo_rows)
+    prepare_sources(pool, sources, todo)  # e.g. data.pseudo's test images, teachers checked row by row
+    images = _decode(cfg, accelerator, pool.paths) if todo else None
+    s = Session(cfg, accelerator, pool, images, say, on_epoch, sources)
     results, interrupted = _run_units(s, [(k, s, None) for k in folds], resume, overwrite)
     out = {"folds": results, "cv_macro_f1": None, "run_dir": str(runs.run_dir(cfg.exp)), "interrupted": interrupted}
     if not interrupted and accelerator.is_main_process:
@@ -480,13 +313,8 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
             # Nothing trained: keep runs/E/oof.csv as it is (it may hold `comp predict --oof` TTA views).
             oof = runs.read_oof(oof_path, cfg)
         if oof is not None:
-            y = oof[cfg.data.label_col].astype(str).to_numpy()
-            probs = oof[classes].to_numpy(np.float64)
-            pred = np.asarray(classes)[probs.argmax(1)]
-            out["cv_macro_f1"] = float(f1_score(y, pred, average="macro", zero_division=0))
-            out["cv_acc"] = float((y == pred).mean())
-            out["metric"] = cm.name
-            out["cv_score"] = cm(pd.Categorical(y, categories=classes).codes, probs, classes)
+            cv = runs.oof_cv(oof, cfg.data.label_col, classes, cm.name)
+            out.update(cv_macro_f1=cv.macro_f1, cv_acc=cv.acc, metric=cv.metric, cv_score=cv.score)
             scores = ", ".join(f"{k}: {runs.fold_done(cfg.exp, k)['score']:.4f}" for k in all_folds)
             head = f"CV {cm.name} {out['cv_score']:.4f}, macro F1" if cm.name != "macro_f1" else "CV macro F1"
             say(f"{head} {out['cv_macro_f1']:.4f} (accuracy {out['cv_acc']:.4f}; folds' {cm.name} {scores}) "
@@ -524,7 +352,7 @@ def _run_units(s: Session, units: list, resume: bool, overwrite: bool) -> tuple[
 
 
 def train_full(cfg: Config, seeds: int = 1, resume: bool = False, overwrite: bool = False, skip_bad: bool = False,
-               echo: Callable[[str], None] = print) -> dict:
+               echo: Callable[[str], None] = print, sources: Sequence[Source] = ()) -> dict:
     """``comp train --full``: train ``runs/E/full_s{i}`` (i < ``seeds``) on every training row with E's recipe.
 
     The length (and raw or EMA weights) come from E's finished folds (comp.train.refit); full_s{i} uses
@@ -557,10 +385,10 @@ def train_full(cfg: Config, seeds: int = 1, resume: bool = False, overwrite: boo
     say(f"--full weights: {plan.ema_why}")
     if cfg.train.patience is not None:
         say("--full: train.patience is ignored (no validation rows; the length is fixed)")
-    table, classes = load_table(cfg, skip_bad, say)
+    pool = make_pool(cfg, skip_bad, say, sources, accelerator)
     todo = [i for i in range(seeds) if overwrite or runs.read_done(runs.full_dir(cfg.exp, i)) is None]
-    paths = table["path"].tolist()
-    s = Session(cfg, accelerator, table, classes, _decode(cfg, accelerator, paths) if todo else None, say, None, paths)
+    images = _decode(cfg, accelerator, pool.paths) if todo else None
+    s = Session(cfg, accelerator, pool, images, say, None, sources)
     # One session per seed: its config has the full run's epochs and seed (every draw follows from them).
     units = [(runs.full_name(i), replace(s, cfg=c), plan.info(i)) for i, c in enumerate(plan.configs)]
     results, interrupted = _run_units(s, units, resume, overwrite)
@@ -572,10 +400,11 @@ def train_full(cfg: Config, seeds: int = 1, resume: bool = False, overwrite: boo
 
 
 def train_fold(cfg: Config, fold: int, resume: bool = False, overwrite: bool = False, skip_bad: bool = False,
-               echo: Callable[[str], None] = print, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+               echo: Callable[[str], None] = print, on_epoch: Callable[[int, dict], None] | None = None,
+               sources: Sequence[Source] = ()) -> dict:
     """Train one fold (see train_folds); returns its summary (best score and epoch, ...)."""
     return train_folds(cfg, [fold], resume=resume, overwrite=overwrite, skip_bad=skip_bad, echo=echo,
-                       on_epoch=on_epoch)["folds"][fold]
+                       on_epoch=on_epoch, sources=sources)["folds"][fold]
 
 
 def _flat_config(cfg: Config) -> dict:
@@ -650,8 +479,8 @@ def _setup_fold(s: Session, k: int | str, fd: Path, full: dict | None = None) ->
     prepared by the accelerator."""
     cfg, t, acc = s.cfg, s.cfg.train, s.accelerator
     va = s.table[(s.table["fold"] == k) & (full is None)]  # a full-data run holds out nothing
-    rows, targets = _training_rows(s, k)
-    hard = targets if targets.ndim == 1 else targets.argmax(1)
+    fr = fold_rows(s.pool, k, s.sources)  # base rows + each technique's (comp.train.rows)
+    rows, targets, hard = fr.rows, fr.targets, fr.hard
     rank = acc.process_index
     transform, batch_aug = training_augment(cfg.augment, cfg.input.size, t.seed, rank)
     train_set = CachedImages(s.images, rows, targets, transform, seed=t.seed, rank=rank)
@@ -682,8 +511,8 @@ def _setup_fold(s: Session, k: int | str, fd: Path, full: dict | None = None) ->
     scheduler = create_scheduler(optimizer, t, updates_per_epoch=math.ceil(steps / t.accum_steps))
     criterion = create_loss(t, np.bincount(hard, minlength=len(s.classes))).to(acc.device)
     teacher = None
-    if t.teacher:  # the teacher's fold-k model: it never trained on fold k's validation rows (foldsafe)
-        teacher = torch.as_tensor(_teacher_probs(s, k, rows), dtype=torch.float32, device=acc.device)
+    if fr.teacher is not None:  # train.teacher: its fold-k model never trained on fold k's validation rows
+        teacher = torch.as_tensor(fr.teacher, dtype=torch.float32, device=acc.device)
         criterion = DistillLoss(criterion, t.distill_alpha, t.distill_t)
     meta = dict(classes=s.classes, input_size=cfg.input.size, resize=cfg.input.resize, mean=mean, std=std,
                 model_name=cfg.model.name, fold=k, exp=cfg.exp, num_classes=len(s.classes))
@@ -692,42 +521,6 @@ def _setup_fold(s: Session, k: int | str, fd: Path, full: dict | None = None) ->
     return Fold(k, fd, va, train_set, train_loader, val_loader, model, raw, optimizer, scheduler, ema, criterion,
                 mixup, batch_aug, mean, std, frozen, steps, meta, competition_metric(cfg, s.classes), teacher=teacher,
                 full=full)
-
-
-def _training_rows(s: Session, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fold k's training rows of ``s.images`` and their targets: class indices, or (n, C) distributions when
-    data.pseudo holds soft labels. data.relabel's dropped rows never train; data.pseudo adds the test rows that
-    the teacher's fold-k model labelled (never a validation row)."""
-    tr = s.table[(s.table["fold"] != k) & s.table["train_use"]]  # k = full_s{i} (--full): every fold
-    rows, y = tr.index.to_numpy(), tr["y_train"].to_numpy()
-    if s.pseudo is None:
-        return rows, y
-    ps = s.pseudo.folds[k]
-    probs = ps[s.classes].to_numpy(np.float64)
-    rows = np.concatenate([rows, ps["id"].map(s.pseudo_rows).to_numpy(np.int64)])
-    if s.pseudo.soft:
-        targets = np.concatenate([np.eye(len(s.classes))[y], probs / probs.sum(1, keepdims=True)]).astype(np.float32)
-    else:
-        targets = np.concatenate([y, probs.argmax(1)])
-    counts = np.bincount(probs.argmax(1), minlength=len(s.classes))
-    s.echo(f"fold {k}: + {len(ps)} pseudo-labelled test images ({'soft' if s.pseudo.soft else 'hard'} labels of "
-           f"teacher {s.pseudo.teacher}'s fold-{k} model; per class "
-           + ", ".join(f"{c} {n}" for c, n in zip(s.classes, counts)) + ")")
-    return rows, targets
-
-
-def _teacher_probs(s: Session, k: int, rows: np.ndarray) -> np.ndarray:
-    """train.teacher's fold-k model's probabilities of ``rows`` (its own input size), in the student's class order."""
-    t = s.cfg.train
-    probs, classes = teacher_targets(s.cfg, k, s.paths, rows, s.accelerator)
-    if sorted(classes) != sorted(s.classes):
-        raise DataError(f"train.teacher: {t.teacher}'s classes {classes} differ from this competition's {s.classes}")
-    probs = probs[:, [classes.index(c) for c in s.classes]]
-    real = rows < len(s.table)  # data.pseudo's test rows have no given label
-    agree = float((probs[real].argmax(1) == s.table["y_train"].to_numpy()[rows[real]]).mean())
-    s.echo(f"fold {k}: distilling from {t.teacher}'s fold-{k} model over {len(rows)} training images (alpha "
-           f"{t.distill_alpha:g}, T {t.distill_t:g}; the teacher agrees with {agree:.1%} of the given labels)")
-    return probs
 
 
 def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float, float, float]:
@@ -790,7 +583,7 @@ def _commit_epoch(s: Session, f: Fold, st: FoldState, epoch: int, train_loss: fl
     ev, ev_ema = _validate(s, f) if f.full is None else (None, None)
     if f.scheduler is not None:
         f.scheduler.step(epoch + 1, None if ev is None else f.cm.sign * ev.score)  # plateau maximises
-        st.scheduler = _json_safe(f.scheduler.state_dict())
+        st.scheduler = json_safe(f.scheduler.state_dict())
     seconds = time.perf_counter() - t0
     st.seconds += seconds
     row = dict(epoch=epoch + 1, train_loss=train_loss, **_val_columns(ev), lr=lr, seconds=round(seconds, 3),
@@ -968,18 +761,6 @@ def _nan_message(name: str, epoch: int, step: int, st: FoldState, t) -> str:
         hints += ", train.precision=bf16 or no"
     return (f"{name}: the training loss became NaN/inf at epoch {epoch + 1}, step {step + 1}; training of "
             f"this fold stopped and {kept}. Try {hints}.")
-
-
-def _json_safe(d):
-    if isinstance(d, dict):
-        return {str(k): _json_safe(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [_json_safe(v) for v in d]
-    if isinstance(d, (int, float, str, bool)) or d is None:
-        return d
-    if isinstance(d, torch.Tensor) and d.numel() == 1:
-        return d.item()
-    return None  # objects (e.g. noise RNGs) are rebuilt by the scheduler itself
 
 
 def _publish(fd: Path, weights: torch.nn.Module, oof: pd.DataFrame | None, meta: dict) -> None:

@@ -160,3 +160,19 @@ def create_loss(t: TrainConfig, class_counts: Sequence[int] | None = None) -> nn
     if t.loss == "ce+soft_f1":
         return Sum([CrossEntropy(ls, w), SoftMacroF1Loss(ls)], [1.0, t.soft_f1_weight])
     return BCE(ls, w)
+
+
+class DistillLoss(nn.Module):
+    """``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * base(logits, target)``."""
+
+    def __init__(self, base: nn.Module, alpha: float, temperature: float):
+        super().__init__()
+        self.base, self.alpha, self.t = base, alpha, temperature
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+        t = self.t
+        log_student = F.log_softmax(logits.float() / t, dim=1)
+        # The teacher's probabilities at temperature T: softmax(log p / T) = p^(1/T), renormalised.
+        log_teacher = F.log_softmax(torch.log(teacher_probs.float().clamp_min(1e-12)) / t, dim=1)
+        kl = F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+        return self.alpha * t * t * kl + (1 - self.alpha) * self.base(logits, target)

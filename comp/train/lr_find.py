@@ -9,7 +9,7 @@ Writes runs/<exp>/lr_find.csv (lr, loss, smoothed) and runs/<exp>/lr_find.png.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ from comp.train.batch_augment import training_augment
 from comp.train.losses import create_loss
 from comp.train.model import create_model, normalization
 from comp.train.optim import create_optimizer
+from comp.train.rows import Source, make_pool
 
 
 def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> dict:
@@ -41,9 +42,11 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> dict:
 
 
 def lr_find(cfg: Config, fold: int = 0, steps: int = 100, start_lr: float = 1e-7, end_lr: float = 10.0,
-            skip_bad: bool = False, echo: Callable[[str], None] = print) -> dict:
-    """Run the range test; returns the suggestion dict plus ``csv`` and ``plot`` paths."""
-    from comp.train.loop import check_config, load_table, make_accelerator
+            skip_bad: bool = False, echo: Callable[[str], None] = print, sources: Sequence[Source] = ()) -> dict:
+    """Run the range test; returns the suggestion dict plus ``csv`` and ``plot`` paths.
+
+    ``sources``: as train_folds' (data.relabel's dropped rows stay out of the range test too)."""
+    from comp.train.loop import check_config, make_accelerator
 
     if not 0 < start_lr < end_lr:
         raise ConfigError(f"--start-lr {start_lr:g} must be positive and below --end-lr {end_lr:g}")
@@ -53,7 +56,8 @@ def lr_find(cfg: Config, fold: int = 0, steps: int = 100, start_lr: float = 1e-7
     acc = make_accelerator(cfg)
     say = echo if acc.is_main_process else (lambda *_: None)
     t = cfg.train
-    table, classes = load_table(cfg, skip_bad, say)
+    pool = make_pool(cfg, skip_bad, say, sources, acc)
+    table, classes = pool.table, pool.classes
     if fold not in set(table["fold"]):
         raise ConfigError(f"--fold {fold}: {cfg.folds.file} has folds {sorted(set(table['fold']))}")
     with acc.main_process_first():

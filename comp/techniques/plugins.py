@@ -1,0 +1,115 @@
+"""The techniques' plug-ins into a fold's training set (comp.train.rows): one small object per technique.
+
+    RelabelSource   data.relabel   accepted suggestions change training targets, dropped rows leave training
+    PseudoSource    data.pseudo    fold k adds the test images the teacher's fold-k model labelled
+    TeacherSource   train.teacher  fold k's training rows get the teacher's fold-k probabilities (distillation)
+
+``sources(cfg)`` builds those the config asks for, in that order (the teacher also predicts pseudo rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from comp.config import Config
+from comp.data.competition import DataError
+from comp.runs import run_dir
+from comp.techniques.distill import check_teacher, teacher_targets
+from comp.techniques.foldsafe import check_fold_safe
+from comp.techniques.pseudo import Pseudo, load_pseudo
+from comp.techniques.relabel import apply_relabel
+from comp.train.loop import check_config
+from comp.train.rows import FoldRows, Pool, Source
+
+
+class RelabelSource:
+    """data.relabel: the table's training targets (y_train, train_use) from the accepted relabel file."""
+
+    key = "data.relabel"
+
+    def table(self, pool: Pool) -> None:
+        pool.table = apply_relabel(pool.cfg, pool.table, pool.classes, pool.echo)
+
+    def prepare(self, pool: Pool, folds: list[int]) -> None:
+        pass
+
+    def extend(self, pool: Pool, k, fr: FoldRows) -> FoldRows:
+        return fr  # applied to the table in prepare: base_rows already reads y_train and train_use
+
+
+@dataclass
+class PseudoSource:
+    """data.pseudo: fold k adds the test rows that the teacher's fold-k model labelled (never a validation row)."""
+
+    key = "data.pseudo"
+    pseudo: Pseudo | None = None
+
+    def table(self, pool: Pool) -> None:
+        pass
+
+    def prepare(self, pool: Pool, folds: list[int]) -> None:
+        self.pseudo = load_pseudo(pool.cfg, pool.classes, folds) if folds else None
+        if self.pseudo is None:
+            return
+        if run_dir(self.pseudo.teacher).is_dir():  # a submission as teacher: comp pseudo checked its members
+            check_fold_safe(pool.cfg, self.pseudo.teacher, pool.table[["id", "fold"]], folds)
+        test = pd.concat(self.pseudo.folds.values()).drop_duplicates("id")
+        pool.add_images(self.key, test["id"].tolist(), test["path"].tolist())
+
+    def extend(self, pool: Pool, k, fr: FoldRows) -> FoldRows:
+        ps, classes = self.pseudo.folds[k], pool.classes
+        probs = ps[classes].to_numpy(np.float64)
+        soft = self.pseudo.soft
+        fr = fr.add(pool.position(self.key, ps["id"]), probs if soft else probs.argmax(1), soft, len(classes))
+        counts = np.bincount(probs.argmax(1), minlength=len(classes))
+        pool.echo(f"fold {k}: + {len(ps)} pseudo-labelled test images ({'soft' if soft else 'hard'} labels of "
+                  f"teacher {self.pseudo.teacher}'s fold-{k} model; per class "
+                  + ", ".join(f"{c} {n}" for c, n in zip(classes, counts)) + ")")
+        return replace(fr, counts=dict(fr.counts, pseudo=len(ps)))
+
+
+class TeacherSource:
+    """train.teacher: the teacher's fold-k model's probabilities of fold k's training rows (its own input size)."""
+
+    key = "train.teacher"
+
+    def table(self, pool: Pool) -> None:
+        pass
+
+    def prepare(self, pool: Pool, folds: list[int]) -> None:
+        if folds:
+            check_fold_safe(pool.cfg, pool.cfg.train.teacher, pool.table[["id", "fold"]], folds)
+
+    def extend(self, pool: Pool, k, fr: FoldRows) -> FoldRows:
+        t, classes = pool.cfg.train, pool.classes
+        probs, theirs = teacher_targets(pool.cfg, k, pool.paths, fr.rows, pool.accelerator)
+        if sorted(theirs) != sorted(classes):
+            raise DataError(f"train.teacher: {t.teacher}'s classes {theirs} differ from this competition's {classes}")
+        probs = probs[:, [theirs.index(c) for c in classes]]
+        real = fr.rows < len(pool.table)  # data.pseudo's test rows have no given label
+        agree = float((probs[real].argmax(1) == pool.table["y_train"].to_numpy()[fr.rows[real]]).mean())
+        pool.echo(f"fold {k}: distilling from {t.teacher}'s fold-{k} model over {len(fr.rows)} training images (alpha "
+                  f"{t.distill_alpha:g}, T {t.distill_t:g}; the teacher agrees with {agree:.1%} of the given labels)")
+        return replace(fr, teacher=probs, counts=dict(fr.counts, teacher=len(fr.rows)))
+
+
+def check_experiment(cfg: Config) -> None:
+    """Everything of an experiment's config that can be checked before any image is decoded, techniques too."""
+    check_config(cfg)
+    sources(cfg)
+
+
+def sources(cfg: Config) -> list[Source]:
+    """The plug-ins ``cfg`` asks for, checked (a teacher must exist and fit the config), in their order."""
+    check_teacher(cfg)
+    out: list[Source] = []
+    if cfg.data.relabel:
+        out.append(RelabelSource())
+    if cfg.data.pseudo:
+        out.append(PseudoSource())
+    if cfg.train.teacher:
+        out.append(TeacherSource())
+    return out
