@@ -212,35 +212,10 @@ def _require_col(df: pd.DataFrame, col: str, flag: str, name: str) -> None:
         raise DataError(f"{flag} {col!r}: {name} has no such column; its columns are: {', '.join(df.columns)}")
 
 
-def detect(
-    root: Path,
-    id_col: str | None = None,
-    label_col: str | None = None,
-    group_col: str | None = None,
-    train_dir: str | None = None,
-    test_dir: str | None = None,
-    label_cols: list[str] | None = None,
-) -> tuple[dict, list[str]]:
-    """The ``data`` section for the competition in ``root`` and one line per choice saying why."""
-    why: list[str] = []
-    for flag, val in (("--train-dir", train_dir), ("--test-dir", test_dir)):
-        if val is not None and not (root / val).is_dir():
-            raise DataError(f"{flag} {val}: {root / val} is not a folder")
-    train_csv = _pick_csv(root, ("train", "labels", "train_labels"), exclude=("sample", "submission", "solution",
-                                                                               "test"))
-    if train_csv is None:
-        return _detect_folders(root, train_dir, test_dir, why), why
-    train = read_csv_str(train_csv)
-    if train.empty or len(train.columns) < 2:
-        raise DataError(f"{train_csv}: expected a header and rows with an id and a label column")
-    why.append(f"layout: csv ({train_csv.name} lists the train images)")
-    sample_csv = _pick_csv(root, ("sample_submission", "sample", "submission"), exclude=("solution",))
-    sample = read_csv_str(sample_csv) if sample_csv else None
-    sample_name = sample_csv.name if sample_csv else ""
-    if sample_csv:
-        why.append(f"sample submission: {sample_csv.name}")
-    else:
-        why.append("sample submission: none found (test ids will come from the test image folder)")
+def _pick_columns(train: pd.DataFrame, train_csv: Path, sample: pd.DataFrame | None, sample_name: str,
+                  id_col: str | None, label_col: str | None, label_cols: list[str] | None, group_col: str | None,
+                  why: list[str]) -> tuple[str, str, list[str] | None, pd.Series]:
+    """The id column, the label column (or one-hot columns, then the label column comp adds) and the labels."""
     if id_col:
         _require_col(train, id_col, "--id-col", train_csv.name)
         why.append(f"id column: {id_col} (--id-col)")
@@ -275,6 +250,12 @@ def detect(
         if label_col == id_col:
             raise DataError(f"the id and label columns are both '{id_col}'; pass --id-col and --label-col")
         labels = train[label_col]
+    return id_col, label_col, label_cols, labels
+
+
+def _describe_labels(root: Path, train_csv: Path, train: pd.DataFrame, labels: pd.Series, group_col: str | None,
+                     why: list[str]) -> str | None:
+    """Say how many classes and which group column; the label map (a json of class names) for integer labels."""
     n_classes = labels.nunique()
     why.append(f"classes: {n_classes} in {len(train)} rows")
     values = set(labels.astype(str))
@@ -289,7 +270,12 @@ def detect(
         why.append(f"group column: {group_col} (--group-col; folds keep a group together)")
     else:
         why.append("group column: none (pass --group-col NAME to keep related images in one fold)")
+    return label_map
 
+
+def _train_images(root: Path, train_csv: Path, train: pd.DataFrame, id_col: str, train_dir: str | None,
+                  why: list[str]) -> tuple[str, bool, str]:
+    """The train image folder (given or found from the first ids), whether ids carry the extension, and which."""
     ids = [i.strip() for i in train[id_col].head(PROBE)]
     if train_dir is not None:
         hits, has_ext, ext = _resolve_ids(root / train_dir, ids)
@@ -307,7 +293,12 @@ def detect(
         train_dir, has_ext, ext, hits = found
         why.append(f"train images: {train_dir}/ ({hits} of the first {len(ids)} ids found there)")
     why.append(f"ids carry the extension: {'yes' if has_ext else f'no, files are <id>{ext}'}")
+    return train_dir, has_ext, ext
 
+
+def _test_ids(root: Path, train_csv: Path, sample: pd.DataFrame | None, sample_name: str, id_col: str,
+              why: list[str]) -> tuple[Path | None, list[str] | None]:
+    """test.csv (when there is one with rows) and the test ids, from it or else from the sample submission."""
     test_csv = _pick_csv(root, ("test",), exclude=("sample", "submission", "solution"))
     test_ids = None
     if test_csv is not None and test_csv != train_csv:
@@ -323,6 +314,43 @@ def detect(
         test_csv = None
     if test_ids is None and sample is not None and id_col in sample.columns:
         test_ids = [i.strip() for i in sample[id_col]]
+    return test_csv, test_ids
+
+
+def detect(
+    root: Path,
+    id_col: str | None = None,
+    label_col: str | None = None,
+    group_col: str | None = None,
+    train_dir: str | None = None,
+    test_dir: str | None = None,
+    label_cols: list[str] | None = None,
+) -> tuple[dict, list[str]]:
+    """The ``data`` section for the competition in ``root`` and one line per choice saying why."""
+    why: list[str] = []
+    for flag, val in (("--train-dir", train_dir), ("--test-dir", test_dir)):
+        if val is not None and not (root / val).is_dir():
+            raise DataError(f"{flag} {val}: {root / val} is not a folder")
+    train_csv = _pick_csv(root, ("train", "labels", "train_labels"), exclude=("sample", "submission", "solution",
+                                                                               "test"))
+    if train_csv is None:
+        return _detect_folders(root, train_dir, test_dir, why), why
+    train = read_csv_str(train_csv)
+    if train.empty or len(train.columns) < 2:
+        raise DataError(f"{train_csv}: expected a header and rows with an id and a label column")
+    why.append(f"layout: csv ({train_csv.name} lists the train images)")
+    sample_csv = _pick_csv(root, ("sample_submission", "sample", "submission"), exclude=("solution",))
+    sample = read_csv_str(sample_csv) if sample_csv else None
+    sample_name = sample_csv.name if sample_csv else ""
+    if sample_csv:
+        why.append(f"sample submission: {sample_csv.name}")
+    else:
+        why.append("sample submission: none found (test ids will come from the test image folder)")
+    id_col, label_col, label_cols, labels = _pick_columns(train, train_csv, sample, sample_name, id_col, label_col,
+                                                          label_cols, group_col, why)
+    label_map = _describe_labels(root, train_csv, train, labels, group_col, why)
+    train_dir, has_ext, ext = _train_images(root, train_csv, train, id_col, train_dir, why)
+    test_csv, test_ids = _test_ids(root, train_csv, sample, sample_name, id_col, why)
     if test_dir is not None:
         why.append(f"test images: {test_dir}/ (--test-dir)")
     else:

@@ -277,6 +277,280 @@ def _as_sample_writes(labels: np.ndarray, sample: pd.DataFrame, col: str) -> np.
     return labels
 
 
+@dataclass
+class _Inputs:
+    """What the blend reads: the members' aligned OOF and test probabilities, the labels and the sample."""
+
+    members: list[Member]
+    classes: list[str]
+    y: np.ndarray
+    oof_probs: list[np.ndarray]
+    test_probs: list[np.ndarray]
+    metric: Callable
+    sample: pd.DataFrame
+    id_col: str
+    shape: str
+    label_col: str | None
+
+
+@dataclass
+class _Fit:
+    """The weights, the blend they give, and its in-sample (and, with auto weights, cross-validated) figures."""
+
+    w: np.ndarray
+    oof_scores: np.ndarray
+    test_scores: np.ndarray
+    member_f1: dict
+    member_score: dict
+    blend_f1: float
+    blend_score: float
+    wcv: WeightsCV | None
+    base_f1: float
+    base_score: float
+
+
+@dataclass
+class _Decision:
+    """What decision tuning applied to the blend: the submission's labels/probabilities and its CV figures."""
+
+    bias: np.ndarray
+    report: object
+    tuned: object
+    applied: bool
+    cv_f1: float
+    cv_score: float
+    test_probs_out: np.ndarray
+    labels: np.ndarray
+
+
+def _check_args(cfg: Config, exps: Sequence[str], weights, method: str, name: str | None, overwrite: bool,
+                tune_bias: bool, tune_thresholds: bool, temperature: bool) -> tuple[list[str], np.ndarray | None, Path]:
+    """The experiments, the given weights (None for auto) and the output path; ConfigError on a wrong flag."""
+    if not name or not re.fullmatch(r"[\w.-]+", name):
+        raise ConfigError(f"--name {name!r}: use letters, digits, '-', '_' and '.' only")
+    if method not in METHODS:
+        raise ConfigError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    exps = list(exps)
+    if not exps:
+        raise ConfigError("name at least one experiment: --exp E (repeatable)")
+    if len(set(exps)) != len(exps):
+        raise ConfigError(f"--exp lists an experiment twice ({exps}); weights say how much each counts")
+    fixed = parse_weights(weights, len(exps))
+    for flag, on, want in (("--tune-bias", tune_bias, "macro_f1"), ("--tune-thresholds", tune_thresholds, "qwk"),
+                           ("--temperature", temperature, "log_loss")):
+        if on and cfg.data.metric != want:
+            raise ConfigError(f"{flag} tunes {want}, but data.metric is {cfg.data.metric}; it would optimise the "
+                              f"wrong figure (set data.metric: {want}, or leave {flag} out)")
+    out_path = SUBMISSIONS_DIR / f"{name}.csv"
+    if out_path.exists() and not overwrite:
+        raise FileExistsError(f"{out_path} already exists; choose another --name or pass --overwrite to replace it")
+    return exps, fixed, out_path
+
+
+def _check_members(members: list[Member], label_col: str) -> None:
+    """Every member has the first one's classes, train ids and labels."""
+    first = members[0]
+    classes, ids = first.classes, first.oof.index
+    for mb in members[1:]:
+        if mb.classes != classes:
+            raise DataError(f"runs/{mb.exp} has classes {mb.classes}, runs/{first.exp} has {classes}; "
+                            "only experiments on the same classes can be blended")
+        if len(mb.oof) != len(ids) or not mb.oof.index.isin(ids).all():
+            extra = mb.oof.index[~mb.oof.index.isin(ids)].tolist() + ids[~ids.isin(mb.oof.index)].tolist()
+            raise DataError(f"runs/{mb.exp}/oof.csv and runs/{first.exp}/oof.csv cover different train ids "
+                            f"(e.g. {extra[:3]}); train both on the same rows (same --skip-bad)")
+        if not (mb.oof.loc[ids, label_col].to_numpy() == first.oof[label_col].to_numpy()).all():
+            raise DataError(f"runs/{mb.exp}/oof.csv labels differ from runs/{first.exp}/oof.csv's")
+
+
+def _load_inputs(cfg: Config, exps: list[str], use: str, echo: Callable[[str], None]) -> _Inputs:
+    """Load and check the members, then align their OOF to the first's ids and their test to the sample's."""
+    d = cfg.data
+    members = [load_member(cfg, e, use) for e in exps]
+    _check_members(members, d.label_col)
+    first = members[0]
+    classes, ids = first.classes, first.oof.index
+    for mb in members:
+        if mb.note:
+            echo(f"note: {mb.note}")
+    if use != "folds":
+        echo(f"test probabilities: runs/E/{output_name(use)} ({use}); weights and CV: the fold models' OOF "
+             f"(the full models have none)")
+    unknown = sorted(set(first.oof[d.label_col]) - set(classes))
+    if unknown:
+        raise DataError(f"runs/{first.exp}/oof.csv has labels {unknown[:3]} that are not class columns")
+    y = pd.Categorical(first.oof[d.label_col], categories=classes).codes.astype(np.int64)
+    oof_probs = [mb.oof.loc[ids, classes].to_numpy() for mb in members]
+
+    metric = competition_metric(cfg, classes)
+    sample, id_col, shape, label_col = _sample_frame(cfg, classes)
+    test_ids = sample[id_col].str.strip()
+    test_probs = []
+    for mb in members:
+        missing = test_ids[~test_ids.isin(mb.test.index)]
+        if len(missing):
+            raise DataError(f"runs/{mb.exp}/{output_name(use)} lacks {len(missing)} id(s) of the sample submission "
+                            f"(e.g. {missing.iloc[0]!r}); re-run {_predict_command(mb.exp, use)} --overwrite")
+        test_probs.append(mb.test.loc[test_ids, classes].to_numpy())
+    return _Inputs(members=members, classes=classes, y=y, oof_probs=oof_probs, test_probs=test_probs,
+                   metric=metric, sample=sample, id_col=id_col, shape=shape, label_col=label_col)
+
+
+def _fit_weights(inp: _Inputs, exps: list[str], fixed: np.ndarray | None, method: str, bias_folds: int, seed: int,
+                 echo: Callable[[str], None]) -> _Fit:
+    """Weights (greedy on data.metric, or the given ones), the members' and blend's OOF figures, printed as a
+    table, and with auto weights over several members their honest cross-validated figure."""
+    y, classes, metric, oof_probs = inp.y, inp.classes, inp.metric, inp.oof_probs
+    n_c = len(classes)
+
+    def objective(scores):  # data.metric of blended log-scores, higher is better
+        return metric.sign * metric(y, softmax(scores, axis=1), classes)
+
+    members = inp.members
+    member_f1 = {mb.exp: macro_f1(y, blend([p], [1], method).argmax(1), n_c) for mb, p in zip(members, oof_probs)}
+    member_score = {mb.exp: metric.sign * objective(blend([p], [1], method)) for mb, p in zip(members, oof_probs)}
+    w = greedy_weights(oof_probs, y, method, objective=objective) if fixed is None else fixed
+    oof_scores = blend(oof_probs, w, method)
+    test_scores = blend(inp.test_probs, w, method)
+    blend_f1 = macro_f1(y, oof_scores.argmax(1), n_c)
+    blend_score = metric.sign * objective(oof_scores)
+
+    width = max(len("blend"), *(len(e) for e in exps))
+    how = "auto" if fixed is None else "given"
+    head = f"OOF {metric.name}" + ("" if metric.name == "macro_f1" else "  macro F1")
+    echo(f"{'member':<{width}}  weight  {head}   (method {method}, weights {how}, on data.metric {metric.name})")
+    for e, wi in zip(exps, w):
+        echo(f"{e:<{width}}  {wi:6.3f}  {member_score[e]:.4f}"
+             + ("" if metric.name == "macro_f1" else f"    {member_f1[e]:.4f}"))
+    echo(f"{'blend':<{width}}  {'':6}  {blend_score:.4f}"
+         + ("" if metric.name == "macro_f1" else f"    {blend_f1:.4f}"))
+
+    # Honest CV of the weights: with several members, auto weights are searched again inside K-1 parts of
+    # the OOF and scored on the part left out; that figure, not the in-sample one, heads the ledger.
+    wcv = None
+    base_f1, base_score = blend_f1, blend_score
+    if fixed is None and len(members) > 1:
+        wcv = cv_weights(oof_probs, y, method, lambda yt, sc: metric.sign * metric(yt, softmax(sc, axis=1), classes),
+                         w, n_splits=bias_folds, seed=seed)
+        base_f1, base_score = wcv.cv_f1, metric.sign * wcv.cv
+        echo(f"weights: in-sample {metric.name} {blend_score:.4f}, cross-validated {base_score:.4f} "
+             f"(searched again on {len(wcv.fold_weights)} parts of the OOF, scored on the part left out)")
+    return _Fit(w=w, oof_scores=oof_scores, test_scores=test_scores, member_f1=member_f1, member_score=member_score,
+                blend_f1=blend_f1, blend_score=blend_score, wcv=wcv, base_f1=base_f1, base_score=base_score)
+
+
+def _tune_decision(inp: _Inputs, fit: _Fit, tune_bias: bool, tune_thresholds: bool, temperature: bool,
+                   bias_folds: int, seed: int, echo: Callable[[str], None]) -> _Decision:
+    """Biases, thresholds or a temperature fit on the OOF, each applied only when its cross-validated gain is
+    positive; the submission's labels and probabilities and its CV figures."""
+    classes, y, oof_scores, test_scores = inp.classes, inp.y, fit.oof_scores, fit.test_scores
+    base_f1, base_score = fit.base_f1, fit.base_score
+    bias = np.zeros(len(classes))
+    report = tuned = None
+    applied = False
+    cv_f1, cv_score = base_f1, base_score
+    test_probs_out = softmax(test_scores, axis=1)
+    labels_idx = test_probs_out.argmax(1)
+    if tune_bias:
+        report = cv_bias(oof_scores, y, n_splits=bias_folds, seed=seed)
+        echo(report.summary(classes))
+        if report.cv_gain > 0:
+            bias = report.bias
+            cv_f1 = cv_score = base_f1 + report.cv_f1 - report.argmax_f1  # the weights' CV + the bias's CV gain
+            labels_idx = apply_bias(test_scores, bias)
+            test_probs_out = softmax(test_scores + bias, axis=1)  # the argmax of a wide file is the biased label
+        else:  # the in-sample gain did not survive cross-validation: it was fitting noise
+            echo("biases not applied: their cross-validated macro F1 does not beat argmax")
+    if tune_thresholds:
+        values = grade_values(classes)
+        tuned = cv_thresholds(softmax(oof_scores, axis=1), y, values, n_splits=bias_folds, seed=seed)
+        echo(tuned.summary())
+        if tuned.cv_gain > 0 and inp.shape == "label":
+            cv_score, applied = base_score + tuned.cv - tuned.plain, True
+            labels_idx = apply_thresholds(expected_grade(test_probs_out, values), tuned.params, values)
+        elif inp.shape == "wide":
+            echo("thresholds not applied: a wide submission holds probabilities, not grades")
+        else:
+            echo("thresholds not applied: their cross-validated qwk does not beat argmax")
+    if temperature:
+        tuned = cv_temperature(oof_scores, y, n_splits=bias_folds, seed=seed)
+        echo(tuned.summary())
+        if tuned.cv_gain > 0:
+            cv_score, applied = base_score + tuned.cv - tuned.plain, True
+            test_probs_out = apply_temperature(test_scores, float(tuned.params[0]))
+        else:
+            echo("temperature not applied: its cross-validated log loss does not beat T = 1")
+    labels = np.asarray(classes, dtype=object)[labels_idx]
+    return _Decision(bias=bias, report=report, tuned=tuned, applied=applied, cv_f1=cv_f1, cv_score=cv_score,
+                     test_probs_out=test_probs_out, labels=labels)
+
+
+def _write_submission(inp: _Inputs, dec: _Decision, out_path: Path) -> pd.DataFrame:
+    """The sample filled with the blend's labels (or probabilities, when wide), validated and written."""
+    sample, id_col, classes, label_col = inp.sample, inp.id_col, inp.classes, inp.label_col
+    sub = sample.copy()
+    header = [str(c) for c in sample.columns]
+    try:
+        if inp.shape == "wide":
+            sub[classes] = dec.test_probs_out / dec.test_probs_out.sum(1, keepdims=True)
+            check_wide(sub, sample[id_col].tolist(), id_col, classes, header=header)
+        else:
+            sub[label_col] = _as_sample_writes(dec.labels, sample, label_col)
+            written = list(_as_sample_writes(np.asarray(classes, dtype=object), sample, label_col))
+            check_submission(sub, sample[id_col].tolist(), id_col, label_col, classes=written, header=header)
+    except SubmissionError as e:
+        raise DataError(f"the blended submission failed validation: {e}") from None
+    write_csv(out_path, sub, float_format="%.7g")
+    return sub
+
+
+def _ledger_options(inp: _Inputs, fit: _Fit, dec: _Decision, use: str, method: str, fixed: np.ndarray | None,
+                    tune_bias: bool, bias_folds: int) -> dict:
+    """The ledger row's options: how the blend was made and every in-sample and cross-validated figure."""
+    metric, classes, wcv, report, tuned = inp.metric, inp.classes, fit.wcv, dec.report, dec.tuned
+    options = {
+        "use": use,  # whose test probabilities: the fold models', the full-data models' or both
+        "cv_from": "folds",  # weights and every CV figure: the fold models' OOF (full models have none)
+        "method": method,
+        "weights": "auto" if fixed is None else "given",
+        "tune_bias": tune_bias,
+        "oof_macro_f1": round(fit.blend_f1, 5),
+        "members_oof_macro_f1": {k: round(v, 5) for k, v in fit.member_f1.items()},
+        f"oof_{metric.name}": round(fit.blend_score, 5),
+        f"members_oof_{metric.name}": {k: round(v, 5) for k, v in fit.member_score.items()},
+    }
+    if wcv is not None:
+        options.update(weights_in_sample=round(wcv.in_sample * metric.sign, 5),
+                       weights_cv=round(wcv.cv * metric.sign, 5), weights_in_sample_f1=round(wcv.in_sample_f1, 5),
+                       weights_cv_f1=round(wcv.cv_f1, 5))
+    if report is not None:
+        options.update(bias_applied=bool(dec.bias.any()),
+                       bias={c: round(float(b), 3) for c, b in zip(classes, dec.bias)},
+                       bias_argmax_f1=round(report.argmax_f1, 5), bias_in_sample_f1=round(report.in_sample_f1, 5),
+                       bias_cv_f1=round(report.cv_f1, 5), bias_folds=bias_folds)
+    if tuned is not None:
+        options[tuned.what] = dict(plain=round(tuned.plain, 5), in_sample=round(tuned.in_sample, 5),
+                                   cv=round(tuned.cv, 5), values=[round(float(x), 4) for x in tuned.params],
+                                   applied=dec.applied)
+    return options
+
+
+def _echo_written(cfg: Config, inp: _Inputs, dec: _Decision, out_path: Path, n_rows: int,
+                  echo: Callable[[str], None]) -> None:
+    """Say what was written and the submission's CV."""
+    metric, shape = inp.metric, inp.shape
+    dist = pd.Series(dec.labels).value_counts()
+    names = label_map(cfg)
+    what = "one probability column per class" if shape == "wide" else f"label column {inp.label_col}"
+    echo(f"wrote {out_path}: {n_rows} rows, {shape} shape ({what}); predicted classes: "
+         + ", ".join(f"{names.get(k, k)} {v}" for k, v in dist.items()))
+    if metric.name == "macro_f1":
+        echo(f"cv macro F1 of this submission: {dec.cv_f1:.4f} (logged in {SUBMISSIONS_DIR / 'ledger.csv'})")
+    else:
+        echo(f"cv {metric.name} of this submission: {dec.cv_score:.4f}, macro F1 {dec.cv_f1:.4f} "
+             f"(logged in {SUBMISSIONS_DIR / 'ledger.csv'})")
+
+
 def ensemble(
     cfg: Config,
     exps: Sequence[str],
@@ -300,198 +574,33 @@ def ensemble(
     applied only when that cross-validated gain is positive.
     Returns the figures printed (members' and blend's OOF macro F1, weights, bias report, paths).
     """
-    if not name or not re.fullmatch(r"[\w.-]+", name):
-        raise ConfigError(f"--name {name!r}: use letters, digits, '-', '_' and '.' only")
-    if method not in METHODS:
-        raise ConfigError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
-    exps = list(exps)
-    if not exps:
-        raise ConfigError("name at least one experiment: --exp E (repeatable)")
-    if len(set(exps)) != len(exps):
-        raise ConfigError(f"--exp lists an experiment twice ({exps}); weights say how much each counts")
-    fixed = parse_weights(weights, len(exps))
-    for flag, on, want in (("--tune-bias", tune_bias, "macro_f1"), ("--tune-thresholds", tune_thresholds, "qwk"),
-                           ("--temperature", temperature, "log_loss")):
-        if on and cfg.data.metric != want:
-            raise ConfigError(f"{flag} tunes {want}, but data.metric is {cfg.data.metric}; it would optimise the "
-                              f"wrong figure (set data.metric: {want}, or leave {flag} out)")
-    out_path = SUBMISSIONS_DIR / f"{name}.csv"
-    if out_path.exists() and not overwrite:
-        raise FileExistsError(f"{out_path} already exists; choose another --name or pass --overwrite to replace it")
-
-    d = cfg.data
-    members = [load_member(cfg, e, use) for e in exps]
-    first = members[0]
-    classes = first.classes
-    ids = first.oof.index
-    for mb in members[1:]:
-        if mb.classes != classes:
-            raise DataError(f"runs/{mb.exp} has classes {mb.classes}, runs/{first.exp} has {classes}; "
-                            "only experiments on the same classes can be blended")
-        if len(mb.oof) != len(ids) or not mb.oof.index.isin(ids).all():
-            extra = mb.oof.index[~mb.oof.index.isin(ids)].tolist() + ids[~ids.isin(mb.oof.index)].tolist()
-            raise DataError(f"runs/{mb.exp}/oof.csv and runs/{first.exp}/oof.csv cover different train ids "
-                            f"(e.g. {extra[:3]}); train both on the same rows (same --skip-bad)")
-        if not (mb.oof.loc[ids, d.label_col].to_numpy() == first.oof[d.label_col].to_numpy()).all():
-            raise DataError(f"runs/{mb.exp}/oof.csv labels differ from runs/{first.exp}/oof.csv's")
-    for mb in members:
-        if mb.note:
-            echo(f"note: {mb.note}")
-    if use != "folds":
-        echo(f"test probabilities: runs/E/{output_name(use)} ({use}); weights and CV: the fold models' OOF "
-             f"(the full models have none)")
-    unknown = sorted(set(first.oof[d.label_col]) - set(classes))
-    if unknown:
-        raise DataError(f"runs/{first.exp}/oof.csv has labels {unknown[:3]} that are not class columns")
-    y = pd.Categorical(first.oof[d.label_col], categories=classes).codes.astype(np.int64)
-    oof_probs = [mb.oof.loc[ids, classes].to_numpy() for mb in members]
-
-    metric = competition_metric(cfg, classes)
-    sample, id_col, shape, label_col = _sample_frame(cfg, classes)
-    test_ids = sample[id_col].str.strip()
-    test_probs = []
-    for mb in members:
-        missing = test_ids[~test_ids.isin(mb.test.index)]
-        if len(missing):
-            raise DataError(f"runs/{mb.exp}/{output_name(use)} lacks {len(missing)} id(s) of the sample submission "
-                            f"(e.g. {missing.iloc[0]!r}); re-run {_predict_command(mb.exp, use)} --overwrite")
-        test_probs.append(mb.test.loc[test_ids, classes].to_numpy())
-
-    n_c = len(classes)
-
-    def objective(scores):  # data.metric of blended log-scores, higher is better
-        return metric.sign * metric(y, softmax(scores, axis=1), classes)
-
-    member_f1 = {mb.exp: macro_f1(y, blend([p], [1], method).argmax(1), n_c) for mb, p in zip(members, oof_probs)}
-    member_score = {mb.exp: metric.sign * objective(blend([p], [1], method)) for mb, p in zip(members, oof_probs)}
-    w = greedy_weights(oof_probs, y, method, objective=objective) if fixed is None else fixed
-    oof_scores = blend(oof_probs, w, method)
-    test_scores = blend(test_probs, w, method)
-    blend_f1 = macro_f1(y, oof_scores.argmax(1), n_c)
-    blend_score = metric.sign * objective(oof_scores)
-
-    width = max(len("blend"), *(len(e) for e in exps))
-    how = "auto" if fixed is None else "given"
-    head = f"OOF {metric.name}" + ("" if metric.name == "macro_f1" else "  macro F1")
-    echo(f"{'member':<{width}}  weight  {head}   (method {method}, weights {how}, on data.metric {metric.name})")
-    for e, wi in zip(exps, w):
-        echo(f"{e:<{width}}  {wi:6.3f}  {member_score[e]:.4f}"
-             + ("" if metric.name == "macro_f1" else f"    {member_f1[e]:.4f}"))
-    echo(f"{'blend':<{width}}  {'':6}  {blend_score:.4f}"
-         + ("" if metric.name == "macro_f1" else f"    {blend_f1:.4f}"))
-
-    # Honest CV of the weights: with several members, auto weights are searched again inside K-1 parts of
-    # the OOF and scored on the part left out; that figure, not the in-sample one, heads the ledger.
-    wcv = None
-    base_f1, base_score = blend_f1, blend_score
-    if fixed is None and len(members) > 1:
-        wcv = cv_weights(oof_probs, y, method, lambda yt, sc: metric.sign * metric(yt, softmax(sc, axis=1), classes),
-                         w, n_splits=bias_folds, seed=cfg.folds.seed)
-        base_f1, base_score = wcv.cv_f1, metric.sign * wcv.cv
-        echo(f"weights: in-sample {metric.name} {blend_score:.4f}, cross-validated {base_score:.4f} "
-             f"(searched again on {len(wcv.fold_weights)} parts of the OOF, scored on the part left out)")
-    bias = np.zeros(n_c)
-    report = tuned = None
-    applied = False
-    cv_f1, cv_score = base_f1, base_score
-    test_probs_out = softmax(test_scores, axis=1)
-    labels_idx = test_probs_out.argmax(1)
-    if tune_bias:
-        report = cv_bias(oof_scores, y, n_splits=bias_folds, seed=cfg.folds.seed)
-        echo(report.summary(classes))
-        if report.cv_gain > 0:
-            bias = report.bias
-            cv_f1 = cv_score = base_f1 + report.cv_f1 - report.argmax_f1  # the weights' CV + the bias's CV gain
-            labels_idx = apply_bias(test_scores, bias)
-            test_probs_out = softmax(test_scores + bias, axis=1)  # the argmax of a wide file is the biased label
-        else:  # the in-sample gain did not survive cross-validation: it was fitting noise
-            echo("biases not applied: their cross-validated macro F1 does not beat argmax")
-    if tune_thresholds:
-        values = grade_values(classes)
-        tuned = cv_thresholds(softmax(oof_scores, axis=1), y, values, n_splits=bias_folds, seed=cfg.folds.seed)
-        echo(tuned.summary())
-        if tuned.cv_gain > 0 and shape == "label":
-            cv_score, applied = base_score + tuned.cv - tuned.plain, True
-            labels_idx = apply_thresholds(expected_grade(test_probs_out, values), tuned.params, values)
-        elif shape == "wide":
-            echo("thresholds not applied: a wide submission holds probabilities, not grades")
-        else:
-            echo("thresholds not applied: their cross-validated qwk does not beat argmax")
-    if temperature:
-        tuned = cv_temperature(oof_scores, y, n_splits=bias_folds, seed=cfg.folds.seed)
-        echo(tuned.summary())
-        if tuned.cv_gain > 0:
-            cv_score, applied = base_score + tuned.cv - tuned.plain, True
-            test_probs_out = apply_temperature(test_scores, float(tuned.params[0]))
-        else:
-            echo("temperature not applied: its cross-validated log loss does not beat T = 1")
-    labels = np.asarray(classes, dtype=object)[labels_idx]
-
-    sub = sample.copy()
-    header = [str(c) for c in sample.columns]
-    try:
-        if shape == "wide":
-            sub[classes] = test_probs_out / test_probs_out.sum(1, keepdims=True)
-            check_wide(sub, sample[id_col].tolist(), id_col, classes, header=header)
-        else:
-            sub[label_col] = _as_sample_writes(labels, sample, label_col)
-            written = list(_as_sample_writes(np.asarray(classes, dtype=object), sample, label_col))
-            check_submission(sub, sample[id_col].tolist(), id_col, label_col, classes=written, header=header)
-    except SubmissionError as e:
-        raise DataError(f"the blended submission failed validation: {e}") from None
-    write_csv(out_path, sub, float_format="%.7g")
-    options = {
-        "use": use,  # whose test probabilities: the fold models', the full-data models' or both
-        "cv_from": "folds",  # weights and every CV figure: the fold models' OOF (full models have none)
-        "method": method,
-        "weights": "auto" if fixed is None else "given",
-        "tune_bias": tune_bias,
-        "oof_macro_f1": round(blend_f1, 5),
-        "members_oof_macro_f1": {k: round(v, 5) for k, v in member_f1.items()},
-        f"oof_{metric.name}": round(blend_score, 5),
-        f"members_oof_{metric.name}": {k: round(v, 5) for k, v in member_score.items()},
-    }
-    if wcv is not None:
-        options.update(weights_in_sample=round(wcv.in_sample * metric.sign, 5),
-                       weights_cv=round(wcv.cv * metric.sign, 5), weights_in_sample_f1=round(wcv.in_sample_f1, 5),
-                       weights_cv_f1=round(wcv.cv_f1, 5))
-    if report is not None:
-        options.update(bias_applied=bool(bias.any()), bias={c: round(float(b), 3) for c, b in zip(classes, bias)},
-                       bias_argmax_f1=round(report.argmax_f1, 5), bias_in_sample_f1=round(report.in_sample_f1, 5),
-                       bias_cv_f1=round(report.cv_f1, 5), bias_folds=bias_folds)
-    if tuned is not None:
-        options[tuned.what] = dict(plain=round(tuned.plain, 5), in_sample=round(tuned.in_sample, 5),
-                                   cv=round(tuned.cv, 5), values=[round(float(x), 4) for x in tuned.params],
-                                   applied=applied)
-    row = ledger.append(name, exps, w, cv_f1, options, SUBMISSIONS_DIR / "ledger.csv", metric=metric.name,
-                        cv_score=cv_score, shape=shape)
-    dist = pd.Series(labels).value_counts()
-    names = label_map(cfg)
-    what = "one probability column per class" if shape == "wide" else f"label column {label_col}"
-    echo(f"wrote {out_path}: {len(sub)} rows, {shape} shape ({what}); predicted classes: "
-         + ", ".join(f"{names.get(k, k)} {v}" for k, v in dist.items()))
-    if metric.name == "macro_f1":
-        echo(f"cv macro F1 of this submission: {cv_f1:.4f} (logged in {SUBMISSIONS_DIR / 'ledger.csv'})")
-    else:
-        echo(f"cv {metric.name} of this submission: {cv_score:.4f}, macro F1 {cv_f1:.4f} "
-             f"(logged in {SUBMISSIONS_DIR / 'ledger.csv'})")
+    exps, fixed, out_path = _check_args(cfg, exps, weights, method, name, overwrite, tune_bias, tune_thresholds,
+                                        temperature)
+    inp = _load_inputs(cfg, exps, use, echo)
+    fit = _fit_weights(inp, exps, fixed, method, bias_folds, cfg.folds.seed, echo)
+    dec = _tune_decision(inp, fit, tune_bias, tune_thresholds, temperature, bias_folds, cfg.folds.seed, echo)
+    sub = _write_submission(inp, dec, out_path)
+    options = _ledger_options(inp, fit, dec, use, method, fixed, tune_bias, bias_folds)
+    row = ledger.append(name, exps, fit.w, dec.cv_f1, options, SUBMISSIONS_DIR / "ledger.csv",
+                        metric=inp.metric.name, cv_score=dec.cv_score, shape=inp.shape)
+    _echo_written(cfg, inp, dec, out_path, len(sub), echo)
     return {
         "path": str(out_path),
         "name": name,
         "members": exps,
-        "weights": [float(x) for x in w],
-        "member_f1": member_f1,
-        "blend_f1": blend_f1,
-        "cv_macro_f1": cv_f1,
-        "bias": [float(b) for b in bias],
-        "bias_report": report,
-        "metric": metric.name,
-        "member_score": member_score,
-        "blend_score": blend_score,
-        "cv_score": cv_score,
-        "weights_cv": wcv,
-        "tune_report": tuned,
-        "shape": shape,
+        "weights": [float(x) for x in fit.w],
+        "member_f1": fit.member_f1,
+        "blend_f1": fit.blend_f1,
+        "cv_macro_f1": dec.cv_f1,
+        "bias": [float(b) for b in dec.bias],
+        "bias_report": dec.report,
+        "metric": inp.metric.name,
+        "member_score": fit.member_score,
+        "blend_score": fit.blend_score,
+        "cv_score": dec.cv_score,
+        "weights_cv": fit.wcv,
+        "tune_report": dec.tuned,
+        "shape": inp.shape,
         "ledger_row": row,
         "n_test": len(sub),
     }

@@ -16,10 +16,12 @@ remaining trials; an interrupted trial continues from its last committed epoch (
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -286,25 +288,38 @@ def write_best(config_path: Path, exp: str, overrides, best: dict, info: str, ec
 # ---------------------------------------------------------------- the search
 
 
-def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int = 20, folds=(0,),
-         metric: str = "val_macro_f1", overrides=(), address: str | None = None, resume: bool = False,
-         cpus_per_trial: int | None = None, gpus_per_trial: float | None = None, grace_period: int = 1,
-         reduction_factor: int = 2, seed: int = 0, echo: Callable[[str], None] = print) -> dict:
-    """Search ``space_path`` over ``trials`` trials of ``exp``; see the module docstring. Returns {"results"
-    (DataFrame), "best" (row dict), "best_config" (path), "importances", "seconds", "ray_start_seconds"}."""
-    from comp.orchestrate import require
+_STEP_IMPORTS = ("ray.tune.schedulers", "ray.tune.search.optuna", "comp.data.competition", "comp.orchestrate.cluster",
+                 "comp.techniques")
 
-    require("ray", "ray.tune", "optuna")
-    from ray import tune as rt
-    from ray.tune import RunConfig, TuneConfig, Tuner
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
+@dataclass
+class _Search:
+    """One search, checked: what every step after the checks reads."""
+
+    exp: str
+    config_path: Path
+    overrides: list
+    space: dict
+    cfg: object  # comp.config.Config
+    folds: list[int]
+    metric: str
+    mode: str
+    trials: int
+    workdir: Path
+    td: Path  # runs/<exp>-tune, absolute
+    state_dir: Path  # Ray Tune's experiment state in it
+
+    @property
+    def epochs(self) -> int:
+        return self.cfg.train.epochs
+
+
+def _check_search(config_path: str | Path, exp: str, space_path: str | Path, trials: int, folds, metric: str,
+                  overrides) -> tuple[Path, list, dict, object, list[int]]:
+    """The config path (absolute), overrides, space, config and folds; ConfigError on what cannot be searched."""
     from comp.data.competition import read_folds
-    from comp.orchestrate.cluster import check_shared_folder, ray_session
     from comp.techniques import check_experiment as check_config
 
-    t0 = time.perf_counter()
     if metric not in METRICS:
         raise ConfigError(f"--metric {metric!r}: one of {', '.join(METRICS)}")
     if trials < 1:
@@ -323,6 +338,14 @@ def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int 
     bad = [k for k in folds if k not in have]
     if bad:
         raise ConfigError(f"--folds {bad[0]}: {cfg.folds.file} has folds {have}")
+    return config_path, overrides, space, cfg, folds
+
+
+def _prepare(config_path: str | Path, exp: str, space_path: str | Path, trials: int, folds, metric: str, overrides,
+             resume: bool) -> _Search:
+    """Check the search, make runs/<exp>-tune (a new one, or the one --resume continues) and write search.json."""
+    config_path, overrides, space, cfg, folds = _check_search(config_path, exp, space_path, trials, folds, metric,
+                                                              overrides)
     workdir = Path.cwd().resolve()
     td = (workdir / tune_dir(exp))
     state_dir = td / EXPERIMENT_NAME
@@ -335,24 +358,56 @@ def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int 
     write_text(td / "search.json", json.dumps({"space": {k: {kd: a} for k, (kd, a) in space.items()},
                                                "trials": trials, "folds": folds, "metric": metric,
                                                "overrides": overrides, "config": str(config_path)}, indent=2))
-    epochs = cfg.train.epochs
-    max_t = epochs * len(folds)
     if metric == "val_score":
         from comp.metrics import create_metric
 
         mode = "max" if create_metric(cfg.data.metric).greater_is_better else "min"
     else:
         mode = METRICS[metric]
-    setup = dict(workdir=str(workdir), config=str(config_path), exp=exp, overrides=overrides, folds=folds,
-                 metric=metric)
-    echo(f"comp tune {exp}: {trials} trials of {len(space)} parameters ({', '.join(space)}), folds {folds}, "
-         f"{epochs} epochs each, {metric} ({mode}); ASHA grace {grace_period}, reduction {reduction_factor}")
-    # Save the search's state after every controller step, not every few seconds ("auto"): a kill between a
-    # trial's end and the next save made --resume start that trial again under a new number (seen in the test).
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    return _Search(exp=exp, config_path=config_path, overrides=overrides, space=space, cfg=cfg, folds=folds,
+                   metric=metric, mode=mode, trials=trials, workdir=workdir, td=td, state_dir=state_dir)
+
+
+def _make_tuner(s: _Search, trainable, resume: bool, grace_period: int, reduction_factor: int, seed: int, echo):
+    """Ray Tune's Tuner: restored from runs/<exp>-tune/ray with --resume, else a new OptunaSearch + ASHA search."""
+    from ray import tune as rt
+    from ray.tune import RunConfig, TuneConfig, Tuner
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    max_t = s.epochs * len(s.folds)
+    callbacks = [_status_callback(s.exp, s.metric, s.mode, s.epochs, s.folds)]
+    run_config = RunConfig(name=EXPERIMENT_NAME, storage_path=str(s.td), callbacks=callbacks, verbose=0,
+                           failure_config=rt.FailureConfig(max_failures=1))
+    if resume:
+        tuner = Tuner.restore(str(s.state_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        echo(f"resuming the search in {s.state_dir}")
+        return tuner
+    scheduler = ASHAScheduler(time_attr="step", max_t=max_t, grace_period=min(grace_period, max_t),
+                              reduction_factor=reduction_factor)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = OptunaSearch(seed=seed)
+    return Tuner(trainable, param_space=to_tune(s.space),
+                 tune_config=TuneConfig(metric=s.metric, mode=s.mode, search_alg=search, scheduler=scheduler,
+                                        num_samples=s.trials),
+                 run_config=run_config)
+
+
+def _run_search(s: _Search, address: str | None, resume: bool, cpus_per_trial: int | None,
+                gpus_per_trial: float | None, grace_period: int, reduction_factor: int, seed: int,
+                echo) -> tuple[dict, float]:
+    """Run the trials in a Ray session; returns each trial's final Ray state by number and Ray's start seconds."""
+    from ray import tune as rt
+
+    from comp.orchestrate.cluster import check_shared_folder, ray_session
+
+    setup = dict(workdir=str(s.workdir), config=str(s.config_path), exp=s.exp, overrides=s.overrides,
+                 folds=s.folds, metric=s.metric)
     with ray_session(address, echo=echo) as info:
         if address is not None:
-            check_shared_folder(config_path)
+            check_shared_folder(s.config_path)
         res = info["resources"]
         n_gpu = res.get("GPU", 0)
         gpus = (1 if n_gpu else 0) if gpus_per_trial is None else gpus_per_trial
@@ -360,42 +415,55 @@ def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int 
         echo(f"Ray {'local' if info['local'] else 'cluster'} up in {info['seconds']:.1f}s: {res.get('CPU', 0):g} CPUs, "
              f"{n_gpu:g} GPUs; {cpus} CPU and {gpus:g} GPU per trial")
         trainable = rt.with_resources(rt.with_parameters(run_trial, setup=setup), {"cpu": cpus, "gpu": gpus})
-        callbacks = [_status_callback(exp, metric, mode, epochs, folds)]
-        run_config = RunConfig(name=EXPERIMENT_NAME, storage_path=str(td), callbacks=callbacks, verbose=0,
-                               failure_config=rt.FailureConfig(max_failures=1))
-        if resume:
-            tuner = Tuner.restore(str(state_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
-            echo(f"resuming the search in {state_dir}")
-        else:
-            scheduler = ASHAScheduler(time_attr="step", max_t=max_t, grace_period=min(grace_period, max_t),
-                                      reduction_factor=reduction_factor)
-            import optuna
-
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
-            search = OptunaSearch(seed=seed)
-            tuner = Tuner(trainable, param_space=to_tune(space),
-                          tune_config=TuneConfig(metric=metric, mode=mode, search_alg=search, scheduler=scheduler,
-                                                 num_samples=trials),
-                          run_config=run_config)
-        grid = tuner.fit()
-        index = _index_of(exp)
+        grid = _make_tuner(s, trainable, resume, grace_period, reduction_factor, seed, echo).fit()
+        index = _index_of(s.exp)
         status = {}
         for r in grid:
             k = index((r.metrics or {}).get("trial_id", ""))
             if k is not None:
                 status[k] = "ERROR" if r.error else "TERMINATED"
         ray_start = info["seconds"]
-    df = write_results(exp, metric, mode, epochs, folds, status)
+    return status, ray_start
+
+
+def _best_of(s: _Search, df: pd.DataFrame, ray_start: float, echo) -> dict:
+    """tune's result: the best scored trial, optimization.png's importances and configs/<exp>-best.yaml."""
+    metric, mode = s.metric, s.mode
     scored = df[df[metric].notna()]
     out = {"results": df, "best": None, "best_config": None, "importances": {}, "ray_start_seconds": ray_start}
     if len(scored):
         best = scored.sort_values(metric, ascending=mode == "min").iloc[0]
-        params = {k: _plain(best[k]) for k in space}
+        params = {k: _plain(best[k]) for k in s.space}
         out["best"] = best.to_dict()
-        out["importances"] = plot_optimization(df, space, metric, mode, td / "optimization.png")
-        info_line = (f"best of {len(df)} trials of {exp} ({best['trial']}, {metric} {best[metric]:.4f} on folds "
-                     f"{folds}, {int(best['epochs'])} epochs)")
-        out["best_config"] = write_best(config_path, exp, overrides, params, info_line, echo)
+        out["importances"] = plot_optimization(df, s.space, metric, mode, s.td / "optimization.png")
+        info_line = (f"best of {len(df)} trials of {s.exp} ({best['trial']}, {metric} {best[metric]:.4f} on folds "
+                     f"{s.folds}, {int(best['epochs'])} epochs)")
+        out["best_config"] = write_best(s.config_path, s.exp, s.overrides, params, info_line, echo)
+    return out
+
+
+def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int = 20, folds=(0,),
+         metric: str = "val_macro_f1", overrides=(), address: str | None = None, resume: bool = False,
+         cpus_per_trial: int | None = None, gpus_per_trial: float | None = None, grace_period: int = 1,
+         reduction_factor: int = 2, seed: int = 0, echo: Callable[[str], None] = print) -> dict:
+    """Search ``space_path`` over ``trials`` trials of ``exp``; see the module docstring. Returns {"results"
+    (DataFrame), "best" (row dict), "best_config" (path), "importances", "seconds", "ray_start_seconds"}."""
+    from comp.orchestrate import require
+
+    require("ray", "ray.tune", "optuna")
+    for m in _STEP_IMPORTS:  # the steps' own imports, done before the clock starts and before any check
+        importlib.import_module(m)
+    t0 = time.perf_counter()
+    s = _prepare(config_path, exp, space_path, trials, folds, metric, overrides, resume)
+    echo(f"comp tune {exp}: {trials} trials of {len(s.space)} parameters ({', '.join(s.space)}), folds {s.folds}, "
+         f"{s.epochs} epochs each, {metric} ({s.mode}); ASHA grace {grace_period}, reduction {reduction_factor}")
+    # Save the search's state after every controller step, not every few seconds ("auto"): a kill between a
+    # trial's end and the next save made --resume start that trial again under a new number (seen in the test).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    status, ray_start = _run_search(s, address, resume, cpus_per_trial, gpus_per_trial, grace_period,
+                                    reduction_factor, seed, echo)
+    df = write_results(exp, metric, s.mode, s.epochs, s.folds, status)
+    out = _best_of(s, df, ray_start, echo)
     out["seconds"] = time.perf_counter() - t0
     echo(tune_summary(df, out, metric, exp))
     return out
