@@ -27,17 +27,18 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from comp.data.check import PROBLEMS, run_check
+from comp.data.check import PROBLEMS, CheckReport, run_check
 from comp.config import Config
 from comp.console import progress_bar
 from comp.data.competition import DataError, class_names, load_test, load_train, read_folds
 from comp.files import write_csv, write_text
-from comp.reports.page import Img, Report, pyplot, report_dir, save_figure, thumb_src
+from comp.reports.page import Img, Report, Section, pyplot, report_dir, save_figure, thumb_src
 
 PIXEL_SAMPLE = 2000  # images read at full resolution for channel histograms and mean/std
 HASH_DRAFT = 128  # JPEGs are decoded at about this side for hashing (draft mode); enough for a 32x32 phash
@@ -333,6 +334,48 @@ def _robust_z(x: pd.Series) -> pd.Series:
     return (x - med) / (mad if mad > 0 else (x.std() or 1.0))
 
 
+@dataclass
+class _Scanned:
+    """The train table after the scan (train rows, their fold, one scan record each) and how much was read."""
+
+    t: pd.DataFrame
+    hist: np.ndarray  # summed per-channel pixel histograms (3, 256) of the full-resolution sample
+    n_hashed: int
+    n_pix: int
+    sampled_hash: bool
+    sampled_pix: bool
+    exact_def: str  # what "exact duplicate" means on this page
+
+    @property
+    def n(self) -> int:
+        return len(self.t)
+
+
+@dataclass
+class _Page:
+    """Where a section goes: the page, the folder it is staged in, its thumbnails, and the config."""
+
+    cfg: Config
+    rep: Report
+    tmp: Path
+    thumbs: Path
+
+
+@dataclass
+class _Found:
+    """What the sections found that the overview, summary.json and the last message repeat."""
+
+    classes: list
+    counts: pd.Series
+    ratio: float
+    n_test: int
+    n_bad: int
+    pairs: pd.DataFrame
+    has_folds: bool
+    mean: list | None
+    std: list | None
+
+
 def run_eda(
     cfg: Config,
     out: str | Path = "reports/eda",
@@ -363,257 +406,313 @@ def run_eda(
         thumbs.mkdir()
         check = run_check(cfg, out_dir=tmp, workers=workers, echo=lambda s: echo(s.replace(str(tmp), str(out))),
                           progress=progress)
-
-        # folds
-        fold_note = ""
-        try:
-            folds = read_folds(cfg)
-            train["fold"] = train["id"].map(dict(zip(folds["id"], folds["fold"])))
-            missing = int(train["fold"].isna().sum())
-            if missing:
-                fold_note = (f"{missing:,} train rows have no fold in {cfg.folds.file} (left out by "
-                             "`comp folds --skip-bad`, or the folds file is older than train.csv)")
-        except DataError:
-            folds = None
-            train["fold"] = np.nan
-            fold_note = "no folds file yet: run `comp folds` to see class counts per fold and leakage across folds"
-
-        # scan: headers of all; hashes of all or max_images; full-res pixels of a sample
-        levels = np.zeros(n, np.int8)
-        healthy = np.flatnonzero(train["path"].notna().to_numpy())
-        hashed = healthy if max_images is None or max_images >= len(healthy) else np.sort(
-            rng.choice(healthy, max_images, replace=False))
-        levels[hashed] = 1
-        pix = hashed if len(hashed) <= pixel_sample else rng.choice(hashed, pixel_sample, replace=False)
-        levels[pix] = 2
-        scan, hist = scan_images(train["path"].tolist(), levels.tolist(), cfg.data.max_pixels, workers, progress,
-                                 desc="eda train")
-        t = pd.concat([train, scan], axis=1)
-        t["split"] = "train"
-        n_hashed = int(t["phash"].notna().sum())
-        n_pix = int(((levels == 2) & t["problem"].isna().to_numpy()).sum())
-        sampled_hash, sampled_pix = len(hashed) < len(healthy), len(pix) < len(hashed)
-        digests = check.digests
-        if digests:
-            t["exact_key"] = t["path"].map(lambda p: digests.get(p))
-            exact_def = "identical decoded pixels"
-        else:
-            t["exact_key"] = [_file_sha1(p) if p and r is None else None for p, r in zip(t["path"], t["problem"])]
-            exact_def = "identical file bytes"
+        have_folds_file, fold_note = _attach_folds(cfg, train)
+        s = _scan_train(cfg, train, check.digests, rng, max_images, pixel_sample, workers, progress)
         test_sizes = _scan_test(cfg, workers, progress, echo)
 
         rep = Report("comp eda", f"{cfg.root} — {n:,} train rows, {len(classes)} classes")
+        page = _Page(cfg, rep, tmp, thumbs)
         ov = rep.section("Overview", "overview")
+        counts, ratio = _class_counts_section(page, s.t, have_folds_file, fold_note)
+        _sizes_sections(page, s.t, test_sizes)
+        mean, std = _pixels_section(page, s)
+        _brightness_section(page, s)
+        _samples_section(page, s.t, counts, classes, rng)
+        pairs, has_folds = _duplicates_section(page, s, near_threshold)
+        _problems_section(page, check)
 
-        # ------------------------------------------------ class counts
-        counts = t["label"].astype(str).value_counts()
-        counts = counts.reindex(sorted(counts.index, key=lambda c: (-counts[c], c)))
-        sec = rep.section("Class counts", "class-counts")
-        _bar_counts(counts, tmp / "class_counts.png", "images per class")
-        sec.image("class_counts.png", "images per class")
-        sec.table(pd.DataFrame({"class": counts.index, "images": counts.to_numpy(),
-                                "share": (counts / max(1, n)).round(4).to_numpy()}))
-        ratio = counts.iloc[0] / max(1, counts.iloc[-1])
-        if ratio >= 3:
-            sec.note(f"imbalanced: the largest class has {ratio:.1f}x the images of the smallest; macro F1 weighs "
-                     "every class equally, consider train.sampler: balanced or train.class_weights")
-        if folds is not None and t["fold"].notna().any():
-            ct = pd.crosstab(t["label"].astype(str), t["fold"].astype("Int64"))
-            ct = ct.reindex(counts.index)
-            _fold_figure(ct, tmp / "class_counts_by_fold.png")
-            sec.p("Class counts per fold:")
-            sec.image("class_counts_by_fold.png", "class share per fold")
-            sec.table(ct.reset_index().rename(columns={"label": "class"}).rename(columns=str))
-        if fold_note:
-            sec.note(fold_note)
-
-        # ------------------------------------------------ sizes, formats, modes
-        sizes = pd.concat([t[["split", "width", "height", "format", "mode", "bytes", "path"]], test_sizes],
-                          ignore_index=True)
-        read = sizes[sizes["width"].notna()].copy()
-        read[["width", "height"]] = read[["width", "height"]].astype(int)
-        sec = rep.section("Image sizes and aspect ratios", "sizes")
-        sec.p("From every file's header (no pixels decoded). Sizes are as stored, before EXIF rotation.")
-        if len(read):
-            _size_figures(read, tmp)
-            sec.image("image_sizes.png", "image sizes")
-            sec.image("aspect_ratios.png", "aspect ratios")
-            common = (read.assign(size=read["width"].astype(str) + "x" + read["height"].astype(str))
-                      .groupby(["split", "size"]).size().rename("images").reset_index()
-                      .sort_values(["split", "images"], ascending=[False, False]).groupby("split").head(10))
-            sec.table(common, caption="most common sizes")
-            desc = read.groupby("split")[["width", "height"]].describe(percentiles=[0.05, 0.5, 0.95]).round(1)
-            desc.columns = [f"{a} {b}" for a, b in desc.columns]
-            for c in [c for c in desc.columns if c.endswith(" count")]:
-                desc[c] = desc[c].astype(int)
-            sec.table(desc.reset_index())
-        sec = rep.section("File formats and colour modes", "formats")
-        if len(read):
-            ext = read["path"].map(lambda p: Path(p).suffix.lower().lstrip(".") if p else "")
-            fm = (read.assign(extension=ext).groupby(["split", "format", "mode", "extension"]).size()
-                  .rename("images").reset_index().sort_values(["split", "images"], ascending=[False, False]))
-            sec.table(fm)
-            mism = read[[_ext_mismatch(e, f) for e, f in zip(ext, read["format"])]]
-            if len(mism):
-                sec.note(f"{len(mism):,} files have an extension that does not match their format "
-                         "(harmless for comp, which reads the header, but some tools trust the extension)")
-            modes = set(read["mode"])
-            if modes - {"RGB"}:
-                sec.p("Every mode is converted to 8-bit RGB by comp (transparency on white, 16-bit scaled, "
-                      "EXIF rotation applied): " + ", ".join(sorted(modes)))
-
-        # ------------------------------------------------ pixels
-        sec = rep.section("Pixel statistics (normalisation)", "pixels")
-        npix = hist[0].sum()
-        mean = std = None
-        if npix:
-            v = np.arange(256) / 255.0
-            mean = [(hist[c] * v).sum() / npix for c in range(3)]
-            std = [float(np.sqrt(max(0.0, (hist[c] * v * v).sum() / npix - mean[c] ** 2))) for c in range(3)]
-            _pixel_figure(hist, tmp / "pixel_histograms.png")
-            sec.note(f"computed on a random sample of {n_pix:,} of {n:,} train images at full resolution "
-                     f"({npix:,} pixels per channel)" if sampled_pix or sampled_hash else
-                     f"computed on all {n_pix:,} readable train images at full resolution")
-            sec.image("pixel_histograms.png", "per-channel pixel histograms")
-            sec.table([{"channel": ch, "mean": mean[c], "std": std[c]} for c, ch in enumerate("RGB")])
-            sec.p("To normalise with these instead of the model's pretrained statistics (usually better only "
-                  "when training from scratch), put in comp.yaml:")
-            sec.code(f"input:\n  mean: [{', '.join(f'{m:.4f}' for m in mean)}]\n"
-                     f"  std: [{', '.join(f'{s:.4f}' for s in std)}]")
-        else:
-            sec.note("no image could be read", "bad")
-
-        # ------------------------------------------------ brightness / contrast
-        sec = rep.section("Brightness and contrast outliers", "brightness")
-        b = t["brightness"]
-        t["outlier"] = False
-        if b.notna().any():
-            z = pd.concat([_robust_z(b).abs(), _robust_z(t["contrast"]).abs()], axis=1).max(axis=1)
-            t["outlier"] = (z > 4).fillna(False)
-            _brightness_figure(t, tmp / "brightness_contrast.png")
-            if sampled_hash:
-                sec.note(f"measured on a random sample of {n_hashed:,} of {n:,} train images (max_images)")
-            sec.p("Brightness is the mean gray level, contrast its standard deviation (0-255). Outliers are more "
-                  f"than 4 robust standard deviations from the median: {int(t['outlier'].sum()):,} images.")
-            sec.image("brightness_contrast.png", "brightness vs contrast")
-            ok = t[b.notna()]
-            for title, col, asc in (("darkest", "brightness", True), ("brightest", "brightness", False),
-                                    ("lowest contrast", "contrast", True), ("highest contrast", "contrast", False)):
-                picks = ok.sort_values(col, ascending=asc, kind="stable").head(EXTREMES)
-                sec.gallery([Img(_thumb(t, i, thumbs), f"{title} {t.at[i, 'id']}",
-                                 f"{t.at[i, 'id']}\n{t.at[i, 'label']}\n{col} {t.at[i, col]:.1f}")
-                             for i in picks.index], label=title)
-
-        # ------------------------------------------------ samples per class
-        sec = rep.section("Samples per class", "samples")
-        good = t[t["problem"].isna()]
-        shown_classes = list(counts.index[:MAX_CLASSES_SHOWN])
-        if len(counts) > MAX_CLASSES_SHOWN:
-            sec.note(f"showing the {MAX_CLASSES_SHOWN} largest of {len(counts)} classes")
-        for cls in sorted(shown_classes, key=lambda c: classes.index(c)):
-            idx = good.index[good["label"].astype(str) == cls].to_numpy()
-            pick = idx if len(idx) <= SAMPLES_PER_CLASS else np.sort(rng.choice(idx, SAMPLES_PER_CLASS, replace=False))
-            sec.gallery([Img(_thumb(t, i, thumbs), f"{cls} {t.at[i, 'id']}", str(t.at[i, "id"])) for i in pick],
-                        label=f"{cls} ({counts[cls]:,})")
-
-        # ------------------------------------------------ duplicates
-        sec = rep.section("Duplicates and leakage", "duplicates")
-        pairs, complete = find_duplicates(t, near_threshold)
-        write_csv(tmp / "duplicates.csv", pairs.drop(columns=["a", "b"]).rename(
-            columns={"id_a": f"{cfg.data.id_col}_a", "id_b": f"{cfg.data.id_col}_b"}))
-        has_folds = t["fold"].notna().any()
-        sec.p(f"Exact duplicates: {exact_def}. Near duplicates: perceptual hashes (imagehash.phash, 64 bits) "
-              f"differing in at most {near_threshold} bits, computed on "
-              + (f"all {n_hashed:,} readable train images." if not sampled_hash
-                 else f"a random sample of {n_hashed:,} train images (max_images); pairs outside it are not seen."))
-        if not complete:
-            sec.note(f"more than {MAX_PAIRS:,} pairs: counting stopped there (many identical images?)", "bad")
-        med_side = float(np.nanmedian(np.minimum(t["width"], t["height"]))) if t["width"].notna().any() else 0
-        if med_side and med_side < 64:
-            sec.note(f"images are small (median side {med_side:.0f} px): perceptual hashes of tiny images are "
-                     "coarse, so some near pairs are look-alikes rather than copies; check the thumbnails")
-        rows = []
-        for kind in ("exact", "near"):
-            p = pairs[pairs["kind"] == kind]
-            rows.append({"kind": kind, "pairs": len(p), "same class": int(p["same_label"].sum()),
-                         "label conflicts (different classes)": int((~p["same_label"]).sum()),
-                         "across folds (leakage)": int(p["cross_fold"].sum()) if has_folds else None,
-                         "images involved": len(set(p["a"]) | set(p["b"]))})
-        sec.table(rows)
-        sec.link("duplicates.csv", "all pairs: duplicates.csv")
-        for title, sel, msg in (
-            ("Label conflicts: same image, different classes", ~pairs["same_label"],
-             "one of each pair is probably mislabelled, or the classes overlap"),
-            ("Across folds: leakage that inflates CV", pairs["cross_fold"],
-             ("the same image is trained on in one fold and scored in another; group them (data.group_col) "
-             "or drop one")),
-            ("Within a class", pairs["same_label"], "copies add weight to one image; usually drop one"),
-        ):
-            p = pairs[sel]
-            sub = rep.section(title, "dup-" + title.split(":")[0].lower().replace(" ", "-"))
-            if title.startswith("Across") and not has_folds:
-                sub.note("no folds file yet: run `comp folds`, then `comp eda` again")
-                continue
-            if p.empty:
-                sub.note("none found", "ok")
-                continue
-            sub.note(f"{len(p):,} pairs — {msg}", "bad" if not title.startswith("Within") else "note")
-            sub.table([_pair_row(t, r, thumbs) for r in p.head(SHOW_PAIRS).itertuples(index=False)])
-            if len(p) > SHOW_PAIRS:
-                sub.p(f"showing {SHOW_PAIRS} of {len(p):,}; all are in duplicates.csv")
-
-        # ------------------------------------------------ problems
-        sec = rep.section("Problems found by comp check", "problems")
-        probs = check.problems
-        if probs.empty:
-            sec.note(f"no problems in {check.n_rows:,} rows and {check.n_images:,} images", "ok")
-        else:
-            sec.note(f"{len(probs):,} problem rows: fix them, or train with --skip-bad to leave them out", "bad")
-            sec.table([{"problem": k, "rows": v, "meaning": PROBLEMS.get(k, "")} for k, v in check.summary.items()])
-            sec.table(probs.rename(columns={"id": cfg.data.id_col}), max_rows=200)
-        sec.link("check.csv", "all problems: check.csv")
-
-        # ------------------------------------------------ overview + images.csv
-        n_bad = len(check.problems)
+        found = _Found(classes, counts, ratio, len(test_sizes), len(check.problems), pairs, has_folds, mean, std)
         secs = time.time() - t0
-        ov.table([
-            {"what": "train rows", "value": f"{n:,}"},
-            {"what": "classes", "value": f"{len(classes):,} (largest/smallest {ratio:.1f}x)"},
-            {"what": "test images", "value": f"{len(test_sizes):,}" if len(test_sizes) else "not found"},
-            {"what": "problem rows (comp check)", "value": f"{n_bad:,}"},
-            {"what": "exact duplicate pairs", "value": f"{int((pairs['kind'] == 'exact').sum()):,}"},
-            {"what": f"near duplicate pairs (phash <= {near_threshold} bits)",
-             "value": f"{int((pairs['kind'] == 'near').sum()):,}"},
-            {"what": "label conflicts (duplicates across classes)", "value": f"{int((~pairs['same_label']).sum()):,}"},
-            {"what": "duplicates across folds", "value": f"{int(pairs['cross_fold'].sum()):,}" if has_folds else
-             "no folds yet"},
-            {"what": "pixel mean / std (RGB, 0-1)", "value": (
-                f"{[round(float(m), 3) for m in mean]} / {[round(float(s), 3) for s in std]}" if mean else "n/a")},
-            {"what": "read", "value": f"headers of all files; hashes of {n_hashed:,}; full pixels of {n_pix:,}"},
-            {"what": "time", "value": f"{secs:.1f} s"},
-        ])
-        if n_bad:
-            ov.note(f"{n_bad:,} problem rows: see Problems below", "bad")
-        summary = {
-            "train_rows": n, "classes": len(classes), "class_counts": {str(k): int(v) for k, v in counts.items()},
-            "problem_rows": n_bad, "hashed_images": n_hashed, "pixel_sample": n_pix,
-            "pixel_mean": [float(m) for m in mean] if mean else None,
-            "pixel_std": [float(s) for s in std] if std else None,
-            "exact_pairs": int((pairs["kind"] == "exact").sum()), "near_pairs": int((pairs["kind"] == "near").sum()),
-            "label_conflicts": int((~pairs["same_label"]).sum()),
-            "cross_fold_pairs": int(pairs["cross_fold"].sum()) if has_folds else None,
-            "outliers": int(t["outlier"].sum()), "near_threshold": near_threshold, "seconds": round(secs, 2),
-        }
-        write_text(tmp / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
-        imgs = t.drop(columns=["path", "exact_key"]).assign(
-            phash=t["phash"].map(lambda h: f"{int(h):016x}" if pd.notna(h) else ""))
-        write_csv(tmp / "images.csv", imgs.rename(columns={"id": cfg.data.id_col}))
+        _overview(ov, s, found, near_threshold, secs)
+        _write_tables(page, s, found, near_threshold, secs)
         rep.write(tmp)
-    echo(f"eda: {n:,} images, {n_bad:,} problem rows, {int((pairs['kind'] == 'exact').sum()):,} exact and "
+    echo(f"eda: {n:,} images, {found.n_bad:,} problem rows, {int((pairs['kind'] == 'exact').sum()):,} exact and "
          f"{int((pairs['kind'] == 'near').sum()):,} near duplicate pairs, "
          f"{int((~pairs['same_label']).sum()):,} label conflicts ({time.time() - t0:.1f} s)")
     echo(f"wrote {out / 'index.html'}")
     return out / "index.html"
+
+
+def _attach_folds(cfg: Config, train: pd.DataFrame) -> tuple[bool, str]:
+    """Add the ``fold`` column from ``folds/folds.csv`` (NaN without one): (a folds file exists, note for the page)."""
+    fold_note = ""
+    try:
+        folds = read_folds(cfg)
+        train["fold"] = train["id"].map(dict(zip(folds["id"], folds["fold"])))
+        missing = int(train["fold"].isna().sum())
+        if missing:
+            fold_note = (f"{missing:,} train rows have no fold in {cfg.folds.file} (left out by "
+                         "`comp folds --skip-bad`, or the folds file is older than train.csv)")
+    except DataError:
+        folds = None
+        train["fold"] = np.nan
+        fold_note = "no folds file yet: run `comp folds` to see class counts per fold and leakage across folds"
+    return folds is not None, fold_note
+
+
+def _scan_train(cfg: Config, train: pd.DataFrame, digests: dict | None, rng: np.random.Generator,
+                max_images: int | None, pixel_sample: int, workers: int | None, progress: bool) -> _Scanned:
+    """Headers of all train images; hashes of all or ``max_images``; full-resolution pixels of a sample."""
+    n = len(train)
+    levels = np.zeros(n, np.int8)
+    healthy = np.flatnonzero(train["path"].notna().to_numpy())
+    hashed = healthy if max_images is None or max_images >= len(healthy) else np.sort(
+        rng.choice(healthy, max_images, replace=False))
+    levels[hashed] = 1
+    pix = hashed if len(hashed) <= pixel_sample else rng.choice(hashed, pixel_sample, replace=False)
+    levels[pix] = 2
+    scan, hist = scan_images(train["path"].tolist(), levels.tolist(), cfg.data.max_pixels, workers, progress,
+                             desc="eda train")
+    t = pd.concat([train, scan], axis=1)
+    t["split"] = "train"
+    n_hashed = int(t["phash"].notna().sum())
+    n_pix = int(((levels == 2) & t["problem"].isna().to_numpy()).sum())
+    sampled_hash, sampled_pix = len(hashed) < len(healthy), len(pix) < len(hashed)
+    if digests:
+        t["exact_key"] = t["path"].map(lambda p: digests.get(p))
+        exact_def = "identical decoded pixels"
+    else:
+        t["exact_key"] = [_file_sha1(p) if p and r is None else None for p, r in zip(t["path"], t["problem"])]
+        exact_def = "identical file bytes"
+    return _Scanned(t, hist, n_hashed, n_pix, sampled_hash, sampled_pix, exact_def)
+
+
+def _class_counts_section(page: _Page, t: pd.DataFrame, have_folds_file: bool,
+                          fold_note: str) -> tuple[pd.Series, float]:
+    """Images per class (and per fold): (counts, largest first; largest/smallest ratio)."""
+    n = len(t)
+    counts = t["label"].astype(str).value_counts()
+    counts = counts.reindex(sorted(counts.index, key=lambda c: (-counts[c], c)))
+    sec = page.rep.section("Class counts", "class-counts")
+    _bar_counts(counts, page.tmp / "class_counts.png", "images per class")
+    sec.image("class_counts.png", "images per class")
+    sec.table(pd.DataFrame({"class": counts.index, "images": counts.to_numpy(),
+                            "share": (counts / max(1, n)).round(4).to_numpy()}))
+    ratio = counts.iloc[0] / max(1, counts.iloc[-1])
+    if ratio >= 3:
+        sec.note(f"imbalanced: the largest class has {ratio:.1f}x the images of the smallest; macro F1 weighs "
+                 "every class equally, consider train.sampler: balanced or train.class_weights")
+    if have_folds_file and t["fold"].notna().any():
+        ct = pd.crosstab(t["label"].astype(str), t["fold"].astype("Int64"))
+        ct = ct.reindex(counts.index)
+        _fold_figure(ct, page.tmp / "class_counts_by_fold.png")
+        sec.p("Class counts per fold:")
+        sec.image("class_counts_by_fold.png", "class share per fold")
+        sec.table(ct.reset_index().rename(columns={"label": "class"}).rename(columns=str))
+    if fold_note:
+        sec.note(fold_note)
+    return counts, ratio
+
+
+def _sizes_sections(page: _Page, t: pd.DataFrame, test_sizes: pd.DataFrame) -> None:
+    """Image sizes and aspect ratios; file formats and colour modes (train and test, from the headers)."""
+    sizes = pd.concat([t[["split", "width", "height", "format", "mode", "bytes", "path"]], test_sizes],
+                      ignore_index=True)
+    read = sizes[sizes["width"].notna()].copy()
+    read[["width", "height"]] = read[["width", "height"]].astype(int)
+    sec = page.rep.section("Image sizes and aspect ratios", "sizes")
+    sec.p("From every file's header (no pixels decoded). Sizes are as stored, before EXIF rotation.")
+    if len(read):
+        _size_figures(read, page.tmp)
+        sec.image("image_sizes.png", "image sizes")
+        sec.image("aspect_ratios.png", "aspect ratios")
+        common = (read.assign(size=read["width"].astype(str) + "x" + read["height"].astype(str))
+                  .groupby(["split", "size"]).size().rename("images").reset_index()
+                  .sort_values(["split", "images"], ascending=[False, False]).groupby("split").head(10))
+        sec.table(common, caption="most common sizes")
+        desc = read.groupby("split")[["width", "height"]].describe(percentiles=[0.05, 0.5, 0.95]).round(1)
+        desc.columns = [f"{a} {b}" for a, b in desc.columns]
+        for c in [c for c in desc.columns if c.endswith(" count")]:
+            desc[c] = desc[c].astype(int)
+        sec.table(desc.reset_index())
+    sec = page.rep.section("File formats and colour modes", "formats")
+    if len(read):
+        ext = read["path"].map(lambda p: Path(p).suffix.lower().lstrip(".") if p else "")
+        fm = (read.assign(extension=ext).groupby(["split", "format", "mode", "extension"]).size()
+              .rename("images").reset_index().sort_values(["split", "images"], ascending=[False, False]))
+        sec.table(fm)
+        mism = read[[_ext_mismatch(e, f) for e, f in zip(ext, read["format"])]]
+        if len(mism):
+            sec.note(f"{len(mism):,} files have an extension that does not match their format "
+                     "(harmless for comp, which reads the header, but some tools trust the extension)")
+        modes = set(read["mode"])
+        if modes - {"RGB"}:
+            sec.p("Every mode is converted to 8-bit RGB by comp (transparency on white, 16-bit scaled, "
+                  "EXIF rotation applied): " + ", ".join(sorted(modes)))
+
+
+def _pixels_section(page: _Page, s: _Scanned) -> tuple[list | None, list | None]:
+    """Per-channel histograms and the mean/std to put in comp.yaml: (mean, std), None when nothing was read."""
+    sec = page.rep.section("Pixel statistics (normalisation)", "pixels")
+    hist = s.hist
+    npix = hist[0].sum()
+    mean = std = None
+    if npix:
+        v = np.arange(256) / 255.0
+        mean = [(hist[c] * v).sum() / npix for c in range(3)]
+        std = [float(np.sqrt(max(0.0, (hist[c] * v * v).sum() / npix - mean[c] ** 2))) for c in range(3)]
+        _pixel_figure(hist, page.tmp / "pixel_histograms.png")
+        sec.note(f"computed on a random sample of {s.n_pix:,} of {s.n:,} train images at full resolution "
+                 f"({npix:,} pixels per channel)" if s.sampled_pix or s.sampled_hash else
+                 f"computed on all {s.n_pix:,} readable train images at full resolution")
+        sec.image("pixel_histograms.png", "per-channel pixel histograms")
+        sec.table([{"channel": ch, "mean": mean[c], "std": std[c]} for c, ch in enumerate("RGB")])
+        sec.p("To normalise with these instead of the model's pretrained statistics (usually better only "
+              "when training from scratch), put in comp.yaml:")
+        sec.code(f"input:\n  mean: [{', '.join(f'{m:.4f}' for m in mean)}]\n"
+                 f"  std: [{', '.join(f'{x:.4f}' for x in std)}]")
+    else:
+        sec.note("no image could be read", "bad")
+    return mean, std
+
+
+def _brightness_section(page: _Page, s: _Scanned) -> None:
+    """Brightness/contrast scatter and the extremes; adds the ``outlier`` column to the train table."""
+    t, thumbs = s.t, page.thumbs
+    sec = page.rep.section("Brightness and contrast outliers", "brightness")
+    b = t["brightness"]
+    t["outlier"] = False
+    if b.notna().any():
+        z = pd.concat([_robust_z(b).abs(), _robust_z(t["contrast"]).abs()], axis=1).max(axis=1)
+        t["outlier"] = (z > 4).fillna(False)
+        _brightness_figure(t, page.tmp / "brightness_contrast.png")
+        if s.sampled_hash:
+            sec.note(f"measured on a random sample of {s.n_hashed:,} of {s.n:,} train images (max_images)")
+        sec.p("Brightness is the mean gray level, contrast its standard deviation (0-255). Outliers are more "
+              f"than 4 robust standard deviations from the median: {int(t['outlier'].sum()):,} images.")
+        sec.image("brightness_contrast.png", "brightness vs contrast")
+        ok = t[b.notna()]
+        for title, col, asc in (("darkest", "brightness", True), ("brightest", "brightness", False),
+                                ("lowest contrast", "contrast", True), ("highest contrast", "contrast", False)):
+            picks = ok.sort_values(col, ascending=asc, kind="stable").head(EXTREMES)
+            sec.gallery([Img(_thumb(t, i, thumbs), f"{title} {t.at[i, 'id']}",
+                             f"{t.at[i, 'id']}\n{t.at[i, 'label']}\n{col} {t.at[i, col]:.1f}")
+                         for i in picks.index], label=title)
+
+
+def _samples_section(page: _Page, t: pd.DataFrame, counts: pd.Series, classes: list,
+                     rng: np.random.Generator) -> None:
+    """A few random readable images of each (of the largest) classes, in class order."""
+    sec = page.rep.section("Samples per class", "samples")
+    good = t[t["problem"].isna()]
+    shown_classes = list(counts.index[:MAX_CLASSES_SHOWN])
+    if len(counts) > MAX_CLASSES_SHOWN:
+        sec.note(f"showing the {MAX_CLASSES_SHOWN} largest of {len(counts)} classes")
+    for cls in sorted(shown_classes, key=lambda c: classes.index(c)):
+        idx = good.index[good["label"].astype(str) == cls].to_numpy()
+        pick = idx if len(idx) <= SAMPLES_PER_CLASS else np.sort(rng.choice(idx, SAMPLES_PER_CLASS, replace=False))
+        sec.gallery([Img(_thumb(t, i, page.thumbs), f"{cls} {t.at[i, 'id']}", str(t.at[i, "id"])) for i in pick],
+                    label=f"{cls} ({counts[cls]:,})")
+
+
+def _duplicates_section(page: _Page, s: _Scanned, near_threshold: int) -> tuple[pd.DataFrame, bool]:
+    """Exact and near duplicates (writes duplicates.csv), then one table per kind: (pairs, the rows have folds)."""
+    t = s.t
+    sec = page.rep.section("Duplicates and leakage", "duplicates")
+    pairs, complete = find_duplicates(t, near_threshold)
+    write_csv(page.tmp / "duplicates.csv", pairs.drop(columns=["a", "b"]).rename(
+        columns={"id_a": f"{page.cfg.data.id_col}_a", "id_b": f"{page.cfg.data.id_col}_b"}))
+    has_folds = t["fold"].notna().any()
+    sec.p(f"Exact duplicates: {s.exact_def}. Near duplicates: perceptual hashes (imagehash.phash, 64 bits) "
+          f"differing in at most {near_threshold} bits, computed on "
+          + (f"all {s.n_hashed:,} readable train images." if not s.sampled_hash
+             else f"a random sample of {s.n_hashed:,} train images (max_images); pairs outside it are not seen."))
+    if not complete:
+        sec.note(f"more than {MAX_PAIRS:,} pairs: counting stopped there (many identical images?)", "bad")
+    med_side = float(np.nanmedian(np.minimum(t["width"], t["height"]))) if t["width"].notna().any() else 0
+    if med_side and med_side < 64:
+        sec.note(f"images are small (median side {med_side:.0f} px): perceptual hashes of tiny images are "
+                 "coarse, so some near pairs are look-alikes rather than copies; check the thumbnails")
+    rows = []
+    for kind in ("exact", "near"):
+        p = pairs[pairs["kind"] == kind]
+        rows.append({"kind": kind, "pairs": len(p), "same class": int(p["same_label"].sum()),
+                     "label conflicts (different classes)": int((~p["same_label"]).sum()),
+                     "across folds (leakage)": int(p["cross_fold"].sum()) if has_folds else None,
+                     "images involved": len(set(p["a"]) | set(p["b"]))})
+    sec.table(rows)
+    sec.link("duplicates.csv", "all pairs: duplicates.csv")
+    _duplicate_tables(page, t, pairs, has_folds)
+    return pairs, has_folds
+
+
+def _duplicate_tables(page: _Page, t: pd.DataFrame, pairs: pd.DataFrame, has_folds: bool) -> None:
+    """Label conflicts, pairs across folds and pairs within a class, each a section with thumbnails."""
+    for title, sel, msg in (
+        ("Label conflicts: same image, different classes", ~pairs["same_label"],
+         "one of each pair is probably mislabelled, or the classes overlap"),
+        ("Across folds: leakage that inflates CV", pairs["cross_fold"],
+         ("the same image is trained on in one fold and scored in another; group them (data.group_col) "
+          "or drop one")),
+        ("Within a class", pairs["same_label"], "copies add weight to one image; usually drop one"),
+    ):
+        p = pairs[sel]
+        sub = page.rep.section(title, "dup-" + title.split(":")[0].lower().replace(" ", "-"))
+        if title.startswith("Across") and not has_folds:
+            sub.note("no folds file yet: run `comp folds`, then `comp eda` again")
+            continue
+        if p.empty:
+            sub.note("none found", "ok")
+            continue
+        sub.note(f"{len(p):,} pairs — {msg}", "bad" if not title.startswith("Within") else "note")
+        sub.table([_pair_row(t, r, page.thumbs) for r in p.head(SHOW_PAIRS).itertuples(index=False)])
+        if len(p) > SHOW_PAIRS:
+            sub.p(f"showing {SHOW_PAIRS} of {len(p):,}; all are in duplicates.csv")
+
+
+def _problems_section(page: _Page, check: CheckReport) -> None:
+    """What ``comp check`` found (its check.csv is already in the folder)."""
+    sec = page.rep.section("Problems found by comp check", "problems")
+    probs = check.problems
+    if probs.empty:
+        sec.note(f"no problems in {check.n_rows:,} rows and {check.n_images:,} images", "ok")
+    else:
+        sec.note(f"{len(probs):,} problem rows: fix them, or train with --skip-bad to leave them out", "bad")
+        sec.table([{"problem": k, "rows": v, "meaning": PROBLEMS.get(k, "")} for k, v in check.summary.items()])
+        sec.table(probs.rename(columns={"id": page.cfg.data.id_col}), max_rows=200)
+    sec.link("check.csv", "all problems: check.csv")
+
+
+def _overview(ov: Section, s: _Scanned, f: _Found, near_threshold: int, secs: float) -> None:
+    """The overview table at the top of the page (filled last: it repeats what the sections found)."""
+    pairs, mean, std = f.pairs, f.mean, f.std
+    ov.table([
+        {"what": "train rows", "value": f"{s.n:,}"},
+        {"what": "classes", "value": f"{len(f.classes):,} (largest/smallest {f.ratio:.1f}x)"},
+        {"what": "test images", "value": f"{f.n_test:,}" if f.n_test else "not found"},
+        {"what": "problem rows (comp check)", "value": f"{f.n_bad:,}"},
+        {"what": "exact duplicate pairs", "value": f"{int((pairs['kind'] == 'exact').sum()):,}"},
+        {"what": f"near duplicate pairs (phash <= {near_threshold} bits)",
+         "value": f"{int((pairs['kind'] == 'near').sum()):,}"},
+        {"what": "label conflicts (duplicates across classes)", "value": f"{int((~pairs['same_label']).sum()):,}"},
+        {"what": "duplicates across folds", "value": f"{int(pairs['cross_fold'].sum()):,}" if f.has_folds else
+         "no folds yet"},
+        {"what": "pixel mean / std (RGB, 0-1)", "value": (
+            f"{[round(float(m), 3) for m in mean]} / {[round(float(x), 3) for x in std]}" if mean else "n/a")},
+        {"what": "read", "value": f"headers of all files; hashes of {s.n_hashed:,}; full pixels of {s.n_pix:,}"},
+        {"what": "time", "value": f"{secs:.1f} s"},
+    ])
+    if f.n_bad:
+        ov.note(f"{f.n_bad:,} problem rows: see Problems below", "bad")
+
+
+def _write_tables(page: _Page, s: _Scanned, f: _Found, near_threshold: int, secs: float) -> None:
+    """summary.json (the overview's numbers) and images.csv (one row per train image, with its scan)."""
+    pairs, t = f.pairs, s.t
+    summary = {
+        "train_rows": s.n, "classes": len(f.classes), "class_counts": {str(k): int(v) for k, v in f.counts.items()},
+        "problem_rows": f.n_bad, "hashed_images": s.n_hashed, "pixel_sample": s.n_pix,
+        "pixel_mean": [float(m) for m in f.mean] if f.mean else None,
+        "pixel_std": [float(x) for x in f.std] if f.std else None,
+        "exact_pairs": int((pairs["kind"] == "exact").sum()), "near_pairs": int((pairs["kind"] == "near").sum()),
+        "label_conflicts": int((~pairs["same_label"]).sum()),
+        "cross_fold_pairs": int(pairs["cross_fold"].sum()) if f.has_folds else None,
+        "outliers": int(t["outlier"].sum()), "near_threshold": near_threshold, "seconds": round(secs, 2),
+    }
+    write_text(page.tmp / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+    imgs = t.drop(columns=["path", "exact_key"]).assign(
+        phash=t["phash"].map(lambda h: f"{int(h):016x}" if pd.notna(h) else ""))
+    write_csv(page.tmp / "images.csv", imgs.rename(columns={"id": page.cfg.data.id_col}))
 
 
 def _file_sha1(path: str) -> str | None:
