@@ -59,6 +59,11 @@ def _saved_models(run: Path, prefix: str, finished: bool = False) -> list[tuple[
     return sorted(out, key=lambda x: x[0])
 
 
+def saved_fold_models(run: Path) -> list[FoldModel]:
+    """Every fold of a run that has a saved model (model.safetensors + model.json), by fold; [] when none has."""
+    return [FoldModel(k, f, meta) for k, f, meta in _saved_models(run, "fold_")]
+
+
 def check_same_classes(models: Sequence[FoldModel]) -> None:
     """Models averaged together must predict the same classes, in the same order."""
     classes = list(models[0].meta["classes"])
@@ -69,7 +74,7 @@ def check_same_classes(models: Sequence[FoldModel]) -> None:
 
 def find_fold_models(run: Path, expected: Sequence[int] | None = None) -> list[FoldModel]:
     """The fold models of a run, sorted by fold; all of ``expected`` must be there and agree on the classes."""
-    models = [FoldModel(k, f, meta) for k, f, meta in _saved_models(run, "fold_")]
+    models = saved_fold_models(run)
     exp = run.name
     if not models:
         raise DataError(f"{run}: no fold models (fold_k/model.safetensors); train them: "

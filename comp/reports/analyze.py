@@ -16,7 +16,6 @@ raw (:func:`comp.report.safe_name`).
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from comp import runs
 from comp.config import Config
 from comp.data.competition import DataError, load_train
 from comp.files import write_csv, write_text
+from comp.infer.models import FoldModel, load_model, saved_fold_models
 from comp.reports.page import (
     Img,
     Report,
@@ -64,15 +64,9 @@ def read_run_oof(cfg: Config, run: Path) -> tuple[pd.DataFrame, str]:
     return oof, f"{path} is not written yet (not every fold is done): analysing the finished folds ({folds})"
 
 
-def fold_models(run: Path) -> dict[int, tuple[Path, dict]]:
-    """fold -> (model.safetensors, its metadata) for every fold with a saved model."""
-    out = {}
-    for f in sorted(run.glob("fold_*/model.safetensors")):
-        k = f.parent.name[5:]
-        meta = f.with_suffix(".json")
-        if k.isdigit() and meta.exists():
-            out[int(k)] = (f, json.loads(meta.read_text(encoding="utf-8")))
-    return out
+def fold_models(run: Path) -> dict[int, FoldModel]:
+    """fold -> its trained model, for every fold with a saved model (comp.infer.models' scan)."""
+    return {m.fold: m for m in saved_fold_models(run)}
 
 
 def oof_arrays(cfg: Config, oof: pd.DataFrame, classes: list[str] | None) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -152,17 +146,6 @@ def curves_figure(metrics: dict[int, pd.DataFrame], path: Path) -> Path:
 # ---------------------------------------------------------------- Grad-CAM
 
 
-def _load_fold_model(cfg: Config, path: Path, meta: dict):
-    from comp.train.model import create_model, load_checkpoint
-
-    mcfg = copy.deepcopy(cfg)
-    mcfg.model.name = meta.get("model_name", cfg.model.name)
-    mcfg.model.pretrained, mcfg.model.pretrained_file = False, None  # the fold's own weights replace them
-    model = create_model(mcfg, len(meta["classes"]))
-    load_checkpoint(path, model)
-    return model.eval()
-
-
 def _input_batch(paths: list[str], meta: dict, cfg: Config):
     """uint8 model inputs (N, S, S, 3) as the fold saw them, and the normalised tensor."""
     from comp.data.dataset import to_tensor_batch
@@ -203,8 +186,8 @@ def make_cams(cfg: Config, models: dict, rows: pd.DataFrame, out: Path, echo: Ca
         if fold not in models:
             notes.append(f"fold {fold}: no model.safetensors, so no Grad-CAM for its {len(grp)} images")
             continue
-        path, meta = models[fold]
-        model = _load_fold_model(cfg, path, meta)
+        meta = models[fold].meta
+        model = load_model(cfg, models[fold], torch.device("cpu"))
         s = meta.get("input_size", 224)
         layer, name = find_target_layer(model, int(s[-1] if isinstance(s, (list, tuple)) else s))
         if layer is None:
@@ -257,7 +240,7 @@ def run_analyze(
     out = Path(out or Path("reports") / exp)
     oof, oof_note = read_run_oof(cfg, run)
     models = fold_models(run)
-    meta0 = next(iter(models.values()))[1] if models else {}
+    meta0 = next(iter(models.values())).meta if models else {}
     o = _read_oof(cfg, oof, meta0.get("classes"))
     folds_seen = sorted(oof["fold"].astype(int).unique().tolist())
     echo(f"analyze: {exp}: {len(oof):,} OOF rows, {o.k} classes, folds {folds_seen} -> {out}")

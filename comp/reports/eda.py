@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from comp.data.check import PROBLEMS, CheckReport, run_check
 from comp.config import Config
 from comp.console import progress_bar
+from comp.data.check import PROBLEMS, CheckReport, run_check
 from comp.data.competition import DataError, class_names, load_test, load_train, read_folds
 from comp.files import write_csv, write_text
 from comp.reports.page import Img, Report, Section, pyplot, report_dir, save_figure, thumb_src

@@ -120,7 +120,7 @@ def run_relabel(
                               f"to write it again, or --out to write elsewhere")
     oof, _ = read_run_oof(cfg, run)
     models = fold_models(run)
-    meta0 = next(iter(models.values()))[1] if models else {}
+    meta0 = next(iter(models.values())).meta if models else {}
     classes, y, probs = oof_arrays(cfg, oof, meta0.get("classes"))
     d = cfg.data
     s = find_suspects(y, probs)
