@@ -79,6 +79,8 @@ def test_data_relabel_changes_training_targets_only(workdir, competition):
     # A real (tiny) run with it: the OOF still holds every row once, with its given label.
     cfg = load_config(workdir / "comp.yaml", exp="clean", overrides=[
         "model.name=test_resnet", "input.size=32", "train.epochs=1", "train.batch_size=64"])
+    with pytest.raises(ConfigError, match=r"data.relabel is set, but no source for it was given"):
+        train_folds(cfg, **QUIET)  # a technique is never silently left out of training
     train_folds(cfg, **QUIET, sources=sources(cfg))
     oof = pd.read_csv(workdir / "runs" / "clean" / "oof.csv", dtype=str).set_index("image_id")
     assert len(oof) == len(train)

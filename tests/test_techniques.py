@@ -23,12 +23,18 @@ from comp.data.competition import DataError
 from comp.data.folds import make_folds
 from comp.infer.ensemble import ensemble
 from comp.infer.predict import predict
+from comp.techniques import sources
 from comp.techniques.pseudo import make_pseudo
-from comp.train.loop import train_folds
+from comp.train.loop import train_folds as train_plain
 
 QUIET = {"echo": lambda s: None}
 RECIPE = ["model.name=test_resnet", "input.size=32", "augment.preset=none", "train.batch_size=32",
           "train.lr=0.01"]
+
+
+def train_folds(cfg, *args, **kwargs):
+    """train_folds with the config's techniques plugged in, as `comp train` runs it."""
+    return train_plain(cfg, *args, sources=sources(cfg), **kwargs)
 
 
 def _cfg(workdir, exp, *extra):
