@@ -7,8 +7,10 @@
 
 Input: upload, webcam and clipboard paste (one Image component). Output: the top-k classes with probabilities
 (a Label), the Grad-CAM of the top class from the fold model the blend weighs most, and a status line. The
-upload reaches comp's own loader untouched (Gradio does not decode it), so a corrupt file or a decompression
-bomb gets the message ``comp check`` would give, in the page, and the server carries on.
+upload reaches comp's own checks untouched (Gradio does not decode it; :mod:`comp.serve.uploads`: extension,
+format, pixel cap from the header), so a corrupt file or a decompression bomb gets a one-line message in the
+page, and the server carries on. Beyond loopback (or with a share link) the app needs a login (``auth``);
+the queue is bounded, temporary files are deleted (``delete_cache``), errors reach clients without tracebacks.
 
 Offline by construction: analytics off (``GRADIO_ANALYTICS_ENABLED=False``, set before gradio is imported),
 system fonts (no font files at all), Gradio's own frontend served from its package, no share link unless
