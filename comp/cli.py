@@ -519,11 +519,22 @@ def serve_errors(f):
 @click.option("--exp", "exps", multiple=True, required=True,
               help="experiment (repeatable: blended with their submissions/ledger.csv weights)")
 @click.option("--port", default=7860, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 to let other machines in")
-@click.option("--share/--no-share", default=False, show_default=True, help="a public gradio.live link (needs internet)")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="0.0.0.0 to let other machines in (needs --auth)")
+@click.option("--share/--no-share", default=False, show_default=True,
+              help="a public gradio.live link (needs internet and --auth)")
+@click.option("--auth", envvar="COMP_APP_AUTH", default=None, metavar="USER:PASSWORD",
+              help="Gradio's login page in front of the app (or env COMP_APP_AUTH); required beyond loopback")
+@click.option("--max-pixels", default=25_000_000, show_default=True,
+              help="larger uploads are refused from their header, before decoding")
+@click.option("--examples/--no-examples", default=True, show_default=True,
+              help="show test images and the OOF's confidently wrong training images (competition data)")
+@click.option("--queue-size", default=16, show_default=True, help="requests waiting beyond this are refused")
+@click.option("--cache-ttl", default=3600, show_default=True,
+              help="seconds uploads and Grad-CAM files are kept on the server")
 @click.option("--top-k", default=5, show_default=True, help="classes shown")
 @serve_errors
-def app(config_path, exps, port, host, share, top_k):
+def app(config_path, exps, port, host, share, auth, max_pixels, examples, queue_size, cache_ttl, top_k):
     """Serve a Gradio app of EXP's fold ensemble: upload/webcam/paste -> top-k, Grad-CAM, examples, info.
 
     Models are loaded once; the page works offline (analytics off, no CDN).
@@ -531,10 +542,12 @@ def app(config_path, exps, port, host, share, top_k):
     \b
     comp app --exp base                       # http://127.0.0.1:7860
     comp app --exp base --exp big --port 8080 # a blend, with the ledger's weights
+    COMP_APP_AUTH=me:secret comp app --exp base --host 0.0.0.0 --no-examples
     """
     from comp.serve.app import serve
 
-    serve(config_path, list(exps), host=host, port=port, share=share, top_k=top_k, echo=click.echo)
+    serve(config_path, list(exps), host=host, port=port, share=share, top_k=top_k, echo=click.echo, auth=auth,
+          max_pixels=max_pixels, examples=examples, queue_size=queue_size, cache_ttl=cache_ttl)
 
 
 @cli.command()

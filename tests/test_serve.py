@@ -165,10 +165,12 @@ def test_app_library_vit_skips_gradcam_with_a_note_and_blends_with_ledger_weight
 
 @pytest.fixture(scope="module")
 def app_server(run):
-    """`comp app --exp base` in its own process on 127.0.0.1:<free port>; stopped at the end."""
+    """`comp app --exp base` in its own process on 127.0.0.1:<free port>, its Gradio files in
+    run["gradio_tmp"]; stopped at the end."""
     from comp.serve.server import AppServer
 
-    with AppServer(["base"], cwd=run["work"]) as url:
+    run["gradio_tmp"] = run["work"] / "gradio-tmp"
+    with AppServer(["base"], cwd=run["work"], env={"GRADIO_TEMP_DIR": str(run["gradio_tmp"])}) as url:
         yield url
 
 
@@ -200,6 +202,193 @@ def test_app_server_matches_comp_predict_and_survives_bad_uploads(run, app_serve
     assert label["label"] == test.iloc[0, 1:].astype(float).idxmax()
 
 
+def call_predict(url: str, filedata: dict, cookies=None) -> tuple[str, object]:
+    """POST /gradio_api/call/predict with one raw FileData; (SSE event name, its data)."""
+    import httpx
+
+    r = httpx.post(f"{url}gradio_api/call/predict", json={"data": [filedata]}, cookies=cookies, timeout=30)
+    r.raise_for_status()
+    with httpx.stream("GET", f"{url}gradio_api/call/predict/{r.json()['event_id']}", cookies=cookies,
+                      timeout=120) as res:
+        event = None
+        for line in res.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                return event, json.loads(line.split(":", 1)[1])
+    raise AssertionError("no result")
+
+
+def png_bytes(seed: int = 0, size: int = 32) -> bytes:
+    import io
+
+    from bad_images import pattern
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pattern(seed, size)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
+
+
+def test_app_data_url_is_named_by_comp_and_stays_in_the_upload_folder(run, app_server):
+    """The issue's hostile data URL: its MIME type would have made the name `<sha>./../../z` (a file z at the
+    root of Gradio's cache). Now the name is the sha1 of the bytes + the extension of the format found in them."""
+    import base64
+    import re
+
+
+    cache = run["gradio_tmp"]
+    before = files_under(cache.parent)
+    raw = png_bytes(7)
+    b64 = base64.b64encode(raw).decode()
+    # Gradio checks the path of a payload that carries its meta marker; an image payload without one reaches the
+    # component as it was sent (this is how the escape was done).
+    for payload in ({"path": None, "url": f"data:image//../../z;base64,{b64}"},
+                    {"url": f"data:image/svg+xml;base64,{b64}"},
+                    {"url": f"data:../../../../etc/x;base64,{b64}", "orig_name": "../x.png"}):
+        event, data = call_predict(app_server, payload)
+        assert event == "complete", data
+        assert re.match(r"[0-9a-f]{20}\.png, 32x32: \*\*", data[2]), data[2]  # its own bytes, predicted
+    new = files_under(cache.parent) - before
+    assert not (cache / "z").exists() and not any(p.name == "z" or p.name.startswith("x") for p in new), new
+    decoded = [p for p in new if p.parent.name == "comp-app"]
+    assert [p.name for p in decoded] == [f"{__import__('hashlib').sha1(raw).hexdigest()[:20]}.png"]
+    assert all(p.is_relative_to(cache) for p in new), new  # Grad-CAM files and the decoded image, nothing else
+
+    # Not base64 / not an image comp reads / over the size cap: comp's message, nothing written.
+    secret = str(sorted((run["root"] / "train_images").iterdir())[0])  # any file on the server, named by the client
+    for payload, problem in (({"url": "data:image/png;base64,@@@@"}, "not_an_image"),
+                             ({"url": "data:image/png;base64," + base64.b64encode(b"%!PS-Adobe-3.0 EPSF").decode()},
+                              "not_allowed"),
+                             ({"path": secret}, "not_allowed"), ({"path": f"{cache}/../data/x.png"}, "not_allowed")):
+        event, data = call_predict(app_server, payload)
+        text = json.dumps(data)
+        assert event == "error" and problem in text and "Traceback" not in text and str(cache) not in text, text
+    assert files_under(cache.parent) - before == new
+
+    # The encoded length is measured before decoding.
+    from comp.data.images import ImageProblem
+    from comp.serve.uploads import save_data_url
+
+    with pytest.raises(ImageProblem, match="too_large"):
+        save_data_url("data:image/png;base64," + base64.b64encode(b"x" * 3000).decode(), cache / "t", 2000)
+    assert not (cache / "t").exists()
+
+
+def test_app_refuses_a_9000px_upload_from_its_header_and_keeps_serving(run, app_server, tmp_path):
+    from bad_images import save_huge_png
+    from gradio_client import Client, handle_file
+
+    huge = tmp_path / "huge9000.png"
+    save_huge_png(huge, side=9000)  # 81 MP: under training's 89 MP, over the app's 25 MP; ~10 kB on disk
+    assert huge.stat().st_size < 100_000
+    client = Client(app_server, verbose=False)
+    job = client.submit(handle_file(str(huge)), api_name="/predict")
+    test = run["test"]
+    path = run["root"] / "test_images" / f"{test['image_id'][2]}.png"
+    label, _, _ = client.predict(handle_file(str(path)), api_name="/predict")
+    assert label["label"] == test.iloc[2, 1:].astype(float).idxmax()
+    label, cam, status = job.result(timeout=120)
+    assert not label and cam is None
+    assert "too_large" in status and "81,000,000 pixels" in status and "--max-pixels 25,000,000" in status, status
+
+
+def test_app_refuses_to_face_a_network_without_auth(tmp_path, monkeypatch):
+    """Refused before any model is loaded (there is no comp.yaml here), naming --auth."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("COMP_APP_AUTH", raising=False)
+    for args in (["--host", "0.0.0.0"], ["--share"], ["--host", "192.168.1.5", "--share"]):
+        res = CliRunner().invoke(cli, ["app", "--exp", "base", *args])
+        assert res.exit_code == 1 and "--auth" in res.output and "Traceback" not in res.output, res.output
+    res = CliRunner().invoke(cli, ["app", "--exp", "base", "--auth", "nopassword"])
+    assert res.exit_code == 1 and "user:password" in res.output, res.output
+    from comp.serve.app import check_exposure, is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
+    check_exposure("0.0.0.0", True, ("u", "p"))  # with a login: allowed
+
+
+def test_app_errors_reach_the_client_without_paths_or_tracebacks():
+    import gradio as gr
+
+    from comp.data.competition import DataError
+    from comp.serve.app import guarded
+
+    def boom(path):
+        raise (DataError if path == "user" else KeyError)(f"/home/me/comp/secret/train.csv row 3: {path}")
+
+    for arg, shown in (("user", "train.csv row 3: user"), ("bug", "KeyError")):
+        with pytest.raises(gr.Error) as e:
+            guarded(boom)(arg)
+        assert shown in e.value.message and "/home/me" not in e.value.message, e.value.message
+
+
+@pytest.fixture(scope="module")
+def login_server(run):
+    """`COMP_APP_AUTH=ann:s3cret comp app --exp base --no-examples --cache-ttl 8 --queue-size 3` (a shorter TTL
+    could delete an upload before a loaded machine predicts it)."""
+    from comp.serve.server import AppServer
+
+    tmp = run["work"] / "gradio-login"
+    with AppServer(["base"], cwd=run["work"], args=["--no-examples", "--cache-ttl", "8", "--queue-size", "3"],
+                   env={"COMP_APP_AUTH": "ann:s3cret", "GRADIO_TEMP_DIR": str(tmp)},
+                   log=run["work"] / "app-login.log") as url:
+        yield url, tmp
+
+
+def test_app_login_refuses_anonymous_clients_hides_examples_and_deletes_its_files(run, login_server):
+    import time
+    import urllib.error
+    import urllib.request
+
+    from gradio_client import Client, handle_file
+
+    url, tmp = login_server
+    for path, data in (("config", None), ("gradio_api/info", None), ("gradio_api/call/predict", b'{"data": [null]}')):
+        req = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 401, (path, e.value.code)
+    with pytest.raises(Exception):  # noqa: B017 - gradio_client cannot read the config without a login
+        Client(url, verbose=False)
+
+    client = Client(url, auth=("ann", "s3cret"), verbose=False)
+    test = run["test"]
+    path = run["root"] / "test_images" / f"{test['image_id'][3]}.png"
+    label, cam, status = client.predict(handle_file(str(path)), api_name="/predict")
+    assert label.get("label") == test.iloc[3, 1:].astype(float).idxmax() and "Grad-CAM of" in status, status
+
+    config = json.dumps(client.config)
+    assert client.config["show_error"] is False
+    assert "_tr_" not in config and "test images" not in config and "OOF mistakes" not in config
+    assert not any(f"{i}.png" in config for i in test["image_id"])
+
+    # The upload and the Grad-CAM file are on the server, then deleted (--cache-ttl 8).
+    assert {p.suffix for p in files_under(tmp)} >= {".png"}
+    deadline = time.monotonic() + 60
+    while files_under(tmp) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not files_under(tmp), files_under(tmp)
+
+    # A bounded queue: beyond --queue-size 3 waiting requests, the server says so at once.
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=30) as http:
+        assert http.post("login", data={"username": "ann", "password": "s3cret"}).status_code == 200
+        with open(path, "rb") as f:
+            upload = http.post("gradio_api/upload", files={"files": ("a.png", f)}).json()[0]
+        body = {"data": [{"path": upload, "meta": {"_type": "gradio.FileData"}}]}
+        codes = [http.post("gradio_api/call/predict", json=body) for _ in range(10)]
+    full = [r for r in codes if r.status_code != 200]
+    assert full and all("Queue is full" in r.text for r in full), [(r.status_code, r.text) for r in codes]
+    assert sum(r.status_code == 200 for r in codes) >= 3
+
+
 # ---------------------------------------------------------------- the page in headless Chromium, offline
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
@@ -211,13 +400,13 @@ OFFLINE_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--window-size=1280,1600", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 
 
-def offline_chromium(profile: Path):
+def offline_chromium(profile: Path, extra_flags: list[str] = ()):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for f in OFFLINE_FLAGS:
+    for f in [*OFFLINE_FLAGS, *extra_flags]:
         opts.add_argument(f)
     opts.add_argument(f"--user-data-dir={profile}")
     opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
@@ -277,3 +466,53 @@ def test_app_page_loads_offline_and_predicts_an_upload(run, app_server, tmp_path
         assert not outside, f"the page fetched from outside loopback: {outside[:5]}"
     finally:
         driver.quit()
+
+
+@pytest.mark.browser
+def test_app_webcam_frame_in_headless_chromium_matches_the_ensemble_on_the_saved_frame(in_run, app_server, tmp_path):
+    """Chromium's fake camera (a moving test pattern), the page's own webcam button and capture button: the frame
+    is uploaded and predicted, and the page's probabilities equal the Ensemble's on the file the server saved."""
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("needs Debian packages chromium and chromium-driver (.ci/run installs them)")
+    import re
+    import urllib.parse
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from comp.data.images import load_rgb
+    from comp.serve.ensemble import Ensemble
+
+    driver = offline_chromium(tmp_path / "profile", ["--use-fake-device-for-media-stream",
+                                                     "--use-fake-ui-for-media-stream"])
+    try:
+        driver.get(app_server)
+        wait = WebDriverWait(driver, 60, poll_frequency=0.25)
+        buttons = "#input-image button"
+        wait.until(lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, buttons)
+                              if b.get_attribute("aria-label") == "Capture from camera"])[0].click()
+        wait.until(lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, buttons)
+                              if "Access Webcam" in b.text])[0].click()
+        wait.until(lambda d: d.execute_script(
+            "const v = document.querySelector('#input-image video'); return v && v.readyState >= 2"))
+        driver.find_element(By.CSS_SELECTOR, "#input-image button[aria-label='capture photo']").click()
+        wait.until(lambda d: "image.png" in d.find_element(By.ID, "status").text
+                   and "Grad-CAM of" in d.find_element(By.ID, "status").text)
+        status = driver.find_element(By.ID, "status").text
+        shown = driver.execute_script("return Array.from(document.querySelectorAll('#prediction meter'))"
+                                      ".map(m => [m.getAttribute('aria-label'), m.value])")
+        src = driver.find_element(By.CSS_SELECTOR, "#input-image img").get_attribute("src")
+    finally:
+        driver.quit()
+    frame = Path(urllib.parse.unquote(src.split("file=", 1)[1]))
+    assert frame.is_relative_to(in_run["gradio_tmp"]) and frame.is_file(), src
+    rgb = load_rgb(frame)
+    assert rgb.shape[0] >= 120 and rgb.std() > 1  # a real frame of the test pattern, not a blank
+    probs = Ensemble.load("comp.yaml", ["base"]).predict(rgb)
+    expected = {c: float(p) for c, p in zip(in_run["classes"], probs)}
+    assert len(shown) == 5, shown
+    for cls, p in shown:
+        assert abs(p - expected[cls]) <= 1e-4, (cls, p, expected[cls])
+    top = max(expected, key=expected.get)
+    said = re.search(rf"image\.png, \d+x\d+: {re.escape(top)} \((\d\.\d+)\)", status)
+    assert shown[0][0] == top and said and abs(float(said.group(1)) - expected[top]) <= 1e-4, status

@@ -7,8 +7,10 @@
 
 Input: upload, webcam and clipboard paste (one Image component). Output: the top-k classes with probabilities
 (a Label), the Grad-CAM of the top class from the fold model the blend weighs most, and a status line. The
-upload reaches comp's own loader untouched (Gradio does not decode it), so a corrupt file or a decompression
-bomb gets the message ``comp check`` would give, in the page, and the server carries on.
+upload reaches comp's own checks untouched (Gradio does not decode it; :mod:`comp.serve.uploads`: extension,
+format, pixel cap from the header), so a corrupt file or a decompression bomb gets a one-line message in the
+page, and the server carries on. Beyond loopback (or with a share link) the app needs a login (``auth``);
+the queue is bounded, temporary files are deleted (``delete_cache``), errors reach clients without tracebacks.
 
 Offline by construction: analytics off (``GRADIO_ANALYTICS_ENABLED=False``, set before gradio is imported),
 system fonts (no font files at all), Gradio's own frontend served from its package, no share link unless
@@ -17,12 +19,12 @@ asked for.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
+import ipaddress
 import os
 import shutil
+import sys
 import tempfile
+import traceback
 import types
 from pathlib import Path
 
@@ -30,9 +32,17 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import numpy as np  # noqa: E402
 
+from comp.data.competition import DataError  # noqa: E402
 from comp.data.images import ImageProblem  # noqa: E402
 from comp.serve import require  # noqa: E402
 from comp.serve.ensemble import Ensemble  # noqa: E402
+from comp.serve.uploads import (  # noqa: E402
+    DATA_URL_FOLDER,
+    DEFAULT_MAX_PIXELS,
+    guard_pillow,
+    load_upload,
+    save_data_url,
+)
 
 TOP_K = 5
 N_TEST_EXAMPLES = 8
@@ -44,6 +54,9 @@ CSS = """
 #input-image img, #gradcam img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 """
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Consolas", "monospace"]
+QUEUE_SIZE = 16  # requests waiting for the model beyond this are refused ("queue is full")
+CACHE_TTL = 3600  # seconds an upload or a Grad-CAM file is kept (delete_cache)
+AUTH_ENV = "COMP_APP_AUTH"
 
 
 def theme():
@@ -54,20 +67,28 @@ def theme():
 
 
 def _raw_preprocess(self, payload):
-    """The uploaded file's path, not opened: comp's loader decides what a usable image is."""
+    """The uploaded file's path, not opened: comp's loader decides what a usable image is.
+
+    Only a file inside the upload folder is handed on: Gradio checks that only for payloads that carry its
+    ``meta`` marker, and an image payload without one could name any file on the server. A webcam/paste data
+    URL is decoded (size-capped) into the upload folder under a name comp picks (the sha1 of its bytes and the
+    extension of the format found in them, never the client's MIME type); Gradio deletes it with the app's
+    other temporary files (``delete_cache``)."""
+    import gradio as gr
+
     if payload is None:
         return None
-    if payload.url and payload.url.startswith("data:"):  # webcam/paste sent as a data URL: its bytes, undecoded
-        header, _, data = payload.url.partition(",")
-        ext = header.split("/", 1)[1].split(";")[0] if "/" in header else "bin"
-        try:
-            raw = base64.b64decode(data, validate=False)
-        except (binascii.Error, ValueError):
-            raw = b""  # comp's loader reports it: empty_file
-        path = Path(self.GRADIO_CACHE) / "comp-app" / f"{hashlib.sha1(raw).hexdigest()[:20]}.{ext[:8]}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(raw)
-        return str(path)
+    cache = os.path.realpath(self.GRADIO_CACHE)
+    try:
+        if payload.url and payload.url.startswith("data:"):
+            path = save_data_url(payload.url, Path(cache) / DATA_URL_FOLDER)
+            self.temp_files.add(str(path))
+            return str(path)
+        if not payload.path or os.path.commonpath([cache, os.path.realpath(payload.path)]) != cache:
+            raise ImageProblem("not_allowed", f"{Path(payload.path or '').name or 'the file'} was not uploaded "
+                                              "to this app")
+    except ImageProblem as e:
+        raise gr.Error(f"Can't use this image ({e.problem}): {e.detail}", print_exception=False) from None
     return payload.path
 
 
@@ -85,15 +106,17 @@ def _image_component():
     return img
 
 
-def classify(ens: Ensemble, path: str | None, top_k: int = TOP_K) -> tuple[dict | None, np.ndarray | None, str]:
+def classify(ens: Ensemble, path: str | None, top_k: int = TOP_K, max_pixels: int = DEFAULT_MAX_PIXELS
+             ) -> tuple[dict | None, np.ndarray | None, str]:
     """(top-k {class: probability}, Grad-CAM overlay or None, status text) for one uploaded file.
 
-    Unusable files (as ``comp check`` sees them) give (None, None, a message) instead of an exception.
+    Unusable files (an extension or format comp does not read, over ``max_pixels`` by the header, corrupt) give
+    (None, None, a message) instead of an exception.
     """
     if not path:
         return None, None, "Upload an image, take one with the webcam, or paste one."
     try:
-        rgb = ens.load_image(path)
+        rgb = load_upload(path, min(max_pixels, ens.max_pixels))
     except ImageProblem as e:
         name = Path(path).name
         return None, None, f"**Can't use this image** ({e.problem}): {e.detail.replace(str(path), name)}"
@@ -104,10 +127,37 @@ def classify(ens: Ensemble, path: str | None, top_k: int = TOP_K) -> tuple[dict 
         try:
             heat, note = ens.grad_cam(rgb, int(order[0]))
         except Exception as e:  # noqa: BLE001 - the prediction stands without its picture
-            heat, note = None, f"Grad-CAM failed: {type(e).__name__}: {e}"
+            traceback.print_exc(file=sys.stderr)
+            heat, note = None, f"Grad-CAM failed ({type(e).__name__}; the server's log has the details)"
     h, w = rgb.shape[:2]
-    return label, heat, (f"{Path(path).name}, {w}x{h}: **{ens.classes[order[0]]}** ({probs[order[0]]:.3f}). "
+    return label, heat, (f"{Path(path).name}, {w}x{h}: **{ens.classes[order[0]]}** ({probs[order[0]]:.6f}). "
                          f"{note}")
+
+
+def guarded(fn):
+    """``fn`` whose failures reach the client as comp's one-line message (gr.Error), never as traceback text or
+    a server path: a user error (DataError) by its message with paths cut to file names, anything else by its
+    type only; the traceback goes to the server's log."""
+    import gradio as gr
+
+    def call(*args):
+        try:
+            return fn(*args)
+        except gr.Error:
+            raise
+        except DataError as e:
+            raise gr.Error(scrub(str(e)), print_exception=False) from None
+        except Exception as e:  # noqa: BLE001 - logged here, summarised there
+            traceback.print_exc(file=sys.stderr)
+            raise gr.Error(f"the app failed on this request ({type(e).__name__}); the server's log has the "
+                           "details", print_exception=False) from None
+
+    return call
+
+
+def scrub(text: str) -> str:
+    """``text`` with every absolute path replaced by its file name."""
+    return " ".join(Path(w).name if w.startswith("/") and len(w) > 1 else w for w in text.split(" "))
 
 
 def info_markdown(ens: Ensemble) -> str:
@@ -185,14 +235,20 @@ def example_images(ens: Ensemble, n_test: int = N_TEST_EXAMPLES, n_mistakes: int
     return test, mistakes
 
 
-def build_app(ens: Ensemble, top_k: int = TOP_K, examples: bool = True, title: str | None = None):
-    """The Gradio Blocks of the app for ``ens`` (not launched)."""
+def build_app(ens: Ensemble, top_k: int = TOP_K, examples: bool = True, title: str | None = None,
+              max_pixels: int = DEFAULT_MAX_PIXELS, cache_ttl: int = CACHE_TTL):
+    """The Gradio Blocks of the app for ``ens`` (not launched).
+
+    ``examples=False`` leaves the competition's images (test images, OOF mistakes with their labels) out of the
+    page. Uploads, decoded webcam/paste images and Grad-CAM files are deleted ``cache_ttl`` seconds after they
+    were written (and all of them when the server stops)."""
     require("gradio")
     import gradio as gr
 
     exps = ", ".join(m.exp for m in ens.members)
     title = title or f"comp — {exps}"
-    with gr.Blocks(title=title, analytics_enabled=False) as blocks:
+    ttl = max(1, int(cache_ttl))
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(max(1, min(ttl, 60)), ttl)) as blocks:
         gr.Markdown(f"# {title}\nDrop an image, take one with the webcam, or paste one; the fold ensemble "
                     f"({sum(len(m.folds) for m in ens.members)} model(s)) predicts it with its TTA views.")
         with gr.Row():
@@ -209,8 +265,9 @@ def build_app(ens: Ensemble, top_k: int = TOP_K, examples: bool = True, title: s
         if layer is None:
             gr.Markdown(f"*Grad-CAM skipped for this model: {why}* (as in `comp analyze`).", elem_id="cam-note")
 
+        @guarded
         def run(path):
-            return classify(ens, path, top_k)
+            return classify(ens, path, top_k, max_pixels)
 
         # One queue for every trigger: the models (and Grad-CAM's hooks on them) serve one image at a time.
         io = dict(fn=run, inputs=image, outputs=[label, cam, status], concurrency_id="model", concurrency_limit=1)
@@ -235,22 +292,64 @@ def build_app(ens: Ensemble, top_k: int = TOP_K, examples: bool = True, title: s
     return blocks
 
 
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    """``user:password`` (from --auth or COMP_APP_AUTH) as a pair; None when not given."""
+    if text is None or text == "":
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise DataError(f"--auth (or {AUTH_ENV}) takes user:password, both non-empty")
+    return user, password
+
+
+def check_exposure(host: str, share: bool, auth) -> None:
+    """Refuse to serve beyond loopback (another --host, or --share) without a login."""
+    if auth:
+        return
+    if share:
+        raise DataError("--share puts the app on a public link: add --auth user:password "
+                        f"(or set {AUTH_ENV}), or serve on 127.0.0.1 without --share")
+    if not is_loopback(host):
+        raise DataError(f"--host {host} lets other machines in: add --auth user:password (or set {AUTH_ENV}), "
+                        "or serve on --host 127.0.0.1")
+
+
 def launch(blocks, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
-           block: bool = True, quiet: bool = False):
-    """Serve ``blocks`` (analytics off, system-font theme, no SSR); returns (app, local_url, share_url)."""
+           block: bool = True, quiet: bool = False, auth: tuple[str, str] | None = None,
+           queue_size: int = QUEUE_SIZE):
+    """Serve ``blocks`` (analytics off, system-font theme, no SSR, a bounded queue, errors without their
+    traceback, Gradio's login when ``auth`` is given); returns (app, local_url, share_url)."""
+    check_exposure(host, share, auth)
+    blocks.queue(max_size=max(1, int(queue_size)), default_concurrency_limit=1)
     return blocks.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
-                         theme=theme(), css=CSS, quiet=quiet, ssr_mode=False, show_error=True, footer_links=["api"],
-                         max_file_size="64mb")
+                         theme=theme(), css=CSS, quiet=quiet, ssr_mode=False, show_error=False,
+                         footer_links=["api"], max_file_size="64mb", auth=[auth] if auth else None)
 
 
 def serve(config_path: str, exps: list[str], host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-          top_k: int = TOP_K, echo=print) -> None:
+          top_k: int = TOP_K, echo=print, auth: str | tuple[str, str] | None = None,
+          max_pixels: int = DEFAULT_MAX_PIXELS, examples: bool = True, queue_size: int = QUEUE_SIZE,
+          cache_ttl: int = CACHE_TTL) -> None:
     """``comp app``: load the models once, build the page, serve it until interrupted."""
+    auth = parse_auth(auth) if isinstance(auth, str) or auth is None else auth
+    check_exposure(host, share, auth)  # before minutes of model loading
+    if max_pixels <= 0:
+        raise DataError(f"--max-pixels must be positive (got {max_pixels})")
     require("gradio")
+    guard_pillow(max_pixels)
     ens = Ensemble.load(config_path, exps)
     n = sum(len(m.folds) for m in ens.members)
     echo(f"app: {', '.join(m.exp for m in ens.members)}: {n} fold model(s) loaded on {ens.device}, "
          f"{len(ens.classes)} classes; weights: {ens.weight_source}")
-    blocks = build_app(ens, top_k=top_k)
-    echo(f"app: serving on http://{host}:{port} (Ctrl-C stops it)")
-    launch(blocks, host, port, share)
+    blocks = build_app(ens, top_k=top_k, examples=examples, max_pixels=max_pixels, cache_ttl=cache_ttl)
+    echo(f"app: serving on http://{host}:{port}" + (" (login required)" if auth else "") + " (Ctrl-C stops it)")
+    launch(blocks, host, port, share, auth=auth, queue_size=queue_size)

@@ -8,6 +8,7 @@ the README screenshot script.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,12 +24,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class AppServer:
-    """Start ``comp app --exp ...`` in ``cwd`` on ``host``:<free port>; ``__enter__`` returns its URL once it
-    answers (within ``start_timeout`` seconds), ``__exit__`` stops it (terminate, then kill)."""
+    """Start ``comp app --exp ... *args`` in ``cwd`` on ``host``:<free port> (``env`` added to the environment,
+    e.g. GRADIO_TEMP_DIR or COMP_APP_AUTH); ``__enter__`` returns its URL once it answers (within
+    ``start_timeout`` seconds), ``__exit__`` stops it (Ctrl-C, so Gradio deletes its files; then terminate, then
+    kill)."""
 
     def __init__(self, exps: list[str], cwd: str | Path = ".", config: str = "comp.yaml", host: str = "127.0.0.1",
-                 port: int | None = None, start_timeout: float = 120.0, log: str | Path | None = None):
+                 port: int | None = None, start_timeout: float = 120.0, log: str | Path | None = None,
+                 args: list[str] = (), env: dict | None = None):
         self.exps, self.cwd, self.config, self.host = list(exps), Path(cwd), config, host
+        self.args, self.env = list(args), dict(env or {})
         self.port = port or free_port(host)
         self.start_timeout = start_timeout
         self.log_path = Path(log) if log else self.cwd / "app.log"
@@ -45,7 +50,8 @@ class AppServer:
         cmd = [sys.executable, "-m", "comp", "app", "-c", self.config, "--host", self.host, "--port", str(self.port)]
         for e in self.exps:
             cmd += ["--exp", e]
-        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_ALBUMENTATIONS_UPDATE": "1"}
+        cmd += self.args
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_ALBUMENTATIONS_UPDATE": "1", **self.env}
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + self.start_timeout
@@ -69,12 +75,14 @@ class AppServer:
 
     def __exit__(self, *exc) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+            for stop, wait in ((lambda p: p.send_signal(signal.SIGINT), 15), (subprocess.Popen.terminate, 10),
+                               (subprocess.Popen.kill, 10)):
+                stop(self.proc)
+                try:
+                    self.proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
         if getattr(self, "_log", None) is not None:
             self._log.close()
             self._log = None
