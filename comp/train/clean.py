@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from comp import runs
-from comp.config import ConfigError
+from comp.config import ConfigError, check_exp_name
 from comp.train.state import STATE_DIRS, dir_bytes, human_bytes
 
 
@@ -28,7 +28,7 @@ class Item:
 
 
 def plan(exp: str, cache: bool = True, unfinished: bool = False) -> list[Item]:
-    rd = runs.run_dir(exp)
+    rd = runs.run_dir(check_exp_name(exp))
     if not rd.is_dir():
         raise ConfigError(f"--exp {exp}: {rd} does not exist (nothing to clean)")
     items = []
