@@ -42,6 +42,7 @@ class DataConfig:
     metric: Literal["macro_f1", "accuracy", "log_loss", "qwk", "roc_auc"] = "macro_f1"  # the competition's metric
     id_has_ext: bool = True  # ids carry their file extension (``a.png``) or not (``a`` + ``ext``)
     ext: str = ""  # appended to ids when id_has_ext is false
+    test_ext: Optional[str] = None  # appended to test ids when id_has_ext is false (None: ext; .jpg beside .png)
     max_pixels: int = 89_478_485  # larger images are refused as decompression bombs (Pillow's own limit)
     relabel: Optional[str] = None  # comp relabel's relabel.csv: accepted/dropped rows change TRAINING labels only
     pseudo: Optional[str] = None  # comp pseudo folder: fold k also trains on test rows its teacher fold k labelled
