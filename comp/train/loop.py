@@ -115,6 +115,10 @@ def _trackers(names: list[str]) -> list[str]:
             raise ConfigError(f"train.trackers: {n} is not installed (pip install {n}), or remove it from the list")
     if "wandb" in names:
         os.environ.setdefault("WANDB_MODE", "offline")  # no network: logs stay in ./wandb until `wandb sync`
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if "mlflow" in names and (uri.startswith("file:") or (uri and "://" not in uri)):
+        # A file store the user named: MLflow 3 refuses one unless told (it prefers a database it may not have).
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     return list(names)
 
 
