@@ -112,7 +112,8 @@ def append_csv_row(path: str | Path, row: dict) -> Path:
         return write_csv(path, new)
 
 
-def _fsync_tree(root: Path) -> None:
+def fsync_tree(root: str | Path) -> None:
+    """fsync every file and folder under ``root`` (before a folder is renamed into place)."""
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:
             fsync_path(Path(dirpath) / name)
@@ -127,7 +128,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

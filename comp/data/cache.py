@@ -34,7 +34,7 @@ from comp.console import progress_bar
 from comp.data.competition import DataError
 from comp.data.images import load_rgb
 from comp.data.preprocess import resize
-from comp.files import locked
+from comp.files import locked, write_text
 
 DEFAULT_CACHE_DIR = Path("runs/.cache")
 JOBS_ENV = "COMP_JOBS_PER_NODE"
@@ -189,7 +189,7 @@ def _build(out_file: Path, done: Path, shape: tuple, paths: list[str], mode: str
         arr.flush()
         del arr
         os.replace(tmp, out_file)
-        done.write_text(json.dumps({"n": shape[0], "size": shape[1], "mode": mode}))
+        write_text(done, json.dumps({"n": shape[0], "size": shape[1], "mode": mode}))
     except BaseException:
         tmp.unlink(missing_ok=True)  # a failed or interrupted decode leaves no GBs behind
         raise
