@@ -42,6 +42,7 @@ class DataConfig:
     metric: Literal["macro_f1", "accuracy", "log_loss", "qwk", "roc_auc"] = "macro_f1"  # the competition's metric
     id_has_ext: bool = True  # ids carry their file extension (``a.png``) or not (``a`` + ``ext``)
     ext: str = ""  # appended to ids when id_has_ext is false
+    test_ext: Optional[str] = None  # appended to test ids when id_has_ext is false (None: ext; .jpg beside .png)
     max_pixels: int = 89_478_485  # larger images are refused as decompression bombs (Pillow's own limit)
     relabel: Optional[str] = None  # comp relabel's relabel.csv: accepted/dropped rows change TRAINING labels only
     pseudo: Optional[str] = None  # comp pseudo folder: fold k also trains on test rows its teacher fold k labelled
@@ -301,6 +302,15 @@ def from_dict(values: dict, base_dir: str = ".", exp: Optional[str] = None) -> C
     return cfg
 
 
+def check_exp_name(name: str, option: str = "--exp") -> str:
+    """An experiment name is one folder name under runs/ (and configs/NAME.yaml): letters, digits, '-', '_' and
+    '.', not starting with '.' (so never '..', a path, or a hidden folder such as runs/.cache)."""
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or name.startswith("."):
+        raise ConfigError(f"{option} {name!r}: use letters, digits, '-', '_' and '.' only, not starting with '.' "
+                          f"(an experiment is a folder runs/NAME)")
+    return name
+
+
 def load_config(
     path: str | Path = "comp.yaml",
     exp: Optional[str] = None,
@@ -315,8 +325,7 @@ def load_config(
         values = {}
     base_dir = path.resolve().parent
     if exp:
-        if not exp.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise ConfigError(f"--exp {exp!r}: use letters, digits, '-', '_' and '.' only")
+        check_exp_name(exp)
         exp_file = base_dir / "configs" / f"{exp}.yaml"
         if exp_file.exists():
             exp_values = read_yaml(exp_file)

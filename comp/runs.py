@@ -260,7 +260,22 @@ def forget_oof_views(exp: str) -> None:
 def read_done(fd: Path) -> dict | None:
     """The done.json summary of a fold (or full-data run) folder, or None when it is not finished."""
     p = Path(fd) / "done.json"
-    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+    if not p.exists():
+        return None
+    return read_json_file(p, f"delete it and train {Path(fd).name} again (comp train --exp {Path(fd).parent.name} "
+                             f"... --overwrite)")
+
+
+def read_json_file(path: Path, fix: str) -> dict:
+    """A JSON object comp wrote (done.json, model.json); a damaged one is a ConfigError naming it and ``fix``."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is damaged (not valid JSON: {e}); comp writes it whole, so it was cut short or "
+                          f"edited outside comp: {fix}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} is damaged (a JSON object was expected, found {type(value).__name__}): {fix}")
+    return value
 
 
 def fold_done(exp: str, fold: int) -> dict | None:

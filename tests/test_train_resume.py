@@ -82,7 +82,7 @@ def test_resume_rewrites_outputs_lost_after_the_state_commit(folded):
 
 
 def test_nan_loss_stops_the_fold_and_keeps_the_last_good_state(folded, monkeypatch):
-    real = comp.train.create_loss
+    real = comp.train.loop.create_loss
     steps_per_epoch = 13  # 400 training images / batch 32
 
     def poisoned(t, counts=None):

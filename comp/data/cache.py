@@ -1,26 +1,45 @@
 """Decoded-image cache: every image is decoded and resized once into a uint8 array (N, S, S, 3).
 
-It lives in memory when it fits under ``memory_limit``, else in a memory-mapped file, so later epochs (and
+It lives in memory when it fits under the memory budget, else in a memory-mapped file, so later epochs (and
 prediction) decode nothing and datasets larger than memory still work. A finished cache file is reused by any
 later run with the same images, size and resize mode.
+
+The memory budget is a quarter of the memory this process may use (the smaller of the machine's RAM and the
+cgroup limit of a container or a cluster job, ``/sys/fs/cgroup/memory.max`` or v1's ``memory.limit_in_bytes``),
+divided by the jobs sharing the node: ``COMP_JOBS_PER_NODE`` (set by ``comp launch``'s jobs, or by hand when
+several comp runs share one machine), else 1.
+
+A disk cache is built once: under an exclusive ``fcntl.flock`` on ``<key>.build.lock`` (a second process waits,
+then reuses the file), after checking the free space, and its temp file is removed when the build fails. A
+process that builds or uses a cache file holds a shared lock on ``<key>.lock`` for as long as the array lives, so
+``comp clean`` (which needs it exclusively) skips it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import shutil
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
+from comp.config import ConfigError
 from comp.console import progress_bar
+from comp.data.competition import DataError
 from comp.data.images import load_rgb
 from comp.data.preprocess import resize
+from comp.files import locked, write_text
 
 DEFAULT_CACHE_DIR = Path("runs/.cache")
+JOBS_ENV = "COMP_JOBS_PER_NODE"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+SPARE_BYTES = 256 << 20  # free space left beside a new cache file
 
 
 def cache_key(paths: Sequence[str], size: int, mode: str) -> str:
@@ -35,6 +54,59 @@ def _decode(path: str, size: int, mode: str, max_pixels: int) -> np.ndarray:
     return resize(load_rgb(path, max_pixels), size, mode)
 
 
+def cgroup_memory_limit(root: Path = CGROUP_ROOT) -> int | None:
+    """The memory limit of this process's cgroup in bytes (v2 ``memory.max`` of its own cgroup or the root one,
+    else v1 ``memory/memory.limit_in_bytes``); None when there is none."""
+    root = Path(root)
+    candidates = []
+    try:  # cgroup v2: "0::/path/of/the/cgroup"
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                candidates.append(root / line[3:].lstrip("/") / "memory.max")
+    except OSError:
+        pass
+    candidates += [root / "memory.max", root / "memory" / "memory.limit_in_bytes"]
+    for path in candidates:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text == "max":
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            continue
+        return value if value < 1 << 60 else None  # v1 writes "unlimited" as a page-rounded 2**63
+    return None
+
+
+def jobs_per_node(jobs: int | None = None) -> int:
+    """Jobs sharing this node's memory: ``jobs``, else ``COMP_JOBS_PER_NODE``, else 1."""
+    if jobs is None:
+        raw = os.environ.get(JOBS_ENV, "").strip()
+        if not raw:
+            return 1
+        try:
+            jobs = int(raw)
+        except ValueError:
+            raise ConfigError(f"{JOBS_ENV}={raw!r}: expected a whole number of jobs sharing this node") from None
+    if jobs < 1:
+        raise ConfigError(f"{JOBS_ENV}/jobs={jobs}: expected at least 1 job per node")
+    return jobs
+
+
+def memory_budget(jobs: int | None = None, cgroup_root: Path = CGROUP_ROOT) -> int:
+    """Bytes an in-memory cache may take: a quarter of min(RAM, cgroup limit), shared by the node's jobs."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        ram = 16 << 30
+    limit = cgroup_memory_limit(cgroup_root)
+    usable = min(ram, limit) if limit else ram
+    return usable // 4 // jobs_per_node(jobs)
+
+
 def load_images(
     paths: Sequence[str],
     size: int,
@@ -46,48 +118,120 @@ def load_images(
     workers: Optional[int] = None,
     progress: bool = True,
     desc: str = "decode",
+    jobs: Optional[int] = None,
 ) -> np.ndarray:
     """uint8 array (N, size, size, 3) of ``paths`` decoded and resized once.
 
     cache: ``memory`` (an in-memory array), ``disk`` (memory-mapped file under cache_dir, reused across runs),
-    ``auto`` (memory when it fits under memory_limit, default a quarter of RAM, else disk), ``none`` (same as
-    memory, never written to disk).
+    ``auto`` (memory when it fits under memory_limit, default ``memory_budget(jobs)``, else disk), ``none`` (same
+    as memory, never written to disk).
     """
     paths = [str(p) for p in paths]
     n = len(paths)
     nbytes = n * size * size * 3
-    if memory_limit is None:
-        try:
-            memory_limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
-        except (ValueError, OSError):
-            memory_limit = 4 << 30
     if cache == "auto":
-        cache = "memory" if nbytes <= memory_limit else "disk"
-    out_file = None
-    if cache == "disk":
-        cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        key = cache_key(paths, size, mode)
-        out_file = cache_dir / f"{key}.u8"
-        done = cache_dir / f"{key}.json"
-        if out_file.exists() and done.exists():
-            return np.memmap(out_file, dtype=np.uint8, mode="r", shape=(n, size, size, 3))
-        tmp = cache_dir / f"{key}.u8.{os.getpid()}.tmp"  # concurrent jobs (comp launch) each write their own
-        arr = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, size, size, 3))
-    else:
-        arr = np.empty((n, size, size, 3), np.uint8)
+        cache = "memory" if nbytes <= (memory_limit if memory_limit is not None else memory_budget(jobs)) else "disk"
     workers = workers or min(8, os.cpu_count() or 1)
+    if cache == "disk":
+        return _disk_cache(paths, size, mode, max_pixels, Path(cache_dir or DEFAULT_CACHE_DIR), workers, progress,
+                           desc)
+    arr = np.empty((n, size, size, 3), np.uint8)
+    _fill(arr, paths, size, mode, max_pixels, workers, progress, desc)
+    return arr
 
+
+def _fill(arr: np.ndarray, paths: list[str], size: int, mode: str, max_pixels: int, workers: int, progress: bool,
+          desc: str) -> None:
     def work(i: int) -> None:
         arr[i] = _decode(paths[i], size, mode, max_pixels)
 
     # Threads: Pillow and OpenCV release the GIL while decoding and resizing.
     with ThreadPoolExecutor(workers) as pool:
-        list(progress_bar(pool.map(work, range(n), chunksize=64), total=n, desc=desc, enabled=progress))
-    if out_file is not None:
+        list(progress_bar(pool.map(work, range(len(paths)), chunksize=64), total=len(paths), desc=desc,
+                          enabled=progress))
+
+
+def _disk_cache(paths: list[str], size: int, mode: str, max_pixels: int, cache_dir: Path, workers: int,
+                progress: bool, desc: str) -> np.ndarray:
+    """The memory-mapped cache file of ``paths``, built once under ``<key>.build.lock``; the returned array holds
+    a shared lock on ``<key>.lock`` while it lives (``comp clean`` skips a cache in use)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = cache_key(paths, size, mode)
+    out_file, done = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
+    shape = (len(paths), size, size, 3)
+    fd = os.open(cache_dir / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # "in use" (users never block each other; comp clean can't take it)
+        if not (out_file.exists() and done.exists()):
+            with locked(cache_dir / f"{key}.build.lock"):  # one builder; the others wait, then find it done
+                if not (out_file.exists() and done.exists()):
+                    _build(out_file, done, shape, paths, mode, max_pixels, workers, progress, desc)
+        arr = np.memmap(out_file, dtype=np.uint8, mode="r", shape=shape)
+    except BaseException:
+        os.close(fd)
+        raise
+    weakref.finalize(arr, os.close, fd)  # views keep ``arr`` alive, and with it the shared lock
+    return arr
+
+
+def _build(out_file: Path, done: Path, shape: tuple, paths: list[str], mode: str, max_pixels: int, workers: int,
+           progress: bool, desc: str) -> None:
+    nbytes = int(np.prod(shape))
+    free = shutil.disk_usage(out_file.parent).free
+    if free < nbytes + SPARE_BYTES:
+        raise DataError(f"{out_file.parent}: {free / 2**30:.2f} GB free, but the decoded-image cache of {shape[0]} "
+                        f"images at {shape[1]}px needs {nbytes / 2**30:.2f} GB (+{SPARE_BYTES >> 20} MB spare); free "
+                        f"space there (comp clean), lower input.size, or set train.cache: memory")
+    tmp = out_file.with_name(f"{out_file.name}.{os.getpid()}.tmp")
+    try:
+        arr = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
+        _fill(arr, paths, shape[1], mode, max_pixels, workers, progress, desc)
         arr.flush()
         del arr
         os.replace(tmp, out_file)
-        done.write_text(json.dumps({"n": n, "size": size, "mode": mode}))
-        return np.memmap(out_file, dtype=np.uint8, mode="r", shape=(n, size, size, 3))
-    return arr
+        write_text(done, json.dumps({"n": shape[0], "size": shape[1], "mode": mode}))
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed or interrupted decode leaves no GBs behind
+        raise
+
+
+def cache_files(cache_dir: Path) -> dict[str, list[Path]]:
+    """The decoded-image caches in ``cache_dir``: key -> its files (data, done record, temp files; not the lock)."""
+    out: dict[str, list[Path]] = {}
+    for p in sorted(Path(cache_dir).glob("*.u8*")) + sorted(Path(cache_dir).glob("*.json")):
+        key = p.name.split(".", 1)[0]
+        if p.suffix == ".json" and not (p.with_suffix(".lock").exists() or p.with_suffix(".u8").exists()):
+            continue  # not a decoded-image cache (comp check's check-*.json)
+        out.setdefault(key, []).append(p)
+    return out
+
+
+def in_use(cache_dir: Path, key: str) -> bool:
+    """Whether a process holds (builds or reads) the cache ``key``: its lock can't be taken."""
+    lock = Path(cache_dir) / f"{key}.lock"
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def remove_cache(cache_dir: Path, key: str) -> bool:
+    """Remove cache ``key``'s files under its exclusive lock (the lock file stays: another process may wait on it);
+    False, removing nothing, when a process uses it."""
+    fd = os.open(Path(cache_dir) / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        for p in cache_files(cache_dir).get(key, []):
+            p.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)

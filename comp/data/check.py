@@ -159,7 +159,7 @@ def _row_problems(df: pd.DataFrame, cfg: Config, split: str, folder: str, has_la
         if counts.get(i, 0) > 1:
             dup_rows.setdefault(i, []).append(r)
     for rec in df.itertuples(index=False):
-        name = image_name(cfg, rec.id) if cfg.data.layout == "csv" else rec.id
+        name = image_name(cfg, rec.id, test=split == "test") if cfg.data.layout == "csv" else rec.id
         base = {"id": rec.id, "file": _display(folder, name), "split": split, "row": rec.row}
         if not rec.id.strip():
             out.append({**base, "problem": "empty_id", "detail": "the id cell is empty"})
@@ -246,7 +246,7 @@ def run_check(
         for rec in df.itertuples(index=False):
             r = results.get(rec.path) if rec.path is not None else None
             if r is not None and r[0] is not None:
-                name = image_name(cfg, rec.id) if d.layout == "csv" else rec.id
+                name = image_name(cfg, rec.id, test=split == "test") if d.layout == "csv" else rec.id
                 problems.append({"id": rec.id, "file": _display(folder, name), "split": split,
                                  "row": rec.row, "problem": r[0], "detail": r[1]})
     problems += _conflicts(train, digests, cfg, train_folder)

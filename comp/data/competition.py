@@ -6,6 +6,7 @@ Reading a table never opens an image; ``comp check`` does that. Ids whose path e
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -21,16 +22,50 @@ class DataError(ValueError):
     """A problem with the competition files a user must fix; the message names the file, column or row."""
 
 
+CSV_HINT = ("give every row as many cells as the header, put a cell that holds a comma or a line break in double "
+            "quotes (\"a, b\"), and write a quote inside a quoted cell as two (\"\")")
+
+
 def read_csv_str(path: Path) -> pd.DataFrame:
-    """Read a csv with every cell as a string (labels like 'NA' or '001' stay as written)."""
+    """Read a csv with every cell as a string (labels like 'NA' or '001' stay as written); a UTF-8 byte-order mark
+    is dropped. A ragged or badly quoted file is a DataError naming the line, never a parser traceback."""
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path} not found (check data.root / data.train_csv in comp.yaml)") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty: expected a header row and one row per image") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 ({e.reason} at byte {e.start}); re-save it as UTF-8") from None
+    except pd.errors.ParserError as e:
+        where = csv_shape_problem(path, parse_failed=True) or f"pandas could not parse it ({str(e).strip()})"
+        raise DataError(f"{path} {where}; {CSV_HINT}") from None
+    where = csv_shape_problem(path)  # pandas fills a row with too few cells silently
+    if where:
+        raise DataError(f"{path} {where}; {CSV_HINT}")
+    return df
+
+
+def csv_shape_problem(path: Path, parse_failed: bool = False) -> str | None:
+    """'line N: ...' of the first row whose cell count differs from the header's, or (when pandas failed to parse
+    it) of a quote never closed: the last record, whose cell then runs over lines to the end of the file."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            return None
+        start, prev = reader.line_num + 1, None
+        for row in reader:
+            if prev is not None and prev[1] and len(prev[1]) != len(header):
+                return f"line {prev[0]}: {len(prev[1])} cell(s), but the header has {len(header)}"
+            prev, start = (start, row), reader.line_num + 1
+    if prev is None or not prev[1]:
+        return None
+    if parse_failed and any("\n" in c for c in prev[1]):
+        return f"line {prev[0]}: a double quote opened in this row is never closed (its cell runs to the file's end)"
+    if len(prev[1]) != len(header):
+        return f"line {prev[0]}: {len(prev[1])} cell(s), but the header has {len(header)}"
+    return None
 
 
 def _require_columns(df: pd.DataFrame, cols: list[str], path: Path, keys: list[str]) -> None:
@@ -58,8 +93,16 @@ def safe_join(folder: Path, name: str) -> Path | None:
     return full
 
 
-def image_name(cfg: Config, image_id: str) -> str:
-    return image_id if cfg.data.id_has_ext else f"{image_id}{cfg.data.ext}"
+def image_name(cfg: Config, image_id: str, test: bool = False) -> str:
+    """The file name of an id: the id itself, or id + data.ext (a test id: + data.test_ext when it is set)."""
+    if cfg.data.id_has_ext:
+        return image_id
+    return f"{image_id}{test_ext(cfg) if test else cfg.data.ext}"
+
+
+def test_ext(cfg: Config) -> str:
+    """The extension test ids take when ids carry none: data.test_ext, else data.ext."""
+    return cfg.data.ext if cfg.data.test_ext is None else cfg.data.test_ext
 
 
 def load_train(cfg: Config) -> pd.DataFrame:
@@ -101,7 +144,8 @@ def load_train(cfg: Config) -> pd.DataFrame:
     _require_columns(raw, cols, csv, keys)
     if raw.empty:
         raise DataError(f"{csv}: no rows below the header; expected one row per training image")
-    labels = onehot_labels(raw, list(d.label_cols), csv) if d.label_cols else raw[d.label_col]
+    # Labels are stripped like ids: "cat " in a hand-edited csv is the class "cat", not a class of its own.
+    labels = onehot_labels(raw, list(d.label_cols), csv) if d.label_cols else raw[d.label_col].str.strip()
     df = pd.DataFrame({"id": raw[d.id_col].str.strip(), "label": labels})
     if d.group_col:
         df["group"] = raw[d.group_col]
@@ -183,11 +227,12 @@ def load_test(cfg: Config) -> pd.DataFrame:
         files = sorted(p for p in test_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
         ids = [f.relative_to(test_dir).as_posix() for f in files]
         if not d.id_has_ext:
-            ids = [i[: -len(d.ext)] if d.ext and i.endswith(d.ext) else i for i in ids]
+            ext = test_ext(cfg)
+            ids = [i[: -len(ext)] if ext and i.endswith(ext) else i for i in ids]
         if d.layout == "csv" and d.train_dir == d.test_dir and d.train_csv:  # one folder for both splits
             train_ids = set(read_csv_str(root / d.train_csv)[d.id_col].str.strip())
             ids = [i for i in ids if i not in train_ids]
-    paths = [safe_join(test_dir, image_name(cfg, i)) for i in ids]
+    paths = [safe_join(test_dir, image_name(cfg, i, test=True)) for i in ids]
     path_col = pd.Series([str(p) if p is not None else None for p in paths], dtype=object)
     return pd.DataFrame({"id": ids, "path": path_col})
 
@@ -225,5 +270,10 @@ def read_folds(cfg: Config) -> pd.DataFrame:
     raw = read_csv_str(path)
     d = cfg.data
     _require_columns(raw, [d.id_col, d.label_col, "fold"], path, ["data.id_col", "data.label_col", "folds.file"])
-    df = pd.DataFrame({"id": raw[d.id_col], "label": raw[d.label_col], "fold": raw["fold"].astype(int)})
-    return df
+    fold = pd.to_numeric(raw["fold"].str.strip(), errors="coerce")
+    bad = np.flatnonzero(fold.isna().to_numpy() | (fold % 1 != 0).to_numpy() | (fold < 0).to_numpy())
+    if len(bad):
+        raise DataError(f"{path} line {bad[0] + 2}: fold {raw['fold'].iloc[bad[0]]!r} is not a fold number "
+                        f"(0, 1, ..., K-1; {len(bad)} such row(s)); fix the file or write it again with comp folds")
+    return pd.DataFrame({"id": raw[d.id_col].str.strip(), "label": raw[d.label_col].str.strip(),
+                         "fold": fold.astype(int)})

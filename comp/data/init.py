@@ -351,10 +351,13 @@ def detect(
     label_map = _describe_labels(root, train_csv, train, labels, group_col, why)
     train_dir, has_ext, ext = _train_images(root, train_csv, train, id_col, train_dir, why)
     test_csv, test_ids = _test_ids(root, train_csv, sample, sample_name, id_col, why)
+    test_ext = None
     if test_dir is not None:
         why.append(f"test images: {test_dir}/ (--test-dir)")
     else:
-        test_dir = _find_test_dir(root, test_ids, has_ext, ext, train_dir, why)
+        test_dir, found_ext = _find_test_dir(root, test_ids, has_ext, ext, train_dir, why)
+        if found_ext != ext:
+            test_ext = found_ext
     if test_dir is not None and test_dir == train_dir:
         why.append("train and test images share one folder (test ids are told apart by the csv files)")
     wide = sample is not None and len(sample.columns) > 2
@@ -365,34 +368,61 @@ def detect(
         "sample_submission": _rel(sample_csv, root) if sample_csv else None,
         "test_csv": _rel(test_csv, root) if test_csv else None,
         "id_col": id_col, "label_col": label_col, "label_cols": list(label_cols) if label_cols else None,
-        "group_col": group_col, "id_has_ext": has_ext, "ext": ext, "label_map": label_map, "metric": "macro_f1",
+        "group_col": group_col, "id_has_ext": has_ext, "ext": ext, "test_ext": test_ext, "label_map": label_map,
+        "metric": "macro_f1",
     }
     data = {k: v for k, v in data.items() if v is not None or k in ("test_dir", "sample_submission", "group_col")}
     return data, why
 
 
 def _find_test_dir(root: Path, test_ids: list[str] | None, has_ext: bool, ext: str, train_dir: str,
-                   why: list[str]) -> str | None:
+                   why: list[str]) -> tuple[str | None, str]:
+    """The test image folder and the extension its files add to the test ids (detected on its own: train
+    images may be .png and test images .jpg)."""
     if test_ids:
         ids = test_ids[:PROBE]
-        names = ids if has_ext else [f"{i}{ext}" for i in ids]
         best = None
         for d in _subdirs(root):
-            hits = sum((d / n).is_file() for n in names)
+            if has_ext:
+                hits, found_ext = sum((d / n).is_file() for n in ids), ""
+            else:
+                hits, with_ext, found_ext = _resolve_ids(d, ids)
+                if with_ext:  # the test files are the ids themselves: none of them has an extension to add
+                    hits = 0
             rel = d.relative_to(root).as_posix()
-            key = (hits, d.name.lower().startswith("test"))
+            key = (hits, found_ext == ext, d.name.lower().startswith("test"))
             if hits and (best is None or key > best[0]):
-                best = (key, rel)
+                best = (key, rel, found_ext)
         if best is not None:
             why.append(f"test images: {best[1]}/ ({best[0][0]} of the first {len(ids)} test ids found there)")
-            return best[1]
+            if best[2] != ext:
+                why.append(f"test ids carry no extension either: files are <id>{best[2]} (data.test_ext)")
+            return best[1], best[2]
     for d in _subdirs(root, depth=1)[1:]:
         rel = d.relative_to(root).as_posix()
         if d.name.lower().startswith("test") and rel != train_dir and _images_in(d):
             why.append(f"test images: {rel}/ (folder named test* holding images)")
-            return rel
+            return rel, ext
     why.append("test images: none found (pass --test-dir FOLDER to predict)")
-    return None
+    return None, ext
+
+
+def _check_test_files(cfg: Config, echo: Callable[[str], None]) -> None:
+    """Every test id must name a file: none found is an error (a wrong folder or extension), some missing a warning
+    (comp predict refuses them, naming the id and path)."""
+    test = load_test(cfg)
+    if test.empty:
+        return
+    missing = test[[p is None or not os.path.isfile(p) for p in test["path"]]]
+    if not len(missing):
+        return
+    first = missing.iloc[0]
+    where = first["path"] or f"{cfg.data.test_dir}/{first['id']} (outside the folder)"
+    msg = (f"{len(missing)} of {len(test)} test ids name no file (e.g. id {first['id']!r}: {where} not found); "
+           f"check data.test_dir, data.id_has_ext and data.test_ext (or pass --test-dir FOLDER)")
+    if len(missing) == len(test):
+        raise DataError(msg)
+    echo(f"warning: {msg}")
 
 
 def _detect_folders(root: Path, train_dir: str | None, test_dir: str | None, why: list[str]) -> dict:
@@ -462,7 +492,7 @@ def init_competition(
     base = config_path.resolve().parent
     data = {"root": _rel(root, base), **data}
     if data.get("test_dir") and data.get("layout") == "csv":  # test.csv and the sample must agree: say so now
-        load_test(from_dict({"data": data}, base_dir=str(base)))
+        _check_test_files(from_dict({"data": data}, base_dir=str(base)), echo)
     text = (f"# written by `comp init {directory}`; edit freely (unknown keys are errors)\n"
             + yaml.safe_dump({"data": data}, sort_keys=False, allow_unicode=True) + HINT)
     write_text(config_path, text)

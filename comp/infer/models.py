@@ -10,7 +10,6 @@ analyze and relabel use.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from comp.console import progress_bar
 from comp.data.cache import load_images
 from comp.data.competition import DataError
 from comp.infer.tta import create_views
+from comp.runs import read_json_file
 from comp.train.model import create_model, load_checkpoint
 
 
@@ -55,7 +55,9 @@ def _saved_models(run: Path, prefix: str, finished: bool = False) -> list[tuple[
         i, f = d.name[len(prefix):], d / "model.safetensors"
         done = not finished or (d / "done.json").exists()
         if i.isdigit() and f.exists() and f.with_suffix(".json").exists() and done:
-            out.append((int(i), f, json.loads(f.with_suffix(".json").read_text(encoding="utf-8"))))
+            fix = (f"train it again (comp train --exp {run.name} --fold {i} --overwrite, or --resume while its "
+                   f"state/ is there)" if prefix == "fold_" else f"train it again (comp train --exp {run.name} --full)")
+            out.append((int(i), f, read_json_file(f.with_suffix(".json"), fix)))
     return sorted(out, key=lambda x: x[0])
 
 

@@ -27,6 +27,7 @@ numbers, every row is checked to arrive exactly once, and only the main process 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +64,11 @@ def _check_paths(df: pd.DataFrame, what: str, fix: str) -> None:
     bad = df[df["path"].isna()]
     if len(bad):
         raise DataError(f"{what} id {bad['id'].iloc[0]!r} (and {len(bad) - 1} more) has no usable path; {fix}")
+    missing = df[[not os.path.isfile(p) for p in df["path"]]]
+    if len(missing):
+        raise DataError(f"{what} id {missing['id'].iloc[0]!r}: {missing['path'].iloc[0]} not found ({len(missing)} of "
+                        f"{len(df)} {what} ids name no file); check data.{what}_dir, data.id_has_ext and data.ext"
+                        f"{' / data.test_ext' if what == 'test' else ''} in comp.yaml, or {fix}")
 
 
 def predict(

@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from comp.config import Config, ConfigError, resolve
+from comp.config import Config, ConfigError, check_exp_name, resolve
 from comp.data.competition import DataError, read_csv_str, read_folds
-from comp.files import write_csv, write_text
+from comp.files import atomic_dir, write_csv, write_text
 
 PSEUDO_DIR = Path("folds") / "pseudo"
 BINS = np.round(np.linspace(0, 1, 21), 2)
@@ -106,8 +106,8 @@ def make_pseudo(
     echo: Callable[[str], None] = print,
 ) -> Path:
     """Write ``folds/pseudo/<exp>/`` from ``source`` (an experiment or a submission name); returns the folder."""
-    from comp.reports.page import pyplot, save_figure
-
+    check_exp_name(exp)
+    check_exp_name(source, "--from")
     if (threshold is None) == (top is None):
         raise ConfigError("choose one of --threshold P (keep rows whose top probability reaches P) or --top F "
                           "(keep the fraction F most confident rows)")
@@ -124,17 +124,38 @@ def make_pseudo(
     id_col = cfg.data.id_col
     summary = {"teacher": source, "teacher_is": what, "soft": soft, "threshold": threshold, "top": top,
                "folds_digest": folds_digest(cfg), "n_test": len(ids), "folds": {}}
-    out.mkdir(parents=True, exist_ok=True)
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
     echo(f"pseudo {exp}: teacher {what}, {'soft' if soft else 'hard'} labels, "
          + (f"top probability >= {threshold}" if threshold is not None else f"the {top:.0%} most confident"))
+    with atomic_dir(out) as tmp:  # built aside, renamed into place whole: no file of an older folder survives
+        _write_folder(tmp, per_fold, ids, classes, id_col, summary, threshold, top, soft, echo)
+    cfg_path = Path(cfg.base_dir) / "configs" / f"{exp}.yaml"
+    if not cfg_path.exists():
+        teacher_cfg = Path(cfg.base_dir) / "configs" / f"{members[0]}.yaml"
+        values = yaml.safe_load(teacher_cfg.read_text(encoding="utf-8")) if teacher_cfg.exists() else {}
+        values = dict(values or {})
+        values["data"] = {**(values.get("data") or {}), "pseudo": str(out)}
+        write_text(cfg_path, yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
+        echo(f"wrote {cfg_path} (the teacher's settings + data.pseudo: {out})")
+    else:
+        echo(f"{cfg_path} exists: make sure it sets data.pseudo: {out}")
+    echo(f"wrote {out}/fold_k.csv, summary.json, confidence.png; next: comp train --exp {exp} --all-folds")
+    return out
+
+
+def _write_folder(folder: Path, per_fold: dict[int, np.ndarray], ids: pd.Index, classes: list[str], id_col: str,
+                  summary: dict, threshold: float | None, top: float | None, soft: bool,
+                  echo: Callable[[str], None]) -> None:
+    """fold_k.csv, confidence.png and summary.json of a pseudo-label folder, into ``folder``."""
+    from comp.reports.page import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
     for k, p in per_fold.items():
         keep = select(p, threshold, top)
         q = p[keep] if soft else np.eye(len(classes))[p[keep].argmax(1)]
         df = pd.concat([pd.DataFrame({id_col: np.asarray(ids)[keep], "confidence": p[keep].max(1)}),
                         pd.DataFrame(q, columns=classes)], axis=1)
-        write_csv(out / f"fold_{k}.csv", df, float_format="%.6g")
+        write_csv(folder / f"fold_{k}.csv", df, float_format="%.6g")
         counts = pd.Series(np.asarray(classes, object)[p[keep].argmax(1)]).value_counts()
         hist, _ = np.histogram(p.max(1), bins=BINS)
         summary["folds"][str(k)] = {"kept": len(keep), "per_class": {c: int(counts.get(c, 0)) for c in classes},
@@ -153,20 +174,8 @@ def make_pseudo(
     ax.set_xlabel("teacher's top probability (each fold model's own)")
     ax.set_ylabel("test images")
     ax.legend(fontsize=8)
-    save_figure(fig, out / "confidence.png")
-    write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
-    cfg_path = Path(cfg.base_dir) / "configs" / f"{exp}.yaml"
-    if not cfg_path.exists():
-        teacher_cfg = Path(cfg.base_dir) / "configs" / f"{members[0]}.yaml"
-        values = yaml.safe_load(teacher_cfg.read_text(encoding="utf-8")) if teacher_cfg.exists() else {}
-        values = dict(values or {})
-        values["data"] = {**(values.get("data") or {}), "pseudo": str(out)}
-        write_text(cfg_path, yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
-        echo(f"wrote {cfg_path} (the teacher's settings + data.pseudo: {out})")
-    else:
-        echo(f"{cfg_path} exists: make sure it sets data.pseudo: {out}")
-    echo(f"wrote {out}/fold_k.csv, summary.json, confidence.png; next: comp train --exp {exp} --all-folds")
-    return out
+    save_figure(fig, folder / "confidence.png")
+    write_text(folder / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
 
 
 @dataclass

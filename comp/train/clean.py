@@ -3,7 +3,8 @@
 Removed: the ``state/`` folders (and ``state.old``/``.state.tmp`` leftovers) of experiment E's finished folds
 (and finished ``full_s*`` runs of ``comp train --full``),
 and the decoded-image and check caches under ``runs/.cache`` (shared by every experiment; rebuilt on the next
-run that needs them). An unfinished fold's state is what ``--resume`` continues from: it is kept unless
+run that needs them); a decoded-image cache that a running process uses (it holds the cache's lock) is kept.
+An unfinished fold's state is what ``--resume`` continues from: it is kept unless
 ``unfinished`` is asked for. Models, metrics, OOF and predictions are never touched.
 """
 
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from comp import runs
-from comp.config import ConfigError
+from comp.config import ConfigError, check_exp_name
+from comp.data.cache import cache_files, in_use, remove_cache
 from comp.train.state import STATE_DIRS, dir_bytes, human_bytes
 
 
@@ -25,10 +27,11 @@ class Item:
     bytes: int
     why: str
     remove: bool
+    cache_key: str | None = None  # a decoded-image cache: removed under its lock, never while in use
 
 
 def plan(exp: str, cache: bool = True, unfinished: bool = False) -> list[Item]:
-    rd = runs.run_dir(exp)
+    rd = runs.run_dir(check_exp_name(exp))
     if not rd.is_dir():
         raise ConfigError(f"--exp {exp}: {rd} does not exist (nothing to clean)")
     items = []
@@ -42,7 +45,24 @@ def plan(exp: str, cache: bool = True, unfinished: bool = False) -> list[Item]:
                 items.append(Item(p, dir_bytes(p), why, done or unfinished))
     c = runs.RUNS_DIR / ".cache"
     if cache and c.exists():
-        items.append(Item(c, dir_bytes(c), "decoded-image and check caches (all experiments; rebuilt when needed)",
+        items += _cache_items(c)
+    return items
+
+
+def _cache_items(c: Path) -> list[Item]:
+    """runs/.cache: each decoded-image cache (kept while a process uses it: it holds the cache's lock), then
+    the rest (comp check's caches)."""
+    items, caches = [], cache_files(c)
+    for key, files in caches.items():
+        size = sum(p.stat().st_size for p in files if p.exists())
+        if in_use(c, key):
+            items.append(Item(files[0], size, "decoded-image cache in use by a running process", False, key))
+        else:
+            items.append(Item(files[0], size, "decoded-image cache (all experiments; rebuilt when needed)", True, key))
+    taken = {p for files in caches.values() for p in files}
+    rest = [p for p in sorted(c.iterdir()) if p not in taken and p.suffix != ".lock"]
+    for p in rest:
+        items.append(Item(p, dir_bytes(p) if p.is_dir() else p.stat().st_size, "check cache (rebuilt when needed)",
                           True))
     return items
 
@@ -53,11 +73,13 @@ def clean(exp: str, dry_run: bool = False, cache: bool = True, unfinished: bool 
     items = plan(exp, cache, unfinished)
     total = 0
     for it in items:
+        if it.remove and not dry_run and it.cache_key is not None:
+            if not remove_cache(it.path.parent, it.cache_key):  # taken by a process since the plan was made
+                it.remove, it.why = False, "decoded-image cache in use by a running process"
+        elif it.remove and not dry_run:
+            shutil.rmtree(it.path) if it.path.is_dir() else it.path.unlink()
         verb = ("would remove" if dry_run else "removed") if it.remove else "kept"
         echo(f"{verb} {it.path} ({human_bytes(it.bytes)}): {it.why}")
-        if it.remove:
-            total += it.bytes
-            if not dry_run:
-                shutil.rmtree(it.path)
+        total += it.bytes if it.remove else 0
     echo(f"{'would free' if dry_run else 'freed'} {human_bytes(total)}" + ("" if items else " (nothing to clean)"))
     return total

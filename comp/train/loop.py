@@ -20,6 +20,7 @@ chose, publishes every epoch's weights (the last one is the model), and writes n
 
 from __future__ import annotations
 
+import filecmp
 import gc
 import json
 import math
@@ -114,6 +115,10 @@ def _trackers(names: list[str]) -> list[str]:
             raise ConfigError(f"train.trackers: {n} is not installed (pip install {n}), or remove it from the list")
     if "wandb" in names:
         os.environ.setdefault("WANDB_MODE", "offline")  # no network: logs stay in ./wandb until `wandb sync`
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if "mlflow" in names and (uri.startswith("file:") or (uri and "://" not in uri)):
+        # A file store the user named: MLflow 3 refuses one unless told (it prefers a database it may not have).
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     return list(names)
 
 
@@ -764,19 +769,38 @@ def _nan_message(name: str, epoch: int, step: int, st: FoldState, t) -> str:
 
 
 def _publish(fd: Path, weights: torch.nn.Module, oof: pd.DataFrame | None, meta: dict) -> None:
-    save_checkpoint(fd / "model.safetensors", weights, meta)
+    """The best epoch's outputs: the OOF first, then the weights, then model.json last, so a current model.json
+    says the OOF and weights beside it are current too (a kill in between is repaired on --resume)."""
     if oof is not None:  # a full-data run has none
         write_csv(fd / "oof.csv", oof)
+    save_checkpoint(fd / "model.safetensors", weights, meta)
 
 
 def _repair_outputs(s: Session, f: Fold, st: FoldState, state_path: Path) -> None:
-    """A kill after the state commit but before model/oof/metrics were written: write them from the state."""
+    """A kill after the state commit but before model/oof/metrics were written: write them from the state.
+
+    The state holds the best epoch's weights and OOF only when that epoch is the last one committed; then a
+    model.json of another epoch (or none, or unreadable) or an OOF that is not the state's is published again."""
     _write_metrics(f.fd, st)
-    meta_path = f.fd / "model.json"
-    published = json.loads(meta_path.read_text(encoding="utf-8")).get("epoch") if meta_path.exists() else None
-    if st.best_epoch and published != st.best_epoch and st.best_epoch == st.epoch:
-        oof = runs.read_oof(state_path / "best_oof.csv", s.cfg) if f.full is None else None
+    if not st.best_epoch or st.best_epoch != st.epoch:
+        return
+    best_oof = state_path / "best_oof.csv"
+    stale_oof = f.full is None and best_oof.exists() and not _same_bytes(best_oof, f.fd / "oof.csv")
+    if _published_epoch(f.fd / "model.json") != st.best_epoch or stale_oof:
+        oof = runs.read_oof(best_oof, s.cfg) if f.full is None else None
         _publish(f.fd, f.ema.module if st.best_is_ema else f.raw, oof, _model_meta(f, st))
+
+
+def _published_epoch(meta_path: Path) -> int | None:
+    """The epoch model.json says its weights are from (None when missing or unreadable: a kill mid-write)."""
+    try:
+        return json.loads(meta_path.read_text(encoding="utf-8")).get("epoch")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    return b.exists() and filecmp.cmp(a, b, shallow=False)
 
 
 def _model_meta(f: Fold, st: FoldState) -> dict:

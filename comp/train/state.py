@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from comp.config import ConfigError
-from comp.files import write_csv, write_text
+from comp.files import fsync_path, fsync_tree, write_csv, write_text
 
 
 @dataclass
@@ -120,10 +120,12 @@ def save_state(accelerator, fd: Path, st: FoldState, ema, best_oof: pd.DataFrame
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_text(tmp / "trainer.json", json.dumps(asdict(st)))
+        fsync_tree(tmp)  # the commit point must survive a power cut: the files, then the renames
         shutil.rmtree(old, ignore_errors=True)
         if cur.exists():
             os.replace(cur, old)
         os.replace(tmp, cur)
+        fsync_path(fd)
         shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return dir_bytes(cur) if accelerator.is_main_process else 0
