@@ -30,11 +30,6 @@ from comp.train.loop import train_folds as train_plain
 QUIET = {"echo": lambda s: None}
 
 
-def _train_folds(cfg, **kw):
-    """train_folds with the techniques the config asks for plugged in, as the comp CLI does."""
-    from comp.techniques import sources
-
-    return train_folds(cfg, sources=sources(cfg), **kw)
 RECIPE = ["model.name=test_resnet", "input.size=32", "augment.preset=none", "train.batch_size=32",
           "train.lr=0.01"]
 
@@ -79,12 +74,12 @@ def leaky(tmp_path, competition, monkeypatch):
     dups = pd.DataFrame({"image_id": "dup_" + val0["image_id"], "label": sub["label"].iloc[0]})
     pd.concat([sub, dups]).to_csv(root / "sample_submission.csv", index=False)
 
-    _train_folds(_cfg(tmp_path, "T", "train.epochs=3"), **QUIET)
+    train_folds(_cfg(tmp_path, "T", "train.epochs=3"), **QUIET)
     predict(_cfg(tmp_path, "T"), **QUIET, progress=False)
     # The memoriser: "fold 0" of a folds file in which fold 0's validation rows are the only training rows.
     mem = folds.assign(fold=np.where(folds["fold"] == "0", 1, 0))
     mem.to_csv(tmp_path / "folds" / "mem.csv", index=False)
-    _train_folds(_cfg(tmp_path, "mem", "folds.file=folds/mem.csv", "train.epochs=25"), folds=[0], **QUIET)
+    train_folds(_cfg(tmp_path, "mem", "folds.file=folds/mem.csv", "train.epochs=25"), folds=[0], **QUIET)
     shutil.copytree(tmp_path / "runs" / "T", tmp_path / "runs" / "L")
     for j in (1, 2):
         for f in ("model.safetensors", "model.json"):
@@ -116,7 +111,7 @@ def test_memorising_teacher_cannot_raise_the_students_cv(leaky):
     assert (p / "pT" / "fold_0.csv").read_bytes() == (p / "pL" / "fold_0.csv").read_bytes()
     assert (p / "pT" / "fold_1.csv").read_bytes() != (p / "pL" / "fold_1.csv").read_bytes()  # L does differ
     for exp in ("pT", "pL"):
-        _train_folds(_cfg(workdir, exp, "train.epochs=2"), folds=[0], **QUIET)
+        train_folds(_cfg(workdir, exp, "train.epochs=2"), folds=[0], **QUIET)
     assert _same_weights(_weights(workdir, "pT", 0), _weights(workdir, "pL", 0))
     assert _val_score(workdir, "pL") == _val_score(workdir, "pT")
 
@@ -126,12 +121,12 @@ def test_memorising_teacher_cannot_raise_the_students_cv(leaky):
     naive[classes] = np.eye(len(classes))[naive[classes].to_numpy().argmax(1)]
     shutil.copytree(p / "pL", p / "naive")
     naive.to_csv(p / "naive" / "fold_0.csv", index=False)
-    _train_folds(_cfg(workdir, "naive", "train.epochs=2", "data.pseudo=folds/pseudo/naive"), folds=[0], **QUIET)
+    train_folds(_cfg(workdir, "naive", "train.epochs=2", "data.pseudo=folds/pseudo/naive"), folds=[0], **QUIET)
     assert _val_score(workdir, "naive") > _val_score(workdir, "pL") + 0.03
 
     # Distillation: fold 0 of the student learns from the teacher's fold-0 model only.
     for teacher in ("T", "L"):
-        _train_folds(_cfg(workdir, f"d{teacher}", "train.epochs=2", f"train.teacher={teacher}"), folds=[0], **QUIET)
+        train_folds(_cfg(workdir, f"d{teacher}", "train.epochs=2", f"train.teacher={teacher}"), folds=[0], **QUIET)
     assert _same_weights(_weights(workdir, "dT", 0), _weights(workdir, "dL", 0))
     assert not _same_weights(_weights(workdir, "dT", 0), _weights(workdir, "pT", 0))  # the teacher did matter
 
@@ -142,7 +137,7 @@ def test_pseudo_cli_files_and_errors(workdir):
     (workdir / "configs").mkdir()
     (workdir / "configs" / "t.yaml").write_text(yaml.safe_dump({"model": {"name": "test_resnet"},
                                                                 "input": {"size": 32}, "train": {"epochs": 1}}))
-    _train_folds(load_config(workdir / "comp.yaml", exp="t"), **QUIET)
+    train_folds(load_config(workdir / "comp.yaml", exp="t"), **QUIET)
     r = run(cli, ["pseudo", "--from", "t", "--exp", "tp", "--top", "0.5"])
     assert r.exit_code != 0 and "comp predict --exp t" in r.output  # no per-fold test predictions yet
     predict(load_config(workdir / "comp.yaml", exp="t"), **QUIET, progress=False)
@@ -174,24 +169,24 @@ def test_pseudo_cli_files_and_errors(workdir):
 
     # Training: fold k gets its teacher fold's rows as soft targets; the OOF holds train rows only.
     said = []
-    _train_folds(load_config(workdir / "comp.yaml", exp="tp"), folds=[1], echo=said.append)
+    train_folds(load_config(workdir / "comp.yaml", exp="tp"), folds=[1], echo=said.append)
     n_train = (pd.read_csv(workdir / "folds" / "folds.csv")["fold"] != 1).sum()
     assert any(f"fold 1: + {round(n_test / 2)} pseudo-labelled test images (soft labels of teacher t's fold-1"
                in s for s in said)
     assert any(f"fold 1: {n_train + round(n_test / 2)} train /" in s for s in said)
     # Soft labels cannot be mixed by Mixup: refused with the key to change.
     with pytest.raises(ConfigError, match="augment.mixup/cutmix"):
-        _train_folds(load_config(workdir / "comp.yaml", exp="tp", overrides=["augment.mixup=0.2"]), folds=[0],
+        train_folds(load_config(workdir / "comp.yaml", exp="tp", overrides=["augment.mixup=0.2"]), folds=[0],
                     overwrite=True, **QUIET)
 
     # New folds: the pseudo-labels (and the teacher) belong to the old ones and are refused.
     make_folds(load_config(workdir / "comp.yaml", overrides=["folds.seed=7"]), n_splits=2, overwrite=True, **QUIET)
     with pytest.raises(DataError, match="another folds file"):
-        _train_folds(load_config(workdir / "comp.yaml", exp="tp"), folds=[0], overwrite=True, **QUIET)
+        train_folds(load_config(workdir / "comp.yaml", exp="tp"), folds=[0], overwrite=True, **QUIET)
     with pytest.raises(DataError, match=r"teacher t: its fold-\d model trained on \d+ rows that are in fold"):
         make_pseudo(load_config(workdir / "comp.yaml"), "t", "tp2", top=0.5, **QUIET)
     with pytest.raises(DataError, match=r"teacher t: its fold-\d model trained on"):
-        _train_folds(load_config(workdir / "comp.yaml", exp="s", overrides=["model.name=test_resnet",
+        train_folds(load_config(workdir / "comp.yaml", exp="s", overrides=["model.name=test_resnet",
                                                                           "input.size=32", "train.teacher=t"]),
                     **QUIET)
 
@@ -199,8 +194,8 @@ def test_pseudo_cli_files_and_errors(workdir):
 def test_teacher_config_errors(workdir):
     make_folds(load_config(workdir / "comp.yaml"), n_splits=2, **QUIET)
     with pytest.raises(ConfigError, match="comp train --exp nope --all-folds"):
-        _train_folds(load_config(workdir / "comp.yaml", exp="s", overrides=["train.teacher=nope"]), **QUIET)
+        train_folds(load_config(workdir / "comp.yaml", exp="s", overrides=["train.teacher=nope"]), **QUIET)
     with pytest.raises(ConfigError, match="names this experiment itself"):
-        _train_folds(load_config(workdir / "comp.yaml", exp="s", overrides=["train.teacher=s"]), **QUIET)
+        train_folds(load_config(workdir / "comp.yaml", exp="s", overrides=["train.teacher=s"]), **QUIET)
     with pytest.raises(ConfigError, match="train.distill_alpha must be in"):
         load_config(workdir / "comp.yaml", exp="s", overrides=["train.distill_alpha=1.5"])
