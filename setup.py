@@ -2,6 +2,7 @@ from setuptools import find_packages, setup
 
 SERVE = ["gradio>=6.0", "gradio_client>=2.0", "onnx>=1.15", "onnxruntime>=1.17"]
 RAY = ["ray[tune]>=2.9", "optuna>=3.4"]
+SYNTH = ["diffusers>=0.30"]
 
 setup(
     name="comp",
@@ -34,7 +35,9 @@ setup(
         # install (~100 MB with its gRPC/pyarrow deps) that training and predicting on one machine never use; a
         # command that needs it says `pip install "comp[ray]"`. `make install` and CI get it through "test".
         "ray": RAY,
-        "test": ["pytest>=7", "pytest-timeout", "selenium>=4.10", "ruff", "tensorboard", *SERVE, *RAY],
+        # comp synth / data.synthetic: the per-fold class-conditional generator (diffusers' UNet2DModel, DDPM/DDIM)
+        "synth": SYNTH,
+        "test": ["pytest>=7", "pytest-timeout", "selenium>=4.10", "ruff", "tensorboard", *SERVE, *RAY, *SYNTH],
         "trackers": ["tensorboard"],
     },
     entry_points={"console_scripts": ["comp=comp.cli:main"]},

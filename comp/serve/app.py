@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 from comp.data.images import ImageProblem  # noqa: E402
 from comp.serve import require  # noqa: E402
 from comp.serve.ensemble import Ensemble  # noqa: E402
+from comp.serve.synth_tab import build_synth_tab  # noqa: E402
 
 TOP_K = 5
 N_TEST_EXAMPLES = 8
@@ -232,6 +233,7 @@ def build_app(ens: Ensemble, top_k: int = TOP_K, examples: bool = True, title: s
                             + "; ".join(f"{i + 1}. {c}" for i, (_, c) in enumerate(mistakes)))
         with gr.Accordion("model", open=True):
             gr.Markdown(info_markdown(ens), elem_id="info")
+        build_synth_tab(ens)  # "make an image": only when comp synth made generators for a served experiment
     return blocks
 
 
