@@ -151,7 +151,7 @@ def train_generator(spec: GenSpec, images: np.ndarray, labels: np.ndarray, steps
         if bar is not None:
             bar.update(info.step)
     sched = DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS)
-    x_all, y_all = to_model(images), torch.as_tensor(labels, dtype=torch.long)
+    x_all, y_all = to_model(images), torch.as_tensor(np.array(labels), dtype=torch.long)
     model.train()
     t0, block_loss, n_block = time.perf_counter(), 0.0, 0
     while info.step < steps:
