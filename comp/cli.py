@@ -632,13 +632,15 @@ def pseudo(config_path, source, exp, threshold, top, soft, overwrite):
 @click.option("--guidance", type=float, default=1.0, show_default=True,
               help="classifier-free guidance scale (1: none; 2-3 sharpens classes at twice the sampling cost)")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-minutes", type=float, default=10.0, show_default=True,
+              help="stop a fold's generator training after this long (0: no limit); the steps reached are recorded")
 @click.option("--resume", is_flag=True, help="continue an interrupted folds/synth/EXP/")
 @click.option("--overwrite", is_flag=True, help="replace an existing folds/synth/EXP/")
 @click.option("--report/--no-report", default=True, show_default=True,
               help="measure the images with runs/EXP's fold classifiers -> reports/EXP/synth/index.html")
 @user_errors
 def synth(config_path, exp, overrides, per_class, fill_to, classes, fold_ids, steps, batch_size, lr, channels,
-          sample_steps, guidance, seed, resume, overwrite, report):
+          sample_steps, guidance, seed, max_minutes, resume, overwrite, report):
     """Fold-safe synthetic images: a class-conditional generator per fold -> folds/synth/EXP/fold_k/.
 
     Fold k's generator trains on the rows of the other folds only; `data.synthetic: EXP` adds fold k's images to
@@ -654,7 +656,7 @@ def synth(config_path, exp, overrides, per_class, fill_to, classes, fold_ids, st
     opts = SynthOptions(per_class=per_class, fill_to=fill_to, steps=steps, batch_size=batch_size, lr=lr,
                         classes=[c.strip() for c in classes.split(",")] if classes else None,
                         channels=parse_ints(channels, "--channels"), sample_steps=sample_steps, guidance=guidance,
-                        seed=seed)
+                        seed=seed, max_minutes=max_minutes)
     cfg = load(config_path, exp, overrides)  # the experiment's input.size; its fold classifiers judge the images
     make_synth(cfg, opts, folds=list(fold_ids) or None, overwrite=overwrite, resume=resume, echo=click.echo)
     if report:

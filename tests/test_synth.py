@@ -101,6 +101,11 @@ def test_generator_resumes_to_the_same_weights(tmp_path):
     assert any("resumed the generator at step 2" in s for s in lines) and info_b.step == info.step == 4
     sa, sb = straight.state_dict(), resumed.state_dict()
     assert all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
+    # --max-minutes: the time budget stops training early and says at which step.
+    lines = []
+    _, info_c = train_generator(spec, images, labels, 4, state_dir=tmp_path / "c",
+                                **{**args, "echo": lines.append, "max_seconds": 1e-9})
+    assert info_c.step == 1 and any("time budget" in s and "step 1/4" in s for s in lines), lines
 
 
 def _write_synth(folder, cfg, frames: dict[int, pd.DataFrame], src_dir):

@@ -137,9 +137,11 @@ def load_gen_state(state_dir: Path, model, opt) -> TrainInfo:
 
 
 def train_generator(spec: GenSpec, images: np.ndarray, labels: np.ndarray, steps: int, batch_size: int, lr: float,
-                    seed: int, state_dir: Path, echo: Callable[[str], None], bar=None, block: int = 100):
+                    seed: int, state_dir: Path, echo: Callable[[str], None], bar=None, block: int = 100,
+                    max_seconds: float | None = None):
     """Train a generator on ``images`` (uint8 NHWC at spec.size) and ``labels``; resumes from ``state_dir``
-    (saved every ``block`` steps, with a log line). Returns (model in eval mode, TrainInfo)."""
+    (saved every ``block`` steps, with a log line). ``max_seconds``: stop early once training has taken that long
+    (the steps reached are recorded). Returns (model in eval mode, TrainInfo)."""
     DDPMScheduler = diffusers().DDPMScheduler  # noqa: N806
     torch.manual_seed(seed)
     model = create_unet(spec)
@@ -178,6 +180,12 @@ def train_generator(spec: GenSpec, images: np.ndarray, labels: np.ndarray, steps
                  f"{info.seconds:.0f} s so far")
             save_gen_state(state_dir, model, opt, info)
             t0, block_loss, n_block = time.perf_counter(), 0.0, 0
+        if max_seconds and info.seconds + time.perf_counter() - t0 >= max_seconds:
+            info.seconds += time.perf_counter() - t0
+            if n_block:
+                info.losses.append(round(block_loss / n_block, 5))
+            echo(f"  generator: time budget of {max_seconds / 60:g} min reached at step {info.step}/{steps}")
+            break
     return model.eval(), info
 
 

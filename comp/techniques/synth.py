@@ -56,6 +56,7 @@ class SynthOptions:
     sample_steps: int = 20  # DDIM steps per image
     guidance: float = 1.0  # classifier-free guidance scale (1: none, one forward per step)
     seed: int = 0
+    max_minutes: float = 10.0  # stop a fold's generator training after this long (0: no limit); steps reached kept
 
 
 def parse_ints(text: str | None, where: str) -> list[int]:
@@ -79,6 +80,8 @@ def check_options(opts: SynthOptions) -> None:
         v = getattr(opts, name)
         if v is not None and v < 0:
             raise ConfigError(f"--{name.replace('_', '-')} {v}: expected a count >= 0")
+    if opts.max_minutes < 0:
+        raise ConfigError(f"--max-minutes {opts.max_minutes}: expected minutes >= 0 (0: no limit)")
     if opts.lr <= 0 or opts.guidance < 0:
         raise ConfigError(f"--lr {opts.lr} / --guidance {opts.guidance}: expected a positive lr and guidance >= 0")
 
@@ -191,7 +194,8 @@ def synth_fold(cfg: Config, opts: SynthOptions, table: pd.DataFrame, classes: li
         echo(f"fold {k}: training the generator on {len(train)} rows of folds "
              f"{sorted(set(train['fold']))} (never fold {k}'s)")
         model, info = train_generator(spec, images[train.index.to_numpy()], y, opts.steps, opts.batch_size, opts.lr,
-                                      opts.seed + k, fd / "state", echo, bar, block=max(1, min(100, opts.steps)))
+                                      opts.seed + k, fd / "state", echo, bar, block=max(1, min(100, opts.steps)),
+                                      max_seconds=opts.max_minutes * 60 or None)
         bar.close()
         n_params = sum(p.numel() for p in model.parameters())
         save_generator(gen_path, model, spec, info, {"fold": k, "params": n_params, "train_rows": len(train),
