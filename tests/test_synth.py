@@ -157,3 +157,19 @@ def test_memorising_generator_cannot_change_fold_0(tmp_path, competition, monkey
     score = {e: json.loads((tmp_path / "runs" / e / "fold_0" / "done.json").read_text())["score"]
              for e in ("base", "leak")}
     assert score["leak"] > score["base"] + 0.03, score
+
+
+def test_synthetic_key_is_typed_plugged_in_and_refused_where_it_cannot_apply(folded):
+    from comp.config import ConfigError
+    from comp.techniques.plugins import SynthSource
+    from comp.train.refit import plan_full
+    from comp.train.rows import check_sources
+
+    cfg = load_config(folded / "comp.yaml", exp="s", overrides=["data.synthetic=g"])
+    assert cfg.data.synthetic == "g" and [type(s) for s in sources(cfg)] == [SynthSource]
+    with pytest.raises(ConfigError, match="data.synthetic is set, but no source"):
+        check_sources(cfg, [])
+    with pytest.raises(ConfigError, match="--full: data.synthetic"):
+        plan_full(cfg)
+    with pytest.raises(ConfigError, match="data.synthetic"):
+        load_config(folded / "comp.yaml", overrides=["data.synthetic=[1, 2]"])
