@@ -4,6 +4,7 @@ SERVE = ["gradio>=6.0", "gradio_client>=2.0", "onnx>=1.15", "onnxruntime>=1.17"]
 RAY = ["ray[tune]>=2.9", "optuna>=3.4"]
 # train.trackers: wandb runs offline (no network), mlflow-skinny is the tracking client without the server/UI.
 TRACKERS = ["tensorboard", "wandb>=0.17", "mlflow-skinny>=2.10"]
+SYNTH = ["diffusers>=0.30"]
 
 setup(
     name="comp",
@@ -36,7 +37,9 @@ setup(
         # install (~100 MB with its gRPC/pyarrow deps) that training and predicting on one machine never use; a
         # command that needs it says `pip install "comp[ray]"`. `make install` and CI get it through "test".
         "ray": RAY,
-        "test": ["pytest>=7", "pytest-timeout", "selenium>=4.10", "ruff", *TRACKERS, *SERVE, *RAY],
+        # comp synth / data.synthetic: the per-fold class-conditional generator (diffusers' UNet2DModel, DDPM/DDIM)
+        "synth": SYNTH,
+        "test": ["pytest>=7", "pytest-timeout", "selenium>=4.10", "ruff", *TRACKERS, *SERVE, *RAY, *SYNTH],
         "trackers": TRACKERS,
     },
     entry_points={"console_scripts": ["comp=comp.cli:main"]},

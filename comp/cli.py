@@ -630,6 +630,52 @@ def pseudo(config_path, source, exp, threshold, top, soft, overwrite):
                 echo=click.echo)
 
 
+@cli.command()
+@train_options
+@click.option("--per-class", type=int, help="make N images of each (chosen) class per fold")
+@click.option("--fill-to", type=int, help="or top each class of a fold's training rows up to F images (default: "
+              "to the median class count)")
+@click.option("--classes", help="only these classes, comma-separated")
+@click.option("--fold", "fold_ids", type=int, multiple=True, help="only this fold (repeatable; default every fold)")
+@click.option("--steps", type=int, default=1000, show_default=True, help="generator training steps per fold")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--channels", help="UNet widths, comma-separated (default by size: 32,64,64 up to 32 px)")
+@click.option("--sample-steps", type=int, default=20, show_default=True, help="DDIM steps per image")
+@click.option("--guidance", type=float, default=1.0, show_default=True,
+              help="classifier-free guidance scale (1: none; 2-3 sharpens classes at twice the sampling cost)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-minutes", type=float, default=10.0, show_default=True,
+              help="stop a fold's generator training after this long (0: no limit); the steps reached are recorded")
+@click.option("--resume", is_flag=True, help="continue an interrupted folds/synth/EXP/")
+@click.option("--overwrite", is_flag=True, help="replace an existing folds/synth/EXP/")
+@click.option("--report/--no-report", default=True, show_default=True,
+              help="measure the images with runs/EXP's fold classifiers -> reports/EXP/synth/index.html")
+@user_errors
+def synth(config_path, exp, overrides, per_class, fill_to, classes, fold_ids, steps, batch_size, lr, channels,
+          sample_steps, guidance, seed, max_minutes, resume, overwrite, report):
+    """Fold-safe synthetic images: a class-conditional generator per fold -> folds/synth/EXP/fold_k/.
+
+    Fold k's generator trains on the rows of the other folds only; `data.synthetic: EXP` adds fold k's images to
+    fold k's training rows only, never to validation or the OOF.
+
+    \b
+    comp synth --exp base --fill-to 200                  # rare classes topped up to 200 images per fold
+    comp train --exp base_syn --set data.synthetic=base --all-folds
+    """
+    from comp.techniques.synth import SynthOptions, make_synth, parse_ints
+    from comp.techniques.synth_report import synth_report
+
+    opts = SynthOptions(per_class=per_class, fill_to=fill_to, steps=steps, batch_size=batch_size, lr=lr,
+                        classes=[c.strip() for c in classes.split(",")] if classes else None,
+                        channels=parse_ints(channels, "--channels"), sample_steps=sample_steps, guidance=guidance,
+                        seed=seed, max_minutes=max_minutes)
+    cfg = load(config_path, exp, overrides)  # the experiment's input.size; its fold classifiers judge the images
+    make_synth(cfg, opts, folds=list(fold_ids) or None, overwrite=overwrite, resume=resume, echo=click.echo)
+    if report:
+        synth_report(cfg, echo=click.echo)
+
+
 def main():
     cli(prog_name="comp")
 

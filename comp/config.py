@@ -46,6 +46,7 @@ class DataConfig:
     max_pixels: int = 89_478_485  # larger images are refused as decompression bombs (Pillow's own limit)
     relabel: Optional[str] = None  # comp relabel's relabel.csv: accepted/dropped rows change TRAINING labels only
     pseudo: Optional[str] = None  # comp pseudo folder: fold k also trains on test rows its teacher fold k labelled
+    synthetic: Optional[str] = None  # comp synth --exp E: fold k also trains on folds/synth/E/fold_k/'s images
 
 
 @dataclass
@@ -162,7 +163,7 @@ class Config:
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if not f.metadata.get("internal")}
 EXPERIMENT_SECTIONS = ("model", "input", "augment", "train", "infer")
 # data keys that describe an experiment's training set rather than the competition: allowed in experiment files.
-EXPERIMENT_DATA_KEYS = ("relabel", "pseudo")
+EXPERIMENT_DATA_KEYS = ("relabel", "pseudo", "synthetic")
 
 
 def _closest(key: str, valid: list[str]) -> str:

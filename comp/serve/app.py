@@ -36,6 +36,7 @@ from comp.data.competition import DataError  # noqa: E402
 from comp.data.images import ImageProblem  # noqa: E402
 from comp.serve import require  # noqa: E402
 from comp.serve.ensemble import Ensemble  # noqa: E402
+from comp.serve.synth_tab import build_synth_tab  # noqa: E402
 from comp.serve.uploads import (  # noqa: E402
     DATA_URL_FOLDER,
     DEFAULT_MAX_PIXELS,
@@ -289,6 +290,7 @@ def build_app(ens: Ensemble, top_k: int = TOP_K, examples: bool = True, title: s
                             + "; ".join(f"{i + 1}. {c}" for i, (_, c) in enumerate(mistakes)))
         with gr.Accordion("model", open=True):
             gr.Markdown(info_markdown(ens), elem_id="info")
+        build_synth_tab(ens)  # "make an image": only when comp synth made generators for a served experiment
     return blocks
 
 

@@ -2,6 +2,7 @@
 
     RelabelSource   data.relabel   accepted suggestions change training targets, dropped rows leave training
     PseudoSource    data.pseudo    fold k adds the test images the teacher's fold-k model labelled
+    SynthSource     data.synthetic fold k adds the images its own generator made (trained on the other folds)
     TeacherSource   train.teacher  fold k's training rows get the teacher's fold-k probabilities (distillation)
 
 ``sources(cfg)`` builds those the config asks for, in that order (the teacher also predicts pseudo rows).
@@ -21,6 +22,7 @@ from comp.techniques.distill import check_teacher, teacher_targets
 from comp.techniques.foldsafe import check_fold_safe
 from comp.techniques.pseudo import Pseudo, load_pseudo
 from comp.techniques.relabel import apply_relabel
+from comp.techniques.synth import Synthetic, load_synthetic
 from comp.train.loop import check_config
 from comp.train.rows import FoldRows, Pool, Source
 
@@ -71,6 +73,37 @@ class PseudoSource:
         return replace(fr, counts=dict(fr.counts, pseudo=len(ps)))
 
 
+@dataclass
+class SynthSource:
+    """data.synthetic: fold k adds folds/synth/E/fold_k/'s images, made by a generator that never saw fold k's rows;
+    other folds' images never reach fold k, and no image ever reaches a validation fold or the OOF."""
+
+    key = "data.synthetic"
+    synth: Synthetic | None = None
+
+    def table(self, pool: Pool) -> None:
+        pass
+
+    def prepare(self, pool: Pool, folds: list[int]) -> None:
+        self.synth = load_synthetic(pool.cfg, pool.classes, folds) if folds else None
+        if self.synth is None:
+            return
+        for df in self.synth.folds.values():
+            pool.add_images(self.key, df["id"].tolist(), df["path"].tolist())
+
+    def extend(self, pool: Pool, k, fr: FoldRows) -> FoldRows:
+        if isinstance(k, str):  # a full-data run (full_s{i}): every generator is one fold's, none is the full data's
+            pool.echo(f"{k}: data.synthetic adds nothing to a full-data run (each generator belongs to one fold)")
+            return fr
+        df, classes = self.synth.folds[k], pool.classes
+        y = df["class"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+        fr = fr.add(pool.position(self.key, df["id"]), y, fr.targets.ndim == 2, len(classes))
+        counts = np.bincount(y, minlength=len(classes))
+        pool.echo(f"fold {k}: + {len(df)} synthetic images of {self.synth.folder}/fold_{k} (its own generator's; "
+                  f"per class " + ", ".join(f"{c} {n}" for c, n in zip(classes, counts)) + ")")
+        return replace(fr, counts=dict(fr.counts, synthetic=len(df)))
+
+
 class TeacherSource:
     """train.teacher: the teacher's fold-k model's probabilities of fold k's training rows (its own input size)."""
 
@@ -110,6 +143,8 @@ def sources(cfg: Config) -> list[Source]:
         out.append(RelabelSource())
     if cfg.data.pseudo:
         out.append(PseudoSource())
+    if cfg.data.synthetic:
+        out.append(SynthSource())
     if cfg.train.teacher:
         out.append(TeacherSource())
     return out

@@ -86,9 +86,10 @@ def plan_full(cfg: Config, seeds: int = 1) -> FullPlan:
     validation score (train.scheduler plateau)."""
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: train at least one full model (--seeds 1)")
-    per_fold = [k for k, v in (("data.pseudo", cfg.data.pseudo), ("train.teacher", cfg.train.teacher)) if v]
+    per_fold = [k for k, v in (("data.pseudo", cfg.data.pseudo), ("data.synthetic", cfg.data.synthetic),
+                               ("train.teacher", cfg.train.teacher)) if v]
     if per_fold:
-        raise ConfigError(f"--full: {' and '.join(per_fold)} give fold k the targets of the teacher's fold-k model, "
+        raise ConfigError(f"--full: {' and '.join(per_fold)} give fold k what a fold-k teacher or generator made, "
                           f"and a full-data run has no fold; refit an experiment without {per_fold[0]}")
     if cfg.train.scheduler == "plateau":
         raise ConfigError("train.scheduler plateau lowers the lr when the validation score stalls, and a full-data run "

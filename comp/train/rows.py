@@ -7,8 +7,8 @@ training prints. The trainer takes it ready and imports no technique.
 
 A technique plugs in by one small object (comp.techniques.sources builds them from the config):
 
-    key       the config key that turns it on (data.relabel, data.pseudo, train.teacher); a config that sets a
-              key no source answers is refused, so a technique is never silently left out
+    key       the config key that turns it on (data.relabel, data.pseudo, data.synthetic, train.teacher); a config
+              that sets a key no source answers is refused, so a technique is never silently left out
     table     once, when the table is read: may change the training targets (y_train, train_use)
     prepare   once the folds to train are known, before any image is decoded: may add images
               (``pool.add_images``: e.g. pseudo-labelled test images)
@@ -91,7 +91,8 @@ class Source(Protocol):
 
 def requested(cfg: Config) -> list[str]:
     """The config keys that ask for a technique's rows or targets."""
-    keys = {"data.relabel": cfg.data.relabel, "data.pseudo": cfg.data.pseudo, "train.teacher": cfg.train.teacher}
+    keys = {"data.relabel": cfg.data.relabel, "data.pseudo": cfg.data.pseudo, "data.synthetic": cfg.data.synthetic,
+            "train.teacher": cfg.train.teacher}
     return [k for k, v in keys.items() if v]
 
 
