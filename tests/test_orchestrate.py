@@ -219,6 +219,103 @@ def test_launch_refuses_bad_input_before_starting_ray(workdir):
     assert "model.name" in out and "Ray local up" not in out
 
 
+# ---------------------------------------------------------------- the private local Ray
+
+RAY_SESSION = """
+import json, os, sys
+import ray
+from comp.orchestrate.cluster import ray_session
+
+
+def pid():
+    return os.getpid()
+
+
+with ray_session(num_cpus=1, echo=lambda s: None) as info:
+    worker = ray.get(ray.remote(pid).remote())
+    print(json.dumps({"tmp": info["temp_dir"], "worker": worker, "gcs": ray.get_runtime_context().gcs_address}),
+          flush=True)
+    sys.stdin.read()  # until the test closes stdin (or kills this process)
+"""
+
+INTRUDER = """
+import sys
+from ray._raylet import GcsClient
+try:
+    GcsClient(address=sys.argv[1]).internal_kv_get(b"x", None)
+    print("CONNECTED")
+except Exception as e:
+    print("REFUSED", type(e).__name__, e)
+"""
+
+
+def _listeners(pids: set[int]) -> list[tuple[str, int, str]]:
+    """(address, pid, process name) of every listening TCP socket of ``pids``, from `ss -ltnpH`."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, timeout=30, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        cols = line.split()
+        for name, pid in re.findall(r'\("([^"]+)",pid=(\d+)', line):
+            if int(pid) in pids:
+                found.append((cols[3], int(pid), name))
+    return found
+
+
+def _ray_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    return dict(env, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_private_ray_is_loopback_only_with_token_auth_and_a_killed_ones_folder_is_swept(tmp_path):
+    import psutil
+
+    env = _ray_env()
+    p = subprocess.Popen([sys.executable, "-c", RAY_SESSION], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, env=env, cwd=tmp_path, start_new_session=True)
+    ray_pids: set[int] = set()
+    try:
+        info = json.loads(p.stdout.readline())
+        tmp = Path(info["tmp"])
+        ray_pids = {p.pid, *(c.pid for c in psutil.Process(p.pid).children(recursive=True))}
+        assert info["worker"] in ray_pids
+        found = _listeners(ray_pids)
+        names = {n for _, _, n in found}
+        assert {"gcs_server", "raylet"} <= names and len(found) >= 4, found
+        beyond = [f for f in found if not re.match(r"^(127\.0\.0\.1|\[::1\]|\[::ffff:127\.0\.0\.1\]):\d+$", f[0])]
+        assert not beyond, f"Ray listens beyond loopback: {beyond}"
+        # Token authentication: the token is private, a client without it is refused, with it let in.
+        assert (tmp.stat().st_mode & 0o777) == 0o700 and ((tmp / "auth_token").stat().st_mode & 0o777) == 0o600
+        home = tmp_path / "home"
+        home.mkdir()
+        probe = [sys.executable, "-c", INTRUDER, info["gcs"]]
+        out = subprocess.run(probe, capture_output=True, text=True, timeout=60, env=dict(env, HOME=str(home)))
+        assert "REFUSED AuthenticationError" in out.stdout, out.stdout + out.stderr
+        token_env = dict(env, HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(tmp / "auth_token"))
+        out = subprocess.run(probe, capture_output=True, text=True, timeout=60, env=token_env)
+        assert "CONNECTED" in out.stdout, out.stdout + out.stderr
+        p.kill()  # SIGKILL: the session cannot remove its folder
+        p.wait(timeout=30)
+    finally:
+        for pid in ray_pids:
+            with __import__("contextlib").suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        p.wait(timeout=30)
+    assert tmp.exists(), "a SIGKILLed session leaves its folder"
+    # The next session sweeps it (its owner is gone) and removes its own at the end.
+    q = subprocess.Popen([sys.executable, "-c", RAY_SESSION], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        nxt = Path(json.loads(q.stdout.readline())["tmp"])
+        assert not tmp.exists() and nxt.exists()
+        q.stdin.close()
+        assert q.wait(timeout=120) == 0
+    finally:
+        _kill_group(q.pid)
+    assert not nxt.exists()
+
+
 # ---------------------------------------------------------------- tune
 
 
@@ -235,6 +332,31 @@ def test_space_keys_are_checked_by_comp_config(workdir):
     (workdir / "s.yaml").write_text("train.lr: {loguniform: [0, 1e-2]}\n")
     with pytest.raises(ConfigError, match="positive"):
         read_space(workdir / "s.yaml")
+
+
+def test_tune_resume_refuses_a_search_folder_others_can_write(workdir):
+    from comp.orchestrate.tune import check_trusted, tune
+
+    make_folds(load_config(workdir / "comp.yaml"), n_splits=2, **QUIET)
+    (workdir / "s.yaml").write_text("train.lr: {loguniform: [1e-4, 1e-2]}\n")
+    td = workdir / "runs" / "s-tune"
+    (td / "ray").mkdir(parents=True)
+    state = td / "ray" / "tuner.pkl"
+    state.write_bytes(b"not really a pickle")
+    os.chmod(state, 0o666)
+    old = os.getcwd()
+    os.chdir(workdir)
+    try:
+        with pytest.raises(ConfigError, match=r"tuner\.pkl is writable by every user.*chmod -R go-w"):
+            tune(workdir / "comp.yaml", "s", workdir / "s.yaml", trials=2, overrides=TINY, resume=True, **QUIET)
+        os.chmod(state, 0o644)
+        os.chmod(td, 0o777)
+        with pytest.raises(ConfigError, match=r"s-tune is writable by every user"):
+            check_trusted(td)
+        os.chmod(td, 0o755)
+        check_trusted(td)  # only its owner can write it: trusted
+    finally:
+        os.chdir(old)
 
 
 @pytest.mark.slow
