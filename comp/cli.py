@@ -207,6 +207,7 @@ def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, s
     accelerate launch --multi_gpu --num_processes 2 -m comp train --exp base --all-folds
     (on CPU-only machines too: comp joins the processes over gloo)
     """
+    from comp.orchestrate.locks import train_guard
     from comp.techniques import sources
     from comp.train.loop import TrainingError, train_folds, train_full
 
@@ -227,9 +228,11 @@ def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, s
     if fold_ids and all_folds:
         raise click.UsageError("pass --fold K or --all-folds, not both")
     cfg = load(config_path, exp, overrides)
+    folds = None if all_folds else list(fold_ids)
+    guard = train_guard(cfg.exp, folds)  # a fold held by a running `comp launch` is refused
     try:
-        train_folds(cfg, folds=None if all_folds else list(fold_ids), resume=resume, overwrite=overwrite,
-                    skip_bad=skip_bad, echo=click.echo, sources=sources(cfg))
+        train_folds(cfg, folds=folds, resume=resume, overwrite=overwrite, skip_bad=skip_bad, echo=click.echo,
+                    sources=sources(cfg), on_epoch=guard)
     except TrainingError as e:
         raise click.ClickException(str(e)) from None
 
