@@ -84,7 +84,7 @@ def _join(ray, address: str) -> None:
     try:
         with _neutral_cwd(tempfile.gettempdir()):
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-    except (ConnectionError, RuntimeError, ValueError) as e:
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as e:  # AuthenticationError too
         raise ConfigError(f"--address {address}: cannot join a Ray cluster there ({e}). Start one with "
                           f"`ray start --head` (then --address auto on that machine, or HOST:6379 elsewhere), "
                           f"or leave --address out to run on this machine only. A cluster with token "
