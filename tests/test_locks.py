@@ -58,6 +58,13 @@ def test_token_liveness_and_takeover_by_rename(tmp_path):
     assert path.stat().st_ino != inode
     c.release()
     assert sorted(p.name for p in path.parent.iterdir()) == []  # no claim, temp or aside file left
+    # The temp file of a job killed in the middle of taking a lock goes once its maker is gone.
+    orphan, alive = path.with_name("lock.dead.new"), path.with_name("lock.alive.new")
+    orphan.write_text(json.dumps({**process_identity(), "pid": _dead_pid(), "token": "dead"}))
+    alive.write_text(json.dumps({**process_identity(), "token": "alive"}))
+    d = FoldLock(path)
+    assert d.try_acquire() and not orphan.exists() and alive.exists()
+    d.release()
 
 
 def test_beat_touches_only_its_own_lock_and_a_lost_lock_is_noticed(tmp_path):
@@ -112,6 +119,8 @@ def test_comp_train_refuses_a_fold_held_by_a_running_job(tmp_path, monkeypatch):
     a.release()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_comp_train_cli_refuses_a_locked_fold(workdir):
     """The real `comp train` process: a fold whose lock is held by a live job is refused, naming the holder."""
     from comp.config import load_config

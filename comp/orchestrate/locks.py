@@ -200,6 +200,7 @@ class FoldLock:
             for _ in range(2):  # a lock released between the link and the read: once more
                 if _link(fresh, self.path):
                     self.held = True
+                    self._sweep_orphans()
                     return True
                 rec = read_lock(self.path)
                 if rec is not None:
@@ -225,9 +226,18 @@ class FoldLock:
             os.rename(fresh, self.path)
             self.held = True
             self.took_over = rec
+            self._sweep_orphans()
             return True
         finally:
             _remove(claim)
+
+    def _sweep_orphans(self) -> None:
+        """Temp and aside files (``lock.TOKEN.new`` ...) of jobs killed in the middle of a lock operation."""
+        for p in self.path.parent.glob(f"{self.path.name}.*.*"):
+            if p.suffix in (".new", ".release", ".drop") and not p.name.startswith(f"{self.path.name}.{self.token}."):
+                rec = read_lock(p)
+                if rec is not None and liveness(rec) is False:
+                    _remove(p)
 
     def _drop_abandoned_claim(self, claim: Path) -> None:
         """A claim left by a taker that died mid-takeover would block the lock for good: remove it once its
