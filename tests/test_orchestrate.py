@@ -479,8 +479,8 @@ def test_launch_joins_a_running_cluster_and_checks_the_shared_folder(workdir, tm
                 break
         assert "cluster: 1 nodes see" in out and "1 jobs, 0 failed" in out, out
         assert (workdir / "runs" / "e" / "fold_0" / "done.json").exists()
-        out = comp(["launch", "--exp", "e", "--fold", "1", "--address", address, *SETS], workdir, timeout=300,
-                   ok=False, env=bare)
+        out = comp(["launch", "--exp", "e", "--fold", "1", "--address", address, *SETS, "--set", "train.epochs=1"],
+                   workdir, timeout=300, ok=False, env=bare)
         assert "cannot join a Ray cluster" in out and "auth_token" in out and "Traceback" not in out, out
         assert not (workdir / "runs" / "e" / "fold_1" / "metrics.csv").exists()
         probe = subprocess.run(
@@ -514,6 +514,7 @@ def test_chaos_killed_training_processes_end_as_a_sequential_run(tmp_path_factor
         return work
 
     work = workdir("chaos")
+    t0 = time.time()
     p = start(["launch", "--exp", "a", "--exp", "b", "--all-folds", "--max-retries", "6", *SETS], work)
     rng = random.Random(0)
     kills: list[tuple[str, int]] = []
@@ -547,6 +548,8 @@ def test_chaos_killed_training_processes_end_as_a_sequential_run(tmp_path_factor
             assert (fd / "done.json").exists() and json.loads((fd / "job.json").read_text())["state"] == "done"
             retried += log.count("retrying with --resume")
     assert retried >= len(kills) - 1, (retried, kills)  # a kill can land as its process exits on its own
+    print(f"chaos: {len(kills)} kills ({', '.join(n for n, _ in kills)}), {retried} retries, launch "
+          f"{time.time() - t0:.0f}s")
     left = [p for p in (work / "runs").rglob("*") if p.name == "lock" or p.name.startswith("lock.")
             or p.name.endswith(".tmp")]
     assert not left, left
