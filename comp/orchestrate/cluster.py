@@ -1,10 +1,13 @@
 """Starting, joining and leaving Ray.
 
 Without an address comp starts a private local Ray (its own temp folder, no dashboard, a small object store, all
-of this machine's CPUs and GPUs) and always shuts it down, so it never attaches to, nor stops, anyone else's.
-With ``--address`` (``auto`` or ``HOST:PORT``) it joins a running cluster (``ray start --head`` / ``ray start
---address=...``) and leaves it running; :func:`check_shared_folder` first runs one job on every node to check that
-the competition folder is there at the same path.
+of this machine's CPUs and GPUs) and always shuts it down, so it never attaches to, nor stops, anyone else's. It is
+private: every Ray process listens on 127.0.0.1 only, and it runs with token authentication, its random token in
+the 0700 temp folder (:func:`local_ray_env`); the folder of a session killed before it could remove it is swept by
+the next one (:func:`sweep_stale_temp_dirs`). With ``--address`` (``auto`` or ``HOST:PORT``) it joins a running
+cluster (``ray start --head`` / ``ray start --address=...``) with the cluster's own token authentication and
+leaves it running; :func:`check_shared_folder` first runs one job on every node to check that the competition
+folder is there at the same path.
 """
 
 from __future__ import annotations
