@@ -20,6 +20,7 @@ Every file of the protocol is named ``lock.*`` beside the lock and removed by wh
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -153,11 +154,25 @@ def describe(rec: dict) -> str:
 
 
 def _link(src: Path, dst: Path) -> bool:
+    """Create ``dst`` with ``src``'s content unless it exists (atomically: a hard link); False when it exists."""
     try:
         os.link(src, dst)
         return True
     except FileExistsError:
         return False
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+    # A filesystem without hard links: an exclusive create (a reader may see it half-written: a fresh, unreadable
+    # lock counts as held).
+    data = Path(src).read_bytes()
+    try:
+        fd = os.open(dst, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return True
 
 
 def _remove(path: Path) -> None:
