@@ -233,8 +233,8 @@ def pid():
 
 with ray_session(num_cpus=1, echo=lambda s: None) as info:
     worker = ray.get(ray.remote(pid).remote())
-    print(json.dumps({"tmp": info["temp_dir"], "worker": worker, "gcs": ray.get_runtime_context().gcs_address}),
-          flush=True)
+    print(json.dumps({"tmp": info["temp_dir"], "worker": worker, "gcs": ray.get_runtime_context().gcs_address,
+                      "cwd": os.getcwd()}), flush=True)
     sys.stdin.read()  # until the test closes stdin (or kills this process)
 """
 
@@ -280,6 +280,7 @@ def test_private_ray_is_loopback_only_with_token_auth_and_a_killed_ones_folder_i
         tmp = Path(info["tmp"])
         ray_pids = {p.pid, *(c.pid for c in psutil.Process(p.pid).children(recursive=True))}
         assert info["worker"] in ray_pids
+        assert info["cwd"] == str(tmp_path), "the caller's working folder is kept inside the session"
         found = _listeners(ray_pids)
         names = {n for _, _, n in found}
         assert {"gcs_server", "raylet"} <= names and len(found) >= 4, found

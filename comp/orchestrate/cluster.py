@@ -49,14 +49,15 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, num_gpu
         tmp = make_temp_dir()
         try:
             # Ray makes its temp folder world-writable (0777): it goes inside ours (0700), which no one else enters.
-            with local_ray_env(tmp), _neutral_cwd(tmp):
+            with local_ray_env(tmp):
                 kwargs = dict(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
                               object_store_memory=OBJECT_STORE_BYTES, _temp_dir=os.path.join(tmp, "r"),
                               log_to_driver=False,
                               configure_logging=True, logging_level="ERROR", _node_ip_address=LOOPBACK)
                 if num_gpus is not None:
                     kwargs["num_gpus"] = num_gpus
-                ray.init(**kwargs)
+                with _neutral_cwd(tmp):
+                    ray.init(**kwargs)
                 try:
                     yield _info(ray, True, t0, tmp)
                 finally:
