@@ -207,6 +207,7 @@ def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, s
     accelerate launch --multi_gpu --num_processes 2 -m comp train --exp base --all-folds
     (on CPU-only machines too: comp joins the processes over gloo)
     """
+    from comp.orchestrate.locks import train_guard
     from comp.techniques import sources
     from comp.train.loop import TrainingError, train_folds, train_full
 
@@ -227,9 +228,11 @@ def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, s
     if fold_ids and all_folds:
         raise click.UsageError("pass --fold K or --all-folds, not both")
     cfg = load(config_path, exp, overrides)
+    folds = None if all_folds else list(fold_ids)
+    guard = train_guard(cfg.exp, folds)  # a fold held by a running `comp launch` is refused
     try:
-        train_folds(cfg, folds=None if all_folds else list(fold_ids), resume=resume, overwrite=overwrite,
-                    skip_bad=skip_bad, echo=click.echo, sources=sources(cfg))
+        train_folds(cfg, folds=folds, resume=resume, overwrite=overwrite, skip_bad=skip_bad, echo=click.echo,
+                    sources=sources(cfg), on_epoch=guard)
     except TrainingError as e:
         raise click.ClickException(str(e)) from None
 
@@ -300,9 +303,11 @@ def orchestrate_errors(f):
 @click.option("--max-retries", default=2, show_default=True, help="retries (with --resume) of a job that died")
 @click.option("--then-predict", is_flag=True, help="run comp predict for each experiment whose folds all finished")
 @click.option("--live/--no-live", default=None, help="redraw one table in place (default: when on a terminal)")
+@click.option("--job-timeout", type=float, default=None, metavar="SECONDS",
+              help="kill a job that trains longer than this (all its attempts) and report it as failed")
 @orchestrate_errors
 def launch(config_path, exps, fold_ids, all_folds, overrides, gpus_per_job, cpus_per_job, address, max_retries,
-           then_predict, live):
+           then_predict, live, job_timeout):
     """Train (experiment x fold) jobs on Ray: each a `comp train --exp E --fold K` process.
 
     A finished fold is skipped, a fold locked by another launch is not trained twice, a job whose process
@@ -321,7 +326,7 @@ def launch(config_path, exps, fold_ids, all_folds, overrides, gpus_per_job, cpus
         raise click.UsageError("pass --fold K or --all-folds, not both")
     result = run(config_path, list(exps), folds=None if all_folds else list(fold_ids), overrides=overrides,
                  gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, address=address, max_retries=max_retries,
-                 then_predict=then_predict, echo=click.echo, live=live)
+                 then_predict=then_predict, echo=click.echo, live=live, job_timeout=job_timeout)
     sys.exit(0 if result.ok else 1)
 
 

@@ -47,8 +47,8 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+def start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    env = dict(os.environ if env is None else env, NO_ALBUMENTATIONS_UPDATE="1")
     return subprocess.Popen([COMP, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env=env)
 
@@ -66,8 +66,8 @@ def finish(p: subprocess.Popen, timeout: float = 300) -> str:
     return out
 
 
-def comp(args: list[str], cwd: Path, timeout: float = 300, ok: bool = True) -> str:
-    p = start(args, cwd)
+def comp(args: list[str], cwd: Path, timeout: float = 300, ok: bool = True, env: dict | None = None) -> str:
+    p = start(args, cwd, env)
     out = finish(p, timeout)
     if ok:
         assert p.returncode == 0, out[-4000:]
@@ -219,6 +219,104 @@ def test_launch_refuses_bad_input_before_starting_ray(workdir):
     assert "model.name" in out and "Ray local up" not in out
 
 
+# ---------------------------------------------------------------- the private local Ray
+
+RAY_SESSION = """
+import json, os, sys
+import ray
+from comp.orchestrate.cluster import ray_session
+
+
+def pid():
+    return os.getpid()
+
+
+with ray_session(num_cpus=1, echo=lambda s: None) as info:
+    worker = ray.get(ray.remote(pid).remote())
+    print(json.dumps({"tmp": info["temp_dir"], "worker": worker, "gcs": ray.get_runtime_context().gcs_address,
+                      "cwd": os.getcwd()}), flush=True)
+    sys.stdin.read()  # until the test closes stdin (or kills this process)
+"""
+
+INTRUDER = """
+import sys
+from ray._raylet import GcsClient
+try:
+    GcsClient(address=sys.argv[1]).internal_kv_get(b"x", None)
+    print("CONNECTED")
+except Exception as e:
+    print("REFUSED", type(e).__name__, e)
+"""
+
+
+def _listeners(pids: set[int]) -> list[tuple[str, int, str]]:
+    """(address, pid, process name) of every listening TCP socket of ``pids``, from `ss -ltnpH`."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, timeout=30, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        cols = line.split()
+        for name, pid in re.findall(r'\("([^"]+)",pid=(\d+)', line):
+            if int(pid) in pids:
+                found.append((cols[3], int(pid), name))
+    return found
+
+
+def _ray_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    return dict(env, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_private_ray_is_loopback_only_with_token_auth_and_a_killed_ones_folder_is_swept(tmp_path):
+    import psutil
+
+    env = _ray_env()
+    p = subprocess.Popen([sys.executable, "-c", RAY_SESSION], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, env=env, cwd=tmp_path, start_new_session=True)
+    ray_pids: set[int] = set()
+    try:
+        info = json.loads(p.stdout.readline())
+        tmp = Path(info["tmp"])
+        ray_pids = {p.pid, *(c.pid for c in psutil.Process(p.pid).children(recursive=True))}
+        assert info["worker"] in ray_pids
+        assert info["cwd"] == str(tmp_path), "the caller's working folder is kept inside the session"
+        found = _listeners(ray_pids)
+        names = {n for _, _, n in found}
+        assert {"gcs_server", "raylet"} <= names and len(found) >= 4, found
+        beyond = [f for f in found if not re.match(r"^(127\.0\.0\.1|\[::1\]|\[::ffff:127\.0\.0\.1\]):\d+$", f[0])]
+        assert not beyond, f"Ray listens beyond loopback: {beyond}"
+        # Token authentication: the token is private, a client without it is refused, with it let in.
+        assert (tmp.stat().st_mode & 0o777) == 0o700 and ((tmp / "auth_token").stat().st_mode & 0o777) == 0o600
+        home = tmp_path / "home"
+        home.mkdir()
+        probe = [sys.executable, "-c", INTRUDER, info["gcs"]]
+        out = subprocess.run(probe, capture_output=True, text=True, timeout=60, env=dict(env, HOME=str(home)))
+        assert "REFUSED AuthenticationError" in out.stdout, out.stdout + out.stderr
+        token_env = dict(env, HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(tmp / "auth_token"))
+        out = subprocess.run(probe, capture_output=True, text=True, timeout=60, env=token_env)
+        assert "CONNECTED" in out.stdout, out.stdout + out.stderr
+        p.kill()  # SIGKILL: the session cannot remove its folder
+        p.wait(timeout=30)
+    finally:
+        for pid in ray_pids:
+            with __import__("contextlib").suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        p.wait(timeout=30)
+    assert tmp.exists(), "a SIGKILLed session leaves its folder"
+    # The next session sweeps it (its owner is gone) and removes its own at the end.
+    q = subprocess.Popen([sys.executable, "-c", RAY_SESSION], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        nxt = Path(json.loads(q.stdout.readline())["tmp"])
+        assert not tmp.exists() and nxt.exists()
+        q.stdin.close()
+        assert q.wait(timeout=120) == 0
+    finally:
+        _kill_group(q.pid)
+    assert not nxt.exists()
+
+
 # ---------------------------------------------------------------- tune
 
 
@@ -235,6 +333,31 @@ def test_space_keys_are_checked_by_comp_config(workdir):
     (workdir / "s.yaml").write_text("train.lr: {loguniform: [0, 1e-2]}\n")
     with pytest.raises(ConfigError, match="positive"):
         read_space(workdir / "s.yaml")
+
+
+def test_tune_resume_refuses_a_search_folder_others_can_write(workdir):
+    from comp.orchestrate.tune import check_trusted, tune
+
+    make_folds(load_config(workdir / "comp.yaml"), n_splits=2, **QUIET)
+    (workdir / "s.yaml").write_text("train.lr: {loguniform: [1e-4, 1e-2]}\n")
+    td = workdir / "runs" / "s-tune"
+    (td / "ray").mkdir(parents=True)
+    state = td / "ray" / "tuner.pkl"
+    state.write_bytes(b"not really a pickle")
+    os.chmod(state, 0o666)
+    old = os.getcwd()
+    os.chdir(workdir)
+    try:
+        with pytest.raises(ConfigError, match=r"tuner\.pkl is writable by every user.*chmod -R go-w"):
+            tune(workdir / "comp.yaml", "s", workdir / "s.yaml", trials=2, overrides=TINY, resume=True, **QUIET)
+        os.chmod(state, 0o644)
+        os.chmod(td, 0o777)
+        with pytest.raises(ConfigError, match=r"s-tune is writable by every user"):
+            check_trusted(td)
+        os.chmod(td, 0o755)
+        check_trusted(td)  # only its owner can write it: trusted
+    finally:
+        os.chdir(old)
 
 
 @pytest.mark.slow
@@ -325,9 +448,16 @@ def _free_ports(n: int) -> list[int]:
 def test_launch_joins_a_running_cluster_and_checks_the_shared_folder(workdir, tmp_path_factory):
     """`ray start --head` (own ports and temp folder, its own process group, killed after), then
     `comp launch --address`: the per-node probe passes and the job runs; a folder the nodes cannot see is an
-    error naming the node."""
+    error naming the node. The head runs with token authentication: comp joins with the cluster's token, and
+    without it the join is refused with a message saying where the token goes."""
     make_folds(load_config(workdir / "comp.yaml"), n_splits=2, **QUIET)
     head = tmp_path_factory.mktemp("head")
+    token = head / "auth_token"
+    token.write_text(os.urandom(32).hex())
+    token.chmod(0o600)
+    (head / "home").mkdir()
+    bare = dict(_ray_env(), HOME=str(head / "home"))  # no ~/.ray/auth_token there
+    with_token = dict(bare, RAY_AUTH_TOKEN_PATH=str(token))
     temp = Path(f"/tmp/comp-head-{os.getpid()}")  # Ray's socket paths must stay short
     port, client, agent, agent_grpc, env_agent, metrics, nm, om = _free_ports(8)
     ray_bin = str(Path(sys.executable).parent / "ray")
@@ -337,22 +467,27 @@ def test_launch_joins_a_running_cluster_and_checks_the_shared_folder(workdir, tm
                           f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={env_agent}",
                           f"--metrics-export-port={metrics}", f"--node-manager-port={nm}",
                           f"--object-manager-port={om}"],
-                         cwd=head, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                         cwd=head, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                         env=dict(bare, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token)))
     try:
         address = f"127.0.0.1:{port}"
         out = ""
         for _ in range(60):  # until the head answers
             time.sleep(2)
             out = comp(["launch", "--exp", "e", "--fold", "0", "--address", address, *SETS, "--set",
-                        "train.epochs=1"], workdir, timeout=300, ok=False)
+                        "train.epochs=1"], workdir, timeout=300, ok=False, env=with_token)
             if "cannot join a Ray cluster" not in out:
                 break
         assert "cluster: 1 nodes see" in out and "1 jobs, 0 failed" in out, out
         assert (workdir / "runs" / "e" / "fold_0" / "done.json").exists()
+        out = comp(["launch", "--exp", "e", "--fold", "1", "--address", address, *SETS, "--set", "train.epochs=1"],
+                   workdir, timeout=300, ok=False, env=bare)
+        assert "cannot join a Ray cluster" in out and "auth_token" in out and "Traceback" not in out, out
+        assert not (workdir / "runs" / "e" / "fold_1" / "metrics.csv").exists()
         probe = subprocess.run(
             [sys.executable, "-c", "from pathlib import Path\nfrom comp.orchestrate.cluster import ray_session, "
              "check_shared_folder\nwith ray_session(%r):\n    check_shared_folder(Path('/nonexistent/comp.yaml'))"
-             % address], capture_output=True, text=True, timeout=120, cwd=head)
+             % address], capture_output=True, text=True, timeout=120, cwd=head, env=with_token)
         assert probe.returncode != 0 and "/nonexistent/comp.yaml is not visible on node" in probe.stderr, probe.stderr
     finally:
         _kill_group(h.pid)
@@ -360,3 +495,68 @@ def test_launch_joins_a_running_cluster_and_checks_the_shared_folder(workdir, tm
         import shutil
 
         shutil.rmtree(temp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- chaos
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_chaos_killed_training_processes_end_as_a_sequential_run(tmp_path_factory, competition):
+    """`comp launch` of 2 experiments x 3 folds while a killer SIGKILLs a random running training process 5
+    times: every fold ends done exactly once, the OOF equals plain in-process training's, and no lock, claim or
+    temp file is left."""
+    import random
+
+    def workdir(name: str) -> Path:
+        work = tmp_path_factory.mktemp(name)
+        write_config(work, competition)
+        make_folds(load_config(work / "comp.yaml"), n_splits=3, **QUIET)
+        return work
+
+    work = workdir("chaos")
+    t0 = time.time()
+    p = start(["launch", "--exp", "a", "--exp", "b", "--all-folds", "--max-retries", "6", *SETS], work)
+    rng = random.Random(0)
+    kills: list[tuple[str, int]] = []
+    try:
+        last = set()
+        while p.poll() is None and len(kills) < 5:
+            time.sleep(rng.uniform(1.0, 4.0))
+            running = []
+            for lock in (work / "runs").glob("*/fold_*/lock"):
+                rec = read_lock(lock)
+                # A fold whose done.json is written is assembling runs/E/oof.csv: its end is not the test here.
+                if rec and rec.get("train_pid") and rec["train_pid"] not in last and \
+                        not (lock.parent / "done.json").exists():
+                    running.append((f"{lock.parent.parent.name}/{lock.parent.name}", rec["train_pid"]))
+            if running:
+                name, pid = rng.choice(running)
+                with __import__("contextlib").suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    kills.append((name, pid))
+                    last.add(pid)
+    finally:
+        out = finish(p, 500)
+    assert p.returncode == 0 and "6 jobs, 0 failed" in out, out
+    assert len(kills) >= 3, f"only {len(kills)} kills landed: {kills}"
+    retried = 0
+    for exp in ("a", "b"):
+        for k in range(3):
+            fd = work / "runs" / exp / f"fold_{k}"
+            log = (fd / "train.log").read_text()
+            assert len(re.findall(rf"^fold {k}: best ", log, re.M)) == 1, log  # trained to the end once
+            assert (fd / "done.json").exists() and json.loads((fd / "job.json").read_text())["state"] == "done"
+            retried += log.count("retrying with --resume")
+    assert retried >= len(kills) - 1, (retried, kills)  # a kill can land as its process exits on its own
+    print(f"chaos: {len(kills)} kills ({', '.join(n for n, _ in kills)}), {retried} retries, launch "
+          f"{time.time() - t0:.0f}s")
+    left = [p for p in (work / "runs").rglob("*") if p.name == "lock" or p.name.startswith("lock.")
+            or p.name.endswith(".tmp")]
+    assert not left, left
+    base = workdir("chaos_sequential")
+    for exp in ("a", "b"):
+        _sequential(base, exp)
+        got, want = read_oof(work / "runs" / exp / "oof.csv"), read_oof(base / "runs" / exp / "oof.csv")
+        assert list(got["image_id"]) == list(want["image_id"])
+        np.testing.assert_allclose(_probs(got), _probs(want), atol=1e-6, rtol=0)

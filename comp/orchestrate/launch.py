@@ -1,18 +1,22 @@
 """``comp launch``: (experiment x fold) jobs on Ray, each a ``comp train --exp E --fold k`` subprocess.
 
-A job is a Ray task that takes the fold's lock (runs/E/fold_k/lock), runs ``comp train`` in a clean process in the
-working folder with its output in runs/E/fold_k/train.log, and retries a process that died (killed, out of
-memory) with ``--resume``. The GPU comes from Ray's ``num_gpus`` (Ray sets CUDA_VISIBLE_DEVICES for the task and
-the subprocess inherits it). The launcher itself only schedules, watches files and prints: it never trains.
+A job is a Ray task that takes the fold's lock (runs/E/fold_k/lock), runs ``comp train`` in a clean process (its
+own session, killed with the job) in the working folder with its output in runs/E/fold_k/train.log, and retries a
+process that died (killed, out of memory) with ``--resume``; whether to retry is read from that attempt's part of
+the log only. While it trains, the job beats the lock and checks its token: a job that finds another owner kills
+its training process and stops, as it does past ``--job-timeout``. The GPU comes from Ray's ``num_gpus`` (Ray
+sets CUDA_VISIBLE_DEVICES for the task and the subprocess inherits it). The launcher itself only schedules,
+watches files and prints: it never trains.
 
 Per-fold files besides comp train's (runs.RUNNER_FILES, kept when a fold restarts):
-    runs/E/fold_k/train.log   every attempt's output, with a header line per attempt
-    runs/E/fold_k/lock        host, pid, start time (and the training process's pid) of the job training it
+    runs/E/fold_k/train.log   every attempt's output, each after its own "=== comp launch ...: attempt N/M" header
+    runs/E/fold_k/lock        token, host, boot id, pid and start time (and the training process's pid) of the job
     runs/E/fold_k/job.json    state, host, GPU, attempt of the job that holds the lock
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,10 +33,11 @@ from pathlib import Path
 from comp import runs
 from comp.config import ConfigError, load_config
 from comp.files import write_text
-from comp.orchestrate.locks import BEAT_EVERY, FoldLock, read_lock
+from comp.orchestrate.locks import BEAT_EVERY, TOKEN_ENV, FoldLock, describe, read_lock
 
 STATES_FINAL = ("done", "skipped", "failed")
 LOG_TAIL = 15
+CHECK_EVERY = 2.0  # seconds between a job's checks that it still holds its fold's lock
 
 
 @dataclass
@@ -56,14 +61,36 @@ class Job:
 # ---------------------------------------------------------------- the job (runs in a Ray worker)
 
 
-def _die_with_parent() -> None:
-    """In the training process: be killed when the Ray worker that started it dies (Linux), never orphaned."""
-    try:
-        import ctypes
+# The training process is started through this stub: it asks Linux to SIGKILL it when the Ray worker that started
+# it dies (PR_SET_PDEATHSIG survives exec), leaves if that worker is already gone, then becomes `comp train`. (A
+# preexec_fn would do the same in the forked child, which Python documents as unsafe in a threaded process such as
+# a Ray worker.)
+DIE_WITH_PARENT = """import ctypes, os, signal, sys
+try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("comp launch: the job that started this process is gone")
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+
+def child_command(cmd: list[str]) -> list[str]:
+    """``cmd`` (an absolute program first) run through DIE_WITH_PARENT."""
+    return [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *cmd]
+
+
+def start_child(cmd: list[str], cwd, log, env: dict) -> subprocess.Popen:
+    """A job's process: its own session and process group (killed as a group), dies with the job."""
+    return subprocess.Popen(child_command(cmd), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def comp_command() -> list[str]:
@@ -80,10 +107,13 @@ def _has_state(fd: Path) -> bool:
     return any((fd / name / "trainer.json").exists() for name in ("state", "state.old"))
 
 
-def log_tail(path: Path, n: int = LOG_TAIL) -> str:
-    """The last ``n`` lines of a log (progress bars' carriage-return updates reduced to their last one)."""
+def log_tail(path: Path, n: int = LOG_TAIL, start: int = 0) -> str:
+    """The last ``n`` lines of a log from byte ``start`` on (one attempt's part; progress bars' carriage-return
+    updates reduced to their last one)."""
     try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        with open(path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return ""
     lines = [ln.rsplit("\r", 1)[-1] for ln in text.splitlines()]
@@ -93,6 +123,59 @@ def log_tail(path: Path, n: int = LOG_TAIL) -> str:
 def _user_error(tail: str) -> bool:
     """comp train exited with a message the user must act on (a config or data error): retrying cannot help."""
     return any(ln.startswith("Error: ") for ln in tail.splitlines())
+
+
+def sweep_temp_files(fd: Path) -> None:
+    """The half-written temp files (comp.files: ``.NAME.XXXX.tmp``) a killed training process left in its fold
+    folder; only the job holding the fold's lock writes there, so none of them is still being written."""
+    for p in fd.glob(".*.tmp"):
+        if p.is_file():
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+@dataclass
+class Attempt:
+    """How one training process ended: rc (None: stopped by the job), why it was stopped, its part of the log."""
+    rc: int | None
+    stopped: str = ""
+    tail: str = ""
+
+
+def run_attempt(cmd: list[str], fd: Path, workdir: Path, env: dict, lock: FoldLock, header: str,
+                deadline: float | None) -> Attempt:
+    """One `comp train` process, its output appended to fold_k/train.log after a header line; the job beats the
+    lock while it runs and stops it (SIGKILL to its process group) when the lock is lost or ``deadline`` passes."""
+    fd.mkdir(parents=True, exist_ok=True)
+    with open(fd / "train.log", "a", encoding="utf-8") as log:
+        start = log.tell()
+        log.write(header + "\n")
+        log.flush()
+        proc = start_child(cmd, workdir, log, env)
+        stopped = ""
+        try:
+            lock.update(train_pid=proc.pid)
+            beat = checked = time.time()
+            while proc.poll() is None:
+                time.sleep(0.25)
+                now = time.time()
+                if now - checked > CHECK_EVERY:
+                    checked = now
+                    if now - beat > BEAT_EVERY:
+                        beat, ok = now, lock.beat()
+                    else:
+                        ok = lock.holds()
+                    if not ok:
+                        stopped = f"lost its lock to {describe(lock.holder() or {'host': 'nobody'})}"
+                if deadline is not None and now > deadline and not stopped:
+                    stopped = "timeout"
+                if stopped:
+                    kill_group(proc)
+                    break
+        finally:
+            if proc.poll() is None:  # an exception in the job: never leave the training process behind
+                kill_group(proc)
+    return Attempt(None if stopped else proc.returncode, stopped, log_tail(fd / "train.log", start=start))
 
 
 def run_job(spec: dict) -> dict:
@@ -118,50 +201,60 @@ def run_job(spec: dict) -> dict:
             return asdict(job)
         if lock.took_over:
             job.note = f"took over a stale lock of {lock.took_over.get('host')}:{lock.took_over.get('pid')}"
-        max_retries = spec["max_retries"]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", NO_ALBUMENTATIONS_UPDATE="1", TQDM_MININTERVAL="10",
-                   OMP_NUM_THREADS=str(spec["cpus"]), MKL_NUM_THREADS=str(spec["cpus"]))
-        for attempt in range(max_retries + 1):
-            job.attempts = attempt + 1
-            resume = attempt > 0 or _has_state(fd)
-            cmd = [*comp_command(), "train", "-c", spec["config"], "--exp", exp, "--fold", str(fold)]
-            cmd += [a for s in spec["overrides"] for a in ("--set", s)] + (["--resume"] if resume else [])
-            job.state = "running" if attempt == 0 else "retrying"
-            _write_job(fd, job, spec, t0)
-            fd.mkdir(parents=True, exist_ok=True)
-            with open(fd / "train.log", "a", encoding="utf-8") as log:
-                log.write(f"=== comp launch {spec['launch_id']}: attempt {attempt + 1}/{max_retries + 1} on "
-                          f"{job.host} (GPU {job.gpu or '-'}) at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                          f"comp {' '.join(cmd[len(comp_command()):])}\n")
-                log.flush()
-                proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-                lock.update(train_pid=proc.pid, attempt=attempt + 1)
-                beat = time.time()
-                while proc.poll() is None:
-                    time.sleep(0.5)
-                    if time.time() - beat > BEAT_EVERY:
-                        lock.beat()
-                        beat = time.time()
-                rc = proc.returncode
-            tail = log_tail(fd / "train.log")
-            if rc == 0 and (fd / "done.json").exists():
-                job.state = "done"
-                job.score = json.loads((fd / "done.json").read_text(encoding="utf-8")).get("score")
-                break
-            how = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
-            if _user_error(tail) or attempt == max_retries:
-                job.state = "failed"
-                job.note = how + ("" if _user_error(tail) else f" after {attempt + 1} attempts")
-                break
-            job.note = f"attempt {attempt + 1} {how}; retrying with --resume"
-            with open(fd / "train.log", "a", encoding="utf-8") as log:
-                log.write(f"=== comp launch: the training process ended ({how}); retrying with --resume\n")
+        _attempts(spec, job, fd, workdir, lock, t0)
         job.seconds = round(time.time() - t0, 2)
-        _write_job(fd, job, spec, t0)
+        if lock.holds():
+            _write_job(fd, job, spec, t0)
         return asdict(job)
     finally:
+        sweep_temp_files(fd)
         lock.release()
+
+
+def _attempts(spec: dict, job: Job, fd: Path, workdir: Path, lock: FoldLock, t0: float) -> None:
+    """Run `comp train` until the fold is done, retrying a process that died (with --resume); each decision reads
+    the current attempt's part of train.log only."""
+    exp, fold, max_retries = spec["exp"], spec["fold"], spec["max_retries"]
+    timeout = spec.get("job_timeout")
+    deadline = None if timeout is None else t0 + timeout
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NO_ALBUMENTATIONS_UPDATE="1", TQDM_MININTERVAL="10",
+               OMP_NUM_THREADS=str(spec["cpus"]), MKL_NUM_THREADS=str(spec["cpus"]), **{TOKEN_ENV: lock.token})
+    for attempt in range(max_retries + 1):
+        job.attempts = attempt + 1
+        resume = attempt > 0 or _has_state(fd)
+        args = ["train", "-c", spec["config"], "--exp", exp, "--fold", str(fold)]
+        args += [a for s in spec["overrides"] for a in ("--set", s)] + (["--resume"] if resume else [])
+        job.state = "running" if attempt == 0 else "retrying"
+        _write_job(fd, job, spec, t0)
+        header = (f"=== comp launch {spec['launch_id']}: attempt {attempt + 1}/{max_retries + 1} on {job.host} "
+                  f"(GPU {job.gpu or '-'}) at {time.strftime('%Y-%m-%d %H:%M:%S')}: comp {' '.join(args)}")
+        lock.update(attempt=attempt + 1)
+        run = run_attempt([*comp_command(), *args], fd, workdir, env, lock, header, deadline)
+        sweep_temp_files(fd)
+        if run.stopped == "timeout":
+            job.state, job.note = "failed", f"timed out after {timeout:g}s (--job-timeout); stopped"
+            _log(fd, f"=== comp launch: the job ran past --job-timeout {timeout:g}s; its training process was killed")
+            return
+        if run.stopped:
+            job.state, job.note = "skipped", f"{run.stopped}; stopped without committing"
+            _log(fd, f"=== comp launch: this job {run.stopped}; its training process was killed")
+            return
+        if run.rc == 0 and (fd / "done.json").exists():
+            job.state = "done"
+            job.score = json.loads((fd / "done.json").read_text(encoding="utf-8")).get("score")
+            return
+        how = f"killed by signal {-run.rc}" if run.rc < 0 else f"exit code {run.rc}"
+        if _user_error(run.tail) or attempt == max_retries:
+            job.state = "failed"
+            job.note = how + ("" if _user_error(run.tail) else f" after {attempt + 1} attempts")
+            return
+        job.note = f"attempt {attempt + 1} {how}; retrying with --resume"
+        _log(fd, f"=== comp launch: the training process ended ({how}); retrying with --resume")
+
+
+def _log(fd: Path, line: str) -> None:
+    with open(fd / "train.log", "a", encoding="utf-8") as log:
+        log.write(line + "\n")
 
 
 def _write_job(fd: Path, job: Job, spec: dict, t0: float) -> None:
@@ -177,8 +270,12 @@ def run_command(spec: dict) -> dict:
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"=== comp launch on {socket.gethostname()}: {' '.join(spec['cmd'])}\n")
         log.flush()
-        rc = subprocess.call([*comp_command(), *spec["cmd"]], cwd=spec["workdir"], stdout=log,
-                             stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        proc = start_child([*comp_command(), *spec["cmd"]], spec["workdir"], log, env)
+        try:
+            rc = proc.wait()
+        finally:
+            if proc.poll() is None:
+                kill_group(proc)
     return {"rc": rc, "log": str(log_path), "tail": log_tail(log_path)}
 
 
@@ -223,12 +320,13 @@ def plan(config_path: str | Path, exps: list[str], folds: list[int] | None, over
 def launch(config_path: str | Path, exps: list[str], folds: list[int] | None = None, overrides=(),
            gpus_per_job: float | None = None, cpus_per_job: int | None = None, address: str | None = None,
            max_retries: int = 2, then_predict: bool = False, echo: Callable[[str], None] = print,
-           live: bool | None = None, poll: float = 1.0) -> LaunchResult:
+           live: bool | None = None, poll: float = 1.0, job_timeout: float | None = None) -> LaunchResult:
     """Run ``comp train --exp E --fold k`` for every (E, k) as Ray jobs; see the module docstring.
 
     ``folds`` None: every fold of folds.csv. ``gpus_per_job`` None: 1 when the cluster has GPUs, else 0.
     ``cpus_per_job`` None: the CPUs per GPU on a GPU cluster, else 1 (one job per core). ``live``: redraw one
-    table in place (default: when stdout is a terminal), else print a line per change.
+    table in place (default: when stdout is a terminal), else print a line per change. ``job_timeout``: seconds a
+    job may train (all its attempts); past it the training process is killed and the job reported as failed.
     """
     from comp.orchestrate import require
     from comp.orchestrate.cluster import check_shared_folder, ray_session
@@ -239,6 +337,8 @@ def launch(config_path: str | Path, exps: list[str], folds: list[int] | None = N
     t_start = time.perf_counter()
     config_path = Path(config_path).resolve()
     overrides = list(overrides)
+    if job_timeout is not None and job_timeout <= 0:
+        raise ConfigError(f"--job-timeout {job_timeout:g}: give the seconds a job may run (> 0)")
     jobs = plan(config_path, exps, folds, overrides)
     workdir = Path.cwd().resolve()
     launch_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -271,7 +371,8 @@ def launch(config_path: str | Path, exps: list[str], folds: list[int] | None = N
             refs = {}
             for j in todo:
                 spec = dict(workdir=str(workdir), config=str(config_path), exp=j.exp, fold=j.fold,
-                            overrides=overrides, max_retries=max_retries, cpus=cpus, launch_id=launch_id)
+                            overrides=overrides, max_retries=max_retries, cpus=cpus, launch_id=launch_id,
+                            job_timeout=job_timeout)
                 refs[remote.remote(spec)] = j
             _watch(refs, jobs, workdir, launch_id, echo, live, poll)
             if then_predict:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -341,6 +342,43 @@ def _check_search(config_path: str | Path, exp: str, space_path: str | Path, tri
     return config_path, overrides, space, cfg, folds
 
 
+def writable_by_others(st: os.stat_result) -> str | None:
+    """Why another user could change a file with this stat: other-writable, group-writable by a group with other
+    members (a user's own private group is fine), or owned by someone else; None when only its owner can."""
+    if st.st_uid != os.getuid():
+        return f"owned by uid {st.st_uid}"
+    if st.st_mode & stat.S_IWOTH:
+        return "writable by every user"
+    if st.st_mode & stat.S_IWGRP:
+        try:
+            import grp
+            import pwd
+
+            g, me = grp.getgrgid(st.st_gid), pwd.getpwuid(os.getuid()).pw_name
+            if g.gr_gid == os.getgid() and set(g.gr_mem) <= {me}:
+                return None  # a user private group: nobody else is in it
+            return f"writable by group {g.gr_name}"
+        except (ImportError, KeyError):
+            return "writable by its group"
+    return None
+
+
+def check_trusted(td: Path) -> None:
+    """--resume unpickles Ray Tune's state from ``td``: refuse it when anyone but this user can write into it (a
+    changed pickle runs code as this user)."""
+    for path in [td.parent, td, *sorted(td.rglob("*"))]:
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        why = writable_by_others(st)
+        if why is not None and not (path.is_symlink() and path != td):
+            raise ConfigError(f"--resume loads Ray Tune's saved state (Python pickles) from {td}, and {path} is "
+                              f"{why}: another user could make it run code as you. Only resume a search whose "
+                              f"runs/ folder you trust: `chmod -R go-w {td}` (and own it) if it is yours, "
+                              f"else start a new search")
+
+
 def _prepare(config_path: str | Path, exp: str, space_path: str | Path, trials: int, folds, metric: str, overrides,
              resume: bool) -> _Search:
     """Check the search, make runs/<exp>-tune (a new one, or the one --resume continues) and write search.json."""
@@ -351,6 +389,8 @@ def _prepare(config_path: str | Path, exp: str, space_path: str | Path, trials: 
     state_dir = td / EXPERIMENT_NAME
     if resume and not state_dir.exists():
         raise ConfigError(f"--resume: {state_dir} not found; there is no search of {exp} to continue")
+    if resume:
+        check_trusted(td)
     if not resume and state_dir.exists():
         raise ConfigError(f"{td} holds an earlier search of {exp}: pass --resume to continue it, or remove {td} "
                           f"to start a new one")
