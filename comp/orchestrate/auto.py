@@ -266,7 +266,6 @@ def _folds(a: Auto, st: ap.Stage) -> str:
     return f"kept the existing {cfg.folds.file} ({len(have)} folds)"
 
 
-SEARCHED = ("model.name", "input.size", "train.lr", "augment.preset", "train.loss", "train.sampler")
 
 
 def search_space(a: Auto) -> dict:
@@ -277,6 +276,8 @@ def search_space(a: Auto) -> dict:
     space = {"model.name": {"choice": list(a.plan.models)}, "input.size": {"choice": sorted({size, bigger})},
              "train.lr": {"loguniform": [1e-3, 1e-2]}, "augment.preset": {"choice": ["light", "medium"]},
              "train.loss": {"choice": ["ce", "ce+soft_f1"]}}
+    if c.get("stem_stride") == 1:  # small images: a sharp stem against the model's own (upscaling is input.size)
+        space["model.stem_stride"] = {"choice": [1, 4]}
     if c["imbalance"] >= 3:
         space["train.sampler"] = {"choice": ["random", "balanced"]}
     return {k: v for k, v in space.items() if k not in mine and len(next(iter(v.values()))) > 1}
@@ -412,19 +413,20 @@ def _second(a: Auto, st: ap.Stage) -> str:
     if st.planned_s <= 0:
         return st.why
     trials, best = a.choices.get("trials") or [], a.choices["auto-a"]["params"]
-    keys = ("model.name", "input.size", "train.loss")
+    keys = ("model.name", "input.size", "train.loss", "model.stem_stride")
     other = next((t for t in trials[1:] if any(t["params"].get(k) != best.get(k) for k in keys)), None)
     if other is None:
         return "skipped: no top trial differs from the best in model, size or loss"
     if "auto-b" not in a.choices:
-        avail = min(st.planned_s, a.left() - a.tail_s() - a.plan.stage("refit").planned_s)
+        avail = min(st.planned_s, a.left() - a.tail_s() - a.plan.stage("refit").planned_s) \
+            - a.plan.stage("predict").planned_s
         sets, epochs, why = _member_overrides(a, other["params"], avail, cap=a.choices["auto-a"]["epochs"])
         if epochs < ap.MIN_EPOCHS:
             return f"skipped: {avail:.0f}s left affords under {ap.MIN_EPOCHS} epochs on every fold"
         a.choices["auto-b"] = {"sets": sets, "epochs": epochs, "why": why, "params": other["params"]}
         _write_member(a, "auto-b", sets)
         a.save()
-    out = _train_member(a, "auto-b", deadline=a.budget_s * ap.MARGIN - a.tail_s())
+    out = _train_member(a, "auto-b", deadline=a.budget_s * ap.MARGIN - 2 * a.tail_s())
     a.choices["members"] = ["auto-a", "auto-b"]
     return (f"{other['trial']}: {_params_text(other['params'])}; {a.choices['auto-b']['why']}; CV {out['metric']} "
             f"{out['cv_score']:.4f}")

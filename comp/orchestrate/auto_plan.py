@@ -85,7 +85,7 @@ def fold_epoch_s(inp: PlanInputs, model: str) -> float:
 def predict_s(inp: PlanInputs, model: str) -> float:
     """comp predict --oof with TTA: every test image through every fold model, every train image once, per view."""
     images = (inp.n_test * inp.n_splits + inp.n_train) * inp.views
-    return images / (inp.infer_ips[model] * EFFICIENCY) + SETUP_S
+    return images / inp.infer_ips[model] + SETUP_S
 
 
 def folds_stage_s(inp: PlanInputs, model: str, epochs: int) -> float:
@@ -110,7 +110,7 @@ def make_plan(inp: PlanInputs) -> Plan:
     check_s = SETUP_S + n_img * inp.decode_s_per_image
     fixed = {"check": (check_s, f"decode {n_img} images once ({inp.decode_s_per_image * 1e3:.1f} ms each)"),
              "folds": (3.0, f"{inp.n_splits} stratified folds")}
-    tail = {"predict": (2 * predict_s(inp, first), f"TTA ({inp.views} views) on test and OOF, up to 2 experiments"),
+    tail = {"predict": (predict_s(inp, first), f"TTA ({inp.views} views) on test and OOF of each member"),
             "ensemble": (15.0, "weights on the OOF, decision tuning cross-validated inside it"),
             "report": (5.0, "submissions/auto.csv, ledger row, reports/auto/index.html")}
     left = max(0.0, usable - sum(s for s, _ in fixed.values()) - sum(s for s, _ in tail.values()))
@@ -162,11 +162,11 @@ def _shares(inp: PlanInputs, plan: Plan, left: float) -> tuple[float, float, flo
         best_s, refit_s = best_s + refit_s, 0.0
     else:
         notes["refit"] = f"every row for the folds' epochs (~{refit_need:.0f}s a model)"
-    if second_s and epochs_for(inp, first, second_s) < MIN_EPOCHS:
+    if second_s and epochs_for(inp, first, second_s - predict_s(inp, first)) < MIN_EPOCHS:
         notes["second"] = f"skipped: {second_s:.0f}s affords under {MIN_EPOCHS} epochs on every fold"
         best_s, second_s = best_s + second_s, 0.0
     elif second_s:
-        notes["second"] = "the best trial that differs in model, size or loss, on every fold"
+        notes["second"] = "the best trial that differs in model, size or loss, on every fold (and its predict)"
     else:
         notes["second"] = "skipped: no search to draw a second config from"
     return search_s, second_s, refit_s, best_s, notes
