@@ -70,6 +70,15 @@ def _auto(cwd: Path, *args, **kw):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def _finish(p: subprocess.Popen, timeout: float = 400) -> str:
+    """The run's output; a run past ``timeout`` is killed (never left behind)."""
+    try:
+        return p.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return p.communicate()[0] + f"\n(killed after {timeout}s)"
+
+
 def _check_outputs(cwd: Path, competition: Path):
     sub = pd.read_csv(cwd / "submissions" / "auto.csv", dtype=str)
     sample = pd.read_csv(competition / "sample_submission.csv", dtype=str)
@@ -89,7 +98,7 @@ def test_auto_within_budget(tmp_path, competition):
     cwd = _workdir(tmp_path, competition)
     t0 = time.perf_counter()
     p = _auto(cwd, "--budget", "2m")
-    out, _ = p.communicate(timeout=400)
+    out = _finish(p)
     wall = time.perf_counter() - t0
     assert p.returncode == 0, out[-3000:]
     assert wall <= 120 * 1.1, f"{wall:.0f}s for a 2m budget\n{out[-3000:]}"
@@ -107,7 +116,9 @@ def test_auto_kill_in_fold_stage_then_resume(tmp_path, competition):
     deadline = time.time() + 300
     while not done0.exists() and p.poll() is None and time.time() < deadline:
         time.sleep(0.1)
-    assert done0.exists(), p.communicate()[0][-3000:]
+    if not done0.exists():
+        os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail(p.communicate()[0][-3000:])
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     plan = json.loads((cwd / "runs" / "auto" / "plan.json").read_text())
@@ -116,7 +127,7 @@ def test_auto_kill_in_fold_stage_then_resume(tmp_path, competition):
     stamp = done0.stat().st_mtime_ns
     folds_stamp = (cwd / "folds" / "folds.csv").stat().st_mtime_ns
     p = _auto(cwd, "--budget", "2m", "--resume")
-    out, _ = p.communicate(timeout=400)
+    out = _finish(p)
     assert p.returncode == 0, out[-3000:]
     assert "[auto] check: done earlier" in out and "[auto] folds: done earlier" in out
     assert "[auto] check (time box" not in out and "fold 0: already finished" in out

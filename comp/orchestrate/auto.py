@@ -323,7 +323,7 @@ def _greater(a: Auto) -> bool:
 
 def _plain(v):
     v = v.item() if hasattr(v, "item") else v
-    return int(v) if isinstance(v, float) and v.is_integer() and abs(v) >= 8 else v
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
 def _params_text(p: dict) -> str:
@@ -487,7 +487,9 @@ def _ensemble(a: Auto, st: ap.Stage) -> str:
                    temperature=m == "log_loss", name=SUBMISSION, overwrite=True, echo=a.echo,
                    use=a.choices.get("use", "folds"))
     searched = bool(a.choices.get("trials"))
-    cv = honest_cv(cfg, a.choices["members"], res["weights"], res["bias"], SEARCH_FOLDS if searched else [])
+    rep = res.get("bias_report")
+    gain = rep.cv_f1 - rep.argmax_f1 if rep is not None and any(res["bias"]) else 0.0
+    cv = honest_cv(cfg, a.choices["members"], res["weights"], SEARCH_FOLDS if searched else [], gain)
     cv.update(ledger_cv=res["cv_score"], ledger_cv_macro_f1=res["cv_macro_f1"], weights=res["weights"],
               path=res["path"])
     a.choices["cv"] = cv
@@ -495,30 +497,31 @@ def _ensemble(a: Auto, st: ap.Stage) -> str:
             + ", ".join(f"{e} {w:.2f}" for e, w in zip(a.choices["members"], res["weights"])))
 
 
-def honest_cv(cfg, members: list[str], weights, bias, chosen_on: list[int]) -> dict:
-    """Macro F1 (and data.metric) of the blended OOF with the submission's weights and biases, over the folds the
-    search never saw, and over all folds (optimistic when ``chosen_on`` is not empty)."""
+def honest_cv(cfg, members: list[str], weights, chosen_on: list[int], bias_gain: float = 0.0) -> dict:
+    """Macro F1 (and data.metric) of the blended OOF with the submission's weights, over the folds the search never
+    saw and over all folds (optimistic when ``chosen_on`` is not empty). Biases fit on the whole OOF would flatter
+    it, so the argmax figure is scored and the biases' cross-validated gain (``bias_gain``, comp ensemble's own
+    estimate) added, as comp ensemble does for its CV."""
     from comp.infer.ensemble import load_member
     from comp.metrics import create_metric
 
     ms = [load_member(cfg, e) for e in members]
-    ids = ms[0].oof.index
-    classes = ms[0].classes
+    ids, classes = ms[0].oof.index, ms[0].classes
     oof = pd.read_csv(runs.run_dir(members[0]) / "oof.csv", dtype={cfg.data.id_col: str}, keep_default_na=False)
     fold = oof.set_index(oof[cfg.data.id_col].astype(str))["fold"].reindex(ids.astype(str)).to_numpy()
     y = pd.Categorical(ms[0].oof[cfg.data.label_col].astype(str), categories=classes).codes
     w = np.asarray(weights, float) / max(1e-12, float(np.sum(weights)))
     p = sum(wi * m.oof.loc[ids, classes].to_numpy(float) for wi, m in zip(w, ms))
-    pred = np.argmax(np.log(np.clip(p, 1e-12, None)) + np.asarray(bias, float), axis=1)
-    metric = create_metric(cfg.data.metric)
+    pred = np.argmax(p, axis=1)
+    metric, f1 = create_metric(cfg.data.metric), create_metric("macro_f1")
     keep = ~np.isin(fold, chosen_on)
-    out = {"metric": metric.name, "honest_folds": sorted(set(fold[keep].tolist())), "chosen_on": list(chosen_on)}
+    out = {"metric": metric.name, "honest_folds": sorted(int(k) for k in set(fold[keep].tolist())),
+           "chosen_on": list(chosen_on), "bias_cv_gain": round(float(bias_gain), 5)}
     for name, mask in (("honest", keep), ("all", np.ones(len(y), bool))):
-        f1 = create_metric("macro_f1").from_labels(y[mask], pred[mask], classes)
-        out[f"{name}_macro_f1"] = round(float(f1), 5)
+        out[f"{name}_macro_f1"] = round(float(f1.from_labels(y[mask], pred[mask], classes)) + bias_gain, 5)
         score = metric(y[mask], p[mask], classes) if metric.uses_proba else metric.from_labels(y[mask], pred[mask],
                                                                                                   classes)
-        out[f"{name}_score"] = round(float(score), 5)
+        out[f"{name}_score"] = round(float(score) + (bias_gain if metric.name == "macro_f1" else 0.0), 5)
     return out
 
 
