@@ -148,3 +148,16 @@ def test_gpu_check_dry_run():
         assert f"\n{row}" in table, table
     assert "CV 0." in table and "hold-out 0." in table
     print(f"gpu.sh --dry-run: {time.perf_counter() - t0:.0f}s")
+
+
+def test_cli_errors_are_one_line(tmp_path, monkeypatch, competition):
+    from click.testing import CliRunner
+
+    from comp.cli import cli
+
+    write_config(tmp_path, competition)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["auto", "--budget", "soon"])
+    assert r.exit_code != 0 and "--budget 'soon'" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["auto", "--budget", "5m", "--resume"])
+    assert r.exit_code != 0 and "no comp auto run to continue" in r.output

@@ -4,6 +4,7 @@ model.stem_stride (small images keep their resolution through the stem)."""
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from train_utils import folded_workdir, quiet
 
@@ -69,6 +70,8 @@ def test_stem_stride_trains_and_predicts(tmp_path_factory, competition):
             "model.name=test_resnet", "model.stem_stride=1", "train.epochs=2", "train.batch_size=32"])
         out = train_fold(cfg, 0, echo=quiet)
         assert out["score"] > 0.15 and cfg.input.size == 32
+        recorded = yaml.safe_load((wd / "runs" / "stem" / "config.yaml").read_text())
+        assert recorded["input"]["size"] == 32 and recorded["model"]["stem_stride"] == 1  # the fitted value is kept
         (fm,) = find_fold_models(wd / "runs" / "stem")[:1]
         assert fm.meta["stem_stride"] == 1 and fm.meta["input_size"] == 32
         model = load_model(cfg, fm, torch.device("cpu"))
