@@ -10,5 +10,5 @@ if [ -z "$py" ]; then
 fi
 export HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1
 limit=480
-case " $* " in *" --dry-run "*) limit=300 ;; esac
+case " $* " in *" --dry-run "*) limit=600 ;; esac
 exec timeout "$limit" "$py" "$here/gpu_check.py" "$@"

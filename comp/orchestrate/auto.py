@@ -529,7 +529,7 @@ def cv_text(cv: dict) -> str:
     if not cv["chosen_on"]:
         return f"CV macro F1 {cv['all_macro_f1']:.4f} over every fold (nothing was chosen on a fold: no search)"
     return (f"honest CV macro F1 {cv['honest_macro_f1']:.4f} over folds {cv['honest_folds']} (all folds "
-            f"{cv['all_macro_f1']:.4f}, optimistic: the search chose on fold {cv['chosen_on']})")
+            f"{cv['all_macro_f1']:.4f}, optimistic: the search chose on fold {', '.join(map(str, cv['chosen_on']))})")
 
 
 def stage_rows(a: Auto) -> list[dict]:
