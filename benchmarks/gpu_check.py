@@ -28,7 +28,7 @@ ROOT = HERE.parent
 
 FULL = dict(model="resnet50", size=224, batch=128, precision="bf16", n_train=5120, epochs=3, compile="off,on",
             predict_n=2000, auto_budget="4m", auto_n=5000, auto_models=None)
-DRY = dict(model="test_resnet", size=32, batch=32, precision="no", n_train=200, epochs=2, compile="off",
+DRY = dict(model="test_resnet", size=32, batch=32, precision="auto", n_train=200, epochs=2, compile="off",
            predict_n=100, auto_budget="40s", auto_n=300, auto_models="test_resnet")
 
 
@@ -52,7 +52,7 @@ def train_rows(p: dict, work: Path) -> list[tuple]:
             rows.append(("train" + ("+compile" if f[1] == "on" else ""), f"{e2e:.0f}", f"{comp:.0f}",
                          f"{e2e / comp:.2f}", f"{p['model']} {p['size']}px {p['precision']} channels_last"))
     if not rows:
-        rows.append(("train", "failed", "", "", (out.stderr or out.stdout)[-300:].replace("\n", " ")))
+        rows.append(("train", "failed", "", "", (out.stdout + out.stderr)[-300:].replace("\n", " ")))
     if "on" not in p["compile"]:
         rows.append(("train+compile", "-", "-", "-", "skipped in --dry-run (inductor on CPU takes minutes)"))
     return rows
