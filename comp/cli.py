@@ -376,6 +376,30 @@ def tune(config_path, exp, space_path, trials, folds_, metric, overrides, cpus_p
 
 
 @cli.command()
+@config_option
+@click.option("--budget", required=True, help="wall-time budget: 20m, 90s, 1h (the run ends within it + 10%)")
+@click.option("--gpus", type=int, help="GPUs the search's trials share (default: the GPUs torch sees)")
+@address_option
+@click.option("--resume", is_flag=True, help="continue after a kill (runs/auto/plan.json); done stages are kept")
+@click.option("--overwrite", is_flag=True, help="start again: removes runs/auto*, configs/auto-*.yaml")
+@click.option("--models", help="candidate timm models, comma-separated (default: a list fitted to the hardware)")
+@orchestrate_errors
+def auto(config_path, budget, gpus, address, resume, overwrite, models):
+    """From comp.yaml to submissions/auto.csv within a time budget: plan -> check -> folds -> search (fold 0) ->
+    best config on every fold -> second config -> full refit -> TTA predict -> ensemble -> report.
+
+    \b
+    comp init data/comp && comp auto --budget 20m      # -> submissions/auto.csv, reports/auto/index.html
+    comp auto --budget 20m --resume                    # after a kill: finished stages are not redone
+    """
+    from comp.orchestrate.auto import run_auto
+
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    run_auto(config_path, budget, gpus=gpus, address=address, resume=resume, overwrite=overwrite, models=names,
+             echo=click.echo, from_process_start=True)
+
+
+@cli.command()
 @click.option("--runs", "runs_dir", default="runs", show_default=True, help="folder of experiment runs")
 @click.option("--ledger", "ledger_path", default="submissions/ledger.csv", show_default=True)
 @click.option("--out", default="reports/leaderboard.html", show_default=True)

@@ -65,11 +65,14 @@ class ModelConfig:
     drop_path_rate: float = 0.0
     freeze_epochs: int = 0  # train only the head for this many epochs, then unfreeze
     freeze_stages: int = 0  # keep the stem and the first N stages frozen for the whole run
+    # 1: first convolution stride 1 and no max-pool (small images keep their resolution); 2: no max-pool;
+    # None: the model's own stem (ResNet: /4)
+    stem_stride: Optional[Literal[1, 2, 4]] = None
 
 
 @dataclass
 class InputConfig:
-    size: int = 224
+    size: Optional[int] = None  # None: fitted at train time to the images (median short side; comp.train.defaults)
     resize: Literal["stretch", "letterbox", "crop"] = "stretch"
     mean: Optional[list[float]] = None  # default: the model's pretrained config
     std: Optional[list[float]] = None
@@ -87,9 +90,9 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
+    epochs: Optional[int] = None  # None: 30 from scratch, 10 fine-tuning (SCRATCH / FINETUNE below)
+    batch_size: Optional[int] = None  # None: 64 on CPU; on a GPU the largest that fits (a memory probe)
+    lr: Optional[float] = None  # None: 3e-3 from scratch, 5e-4 fine-tuning
     seed: int = 42
     optimizer: str = "adamw"  # timm create_optimizer_v2 names
     weight_decay: float = 0.05
@@ -145,6 +148,11 @@ class Config:
     # Not user keys: where the config came from, to resolve relative paths.
     base_dir: str = field(default=".", metadata={"internal": True})
     exp: Optional[str] = field(default=None, metadata={"internal": True})
+    # Keys the user left unset and the value each was given, with why: {"train.lr": "3e-3 (from scratch; ...)"}.
+    derived: dict = field(default_factory=dict, metadata={"internal": True})
+
+    def __post_init__(self):
+        fit_schedule(self)
 
     @property
     def root(self) -> Path:
@@ -158,6 +166,22 @@ class Config:
                 if f.metadata.get("internal"):
                     d.pop(f.name)
         return d
+
+
+# Default lr and epochs when the user sets neither, by how the model starts (measured on `comp sample` data;
+# README "Defaults fitted to the data"). From scratch a short run at 1e-3 underfits.
+SCRATCH = {"lr": 3e-3, "epochs": 30}
+FINETUNE = {"lr": 5e-4, "epochs": 10}
+
+
+def fit_schedule(cfg: Config) -> None:
+    """train.lr and train.epochs left unset: from scratch or fine-tuning values, the reason kept in cfg.derived."""
+    pretrained = cfg.model.pretrained or bool(cfg.model.pretrained_file)
+    table, why = (FINETUNE, "fine-tuning pretrained weights") if pretrained else (SCRATCH, "from scratch")
+    for key in ("lr", "epochs"):
+        if getattr(cfg.train, key) is None:
+            setattr(cfg.train, key, table[key])
+            cfg.derived[f"train.{key}"] = f"{table[key]:g} ({why}; set train.{key} to change)"
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if not f.metadata.get("internal")}
@@ -352,9 +376,9 @@ def validate(cfg: Config) -> None:
     t = cfg.train
     checks = [
         (cfg.folds.n_splits >= 2, "folds.n_splits must be at least 2"),
-        (cfg.input.size >= 8, "input.size must be at least 8 pixels"),
+        (cfg.input.size is None or cfg.input.size >= 8, "input.size must be at least 8 pixels (or empty: fitted)"),
         (t.epochs >= 1, "train.epochs must be at least 1"),
-        (t.batch_size >= 1, "train.batch_size must be at least 1"),
+        (t.batch_size is None or t.batch_size >= 1, "train.batch_size must be at least 1 (or empty: fitted)"),
         (t.lr > 0, "train.lr must be positive"),
         (t.accum_steps >= 1, "train.accum_steps must be at least 1"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),

@@ -108,6 +108,7 @@ def load_model(cfg: Config, fm: FoldModel, device: torch.device) -> torch.nn.Mod
     mcfg = copy.deepcopy(cfg)
     mcfg.model.name = fm.meta.get("model_name", cfg.model.name)
     mcfg.model.pretrained, mcfg.model.pretrained_file = False, None  # the fold's own weights replace them
+    mcfg.model.stem_stride = fm.meta.get("stem_stride")  # the stem the fold trained with
     model = create_model(mcfg, len(fm.meta["classes"]))
     load_checkpoint(fm.path, model)
     model.eval().to(device)

@@ -309,6 +309,7 @@ class _Search:
     workdir: Path
     td: Path  # runs/<exp>-tune, absolute
     state_dir: Path  # Ray Tune's experiment state in it
+    time_budget_s: float | None = None  # Ray stops the search (its running trials too) after this many seconds
 
     @property
     def epochs(self) -> int:
@@ -431,7 +432,7 @@ def _make_tuner(s: _Search, trainable, resume: bool, grace_period: int, reductio
     search = OptunaSearch(seed=seed)
     return Tuner(trainable, param_space=to_tune(s.space),
                  tune_config=TuneConfig(metric=s.metric, mode=s.mode, search_alg=search, scheduler=scheduler,
-                                        num_samples=s.trials),
+                                        num_samples=s.trials, time_budget_s=s.time_budget_s),
                  run_config=run_config)
 
 
@@ -485,9 +486,11 @@ def _best_of(s: _Search, df: pd.DataFrame, ray_start: float, echo) -> dict:
 def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int = 20, folds=(0,),
          metric: str = "val_macro_f1", overrides=(), address: str | None = None, resume: bool = False,
          cpus_per_trial: int | None = None, gpus_per_trial: float | None = None, grace_period: int = 1,
-         reduction_factor: int = 2, seed: int = 0, echo: Callable[[str], None] = print) -> dict:
+         reduction_factor: int = 2, seed: int = 0, echo: Callable[[str], None] = print,
+         time_budget_s: float | None = None) -> dict:
     """Search ``space_path`` over ``trials`` trials of ``exp``; see the module docstring. Returns {"results"
-    (DataFrame), "best" (row dict), "best_config" (path), "importances", "seconds", "ray_start_seconds"}."""
+    (DataFrame), "best" (row dict), "best_config" (path), "importances", "seconds", "ray_start_seconds"}.
+    ``time_budget_s``: the search's time box (comp auto); trials still running then are stopped."""
     from comp.orchestrate import require
 
     require("ray", "ray.tune", "optuna")
@@ -495,6 +498,7 @@ def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int 
         importlib.import_module(m)
     t0 = time.perf_counter()
     s = _prepare(config_path, exp, space_path, trials, folds, metric, overrides, resume)
+    s.time_budget_s = time_budget_s
     echo(f"comp tune {exp}: {trials} trials of {len(s.space)} parameters ({', '.join(s.space)}), folds {s.folds}, "
          f"{s.epochs} epochs each, {metric} ({s.mode}); ASHA grace {grace_period}, reduction {reduction_factor}")
     # Save the search's state after every controller step, not every few seconds ("auto"): a kill between a

@@ -41,11 +41,13 @@ from comp.accel import fresh_state, has_accelerator, resolve_precision
 from comp.config import Config, ConfigError
 from comp.console import progress_bar
 from comp.data.cache import load_images
+from comp.data.competition import load_train
 from comp.data.dataset import CachedImages, EpochSampler, balanced_weights, epoch_seed, make_loader, to_tensor_batch
 from comp.files import write_csv, write_text
 from comp.metrics import Metric, create_metric
 from comp.train.augment import build_mixup, build_transform
 from comp.train.batch_augment import training_augment
+from comp.train.defaults import fit_defaults
 from comp.train.losses import DistillLoss, create_loss
 from comp.train.model import create_model, normalization, save_checkpoint
 from comp.train.optim import check_names, create_optimizer, create_scheduler, current_lr, warmup_epochs
@@ -134,7 +136,7 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"model.name: unknown timm model {cfg.model.name!r}; similar names: {near}")
     check_names(cfg.train)
     create_loss(cfg.train, class_counts=[1, 1])
-    build_transform(cfg.augment, cfg.input.size)
+    build_transform(cfg.augment, cfg.input.size or 32)  # an unset size is fitted later (comp.train.defaults)
     if cfg.model.freeze_epochs >= cfg.train.epochs:
         raise ConfigError("model.freeze_epochs must be smaller than train.epochs (the backbone would never train)")
     resolve_precision(cfg.train.precision)
@@ -289,6 +291,8 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     say = _say(accelerator, echo)
     pool = make_pool(cfg, skip_bad, say, sources, accelerator)
     table, classes = pool.table, pool.classes
+    fit_defaults(cfg, lambda: pool.paths, len(classes), say, probe=accelerator.num_processes == 1,
+                 workers=num_workers(cfg))
     cm = competition_metric(cfg, classes)
     all_folds = sorted(table["fold"].unique().tolist())
     folds = all_folds if folds is None else list(dict.fromkeys(folds))
@@ -372,6 +376,7 @@ def train_full(cfg: Config, seeds: int = 1, resume: bool = False, overwrite: boo
     if resume and overwrite:
         raise ConfigError("--resume continues a run and --overwrite discards it: pass one of them")
     check_config(cfg)
+    fit_defaults(cfg, lambda: load_train(cfg)["path"].tolist(), echo=echo, probe=False, workers=num_workers(cfg))
     changes = runs.check_run(cfg, overwrite=True)  # listed, never acted on: --full never rewrites runs/E
     if changes:
         shown = "; ".join(changes[:5]) + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else "")
@@ -520,7 +525,8 @@ def _setup_fold(s: Session, k: int | str, fd: Path, full: dict | None = None) ->
         teacher = torch.as_tensor(fr.teacher, dtype=torch.float32, device=acc.device)
         criterion = DistillLoss(criterion, t.distill_alpha, t.distill_t)
     meta = dict(classes=s.classes, input_size=cfg.input.size, resize=cfg.input.resize, mean=mean, std=std,
-                model_name=cfg.model.name, fold=k, exp=cfg.exp, num_classes=len(s.classes))
+                model_name=cfg.model.name, fold=k, exp=cfg.exp, num_classes=len(s.classes),
+                stem_stride=cfg.model.stem_stride)
     if full is not None:
         meta.update(full, fold=None)
     return Fold(k, fd, va, train_set, train_loader, val_loader, model, raw, optimizer, scheduler, ema, criterion,

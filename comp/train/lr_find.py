@@ -23,6 +23,7 @@ from comp.data.dataset import CachedImages, EpochSampler, make_loader, to_tensor
 from comp.files import write_csv
 from comp.train.augment import build_mixup
 from comp.train.batch_augment import training_augment
+from comp.train.defaults import fit_defaults
 from comp.train.losses import create_loss
 from comp.train.model import create_model, normalization
 from comp.train.optim import create_optimizer
@@ -58,6 +59,7 @@ def lr_find(cfg: Config, fold: int = 0, steps: int = 100, start_lr: float = 1e-7
     t = cfg.train
     pool = make_pool(cfg, skip_bad, say, sources, acc)
     table, classes = pool.table, pool.classes
+    fit_defaults(cfg, lambda: pool.paths, len(classes), say)
     if fold not in set(table["fold"]):
         raise ConfigError(f"--fold {fold}: {cfg.folds.file} has folds {sorted(set(table['fold']))}")
     with acc.main_process_first():

@@ -39,6 +39,23 @@ def create_model(cfg: Config, num_classes: int) -> torch.nn.Module:
             near = timm.list_models(f"*{m.name.split('.')[0][:6]}*")[:8]
             raise ConfigError(f"model.name: unknown timm model {m.name!r}; similar names: {near}") from None
         raise
+    if m.stem_stride is not None:
+        keep_resolution(model, m.stem_stride)
+    return model
+
+
+def keep_resolution(model: torch.nn.Module, stem_stride: int) -> torch.nn.Module:
+    """model.stem_stride: 1 = the first convolution at stride 1 and no stem max-pool, 2 = no stem max-pool, 4 = as
+    built. Parameters are unchanged (weights load either way); small images keep their resolution through the stem.
+    Works on ResNet-like timm models (a ``maxpool`` after the stem); on others only the first convolution changes."""
+    if stem_stride >= 4:
+        return model
+    if isinstance(getattr(model, "maxpool", None), torch.nn.MaxPool2d):
+        model.maxpool = torch.nn.Identity()
+    if stem_stride == 1:
+        first = next((c for c in model.modules() if isinstance(c, torch.nn.Conv2d)), None)
+        if first is not None:
+            first.stride = (1, 1)
     return model
 
 

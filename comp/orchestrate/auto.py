@@ -1,0 +1,575 @@
+"""``comp auto --budget 20m``: from a competition folder (comp.yaml) to ``submissions/auto.csv`` within a time budget.
+
+    plan      fitted input size, a throughput probe of the candidate models, the stages' time boxes (auto_plan)
+    check     comp check (bad rows are left out of every later stage when there are any)
+    folds     comp folds (an existing folds file is kept)
+    search    comp tune with ASHA on fold 0 over input size, model, lr, augmentation, loss (and the balanced
+              sampler when classes are imbalanced); Ray's time box stops it
+    best      the best trial's config (else the fitted defaults) on every fold: runs/auto-a
+    second    the best trial that differs in model, size or loss, on every fold (runs/auto-b), when there is time
+    refit     comp train --full of each member, when there is time
+    predict   comp predict with TTA, test and OOF (and --use both after a refit)
+    ensemble  comp ensemble --weights auto with decision tuning -> submissions/auto.csv + its ledger row
+    report    the table of stages, reports/auto/index.html
+
+Every stage is comp's own library call, so its files are the usual ones. ``runs/auto/plan.json`` holds the plan and
+the progress (written atomically after every change); ``resume`` continues after a kill and never redoes a stage
+marked done. Honest CV: the search chose on fold 0 only, so the CV reported first is over the other folds; the
+all-folds figure is printed beside it, labelled optimistic.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from comp import runs
+from comp.config import ConfigError, load_config, read_yaml
+from comp.files import write_text
+from comp.orchestrate import auto_plan as ap
+
+AUTO_DIR = runs.RUNS_DIR / "auto"
+SEARCH_EXP = "auto-search"
+MEMBERS = ("auto-a", "auto-b")
+SEARCH_FOLDS = [0]
+TTA = ["identity", "hflip"]
+SUBMISSION = "auto"
+
+
+class StageCut(Exception):
+    """A stage ran out of its time box; what it finished stays, the stage is marked cut."""
+
+
+@dataclass
+class Auto:
+    """One run of comp auto: where it writes, its clock, its plan and choices (runs/auto/plan.json)."""
+
+    config_path: Path
+    budget_s: float
+    gpus: int | None
+    address: str | None
+    echo: Callable[[str], None]
+    plan: ap.Plan | None = None
+    choices: dict = field(default_factory=dict)
+    spent_before: float = 0.0  # seconds of earlier invocations (--resume)
+    t0: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return self.spent_before + time.perf_counter() - self.t0
+
+    def left(self) -> float:
+        return self.budget_s * ap.MARGIN - self.elapsed()
+
+    def tail_s(self) -> float:
+        """Seconds the stages after training still need (predict, ensemble, report)."""
+        return sum(self.plan.stage(n).planned_s for n in ("predict", "ensemble", "report"))
+
+    def save(self) -> None:
+        d = {"budget_s": self.budget_s, "gpus": self.gpus, "spent_s": round(self.elapsed(), 2),
+             "plan": self.plan.to_dict(), "choices": self.choices}
+        write_text(AUTO_DIR / "plan.json", json.dumps(d, indent=2, default=str))
+
+    def cfg(self, exp: str | None = None, extra=()):
+        return load_config(self.config_path, exp=exp, overrides=[*self.choices.get("base", []), *extra])
+
+
+def process_age() -> float:
+    """Seconds since this process started (its imports count against the budget too); 0 where unknown."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        import os
+
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def parse_budget(text: str) -> float:
+    """'20m', '90s', '1h', '1.5h' or a number of seconds -> seconds."""
+    t = str(text).strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise ConfigError(f"--budget {text!r}: expected a time such as 20m, 90s or 1h") from None
+
+
+def user_keys(config_path: Path) -> set[str]:
+    """``section.key`` of every experiment key comp.yaml sets: auto never overrides or searches them."""
+    raw = read_yaml(config_path)
+    return {f"{s}.{k}" for s, v in raw.items() if s != "data" and isinstance(v, dict) for k in v}
+
+
+# ---------------------------------------------------------------- start, resume
+
+
+def run_auto(config_path: str | Path = "comp.yaml", budget: str | float = "20m", gpus: int | None = None,
+             address: str | None = None, resume: bool = False, overwrite: bool = False,
+             models: list[str] | None = None, echo: Callable[[str], None] = print, from_process_start: bool = False
+             ) -> dict:
+    """Run (or with ``resume`` continue) comp auto; returns the final summary (see the module docstring).
+    ``from_process_start``: the clock started when this process did (the CLI: its imports count too)."""
+    t0 = time.perf_counter() - (process_age() if from_process_start else 0.0)
+    config_path = Path(config_path).resolve()
+    budget_s = parse_budget(budget) if isinstance(budget, str) else float(budget)
+    if budget_s < 30:
+        raise ConfigError(f"--budget {budget}: at least 30s (a plan, one short training and a submission)")
+    if resume and overwrite:
+        raise ConfigError("--resume continues comp auto and --overwrite starts it again: pass one of them")
+    a = _resume(config_path, echo, t0) if resume else _start(config_path, budget_s, gpus, address, overwrite, models,
+                                                            echo, t0)
+    stages = {"check": _check, "folds": _folds, "search": _search, "best": _best, "second": _second,
+              "refit": _refit, "predict": _predict, "ensemble": _ensemble, "report": _report}
+    for st in a.plan.stages:
+        if st.state in ("done", "skipped", "cut"):
+            if resume:
+                echo(f"[auto] {st.name}: {st.state} earlier ({st.spent_s:.0f}s); not redone")
+            continue
+        _run_stage(a, st, stages[st.name])
+    echo(format_summary(a))
+    return {"plan": a.plan.to_dict(), "choices": a.choices, "spent_s": a.elapsed(), "budget_s": a.budget_s}
+
+
+def _start(config_path: Path, budget_s: float, gpus, address, overwrite: bool, models, echo, t0: float) -> Auto:
+    if (AUTO_DIR / "plan.json").exists() and not overwrite:
+        raise ConfigError(f"{AUTO_DIR / 'plan.json'} holds an earlier comp auto run: pass --resume to continue it, "
+                          f"or --overwrite to start again (removes runs/auto*, configs/auto-*.yaml)")
+    if overwrite:
+        for d in [AUTO_DIR, runs.RUNS_DIR / f"{SEARCH_EXP}-tune", *(runs.RUNS_DIR / m for m in MEMBERS)]:
+            shutil.rmtree(d, ignore_errors=True)
+        for f in Path(config_path.parent / "configs").glob("auto-*.yaml"):
+            f.unlink()
+    sub = Path("submissions") / f"{SUBMISSION}.csv"
+    if sub.exists() and not overwrite:
+        raise ConfigError(f"{sub} exists: pass --overwrite to replace it (and start comp auto again)")
+    a = Auto(config_path, budget_s, gpus, address, echo, t0=t0)
+    a.plan, a.choices = _make_plan(a, models)
+    echo(ap.format_plan(a.plan, budget_s))
+    a.save()
+    return a
+
+
+def _resume(config_path: Path, echo, t0: float) -> Auto:
+    path = AUTO_DIR / "plan.json"
+    if not path.exists():
+        raise ConfigError(f"--resume: {path} not found; there is no comp auto run to continue (drop --resume)")
+    d = json.loads(path.read_text(encoding="utf-8"))
+    a = Auto(config_path, float(d["budget_s"]), d.get("gpus"), None, echo, ap.Plan.from_dict(d["plan"]),
+             d["choices"], spent_before=float(d["spent_s"]), t0=t0)
+    echo(f"[auto] resuming: {a.spent_before:.0f}s of {a.budget_s:.0f}s spent")
+    return a
+
+
+def _make_plan(a: Auto, models: list[str] | None) -> tuple[ap.Plan, dict]:
+    """The fitted base config, the probe of the candidate models and the plan (the 'plan' stage)."""
+    import torch
+
+    from comp.data.competition import load_test, load_train
+    from comp.train.defaults import fit_defaults
+
+    cfg = load_config(a.config_path)
+    mine = user_keys(a.config_path)
+    train = load_train(cfg)
+    n_test = len(load_test(cfg)) if cfg.data.sample_submission or cfg.data.test_csv else 0
+    fit_defaults(cfg, lambda: train["path"].tolist(), echo=a.echo, probe=False)
+    counts = train["label"].value_counts()
+    gpus = a.gpus if a.gpus is not None else torch.cuda.device_count()
+    base = [f"input.size={cfg.input.size}", "infer.tta=[identity,hflip]"]
+    small = cfg.input.size <= 64 and "model.stem_stride" not in mine
+    if small:
+        base.append("model.stem_stride=1")  # measured against upscaling: README "Small images kept sharp"
+    if "train.label_smoothing" not in mine:
+        base.append("train.label_smoothing=0.1")
+    cfg = load_config(a.config_path, overrides=base)
+    cands = models or ([cfg.model.name] if "model.name" in mine else ap.MODELS_GPU if gpus else ap.MODELS_CPU)
+    batch = min(32, cfg.train.batch_size or 64)  # a probe batch: images/s, not memory
+    t_img = _decode_seconds(train["path"].tolist()[:20])
+    train_ips, infer_ips = ap.probe_models(cfg, cands, len(counts), batch, steps=2)
+    folds = cfg.folds.n_splits if "folds.n_splits" in mine else (5 if a.budget_s >= 600 else 3)
+    inp = ap.PlanInputs(a.budget_s, a.elapsed(), len(train), n_test, folds, train_ips, infer_ips,
+                        has_ray=importlib.util.find_spec("ray") is not None, gpus=gpus,
+                        views=len(TTA), decode_s_per_image=t_img)
+    plan = ap.make_plan(inp)
+    imbalance = float(counts.max() / max(1, counts.min()))
+    choices = {"base": base, "n_splits": folds, "size": cfg.input.size, "stem_stride": 1 if small else None,
+               "imbalance": round(imbalance, 2), "user_keys": sorted(mine), "train_ips": train_ips,
+               "infer_ips": infer_ips, "n_train": len(train), "n_test": n_test, "gpus": gpus}
+    plan.stage("plan").spent_s = round(a.elapsed(), 1)
+    plan.stage("plan").chose = (f"input.size {cfg.input.size}" + (" with stem_stride 1" if small else "")
+                                + "; " + ", ".join(f"{m} {v:.0f} img/s" for m, v in train_ips.items()))
+    return plan, choices
+
+
+def _decode_seconds(paths: list[str]) -> float:
+    from comp.data.images import load_rgb
+
+    t0 = time.perf_counter()
+    for p in paths:
+        try:
+            load_rgb(p)
+        except Exception:  # noqa: BLE001 - comp check reports it
+            pass
+    return (time.perf_counter() - t0) / max(1, len(paths))
+
+
+def _run_stage(a: Auto, st: ap.Stage, fn) -> None:
+    st.state = "running"
+    a.save()
+    a.echo(f"[auto] {st.name} (time box {st.planned_s:.0f}s, {a.elapsed():.0f}s of {a.budget_s:.0f}s spent)")
+    t0 = time.perf_counter()
+    before = st.spent_s
+    try:
+        st.chose = fn(a, st) or st.chose
+        st.state = "skipped" if st.chose.startswith("skipped") else "done"
+    except StageCut as e:
+        st.state, st.chose = "cut", f"cut at its time box: {e}"
+    finally:
+        st.spent_s = round(before + time.perf_counter() - t0, 1)
+        a.save()
+    a.echo(f"[auto] {st.name}: {st.state} in {st.spent_s:.0f}s: {st.chose}")
+
+
+# ---------------------------------------------------------------- stages: check, folds, search
+
+
+def _check(a: Auto, st: ap.Stage) -> str:
+    from comp.data.check import run_check
+
+    report = run_check(a.cfg(), out_dir="reports", echo=a.echo, progress=False)
+    if report.ok:
+        return f"{report.n_rows} rows, {report.n_images} images healthy"
+    a.choices["skip_bad"] = True
+    return f"{len(report.problems)} problems (reports/check.csv); those rows are left out of every stage"
+
+
+def _folds(a: Auto, st: ap.Stage) -> str:
+    from comp.data.competition import read_folds
+    from comp.data.folds import make_folds
+
+    cfg = a.cfg()
+    path = Path(cfg.base_dir) / cfg.folds.file
+    if not path.exists():
+        make_folds(cfg, n_splits=a.choices["n_splits"], skip_bad=a.choices.get("skip_bad", False), echo=a.echo)
+        return f"{a.choices['n_splits']} stratified folds -> {cfg.folds.file}"
+    have = sorted(read_folds(cfg)["fold"].unique().tolist())
+    a.choices["n_splits"] = len(have)
+    return f"kept the existing {cfg.folds.file} ({len(have)} folds)"
+
+
+
+
+def search_space(a: Auto) -> dict:
+    """The space of the search, leaving out every key the user set in comp.yaml."""
+    c, mine, size = a.choices, set(a.choices["user_keys"]), a.choices["size"]
+    top = ap.MAX_SIZE if c["gpus"] else 224
+    bigger = min(top, size + 32 if size <= 96 else 32 * round(1.5 * size / 32))
+    space = {"model.name": {"choice": list(a.plan.models)}, "input.size": {"choice": sorted({size, bigger})},
+             "train.lr": {"loguniform": [1e-3, 1e-2]}, "augment.preset": {"choice": ["light", "medium"]},
+             "train.loss": {"choice": ["ce", "ce+soft_f1"]}}
+    if c.get("stem_stride") == 1:  # small images: a sharp stem against the model's own (upscaling is input.size)
+        space["model.stem_stride"] = {"choice": [1, 4]}
+    if c["imbalance"] >= 3:
+        space["train.sampler"] = {"choice": ["random", "balanced"]}
+    return {k: v for k, v in space.items() if k not in mine and len(next(iter(v.values()))) > 1}
+
+
+def _search(a: Auto, st: ap.Stage) -> str:
+    if st.planned_s <= 0:
+        return st.why
+    from comp.orchestrate.tune import tune, tune_dir
+
+    space = search_space(a)
+    if not space:
+        return "skipped: comp.yaml sets every searched key"
+    path = AUTO_DIR / "space.yaml"
+    write_text(path, yaml.safe_dump(space, sort_keys=False))
+    box = min(st.planned_s, a.left() - a.tail_s()) - ap.RAY_START_S
+    if box < 20:
+        return f"skipped: {box + ap.RAY_START_S:.0f}s left for it"
+    resume = (tune_dir(SEARCH_EXP) / "ray").exists()
+    out = tune(a.config_path, SEARCH_EXP, path, trials=a.plan.trials, folds=SEARCH_FOLDS, metric="val_score",
+               overrides=[*a.choices["base"], f"train.epochs={a.plan.search_epochs}"], address=a.address,
+               resume=resume, gpus_per_trial=1 if a.choices["gpus"] else 0, echo=a.echo, time_budget_s=box)
+    df = out["results"]
+    scored = df[df["val_score"].notna()]
+    if not len(scored):
+        return "skipped: no trial finished an epoch in its time box; the fitted defaults are used"
+    scored = scored.sort_values("val_score", ascending=not _greater(a))
+    keys = list(space)
+    a.choices["trials"] = [{"trial": r["trial"], "score": float(r["val_score"]), "epochs": int(r["epochs"]),
+                            "seconds": float(r["seconds"]), "params": {k: _plain(r[k]) for k in keys}}
+                           for _, r in scored.head(8).iterrows()]
+    a.choices["importances"] = out.get("importances") or {}
+    best = a.choices["trials"][0]
+    return (f"best of {len(df)} trials ({int(df['stopped'].sum())} stopped by ASHA): {best['trial']} fold-0 "
+            f"{a.cfg().data.metric} {best['score']:.4f} with {_params_text(best['params'])}")
+
+
+def _greater(a: Auto) -> bool:
+    from comp.metrics import create_metric
+
+    return create_metric(a.cfg().data.metric).greater_is_better
+
+
+def _plain(v):
+    v = v.item() if hasattr(v, "item") else v
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _params_text(p: dict) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items())
+
+
+# ---------------------------------------------------------------- stages: best, second, refit
+
+
+def _epoch_s(a: Auto, model: str, size: int) -> float:
+    """Seconds of one fold epoch: measured by the search's trials of that model and size, else the probe's estimate
+    (scaled by the pixels when the size differs from the probe's)."""
+    for t in a.choices.get("trials", []):
+        p = t["params"]
+        if p.get("model.name", model) == model and p.get("input.size", size) == size and t["epochs"]:
+            # Trials share the machine (one CPU thread each under Ray); a member trains alone on every core.
+            return t["seconds"] / t["epochs"] * (1.0 if a.choices["gpus"] else 0.6) + ap.EPOCH_OVERHEAD_S
+    est = a.plan.epoch_s.get(model) or max(a.plan.epoch_s.values())
+    return est * (size / a.choices["size"]) ** 2
+
+
+def _member_overrides(a: Auto, params: dict, seconds: float, cap: int | None = None) -> tuple[list[str], int, str]:
+    """The overrides of a member trained on every fold within ``seconds``, its epochs and the reason."""
+    from comp.orchestrate.space import as_set
+
+    model = params.get("model.name", a.plan.models[0])
+    if "model.name" not in a.choices["user_keys"]:
+        params = {"model.name": model, **params}
+    size = int(params.get("input.size", a.choices["size"]))
+    k = a.choices["n_splits"]
+    per = _epoch_s(a, model, size)
+    epochs = int(max(1, min(cap or ap.MAX_EPOCHS, (seconds - ap.SETUP_S) // (k * per))))
+    sets = [*a.choices["base"], *(as_set(key, v) for key, v in params.items())]
+    if "train.epochs" not in a.choices["user_keys"]:
+        sets.append(f"train.epochs={epochs}")
+    why = f"{epochs} epochs x {k} folds at ~{per:.1f}s a fold epoch fit {seconds:.0f}s"
+    return sets, epochs, why
+
+
+def _write_member(a: Auto, exp: str, sets: list[str]) -> None:
+    """configs/<exp>.yaml holding the member's settings, so every comp command works on runs/<exp> afterwards."""
+    from comp.config import parse_set
+
+    values = parse_set(sets)
+    write_text(Path(a.config_path.parent) / "configs" / f"{exp}.yaml",
+               f"# written by comp auto ({time.strftime('%Y-%m-%d %H:%M')})\n"
+               + yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
+
+
+def _train_member(a: Auto, exp: str, deadline: float | None) -> dict:
+    """comp train --exp EXP --all-folds (resuming what a kill left); past ``deadline`` (elapsed seconds) the stage
+    is cut after the epoch that crossed it."""
+    from comp.techniques import sources
+    from comp.train import train_folds
+
+    cfg = load_config(a.config_path, exp=exp)
+
+    def on_epoch(fold: int, row: dict) -> None:
+        a.save()
+        if deadline is not None and a.elapsed() > deadline:
+            raise StageCut(f"fold {fold} epoch {int(row['epoch'])} ended at {a.elapsed():.0f}s")
+
+    out = train_folds(cfg, resume=True, skip_bad=a.choices.get("skip_bad", False), echo=a.echo, on_epoch=on_epoch,
+                      sources=sources(cfg))
+    if out.get("cv_score") is None:
+        raise StageCut("not every fold finished")
+    return out
+
+
+def _best(a: Auto, st: ap.Stage) -> str:
+    trials = a.choices.get("trials") or []
+    params = trials[0]["params"] if trials else {}
+    if "auto-a" not in a.choices:
+        avail = a.left() - a.tail_s() - a.plan.stage("second").planned_s - a.plan.stage("refit").planned_s
+        sets, epochs, why = _member_overrides(a, params, max(avail, st.planned_s * 0.5))
+        a.choices["auto-a"] = {"sets": sets, "epochs": epochs, "why": why, "params": params}
+        _write_member(a, "auto-a", sets)
+        a.save()
+    out = _train_member(a, "auto-a", deadline=None)
+    a.choices["members"] = ["auto-a"]
+    src = f"the search's best ({trials[0]['trial']})" if trials else "the fitted defaults"
+    return (f"{src}: {_params_text(params) or 'defaults'}; {a.choices['auto-a']['why']}; CV {out['metric']} "
+            f"{out['cv_score']:.4f}")
+
+
+def _second(a: Auto, st: ap.Stage) -> str:
+    if st.planned_s <= 0:
+        return st.why
+    trials, best = a.choices.get("trials") or [], a.choices["auto-a"]["params"]
+    keys = ("model.name", "input.size", "train.loss", "model.stem_stride")
+    other = next((t for t in trials[1:] if any(t["params"].get(k) != best.get(k) for k in keys)), None)
+    if other is None:
+        return "skipped: no top trial differs from the best in model, size or loss"
+    if "auto-b" not in a.choices:
+        avail = min(st.planned_s, a.left() - a.tail_s() - a.plan.stage("refit").planned_s) \
+            - a.plan.stage("predict").planned_s
+        sets, epochs, why = _member_overrides(a, other["params"], avail, cap=a.choices["auto-a"]["epochs"])
+        if epochs < ap.MIN_EPOCHS:
+            return f"skipped: {avail:.0f}s left affords under {ap.MIN_EPOCHS} epochs on every fold"
+        a.choices["auto-b"] = {"sets": sets, "epochs": epochs, "why": why, "params": other["params"]}
+        _write_member(a, "auto-b", sets)
+        a.save()
+    out = _train_member(a, "auto-b", deadline=a.budget_s * ap.MARGIN - 2 * a.tail_s())
+    a.choices["members"] = ["auto-a", "auto-b"]
+    return (f"{other['trial']}: {_params_text(other['params'])}; {a.choices['auto-b']['why']}; CV {out['metric']} "
+            f"{out['cv_score']:.4f}")
+
+
+def _refit_s(a: Auto, exp: str) -> float:
+    """A full-data run's seconds: the folds' measured seconds per epoch, scaled to every row."""
+    from comp.train.refit import full_epochs
+
+    secs, k = [], a.choices["n_splits"]
+    for f in sorted((runs.run_dir(exp)).glob("fold_*/metrics.csv")):
+        h = pd.read_csv(f)
+        secs.append(float(h["seconds"].mean()))
+    epochs, _ = full_epochs(load_config(a.config_path, exp=exp))
+    return ap.SETUP_S + epochs * float(np.mean(secs)) * k / (k - 1)
+
+
+def _refit(a: Auto, st: ap.Stage) -> str:
+    if st.planned_s <= 0:
+        return st.why
+    from comp.techniques import sources
+    from comp.train import train_full
+
+    members = a.choices["members"]
+    need = sum(_refit_s(a, e) for e in members if not (runs.full_dir(e, 0) / "done.json").exists())
+    if need > a.left() - a.tail_s():
+        return f"skipped: refitting {', '.join(members)} needs ~{need:.0f}s, {a.left() - a.tail_s():.0f}s left"
+    for e in members:
+        cfg = load_config(a.config_path, exp=e)
+        train_full(cfg, seeds=1, resume=True, skip_bad=a.choices.get("skip_bad", False), echo=a.echo,
+                   sources=sources(cfg))
+    a.choices["use"] = "both"
+    return f"{', '.join(members)} on every row (~{need:.0f}s planned); the test uses folds and full models 50/50"
+
+
+# ---------------------------------------------------------------- stages: predict, ensemble, report
+
+
+def _predict(a: Auto, st: ap.Stage) -> str:
+    from comp.infer.predict import predict
+
+    members, use = a.choices["members"], a.choices.get("use", "folds")
+    for e in members:
+        cfg = load_config(a.config_path, exp=e)
+        predict(cfg, tta=TTA, oof=True, overwrite=True, echo=a.echo, progress=False)
+        if use == "both":
+            predict(cfg, tta=TTA, overwrite=True, echo=a.echo, progress=False, use="both")
+    return f"{', '.join(members)}: TTA {'+'.join(TTA)} on the test and the OOF" + (" (folds + full)" if use == "both"
+                                                                                   else "")
+
+
+def _ensemble(a: Auto, st: ap.Stage) -> str:
+    from comp.infer.ensemble import ensemble
+
+    cfg = a.cfg()
+    m = cfg.data.metric
+    res = ensemble(cfg, a.choices["members"], weights="auto", tune_bias=m == "macro_f1", tune_thresholds=m == "qwk",
+                   temperature=m == "log_loss", name=SUBMISSION, overwrite=True, echo=a.echo,
+                   use=a.choices.get("use", "folds"))
+    searched = bool(a.choices.get("trials"))
+    rep = res.get("bias_report")
+    gain = rep.cv_f1 - rep.argmax_f1 if rep is not None and any(res["bias"]) else 0.0
+    cv = honest_cv(cfg, a.choices["members"], res["weights"], SEARCH_FOLDS if searched else [], gain)
+    cv.update(ledger_cv=res["cv_score"], ledger_cv_macro_f1=res["cv_macro_f1"], weights=res["weights"],
+              path=res["path"])
+    a.choices["cv"] = cv
+    return (f"submissions/auto.csv: {cv_text(cv)}; weights "
+            + ", ".join(f"{e} {w:.2f}" for e, w in zip(a.choices["members"], res["weights"])))
+
+
+def honest_cv(cfg, members: list[str], weights, chosen_on: list[int], bias_gain: float = 0.0) -> dict:
+    """Macro F1 (and data.metric) of the blended OOF with the submission's weights, over the folds the search never
+    saw and over all folds (optimistic when ``chosen_on`` is not empty). Biases fit on the whole OOF would flatter
+    it, so the argmax figure is scored and the biases' cross-validated gain (``bias_gain``, comp ensemble's own
+    estimate) added, as comp ensemble does for its CV."""
+    from comp.infer.ensemble import load_member
+    from comp.metrics import create_metric
+
+    ms = [load_member(cfg, e) for e in members]
+    ids, classes = ms[0].oof.index, ms[0].classes
+    oof = pd.read_csv(runs.run_dir(members[0]) / "oof.csv", dtype={cfg.data.id_col: str}, keep_default_na=False)
+    fold = oof.set_index(oof[cfg.data.id_col].astype(str))["fold"].reindex(ids.astype(str)).to_numpy()
+    y = pd.Categorical(ms[0].oof[cfg.data.label_col].astype(str), categories=classes).codes
+    w = np.asarray(weights, float) / max(1e-12, float(np.sum(weights)))
+    p = sum(wi * m.oof.loc[ids, classes].to_numpy(float) for wi, m in zip(w, ms))
+    pred = np.argmax(p, axis=1)
+    metric, f1 = create_metric(cfg.data.metric), create_metric("macro_f1")
+    keep = ~np.isin(fold, chosen_on)
+    out = {"metric": metric.name, "honest_folds": sorted(int(k) for k in set(fold[keep].tolist())),
+           "chosen_on": list(chosen_on), "bias_cv_gain": round(float(bias_gain), 5)}
+    for name, mask in (("honest", keep), ("all", np.ones(len(y), bool))):
+        out[f"{name}_macro_f1"] = round(float(f1.from_labels(y[mask], pred[mask], classes)) + bias_gain, 5)
+        score = metric(y[mask], p[mask], classes) if metric.uses_proba else metric.from_labels(y[mask], pred[mask],
+                                                                                                  classes)
+        out[f"{name}_score"] = round(float(score) + (bias_gain if metric.name == "macro_f1" else 0.0), 5)
+    return out
+
+
+def cv_text(cv: dict) -> str:
+    if not cv["chosen_on"]:
+        return f"CV macro F1 {cv['all_macro_f1']:.4f} over every fold (nothing was chosen on a fold: no search)"
+    return (f"honest CV macro F1 {cv['honest_macro_f1']:.4f} over folds {cv['honest_folds']} (all folds "
+            f"{cv['all_macro_f1']:.4f}, optimistic: the search chose on fold {', '.join(map(str, cv['chosen_on']))})")
+
+
+def stage_rows(a: Auto) -> list[dict]:
+    return [{"stage": s.name, "planned_s": round(s.planned_s), "spent_s": round(s.spent_s), "state": s.state,
+             "chose": s.chose or s.why} for s in a.plan.stages]
+
+
+def format_summary(a: Auto) -> str:
+    rows = stage_rows(a)
+    lines = [f"{'stage':<9} {'planned':>8} {'spent':>6}  {'state':<8} what it chose and why"]
+    lines += [f"{r['stage']:<9} {r['planned_s']:>7}s {r['spent_s']:>5}s  {r['state']:<8} {r['chose']}" for r in rows]
+    lines.append(f"total {a.elapsed():.0f}s of a {a.budget_s:.0f}s budget ({a.elapsed() / a.budget_s:.0%})")
+    cv = a.choices.get("cv")
+    if cv:
+        lines.append(f"submissions/auto.csv: {cv_text(cv)}")
+    return "\n".join(lines)
+
+
+def _report(a: Auto, st: ap.Stage) -> str:
+    from comp.orchestrate.leaderboard import leaderboard
+    from comp.reports.page import Report, report_dir
+
+    out = Path("reports/auto")
+    with report_dir(out) as folder:
+        folder = Path(folder)
+        r = Report("comp auto", f"{a.budget_s / 60:.1f} min budget, {a.elapsed():.0f}s spent")
+        cv = a.choices.get("cv") or {}
+        sec = r.section("Submission")
+        if cv:
+            sec.table([{"figure": f"honest CV (folds {cv['honest_folds']}, never seen by the search)",
+                        "macro F1": cv["honest_macro_f1"], cv["metric"]: cv["honest_score"]},
+                       {"figure": "all folds (optimistic: the search chose on fold 0)" if cv["chosen_on"] else
+                        "all folds", "macro F1": cv["all_macro_f1"], cv["metric"]: cv["all_score"]}])
+        sec.p("submissions/auto.csv; its row in submissions/ledger.csv.")
+        r.section("Stages").table(stage_rows(a))
+        png = runs.RUNS_DIR / f"{SEARCH_EXP}-tune" / "optimization.png"
+        if png.exists():
+            shutil.copy(png, folder / "optimization.png")
+            r.section("Search").image("optimization.png", "search history and parameter importance")
+        board = leaderboard(echo=lambda _m: None, out=folder / "leaderboard.html")
+        r.section("Leaderboard").table(board.drop(columns=["submissions"]).to_dict("records"))
+        r.write(folder)
+    return f"{out / 'index.html'}"

@@ -1,0 +1,242 @@
+"""``comp auto``'s plan: a throughput probe of the candidate models at the fitted size, and the arithmetic that turns
+a time budget into stages with a time box each (what runs, how many epochs and trials).
+
+The arithmetic is pure (``make_plan`` takes numbers, returns numbers) so it is tested on its own. Estimates are
+refined as the run goes: a stage that starts later than planned gets what is left (comp.orchestrate.auto).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+# End-to-end training images/s over the probe's compute-only figure (loader, augmentation, optimizer state,
+# checkpoints); measured on comp sample data on 2 shared CPU cores: 0.5-0.7.
+EFFICIENCY = 0.6
+EPOCH_OVERHEAD_S = 1.5  # per epoch: state + checkpoint writes, metrics, the curves plot
+SETUP_S = 6.0  # per train_folds call: accelerator, pool, image decode of a small competition
+RAY_START_S = 25.0  # Ray's local start on a loaded 2-core machine (8-20 s idle)
+MARGIN = 0.95  # plan to 95% of the budget; a stage may overrun by a little and the run still ends within +10%
+MAX_EPOCHS = 40
+MIN_EPOCHS = 2
+
+# Candidate models by hardware, fastest first; the probe keeps those that afford MIN_EPOCHS on every fold.
+MODELS_CPU = ["resnet18", "resnet10t"]
+MODELS_GPU = ["resnet18", "resnet50", "convnext_nano", "efficientnet_b0"]
+
+
+@dataclass
+class PlanInputs:
+    budget_s: float
+    spent_s: float  # already used (the probe itself)
+    n_train: int
+    n_test: int
+    n_splits: int
+    train_ips: dict  # model -> compute-only training images/s at the fitted size
+    infer_ips: dict  # model -> compute-only inference images/s
+    has_ray: bool = True
+    gpus: int = 0
+    views: int = 2  # TTA views of predict (test and OOF)
+    decode_s_per_image: float = 0.002
+
+
+@dataclass
+class Stage:
+    name: str
+    planned_s: float
+    why: str
+    state: str = "pending"  # pending, running, done, skipped, cut
+    spent_s: float = 0.0
+    chose: str = ""
+
+
+@dataclass
+class Plan:
+    stages: list = field(default_factory=list)
+    epochs: int = MIN_EPOCHS  # the best config on every fold
+    search_epochs: int = 0
+    trials: int = 0
+    models: list = field(default_factory=list)
+    epoch_s: dict = field(default_factory=dict)  # model -> estimated seconds of one fold epoch
+
+    def stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Plan:
+        d = copy.deepcopy(d)
+        d["stages"] = [Stage(**s) for s in d["stages"]]
+        return cls(**d)
+
+
+def fold_epoch_s(inp: PlanInputs, model: str) -> float:
+    """Seconds of one epoch of one fold: its training rows end to end, its validation rows, the overhead."""
+    k = inp.n_splits
+    train = inp.n_train * (k - 1) / k / (inp.train_ips[model] * EFFICIENCY)
+    val = inp.n_train / k / (inp.infer_ips[model] * EFFICIENCY)
+    return train + val + EPOCH_OVERHEAD_S
+
+
+def predict_s(inp: PlanInputs, model: str) -> float:
+    """comp predict --oof with TTA: every test image through every fold model, every train image once, per view."""
+    images = (inp.n_test * inp.n_splits + inp.n_train) * inp.views
+    return images / inp.infer_ips[model] + SETUP_S
+
+
+def folds_stage_s(inp: PlanInputs, model: str, epochs: int) -> float:
+    return SETUP_S + inp.n_splits * epochs * fold_epoch_s(inp, model)
+
+
+def epochs_for(inp: PlanInputs, model: str, seconds: float) -> int:
+    """Epochs of every fold that fit in ``seconds``, within [0, MAX_EPOCHS]."""
+    per = inp.n_splits * fold_epoch_s(inp, model)
+    return int(max(0, min(MAX_EPOCHS, math.floor((seconds - SETUP_S) / per))))
+
+
+def make_plan(inp: PlanInputs) -> Plan:
+    """Stages and their time boxes for ``inp.budget_s`` (see the module docstring); every figure is explained."""
+    usable = inp.budget_s * MARGIN - inp.spent_s
+    plan = Plan()
+    affordable = [m for m in inp.train_ips if epochs_for(inp, m, usable * 0.4) >= MIN_EPOCHS]
+    plan.models = affordable or [min(inp.train_ips, key=lambda m: fold_epoch_s(inp, m))]
+    plan.epoch_s = {m: round(fold_epoch_s(inp, m), 2) for m in inp.train_ips}
+    first = plan.models[0]
+    n_img = inp.n_train + inp.n_test
+    check_s = SETUP_S + n_img * inp.decode_s_per_image
+    fixed = {"check": (check_s, f"decode {n_img} images once ({inp.decode_s_per_image * 1e3:.1f} ms each)"),
+             "folds": (3.0, f"{inp.n_splits} stratified folds")}
+    tail = {"predict": (predict_s(inp, first), f"TTA ({inp.views} views) on test and OOF of each member"),
+            "ensemble": (15.0, "weights on the OOF, decision tuning cross-validated inside it"),
+            "report": (5.0, "submissions/auto.csv, ledger row, reports/auto/index.html")}
+    left = max(0.0, usable - sum(s for s, _ in fixed.values()) - sum(s for s, _ in tail.values()))
+    search_s, second_s, refit_s, best_s, notes = _shares(inp, plan, left)
+    stages = [Stage("plan", inp.spent_s, f"throughput probe of {', '.join(inp.train_ips)}", state="done",
+                    spent_s=inp.spent_s)]
+    stages += [Stage(n, round(s, 1), w) for n, (s, w) in fixed.items()]
+    stages += [Stage("search", round(search_s, 1), notes["search"]), Stage("best", round(best_s, 1), notes["best"]),
+               Stage("second", round(second_s, 1), notes["second"]), Stage("refit", round(refit_s, 1), notes["refit"])]
+    stages += [Stage(n, round(s, 1), w) for n, (s, w) in tail.items()]
+    plan.stages = stages
+    return plan
+
+
+def _shares(inp: PlanInputs, plan: Plan, left: float) -> tuple[float, float, float, float, dict]:
+    """Split the seconds ``left`` between search, best, second and refit; fills plan.epochs/trials."""
+    first = plan.models[0]
+    notes = {}
+    trial_min = SETUP_S + MIN_EPOCHS * fold_epoch_s(inp, first)
+    search_s = 0.35 * left if inp.has_ray else 0.0
+    par = max(1, inp.gpus)
+    if search_s < RAY_START_S + 3 * trial_min / par:
+        why = "Ray is not installed" if not inp.has_ray else \
+            f"{search_s:.0f}s for it, under the {RAY_START_S + 3 * trial_min / par:.0f}s of Ray's start and 3 trials"
+        notes["search"] = f"skipped: {why}; the fitted defaults are used"
+        search_s = 0.0
+    else:
+        plan.search_epochs = int(max(MIN_EPOCHS, min(20, epochs_for(inp, first, 0.55 * left) // 2 or MIN_EPOCHS)))
+        trial_s = SETUP_S + plan.search_epochs * fold_epoch_s(inp, first)
+        # ASHA (reduction 2) stops about half of the trials at each rung: a trial costs ~0.5 of a full one.
+        plan.trials = int(max(3, min(24, (search_s - RAY_START_S) * par / (0.5 * trial_s))))
+        notes["search"] = (f"ASHA on fold 0: {plan.trials} trials x {plan.search_epochs} epochs of "
+                           f"{', '.join(plan.models)} ({trial_s:.0f}s a full trial)")
+    rest = left - search_s
+    second_s = 0.2 * rest if search_s else 0.0
+    refit_s = 0.2 * rest
+    best_s = rest - second_s - refit_s
+    plan.epochs = max(1, epochs_for(inp, first, best_s))
+    used = folds_stage_s(inp, first, plan.epochs)
+    notes["best"] = (f"{plan.epochs} epochs x {inp.n_splits} folds at ~{fold_epoch_s(inp, first):.1f}s a fold epoch "
+                     f"({first})")
+    if best_s - used > 0:  # what the epoch cap left over goes to the optional stages
+        refit_s += (best_s - used) / (2 if second_s else 1)
+        second_s += (best_s - used) / 2 if second_s else 0.0
+        best_s = used
+    refit_need = SETUP_S + plan.epochs * inp.n_train / (inp.train_ips[first] * EFFICIENCY)
+    if refit_s < refit_need:
+        notes["refit"] = f"skipped: a refit needs ~{refit_need:.0f}s, {refit_s:.0f}s left for it"
+        best_s, refit_s = best_s + refit_s, 0.0
+    else:
+        notes["refit"] = f"every row for the folds' epochs (~{refit_need:.0f}s a model)"
+    if second_s and epochs_for(inp, first, second_s - predict_s(inp, first)) < MIN_EPOCHS:
+        notes["second"] = f"skipped: {second_s:.0f}s affords under {MIN_EPOCHS} epochs on every fold"
+        best_s, second_s = best_s + second_s, 0.0
+    elif second_s:
+        notes["second"] = "the best trial that differs in model, size or loss, on every fold (and its predict)"
+    else:
+        notes["second"] = "skipped: no search to draw a second config from"
+    return search_s, second_s, refit_s, best_s, notes
+
+
+def format_plan(plan: Plan, budget_s: float) -> str:
+    lines = [f"comp auto plan for {budget_s / 60:.1f} min (planned to {MARGIN:.0%}, ends within +10%):",
+             f"{'stage':<9} {'time':>7} {'share':>6}  why"]
+    for s in plan.stages:
+        share = s.planned_s / budget_s if budget_s else 0
+        lines.append(f"{s.name:<9} {s.planned_s:>6.0f}s {share:>6.0%}  {s.why}")
+    return "\n".join(lines)
+
+
+def probe_models(cfg, models: list[str], num_classes: int, batch: int, steps: int = 3) -> tuple[dict, dict]:
+    """Compute-only training and inference images/s of each model at cfg.input.size (random tensors, the device
+    training would use, bf16 on GPU); one warm-up step first."""
+    import torch
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    train_ips, infer_ips = {}, {}
+    x = torch.randn(batch, 3, cfg.input.size, cfg.input.size, device=dev)
+    y = torch.randint(0, num_classes, (batch,), device=dev)
+    for name in models:
+        train_ips[name], infer_ips[name] = _probe_one(cfg, name, num_classes, x, y, steps)
+    return train_ips, infer_ips
+
+
+def _probe_one(cfg, name: str, num_classes: int, x, y, steps: int) -> tuple[float, float]:
+    import torch
+
+    from comp.train.model import create_model
+
+    c = copy.deepcopy(cfg)
+    c.model.name, c.model.pretrained, c.model.pretrained_file = name, False, None
+    dev = x.device
+    model = create_model(c, num_classes).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    train = len(x) * steps / _timed(lambda: _train_step(model, opt, x, y, dev), steps, dev)
+    model.eval()
+    with torch.no_grad():
+        infer = len(x) * steps / _timed(lambda: _forward(model, x, dev), steps, dev)
+    return train, infer
+
+
+def _forward(model, x, dev):
+    import torch
+
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        return model(x)
+
+
+def _train_step(model, opt, x, y, dev):
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss = torch.nn.functional.cross_entropy(_forward(model, x, dev).float(), y)
+    loss.backward()
+    opt.step()
+
+
+def _timed(fn, steps: int, dev) -> float:
+    import torch
+
+    fn()  # warm-up
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return max(1e-6, time.perf_counter() - t0)

@@ -1,0 +1,163 @@
+"""comp auto: the plan's arithmetic, a short budgeted run end to end, and a kill during the fold stage + --resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import write_config
+
+from comp.orchestrate import auto_plan as ap
+from comp.orchestrate.auto import parse_budget
+
+
+def _inputs(budget_s, ips=2000.0, has_ray=True, **kw):
+    return ap.PlanInputs(budget_s=budget_s, spent_s=10.0, n_train=5000, n_test=1000, n_splits=5,
+                         train_ips={"resnet18": ips, "resnet10t": 2 * ips}, infer_ips={"resnet18": 4 * ips,
+                                                                                        "resnet10t": 8 * ips},
+                         has_ray=has_ray, **kw)
+
+
+def test_parse_budget():
+    assert parse_budget("20m") == 1200 and parse_budget("90s") == 90 and parse_budget("1.5h") == 5400
+    assert parse_budget("45") == 45
+    with pytest.raises(ValueError, match="--budget"):
+        parse_budget("soon")
+
+
+@pytest.mark.parametrize("budget_s", [120, 900, 1200, 3600])
+def test_plan_fits_the_budget(budget_s):
+    inp = _inputs(budget_s)
+    plan = ap.make_plan(inp)
+    total = sum(s.planned_s for s in plan.stages)
+    assert total <= budget_s * ap.MARGIN + 1, ap.format_plan(plan, budget_s)
+    assert [s.name for s in plan.stages] == ["plan", "check", "folds", "search", "best", "second", "refit",
+                                             "predict", "ensemble", "report"]
+    best = plan.stage("best")
+    # the best config's time box holds its epochs on every fold
+    assert ap.folds_stage_s(inp, plan.models[0], plan.epochs) <= best.planned_s + 0.1 or plan.epochs == 1
+    assert 1 <= plan.epochs <= ap.MAX_EPOCHS
+
+
+def test_plan_stages_by_budget():
+    small = ap.make_plan(_inputs(120, ips=300))
+    assert small.stage("search").planned_s == 0 and "skipped" in small.stage("search").why
+    assert small.stage("second").planned_s == 0
+    big = ap.make_plan(_inputs(1200))
+    s = big.stage("search")
+    assert s.planned_s > 0 and big.trials >= 3 and big.search_epochs >= ap.MIN_EPOCHS
+    assert f"{big.trials} trials" in s.why
+    assert big.stage("second").planned_s > 0 and big.stage("refit").planned_s > 0
+    assert big.stage("best").planned_s > 0.3 * big.stage("search").planned_s
+    no_ray = ap.make_plan(_inputs(1200, has_ray=False))
+    assert no_ray.stage("search").planned_s == 0 and "Ray is not installed" in no_ray.stage("search").why
+    assert no_ray.epochs >= big.epochs  # the search's share went to training
+
+
+def _workdir(tmp_path, competition) -> Path:
+    write_config(tmp_path, competition)
+    return tmp_path
+
+
+def _auto(cwd: Path, *args, **kw):
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(Path(__file__).parents[1]))
+    return subprocess.Popen([sys.executable, "-m", "comp", "auto", "--models", "test_resnet", *args], cwd=cwd,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _finish(p: subprocess.Popen, timeout: float = 400) -> str:
+    """The run's output; a run past ``timeout`` is killed (never left behind)."""
+    try:
+        return p.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return p.communicate()[0] + f"\n(killed after {timeout}s)"
+
+
+def _check_outputs(cwd: Path, competition: Path):
+    sub = pd.read_csv(cwd / "submissions" / "auto.csv", dtype=str)
+    sample = pd.read_csv(competition / "sample_submission.csv", dtype=str)
+    assert list(sub.columns) == list(sample.columns) and sub.iloc[:, 0].tolist() == sample.iloc[:, 0].tolist()
+    assert sub.iloc[:, 1].isin(pd.read_csv(competition / "train.csv", dtype=str)["label"]).all()
+    led = pd.read_csv(cwd / "submissions" / "ledger.csv", dtype=str)
+    assert led["name"].tolist()[-1] == "auto" and float(led["cv_macro_f1"].iloc[-1]) > 0
+    plan = json.loads((cwd / "runs" / "auto" / "plan.json").read_text())
+    assert all(s["state"] in ("done", "skipped") for s in plan["plan"]["stages"]), plan["plan"]["stages"]
+    assert "honest_macro_f1" in plan["choices"]["cv"]
+    assert "Stages" in (cwd / "reports" / "auto" / "index.html").read_text()
+    return plan
+
+
+@pytest.mark.slow
+def test_auto_within_budget(tmp_path, competition):
+    cwd = _workdir(tmp_path, competition)
+    t0 = time.perf_counter()
+    p = _auto(cwd, "--budget", "2m")
+    out = _finish(p)
+    wall = time.perf_counter() - t0
+    assert p.returncode == 0, out[-3000:]
+    assert wall <= 120 * 1.1, f"{wall:.0f}s for a 2m budget\n{out[-3000:]}"
+    assert out.index("comp auto plan") < out.index("[auto] check")  # the plan is printed first
+    plan = _check_outputs(cwd, competition)
+    assert plan["choices"]["size"] == 32 and plan["choices"]["stem_stride"] == 1
+    assert "what it chose and why" in out and "submissions/auto.csv" in out
+
+
+@pytest.mark.slow
+def test_auto_kill_in_fold_stage_then_resume(tmp_path, competition):
+    cwd = _workdir(tmp_path, competition)
+    p = _auto(cwd, "--budget", "2m", start_new_session=True)
+    done0 = cwd / "runs" / "auto-a" / "fold_0" / "done.json"
+    deadline = time.time() + 300
+    while not done0.exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    if not done0.exists():
+        os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail(p.communicate()[0][-3000:])
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    plan = json.loads((cwd / "runs" / "auto" / "plan.json").read_text())
+    states = {s["name"]: s["state"] for s in plan["plan"]["stages"]}
+    assert states["check"] == states["folds"] == "done" and states["best"] == "running", states
+    stamp = done0.stat().st_mtime_ns
+    folds_stamp = (cwd / "folds" / "folds.csv").stat().st_mtime_ns
+    p = _auto(cwd, "--budget", "2m", "--resume")
+    out = _finish(p)
+    assert p.returncode == 0, out[-3000:]
+    assert "[auto] check: done earlier" in out and "[auto] folds: done earlier" in out
+    assert "[auto] check (time box" not in out and "fold 0: already finished" in out
+    assert done0.stat().st_mtime_ns == stamp and (cwd / "folds" / "folds.csv").stat().st_mtime_ns == folds_stamp
+    _check_outputs(cwd, competition)
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run():
+    root = Path(__file__).parents[1]
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(root))
+    t0 = time.perf_counter()
+    out = subprocess.run(["bash", "benchmarks/gpu.sh", "--dry-run"], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=400)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    table = out.stdout[out.stdout.index("comp GPU check"):]
+    for row in ("train ", "train+compile", "predict TTA", "comp auto"):
+        assert f"\n{row}" in table, table
+    assert "CV 0." in table and "hold-out 0." in table
+    print(f"gpu.sh --dry-run: {time.perf_counter() - t0:.0f}s")
+
+
+def test_cli_errors_are_one_line(tmp_path, monkeypatch, competition):
+    from click.testing import CliRunner
+
+    from comp.cli import cli
+
+    write_config(tmp_path, competition)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["auto", "--budget", "soon"])
+    assert r.exit_code != 0 and "--budget 'soon'" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["auto", "--budget", "5m", "--resume"])
+    assert r.exit_code != 0 and "no comp auto run to continue" in r.output

@@ -1,0 +1,78 @@
+"""Defaults fitted to the data (input.size from the headers, lr/epochs by how the model starts) and
+model.stem_stride (small images keep their resolution through the stem)."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from train_utils import folded_workdir, quiet
+
+from comp.config import FINETUNE, SCRATCH, load_config
+from comp.data.sizes import summarize_sizes
+from comp.train.defaults import fit_defaults, fitted_size
+from comp.train.model import create_model
+
+
+def test_fitted_size_rounds_and_clamps():
+    assert fitted_size(28, gpu=False) == 32
+    assert fitted_size(10, gpu=True) == 32
+    assert fitted_size(70, gpu=True) == 64 and fitted_size(81, gpu=True) == 96
+    assert fitted_size(600, gpu=True) == 384 and fitted_size(600, gpu=False) == 224
+
+
+def test_sizes_from_real_headers(tmp_path, competition):
+    paths = sorted(str(p) for p in (competition / "train_images").glob("*.png"))
+    s = summarize_sizes(paths)
+    assert (s.median_w, s.median_h, s.median_short) == (28, 28, 28) or s.median_short == 8  # Fashion-MNIST / digits
+    for i, (w, h) in enumerate([(640, 480), (500, 700), (800, 300)]):
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(tmp_path / f"{i}.jpg")
+    s = summarize_sizes(sorted(str(p) for p in tmp_path.glob("*.jpg")))
+    assert (s.median_w, s.median_h, s.median_short) == (640, 480, 480)
+
+
+def test_unset_size_fitted_and_user_value_wins(workdir, competition):
+    paths = sorted(str(p) for p in (competition / "train_images").glob("*.png"))
+    cfg = load_config(workdir / "comp.yaml", exp="fit")
+    assert cfg.input.size is None and cfg.train.lr == SCRATCH["lr"] and cfg.train.epochs == SCRATCH["epochs"]
+    said = []
+    fit_defaults(cfg, lambda: paths, echo=said.append, workers=0)
+    assert cfg.input.size == 32
+    assert any(s.startswith("input.size 32 (median image 28x28") and "set input.size to change" in s for s in said)
+    assert any(s.startswith("train.batch_size 64 (no GPU") for s in said)
+    assert any(s.startswith("train.num_workers 0") for s in said)
+    cfg = load_config(workdir / "comp.yaml", exp="fit", overrides=["input.size=48", "model.pretrained=true"])
+    fit_defaults(cfg, lambda: paths, echo=quiet)
+    assert cfg.input.size == 48 and "input.size" not in cfg.derived
+    assert cfg.train.lr == FINETUNE["lr"] and cfg.train.epochs == FINETUNE["epochs"]
+    cfg = load_config(workdir / "comp.yaml", exp="fit", overrides=["train.lr=0.01"])
+    assert cfg.train.lr == 0.01 and "train.lr" not in cfg.derived
+
+
+def test_stem_stride_keeps_resolution():
+    cfg = load_config("missing.yaml", require_data=False, overrides=["model.name=resnet18"])
+    plain = create_model(cfg, 10)
+    cfg.model.stem_stride = 1
+    sharp = create_model(cfg, 10)
+    x = torch.zeros(2, 3, 32, 32)
+    assert plain.forward_features(x).shape[-1] == 1  # 32 / 32
+    assert sharp.forward_features(x).shape[-1] == 4  # 32 / 8: the stem kept all 32 px
+    sharp.load_state_dict(plain.state_dict())  # same parameters: fold weights load either way
+
+
+@pytest.mark.slow
+def test_stem_stride_trains_and_predicts(tmp_path_factory, competition):
+    from comp.infer.models import find_fold_models, load_model
+    from comp.train import train_fold
+
+    with folded_workdir(tmp_path_factory, competition, "stem") as wd:
+        cfg = load_config(wd / "comp.yaml", exp="stem", overrides=[
+            "model.name=test_resnet", "model.stem_stride=1", "train.epochs=2", "train.batch_size=32"])
+        out = train_fold(cfg, 0, echo=quiet)
+        assert out["score"] > 0.15 and cfg.input.size == 32
+        recorded = yaml.safe_load((wd / "runs" / "stem" / "config.yaml").read_text())
+        assert recorded["input"]["size"] == 32 and recorded["model"]["stem_stride"] == 1  # the fitted value is kept
+        (fm,) = find_fold_models(wd / "runs" / "stem")[:1]
+        assert fm.meta["stem_stride"] == 1 and fm.meta["input_size"] == 32
+        model = load_model(cfg, fm, torch.device("cpu"))
+        assert model.forward_features(torch.zeros(1, 3, 32, 32)).shape[-1] > 1
