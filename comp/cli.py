@@ -74,19 +74,27 @@ def cli():
     "--from", "from_dir", type=click.Path(exists=True, file_okay=False), help="folder with Fashion-MNIST IDX files"
 )
 @click.option("--overwrite", is_flag=True, help="replace OUT if it exists")
+@click.option("--multilabel", is_flag=True, help="2x2 mosaics of 1-3 items, several labels per image")
+@click.option("--layout", type=click.Choice(["hpa", "planet", "ranzcr"]), default="hpa", show_default=True,
+              help="--multilabel files: hpa (Id,Target of indices), planet (image_name,tags of names), ranzcr "
+              "(one 0/1 column per class)")
 @user_errors
-def sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite):
+def sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite, multilabel, layout):
     """Build a small real Kaggle-style competition in OUT (with the held-out OUT/solution.csv)."""
     from comp.data.sample import make_sample
+    from comp.data.sample_multilabel import make_multilabel_sample
 
     try:
-        info = make_sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite)
+        if multilabel:
+            info = make_multilabel_sample(out, layout, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite)
+        else:
+            info = make_sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"source: {info.source}")
     click.echo(f"wrote {info.out}: {info.n_train} train, {info.n_test} test images, {len(info.classes)} classes")
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(info.counts.items(), key=lambda kv: -kv[1]))
-    click.echo(f"train class counts: {counts}")
+    click.echo(f"train {'label' if multilabel else 'class'} counts: {counts}")
     click.echo(f"held-out truth: {info.out / 'solution.csv'} (read only by `comp score`)")
 
 
@@ -100,8 +108,10 @@ def sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite):
 @click.option("--test-dir", help="folder of test images, relative to DIRECTORY")
 @click.option("-c", "--config", "config_path", default="comp.yaml", show_default=True, help="config file to write")
 @click.option("--overwrite", is_flag=True, help="replace an existing config file")
+@click.option("--task", type=click.Choice(["multiclass", "multilabel"]),
+              help="one class per image, or several (default: detected from train.csv and the sample)")
 @user_errors
-def init(directory, id_col, label_col, label_cols, group_col, train_dir, test_dir, config_path, overwrite):
+def init(directory, id_col, label_col, label_cols, group_col, train_dir, test_dir, config_path, overwrite, task):
     """Write comp.yaml for the competition in DIRECTORY, saying what was detected.
 
     When the label is ambiguous (several candidate columns, or 0/1 columns the sample submission does not list)
@@ -111,7 +121,7 @@ def init(directory, id_col, label_col, label_cols, group_col, train_dir, test_di
     cols = [c.strip() for c in label_cols.split(",") if c.strip()] if label_cols else None
     init_competition(
         directory, config_path, id_col=id_col, label_col=label_col, group_col=group_col,
-        train_dir=train_dir, test_dir=test_dir, overwrite=overwrite, echo=click.echo, label_cols=cols,
+        train_dir=train_dir, test_dir=test_dir, overwrite=overwrite, echo=click.echo, label_cols=cols, task=task,
     )
 
 

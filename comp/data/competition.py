@@ -101,7 +101,12 @@ def load_train(cfg: Config) -> pd.DataFrame:
     _require_columns(raw, cols, csv, keys)
     if raw.empty:
         raise DataError(f"{csv}: no rows below the header; expected one row per training image")
-    labels = onehot_labels(raw, list(d.label_cols), csv) if d.label_cols else raw[d.label_col]
+    if d.task == "multilabel":
+        from comp.data.multilabel import wide_labels
+
+        labels = wide_labels(raw, list(d.label_cols), csv, d.label_sep) if d.label_cols else raw[d.label_col]
+    else:
+        labels = onehot_labels(raw, list(d.label_cols), csv) if d.label_cols else raw[d.label_col]
     df = pd.DataFrame({"id": raw[d.id_col].str.strip(), "label": labels})
     if d.group_col:
         df["group"] = raw[d.group_col]
