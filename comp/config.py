@@ -102,7 +102,10 @@ class TrainConfig:
     loss: str = "ce"  # ce, focal, soft_f1, ce+soft_f1, bce
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
-    soft_f1_weight: float = 0.5  # weight of soft_f1 in ce+soft_f1
+    soft_f1_weight: float = 0.5  # weight of soft_f1 in ce+soft_f1 (bce+soft_f1 with data.task multilabel)
+    asl_gamma_neg: float = 4.0  # multilabel loss asl: focusing exponent of the negatives
+    asl_gamma_pos: float = 0.0  # multilabel loss asl: focusing exponent of the positives
+    asl_clip: float = 0.05  # multilabel loss asl: probability margin below which negatives cost nothing
     class_weights: Optional[str] = None  # balanced, inverse, sqrt_inverse, effective_num (timm compute_class_weights)
     sampler: Literal["random", "balanced"] = "random"
     grad_clip: Optional[float] = None
@@ -369,6 +372,8 @@ def validate(cfg: Config) -> None:
         (0 <= t.distill_alpha <= 1, "train.distill_alpha must be in [0, 1]"),
         (t.distill_t > 0, "train.distill_t must be positive"),
         (t.soft_f1_weight >= 0, "train.soft_f1_weight must be >= 0"),
+        (t.asl_gamma_neg >= 0 and t.asl_gamma_pos >= 0, "train.asl_gamma_neg and asl_gamma_pos must be >= 0"),
+        (0 <= t.asl_clip < 1, "train.asl_clip must be in [0, 1)"),
         (cfg.augment.mixup >= 0 and cfg.augment.cutmix >= 0, "augment.mixup and augment.cutmix must be >= 0"),
         (0 <= cfg.augment.mix_prob <= 1, "augment.mix_prob must be in [0, 1]"),
     ]
