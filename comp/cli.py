@@ -156,7 +156,8 @@ def folds(config_path, n_splits, seed, skip_bad, overwrite):
 @click.argument("submission", type=click.Path(exists=True, dir_okay=False))
 @click.option("--solution", required=True, type=click.Path(exists=True, dir_okay=False), help="truth csv (id, label)")
 @click.option("--sample-submission", type=click.Path(exists=True, dir_okay=False), help="also require its header")
-@click.option("--metric", type=click.Choice(["macro_f1", "accuracy", "log_loss", "qwk", "roc_auc"]),
+@click.option("--metric", type=click.Choice(["macro_f1", "accuracy", "log_loss", "qwk", "roc_auc", "micro_f1",
+                                             "samples_f1", "f2", "map"]),
               help="headline metric (default: data.metric of the config when there is one, else macro_f1)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @config_option
@@ -169,12 +170,15 @@ def score(submission, solution, sample_submission, metric, as_json, config_path)
     from pathlib import Path
 
     from comp.data.competition import label_map
-    from comp.infer.score import SubmissionError, format_report, score_files
+    from comp.infer.multilabel_score import format_multilabel, score_any
+    from comp.infer.score import SubmissionError, format_report
 
     cfg = load(config_path) if Path(config_path).exists() else None
     metric = metric or (cfg.data.metric if cfg else "macro_f1")
+    task = cfg.data.task if cfg and cfg.data.task == "multilabel" else None
+    sep = cfg.data.label_sep if task and not cfg.data.label_cols else " "
     try:
-        result = score_files(submission, solution, sample_submission, metric=metric)
+        result = score_any(submission, solution, sample_submission, metric=metric, task=task, sep=sep)
     except SubmissionError as e:
         raise click.ClickException(str(e)) from None
     names = label_map(cfg) if cfg else {}
@@ -183,7 +187,7 @@ def score(submission, solution, sample_submission, metric, as_json, config_path)
 
         click.echo(json.dumps(result, ensure_ascii=False))
     else:
-        click.echo(format_report(result, names))
+        click.echo(format_multilabel(result) if result.get("task") == "multilabel" else format_report(result, names))
 
 
 # ---------------------------------------------------------------- training

@@ -17,9 +17,9 @@ import pandas as pd
 import yaml
 
 from comp.config import Config, ConfigError, from_dict, load_config
-from comp.data.competition import IMAGE_EXTS, DataError, load_test, onehot_labels, read_csv_str
+from comp.data.competition import IMAGE_EXTS, DataError, load_test, onehot_labels, read_csv_str, wide_labels
 from comp.data.init_multilabel import column_task, wide_target
-from comp.data.multilabel import check_label_cells, label_classes, split_labels, wide_labels, wide_sep
+from comp.data.multilabel import check_label_cells, label_classes, split_labels, wide_sep
 from comp.files import write_text
 
 ID_NAMES = ("image_id", "id", "image", "image_name", "filename", "file_name", "file", "img", "name", "path")

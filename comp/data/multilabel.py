@@ -79,17 +79,6 @@ def zero_one(raw: pd.DataFrame, cols: Sequence[str]) -> np.ndarray | None:
     return v
 
 
-def wide_labels(raw: pd.DataFrame, cols: Sequence[str], csv: Path, sep: str) -> pd.Series:
-    """Label strings of the 0/1 columns ``cols`` (data.label_cols with data.task multilabel)."""
-    v = zero_one(raw, cols)
-    if v is None:
-        bad = raw[list(cols)].apply(pd.to_numeric, errors="coerce")
-        r = int(np.flatnonzero(~bad.isin([0, 1]).all(1).to_numpy())[0])
-        raise DataError(f"{csv}: row {r + 2} of the label columns (data.label_cols) is {raw[list(cols)].iloc[r].tolist()}"
-                        "; a multi-label target needs 0 or 1 in every cell")
-    return pd.Series(hot_strings(v, list(cols), sep), index=raw.index)
-
-
 def check_label_cells(labels: pd.Series, sep: str, csv: Path, col: str) -> None:
     """A label cell must not name a class twice (``"1 1"``: a typo for ``"1 11"``?)."""
     for r, v in enumerate(labels):
