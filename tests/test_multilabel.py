@@ -251,7 +251,7 @@ def test_oof_exactly_once_under_two_processes(layouts, tmp_path):
     _comp("init", str(layouts["planet"]), cwd=tmp_path)
     _comp("folds", "--n-splits", "3", cwd=tmp_path)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", NO_ALBUMENTATIONS_UPDATE="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0", "-m", "comp",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "comp",
            "train", "--exp", "ddp", "--fold", "1", *_sets(["train.epochs=1", "infer.batch_size=7"])]
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-4000:]

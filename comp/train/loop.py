@@ -435,7 +435,8 @@ def _banner(s: Session, name: str, model, n_train: int, n_val: int, steps: int) 
     aug = "pipeline (cpu)" if c.augment.pipeline else f"{c.augment.preset} ({c.augment.on})"
     if c.augment.mixup or c.augment.cutmix:
         aug += f" + mixup {c.augment.mixup}/cutmix {c.augment.cutmix}"
-    loss = t.loss + (f" (smoothing {t.label_smoothing})" if t.label_smoothing else "")
+    loss = ("bce" if c.data.task == "multilabel" and t.loss == "ce" else t.loss)
+    loss += f" (smoothing {t.label_smoothing})" if t.label_smoothing else ""
     loss += f", class weights {t.class_weights}" if t.class_weights else ""
     loss += f" + distill {t.teacher} (alpha {t.distill_alpha:g}, T {t.distill_t:g})" if t.teacher else ""
     extras = [x for x, on in (("ema", t.ema), ("channels_last", t.channels_last), ("compile", t.compile)) if on]
