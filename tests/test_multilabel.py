@@ -262,3 +262,42 @@ def test_oof_exactly_once_under_two_processes(layouts, tmp_path):
     assert sorted(oof["image_name"]) == sorted(want["image_name"]) and oof["image_name"].is_unique
     assert dict(zip(oof["image_name"], oof["tags"])) == dict(zip(want["image_name"], want["tags"]))
     assert all(split_labels(v, " ") for v in oof["tags"])
+
+
+def test_score_equals_sklearn_for_both_shapes(tmp_path):
+    from comp.infer.multilabel_score import score_any
+    from comp.infer.score import SubmissionError
+
+    rng = np.random.default_rng(5)
+    classes = ["Ankle boot", "Bag", "T-shirt/top", "Coat"]
+    ids = [f"te_{i}" for i in range(80)]
+    y = (rng.random((80, 4)) < 0.35).astype(int)
+    p = np.clip(0.5 * y + 0.5 * rng.random((80, 4)), 0, 1)
+    sol = pd.DataFrame(y, columns=classes)
+    sol.insert(0, "id", ids)
+    sol.to_csv(tmp_path / "sol.csv", index=False)
+    sub = pd.DataFrame(p, columns=classes)
+    sub.insert(0, "id", ids)
+    sub.iloc[::-1].to_csv(tmp_path / "sub.csv", index=False)  # any row order
+    r = score_any(tmp_path / "sub.csv", tmp_path / "sol.csv", metric="roc_auc")
+    b = (p >= 0.5).astype(int)
+    assert r["task"] == "multilabel" and r["shape"] == "wide"
+    assert r["score"] == pytest.approx(roc_auc_score(y, p, average="macro"))
+    assert r["map"] == pytest.approx(average_precision_score(y, p, average="macro"))
+    assert r["samples_f1"] == pytest.approx(f1_score(y, b, average="samples", zero_division=0))
+    # the label shape, HPA's indices: the empty cell is an image with no label
+    names = [str(i) for i in range(4)]
+    cells = lambda m: [" ".join(n for n, v in zip(names, row) if v) for row in m]  # noqa: E731
+    pd.DataFrame({"Id": ids, "Predicted": cells(y)}).to_csv(tmp_path / "sol2.csv", index=False)
+    pd.DataFrame({"Id": ids, "Predicted": cells(b)}).to_csv(tmp_path / "sub2.csv", index=False)
+    r = score_any(tmp_path / "sub2.csv", tmp_path / "sol2.csv", metric="f2")
+    assert r["shape"] == "label" and r["map"] is None
+    assert r["score"] == pytest.approx(fbeta_score(y, b, beta=2, average="samples", zero_division=0))
+    assert r["macro_f1"] == pytest.approx(f1_score(y, b, average="macro", zero_division=0))
+    assert r["micro_f1"] == pytest.approx(f1_score(y, b, average="micro", zero_division=0))
+    with pytest.raises(SubmissionError, match="needs probabilities"):
+        score_any(tmp_path / "sub2.csv", tmp_path / "sol2.csv", metric="roc_auc")
+    bad = pd.DataFrame({"Id": ids[1:], "Predicted": cells(b)[1:]})
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(SubmissionError, match="missing"):
+        score_any(tmp_path / "bad.csv", tmp_path / "sol2.csv")
