@@ -301,3 +301,20 @@ def test_score_equals_sklearn_for_both_shapes(tmp_path):
     bad.to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(SubmissionError, match="missing"):
         score_any(tmp_path / "bad.csv", tmp_path / "sol2.csv")
+
+
+def test_blend_weights_and_thresholds_nested():
+    from comp.infer.multilabel import MLInputs, fit_blend
+
+    rng = np.random.default_rng(7)
+    y = (rng.random((240, 5)) < 0.3).astype(int)
+    good = np.clip(0.3 * y + 0.45 * rng.random((240, 5)), 0, 1)  # informative, every probability too low
+    noise = rng.random((240, 5))
+    inp = MLInputs(["good", "noise"], list("abcde"), y, [good, noise], [good[:10], noise[:10]], [], pd.DataFrame(),
+                   "id", "label", "label", " ")
+    fit = fit_blend(inp, "macro_f1", Rule(np.full(5, 0.5)), None, True, 5, 0)
+    assert fit.weights.sum() == pytest.approx(1) and fit.weights[0] > fit.weights[1]
+    r = fit.report
+    assert r.applied and r.cv > r.plain and r.in_sample >= r.cv
+    assert fit.cv == r.cv and fit.held.shape == y.shape
+    assert fit.member_score["good"] > fit.member_score["noise"]
