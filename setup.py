@@ -29,6 +29,7 @@ setup(
         "pillow>=10.0",
         "imagehash>=4.3",
         "grad-cam>=1.5",
+        "iterative-stratification>=0.1.7",  # multi-label stratified folds (BSD)
     ],
     extras_require={
         # comp app / comp export / comp predict --engine onnxruntime

@@ -74,19 +74,27 @@ def cli():
     "--from", "from_dir", type=click.Path(exists=True, file_okay=False), help="folder with Fashion-MNIST IDX files"
 )
 @click.option("--overwrite", is_flag=True, help="replace OUT if it exists")
+@click.option("--multilabel", is_flag=True, help="2x2 mosaics of 1-3 items, several labels per image")
+@click.option("--layout", type=click.Choice(["hpa", "planet", "ranzcr"]), default="hpa", show_default=True,
+              help="--multilabel files: hpa (Id,Target of indices), planet (image_name,tags of names), ranzcr "
+              "(one 0/1 column per class)")
 @user_errors
-def sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite):
+def sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite, multilabel, layout):
     """Build a small real Kaggle-style competition in OUT (with the held-out OUT/solution.csv)."""
     from comp.data.sample import make_sample
+    from comp.data.sample_multilabel import make_multilabel_sample
 
     try:
-        info = make_sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite)
+        if multilabel:
+            info = make_multilabel_sample(out, layout, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite)
+        else:
+            info = make_sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"source: {info.source}")
     click.echo(f"wrote {info.out}: {info.n_train} train, {info.n_test} test images, {len(info.classes)} classes")
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(info.counts.items(), key=lambda kv: -kv[1]))
-    click.echo(f"train class counts: {counts}")
+    click.echo(f"train {'label' if multilabel else 'class'} counts: {counts}")
     click.echo(f"held-out truth: {info.out / 'solution.csv'} (read only by `comp score`)")
 
 
@@ -100,8 +108,10 @@ def sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite):
 @click.option("--test-dir", help="folder of test images, relative to DIRECTORY")
 @click.option("-c", "--config", "config_path", default="comp.yaml", show_default=True, help="config file to write")
 @click.option("--overwrite", is_flag=True, help="replace an existing config file")
+@click.option("--task", type=click.Choice(["multiclass", "multilabel"]),
+              help="one class per image, or several (default: detected from train.csv and the sample)")
 @user_errors
-def init(directory, id_col, label_col, label_cols, group_col, train_dir, test_dir, config_path, overwrite):
+def init(directory, id_col, label_col, label_cols, group_col, train_dir, test_dir, config_path, overwrite, task):
     """Write comp.yaml for the competition in DIRECTORY, saying what was detected.
 
     When the label is ambiguous (several candidate columns, or 0/1 columns the sample submission does not list)
@@ -111,7 +121,7 @@ def init(directory, id_col, label_col, label_cols, group_col, train_dir, test_di
     cols = [c.strip() for c in label_cols.split(",") if c.strip()] if label_cols else None
     init_competition(
         directory, config_path, id_col=id_col, label_col=label_col, group_col=group_col,
-        train_dir=train_dir, test_dir=test_dir, overwrite=overwrite, echo=click.echo, label_cols=cols,
+        train_dir=train_dir, test_dir=test_dir, overwrite=overwrite, echo=click.echo, label_cols=cols, task=task,
     )
 
 
@@ -146,7 +156,8 @@ def folds(config_path, n_splits, seed, skip_bad, overwrite):
 @click.argument("submission", type=click.Path(exists=True, dir_okay=False))
 @click.option("--solution", required=True, type=click.Path(exists=True, dir_okay=False), help="truth csv (id, label)")
 @click.option("--sample-submission", type=click.Path(exists=True, dir_okay=False), help="also require its header")
-@click.option("--metric", type=click.Choice(["macro_f1", "accuracy", "log_loss", "qwk", "roc_auc"]),
+@click.option("--metric", type=click.Choice(["macro_f1", "accuracy", "log_loss", "qwk", "roc_auc", "micro_f1",
+                                             "samples_f1", "f2", "map"]),
               help="headline metric (default: data.metric of the config when there is one, else macro_f1)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @config_option
@@ -159,12 +170,15 @@ def score(submission, solution, sample_submission, metric, as_json, config_path)
     from pathlib import Path
 
     from comp.data.competition import label_map
-    from comp.infer.score import SubmissionError, format_report, score_files
+    from comp.infer.multilabel_score import format_multilabel, score_any
+    from comp.infer.score import SubmissionError, format_report
 
     cfg = load(config_path) if Path(config_path).exists() else None
     metric = metric or (cfg.data.metric if cfg else "macro_f1")
+    task = cfg.data.task if cfg and cfg.data.task == "multilabel" else None
+    sep = cfg.data.label_sep if task and not cfg.data.label_cols else " "
     try:
-        result = score_files(submission, solution, sample_submission, metric=metric)
+        result = score_any(submission, solution, sample_submission, metric=metric, task=task, sep=sep)
     except SubmissionError as e:
         raise click.ClickException(str(e)) from None
     names = label_map(cfg) if cfg else {}
@@ -173,7 +187,7 @@ def score(submission, solution, sample_submission, metric, as_json, config_path)
 
         click.echo(json.dumps(result, ensure_ascii=False))
     else:
-        click.echo(format_report(result, names))
+        click.echo(format_multilabel(result) if result.get("task") == "multilabel" else format_report(result, names))
 
 
 # ---------------------------------------------------------------- training

@@ -39,7 +39,11 @@ class DataConfig:
     group_col: Optional[str] = None
     test_csv: Optional[str] = None  # test ids (first column or id_col); must agree with the sample submission
     label_map: Optional[str] = None  # json {"0": "Healthy", ...}: readable class names in reports only
-    metric: Literal["macro_f1", "accuracy", "log_loss", "qwk", "roc_auc"] = "macro_f1"  # the competition's metric
+    # the competition's metric; micro_f1, samples_f1, f2 (samples F2) and map are multi-label only
+    metric: Literal["macro_f1", "accuracy", "log_loss", "qwk", "roc_auc", "micro_f1", "samples_f1", "f2",
+                    "map"] = "macro_f1"
+    task: Literal["multiclass", "multilabel"] = "multiclass"  # multilabel: several labels per image (sigmoid)
+    label_sep: str = " "  # multilabel: the separator of the class names in one label cell ("0 5 25")
     id_has_ext: bool = True  # ids carry their file extension (``a.png``) or not (``a`` + ``ext``)
     ext: str = ""  # appended to ids when id_has_ext is false
     test_ext: Optional[str] = None  # appended to test ids when id_has_ext is false (None: ext; .jpg beside .png)
@@ -103,7 +107,10 @@ class TrainConfig:
     loss: str = "ce"  # ce, focal, soft_f1, ce+soft_f1, bce
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
-    soft_f1_weight: float = 0.5  # weight of soft_f1 in ce+soft_f1
+    soft_f1_weight: float = 0.5  # weight of soft_f1 in ce+soft_f1 (bce+soft_f1 with data.task multilabel)
+    asl_gamma_neg: float = 4.0  # multilabel loss asl: focusing exponent of the negatives
+    asl_gamma_pos: float = 0.0  # multilabel loss asl: focusing exponent of the positives
+    asl_clip: float = 0.05  # multilabel loss asl: probability margin below which negatives cost nothing
     class_weights: Optional[str] = None  # balanced, inverse, sqrt_inverse, effective_num (timm compute_class_weights)
     sampler: Literal["random", "balanced"] = "random"
     grad_clip: Optional[float] = None
@@ -134,6 +141,8 @@ class TrainConfig:
 class InferConfig:
     tta: list[str] = field(default_factory=lambda: ["identity"])
     batch_size: int = 128
+    at_least_one: bool = False  # multilabel: an image with no label above its threshold gets its most likely one
+    top_k: Optional[int] = None  # multilabel: at most this many labels per image (the most likely)
 
 
 @dataclass
@@ -397,6 +406,8 @@ def validate(cfg: Config) -> None:
         (0 <= t.distill_alpha <= 1, "train.distill_alpha must be in [0, 1]"),
         (t.distill_t > 0, "train.distill_t must be positive"),
         (t.soft_f1_weight >= 0, "train.soft_f1_weight must be >= 0"),
+        (t.asl_gamma_neg >= 0 and t.asl_gamma_pos >= 0, "train.asl_gamma_neg and asl_gamma_pos must be >= 0"),
+        (0 <= t.asl_clip < 1, "train.asl_clip must be in [0, 1)"),
         (cfg.augment.mixup >= 0 and cfg.augment.cutmix >= 0, "augment.mixup and augment.cutmix must be >= 0"),
         (0 <= cfg.augment.mix_prob <= 1, "augment.mix_prob must be in [0, 1]"),
     ]
@@ -405,10 +416,32 @@ def validate(cfg: Config) -> None:
             raise ConfigError(msg)
     if cfg.data.label_cols is not None and len(cfg.data.label_cols) < 2:
         raise ConfigError("data.label_cols must name at least 2 one-hot columns (or be left empty for data.label_col)")
+    validate_task(cfg)
     for key in ("mean", "std"):
         v = getattr(cfg.input, key)
         if v is not None and len(v) != 3:
             raise ConfigError(f"input.{key} must list 3 numbers (R, G, B), got {v}")
+
+
+MULTILABEL_METRICS = ("macro_f1", "micro_f1", "samples_f1", "f2", "map", "roc_auc")
+
+
+def validate_task(cfg: Config) -> None:
+    """data.task and the keys that depend on it: each message names the key."""
+    d = cfg.data
+    if d.task == "multilabel":
+        if d.metric not in MULTILABEL_METRICS:
+            raise ConfigError(f"data.metric {d.metric!r} does not score several labels per image; with data.task "
+                              f"multilabel use one of {', '.join(MULTILABEL_METRICS)}")
+        if d.label_sep == "":
+            raise ConfigError("data.label_sep must not be empty (a space for '0 5 25')")
+        if d.layout != "csv":
+            raise ConfigError("data.task multilabel needs data.layout csv (a class-per-folder tree has one label)")
+    elif d.metric not in ("macro_f1", "accuracy", "log_loss", "qwk", "roc_auc"):
+        raise ConfigError(f"data.metric {d.metric!r} is a multi-label metric; set data.task: multilabel, or pick "
+                          "macro_f1, accuracy, log_loss, qwk or roc_auc")
+    if cfg.infer.top_k is not None and cfg.infer.top_k < 1:
+        raise ConfigError("infer.top_k must be at least 1 (or left empty for no cap)")
 
 
 def dump_config(cfg: Config, extra: Optional[dict] = None) -> str:

@@ -10,6 +10,14 @@ ensemble weight objective and ``comp score``'s headline; macro F1 is reported be
   qwk       sklearn cohen_kappa_score(weights="quadratic") of the argmax grade    higher is better
             (class names must be numbers: the ordered grades 0, 1, 2, ...)
   roc_auc   sklearn roc_auc_score one-vs-rest, macro average of the probabilities higher is better
+
+Multi-label (data.task multilabel: ``y`` is (N, C) 0/1, ``probs`` (N, C) sigmoid probabilities; label metrics
+score ``probs >= 0.5``, or the 0/1 decisions given to ``from_labels``), all higher is better:
+
+  macro_f1    sklearn f1_score(average="macro")      micro_f1    f1_score(average="micro")
+  samples_f1  f1_score(average="samples")            f2          fbeta_score(beta=2, average="samples")
+  map         average_precision_score, macro mean over the classes that have a positive
+  roc_auc     roc_auc_score, mean column-wise over the classes that have both values
 """
 
 from __future__ import annotations
@@ -18,7 +26,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, log_loss, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    cohen_kappa_score,
+    f1_score,
+    fbeta_score,
+    log_loss,
+    roc_auc_score,
+)
 
 
 def _norm(probs: np.ndarray) -> np.ndarray:
@@ -126,8 +142,55 @@ METRICS = {
 METRIC_NAMES = tuple(METRICS)
 
 
-def create_metric(name: str, classes: Sequence[str] | None = None) -> Metric:
-    """The metric called ``name`` (one of METRIC_NAMES); with ``classes``, checks it can score them (qwk: numbers)."""
+def _bits(probs) -> np.ndarray:
+    return (np.asarray(probs) >= 0.5).astype(np.int64)
+
+
+def _f(average: str, beta: float = 1.0):
+    def fn(y, probs, classes):
+        return float(fbeta_score(y, _bits(probs), beta=beta, average=average, zero_division=0))
+    return fn
+
+
+def _columns(score):
+    def fn(y, probs, classes):
+        y = np.asarray(y)
+        keep = [k for k in range(y.shape[1]) if 0 < y[:, k].sum() < len(y)]
+        return float(np.mean([score(y[:, k], probs[:, k]) for k in keep])) if keep else float("nan")
+    return fn
+
+
+class MultiLabelMetric(Metric):
+    """A multi-label metric: ``y`` (N, C) 0/1, ``probs`` (N, C) independent probabilities."""
+
+    def from_labels(self, y, pred, classes) -> float:
+        """The metric of 0/1 decisions (N, C); probability metrics raise ValueError."""
+        if self.uses_proba:
+            raise ValueError(f"{self.name} scores probabilities; a label submission can't be scored by it")
+        return self(y, np.asarray(pred, np.float64), classes)
+
+
+MULTILABEL_METRICS = {
+    m.name: m
+    for m in (
+        MultiLabelMetric("macro_f1", "macro F1 (multi-label)", True, False, _f("macro")),
+        MultiLabelMetric("micro_f1", "micro F1", True, False, _f("micro")),
+        MultiLabelMetric("samples_f1", "samples F1", True, False, _f("samples")),
+        MultiLabelMetric("f2", "F2 (samples)", True, False, _f("samples", 2.0)),
+        MultiLabelMetric("map", "mean average precision", True, True, _columns(average_precision_score)),
+        MultiLabelMetric("roc_auc", "ROC AUC (mean column-wise)", True, True, _columns(roc_auc_score)),
+    )
+}
+
+
+def create_metric(name: str, classes: Sequence[str] | None = None, task: str = "multiclass") -> Metric:
+    """The metric called ``name`` (one of METRIC_NAMES); with ``classes``, checks it can score them (qwk: numbers).
+
+    ``task`` multilabel: one of MULTILABEL_METRICS instead."""
+    if task == "multilabel":
+        if name not in MULTILABEL_METRICS:
+            raise ValueError(f"Unknown multi-label metric {name!r}, expected one of {tuple(MULTILABEL_METRICS)}")
+        return MULTILABEL_METRICS[name]
     if name not in METRICS:
         raise ValueError(f"Unknown metric {name!r}, expected one of {METRIC_NAMES}")
     if name == "qwk" and classes is not None:
@@ -148,6 +211,11 @@ class CV:
 def cv_score(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str = "macro_f1") -> CV:
     """The one CV computation (training, launch, leaderboard, app): ``y`` class codes, ``probs`` (N, C)."""
     y, probs = np.asarray(y, np.int64), np.asarray(probs, np.float64)
+    if y.ndim == 2:  # multi-label: macro F1 at 0.5 beside, accuracy = every label of the image right
+        m = create_metric(metric, classes, "multilabel")
+        bits = _bits(probs)
+        return CV(m.name, float(m(y, probs, classes)), float(f1_score(y, bits, average="macro", zero_division=0)),
+                  float((bits == y).all(1).mean()) if len(y) else float("nan"))
     m = create_metric(metric, classes)
     pred = probs.argmax(1)
     return CV(m.name, float(m(y, probs, classes)), float(f1_score(y, pred, average="macro", zero_division=0)),

@@ -196,10 +196,25 @@ def read_oof(path: Path, cfg: Config) -> pd.DataFrame:
     return pd.read_csv(path, dtype={cfg.data.id_col: str, cfg.data.label_col: str}, keep_default_na=False)
 
 
-def oof_cv(oof: pd.DataFrame, label_col: str, classes: list[str], metric: str):
-    """metrics.cv_score of an OOF table (``label_col`` holds class names, one probability column per class)."""
+def oof_hot(labels, classes: list[str], sep: str) -> np.ndarray:
+    """(N, C) 0/1 of multi-label strings (class names joined by ``sep``; data.task multilabel)."""
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.zeros((len(labels), len(classes)), np.int64)
+    for r, v in enumerate(labels):
+        for name in (str(v).split(sep) if sep.strip() else str(v).split()):
+            if name.strip():
+                y[r, index[name.strip()]] = 1
+    return y
+
+
+def oof_cv(oof: pd.DataFrame, label_col: str, classes: list[str], metric: str, sep: str | None = None):
+    """metrics.cv_score of an OOF table (``label_col`` holds class names, one probability column per class).
+
+    ``sep``: a multi-label OOF, whose label cells are class names joined by it (data.label_sep)."""
     from comp.metrics import cv_score
 
+    if sep is not None:
+        return cv_score(oof_hot(oof[label_col], classes, sep), oof[classes].to_numpy(np.float64), classes, metric)
     y = pd.Categorical(oof[label_col].astype(str), categories=classes).codes
     return cv_score(y, oof[classes].to_numpy(np.float64), classes, metric)
 
@@ -215,7 +230,8 @@ def run_cv(rd: Path):
     id_col, label_col = data.get("id_col", "image_id"), data.get("label_col", "label")
     oof = pd.read_csv(path, dtype={id_col: str, label_col: str}, keep_default_na=False)
     classes = [c for c in oof.columns if c not in (id_col, label_col, "fold")]
-    return oof_cv(oof, label_col, classes, data.get("metric", "macro_f1"))
+    sep = data.get("label_sep", " ") if data.get("task") == "multilabel" else None
+    return oof_cv(oof, label_col, classes, data.get("metric", "macro_f1"), sep)
 
 
 def assemble_oof(cfg: Config, train_ids: list[str], folds: list[int]) -> pd.DataFrame | None:

@@ -164,7 +164,7 @@ def _row_problems(df: pd.DataFrame, cfg: Config, split: str, folder: str, has_la
         if not rec.id.strip():
             out.append({**base, "problem": "empty_id", "detail": "the id cell is empty"})
             continue
-        if has_label and not str(rec.label).strip():
+        if has_label and not str(rec.label).strip() and cfg.data.task != "multilabel":  # multilabel: no label
             out.append({**base, "problem": "empty_label", "detail": "the label cell is empty"})
         if rec.id in dup_rows:
             others = [str(r) for r in dup_rows[rec.id] if r != rec.row]

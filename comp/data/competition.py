@@ -145,7 +145,12 @@ def load_train(cfg: Config) -> pd.DataFrame:
     if raw.empty:
         raise DataError(f"{csv}: no rows below the header; expected one row per training image")
     # Labels are stripped like ids: "cat " in a hand-edited csv is the class "cat", not a class of its own.
-    labels = onehot_labels(raw, list(d.label_cols), csv) if d.label_cols else raw[d.label_col].str.strip()
+    if not d.label_cols:
+        labels = raw[d.label_col].str.strip()
+    elif d.task == "multilabel":
+        labels = wide_labels(raw, list(d.label_cols), csv, d.label_sep)
+    else:
+        labels = onehot_labels(raw, list(d.label_cols), csv)
     df = pd.DataFrame({"id": raw[d.id_col].str.strip(), "label": labels})
     if d.group_col:
         df["group"] = raw[d.group_col]
@@ -154,6 +159,19 @@ def load_train(cfg: Config) -> pd.DataFrame:
     df["path"] = pd.Series([str(p) if p is not None else None for p in paths], dtype=object, index=df.index)
     df["row"] = range(2, len(df) + 2)  # line number in train.csv (1 is the header)
     return df
+
+
+def wide_labels(raw: pd.DataFrame, cols: list[str], csv: Path, sep: str) -> pd.Series:
+    """Multi-label strings of the 0/1 columns ``cols`` (data.label_cols with data.task multilabel): the names of
+    the columns holding 1, joined by ``sep``; a cell that is not 0 or 1 is a DataError naming the row."""
+    v = raw[list(cols)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    bad = np.flatnonzero(~(np.isin(v, (0.0, 1.0))).all(1))
+    if len(bad):
+        raise DataError(f"{csv}: row {bad[0] + 2} of the label columns (data.label_cols) is "
+                        f"{raw[list(cols)].iloc[bad[0]].tolist()}; a multi-label target needs 0 or 1 in every cell "
+                        f"({len(bad)} such rows)")
+    names = np.asarray(cols, dtype=object)
+    return pd.Series([sep.join(names[row > 0.5]) for row in v], index=raw.index)
 
 
 def onehot_labels(raw: pd.DataFrame, cols: list[str], csv: Path) -> pd.Series:

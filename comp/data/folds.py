@@ -19,6 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from comp.config import Config, resolve
 from comp.data.check import clean_train
 from comp.data.competition import DataError, read_csv_str
+from comp.data.multilabel import fold_multilabel
 from comp.files import write_csv, write_text
 
 
@@ -124,16 +125,20 @@ def make_folds(
         if len(empty):
             rows = ", ".join(str(r) for r in empty["row"].head(5))
             raise DataError(f"data.group_col '{d.group_col}' is empty on train.csv row(s) {rows}; fill it in")
-    _check_counts(df, n_splits, grouped, echo)
-    df = df.assign(fold=assign_folds(df["label"], n_splits, seed, df["group"] if grouped else None))
+    if d.task == "multilabel":
+        df = df.assign(fold=fold_multilabel(df, d.label_sep, n_splits, seed, grouped, echo, d.label_cols))
+    else:
+        _check_counts(df, n_splits, grouped, echo)
+        df = df.assign(fold=assign_folds(df["label"], n_splits, seed, df["group"] if grouped else None))
     cols = {"id": d.id_col, "label": d.label_col}
     if grouped:
         cols["group"] = d.group_col
     out = df[[*cols, "fold"]].rename(columns=cols)
     write_csv(path, out)
     write_text(meta_path, json.dumps({**wanted, "rows": len(out), "rows_sha1": _rows_digest(df)}, indent=1) + "\n")
-    kind = f"StratifiedGroupKFold by '{d.group_col}'" if grouped else "StratifiedKFold"
-    echo(f"{kind}: {n_splits} folds, seed {seed}, {len(out)} rows, {df['label'].nunique()} classes")
-    echo(count_table(df))
+    if d.task != "multilabel":
+        kind = f"StratifiedGroupKFold by '{d.group_col}'" if grouped else "StratifiedKFold"
+        echo(f"{kind}: {n_splits} folds, seed {seed}, {len(out)} rows, {df['label'].nunique()} classes")
+        echo(count_table(df))
     echo(f"wrote {path}")
     return out

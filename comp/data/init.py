@@ -17,7 +17,9 @@ import pandas as pd
 import yaml
 
 from comp.config import Config, ConfigError, from_dict, load_config
-from comp.data.competition import IMAGE_EXTS, DataError, load_test, onehot_labels, read_csv_str
+from comp.data.competition import IMAGE_EXTS, DataError, load_test, onehot_labels, read_csv_str, wide_labels
+from comp.data.init_multilabel import column_task, wide_target
+from comp.data.multilabel import check_label_cells, label_classes, split_labels, wide_sep
 from comp.files import write_text
 
 ID_NAMES = ("image_id", "id", "image", "image_name", "filename", "file_name", "file", "img", "name", "path")
@@ -214,8 +216,12 @@ def _require_col(df: pd.DataFrame, col: str, flag: str, name: str) -> None:
 
 def _pick_columns(train: pd.DataFrame, train_csv: Path, sample: pd.DataFrame | None, sample_name: str,
                   id_col: str | None, label_col: str | None, label_cols: list[str] | None, group_col: str | None,
-                  why: list[str]) -> tuple[str, str, list[str] | None, pd.Series]:
-    """The id column, the label column (or one-hot columns, then the label column comp adds) and the labels."""
+                  why: list[str], task: str | None = None, ml: dict | None = None,
+                  ) -> tuple[str, str, list[str] | None, pd.Series]:
+    """The id column, the label column (or one-hot columns, then the label column comp adds) and the labels.
+
+    ``ml`` (a dict) receives ``task`` and ``label_sep`` when the target is multi-label (comp.data.init_multilabel)."""
+    ml = {} if ml is None else ml
     if id_col:
         _require_col(train, id_col, "--id-col", train_csv.name)
         why.append(f"id column: {id_col} (--id-col)")
@@ -226,6 +232,17 @@ def _pick_columns(train: pd.DataFrame, train_csv: Path, sample: pd.DataFrame | N
         _require_col(train, group_col, "--group-col", train_csv.name)
     if label_cols and label_col:
         raise DataError("--label-col names one label column and --label-cols one-hot columns: pass one of them")
+    for c in label_cols or []:
+        _require_col(train, c, "--label-cols", train_csv.name)
+    wide = None if task == "multiclass" or label_col else wide_target(train, id_col, group_col, sample, sample_name,
+                                                                       label_cols, task)
+    if wide is not None:
+        label_cols, reason = wide
+        sep = wide_sep(label_cols)
+        ml.update(task="multilabel", label_sep=sep)
+        why.append(f"label columns: {', '.join(label_cols)} ({reason}; else pass --task multiclass)")
+        label_col = "label" if "label" not in train.columns else "label_"
+        return id_col, label_col, label_cols, wide_labels(train, label_cols, train_csv, sep)
     if label_cols:
         for c in label_cols:
             _require_col(train, c, "--label-cols", train_csv.name)
@@ -250,15 +267,25 @@ def _pick_columns(train: pd.DataFrame, train_csv: Path, sample: pd.DataFrame | N
         if label_col == id_col:
             raise DataError(f"the id and label columns are both '{id_col}'; pass --id-col and --label-col")
         labels = train[label_col]
+        multi, reason = column_task(labels, label_col, task)
+        if multi:
+            check_label_cells(labels, " ", train_csv, label_col)
+            ml.update(task="multilabel", label_sep=" ")
+            why.append(f"task: multilabel ({reason}; else pass --task multiclass)")
     return id_col, label_col, label_cols, labels
 
 
 def _describe_labels(root: Path, train_csv: Path, train: pd.DataFrame, labels: pd.Series, group_col: str | None,
-                     why: list[str]) -> str | None:
+                     why: list[str], sep: str | None = None) -> str | None:
     """Say how many classes and which group column; the label map (a json of class names) for integer labels."""
-    n_classes = labels.nunique()
-    why.append(f"classes: {n_classes} in {len(train)} rows")
-    values = set(labels.astype(str))
+    if sep is not None:  # multi-label: the classes are the names the cells hold
+        names = label_classes(labels, sep)
+        per = labels.map(lambda v: len(split_labels(v, sep))).mean()
+        why.append(f"classes: {len(names)} labels in {len(train)} rows, {per:.2f} labels per image")
+        values = set(names)
+    else:
+        why.append(f"classes: {labels.nunique()} in {len(train)} rows")
+        values = set(labels.astype(str))
     label_map = None
     if all(v.strip().lstrip("-").isdigit() for v in values):
         why.append("labels are integers: kept as written end to end (data.metric: qwk suits ordered grades)")
@@ -325,8 +352,11 @@ def detect(
     train_dir: str | None = None,
     test_dir: str | None = None,
     label_cols: list[str] | None = None,
+    task: str | None = None,
 ) -> tuple[dict, list[str]]:
-    """The ``data`` section for the competition in ``root`` and one line per choice saying why."""
+    """The ``data`` section for the competition in ``root`` and one line per choice saying why.
+
+    ``task`` (``--task``): multiclass or multilabel instead of detecting it (comp.data.init_multilabel)."""
     why: list[str] = []
     for flag, val in (("--train-dir", train_dir), ("--test-dir", test_dir)):
         if val is not None and not (root / val).is_dir():
@@ -346,9 +376,10 @@ def detect(
         why.append(f"sample submission: {sample_csv.name}")
     else:
         why.append("sample submission: none found (test ids will come from the test image folder)")
+    ml: dict = {}
     id_col, label_col, label_cols, labels = _pick_columns(train, train_csv, sample, sample_name, id_col, label_col,
-                                                          label_cols, group_col, why)
-    label_map = _describe_labels(root, train_csv, train, labels, group_col, why)
+                                                          label_cols, group_col, why, task, ml)
+    label_map = _describe_labels(root, train_csv, train, labels, group_col, why, ml.get("label_sep"))
     train_dir, has_ext, ext = _train_images(root, train_csv, train, id_col, train_dir, why)
     test_csv, test_ids = _test_ids(root, train_csv, sample, sample_name, id_col, why)
     test_ext = None
@@ -361,15 +392,24 @@ def detect(
     if test_dir is not None and test_dir == train_dir:
         why.append("train and test images share one folder (test ids are told apart by the csv files)")
     wide = sample is not None and len(sample.columns) > 2
-    why.append("metric: macro_f1 (data.metric; set the competition's own: accuracy, log_loss, qwk, roc_auc"
-               + ("; a wide sample submission is usually scored by log_loss or roc_auc)" if wide else ")"))
+    metric = "macro_f1"
+    if ml and wide:
+        metric = "roc_auc"
+        why.append("metric: roc_auc (a wide multi-label sample is scored from probabilities, by mean column-wise ROC "
+                   "AUC; data.metric: macro_f1, micro_f1, samples_f1, f2, map or roc_auc)")
+    elif ml:
+        why.append("metric: macro_f1 at tuned per-class thresholds (data.metric; set the competition's own: "
+                   "micro_f1, samples_f1, f2 (samples), map, roc_auc)")
+    else:
+        why.append("metric: macro_f1 (data.metric; set the competition's own: accuracy, log_loss, qwk, roc_auc"
+                   + ("; a wide sample submission is usually scored by log_loss or roc_auc)" if wide else ")"))
     data = {
         "layout": "csv", "train_csv": _rel(train_csv, root), "train_dir": train_dir, "test_dir": test_dir,
         "sample_submission": _rel(sample_csv, root) if sample_csv else None,
         "test_csv": _rel(test_csv, root) if test_csv else None,
         "id_col": id_col, "label_col": label_col, "label_cols": list(label_cols) if label_cols else None,
         "group_col": group_col, "id_has_ext": has_ext, "ext": ext, "test_ext": test_ext, "label_map": label_map,
-        "metric": "macro_f1",
+        "metric": metric, **ml,
     }
     data = {k: v for k, v in data.items() if v is not None or k in ("test_dir", "sample_submission", "group_col")}
     return data, why
@@ -480,6 +520,7 @@ def init_competition(
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
     label_cols: list[str] | None = None,
+    task: str | None = None,
 ) -> Config:
     """Detect the competition layout in ``directory``, write ``config_path`` and return the loaded Config."""
     root = Path(directory)
@@ -488,7 +529,7 @@ def init_competition(
     config_path = Path(config_path)
     if config_path.exists() and not overwrite:
         raise FileExistsError(f"{config_path} exists; pass --overwrite to replace it (or -c OTHER.yaml)")
-    data, why = detect(root, id_col, label_col, group_col, train_dir, test_dir, label_cols)
+    data, why = detect(root, id_col, label_col, group_col, train_dir, test_dir, label_cols, task)
     base = config_path.resolve().parent
     data = {"root": _rel(root, base), **data}
     if data.get("test_dir") and data.get("layout") == "csv":  # test.csv and the sample must agree: say so now

@@ -46,6 +46,7 @@ from comp.infer.decision import (
     expected_grade,
     macro_f1,
 )
+from comp.infer.multilabel import ensemble_multilabel
 from comp.infer.predict import USES, output_name
 from comp.infer.score import SubmissionError, check_submission, check_wide
 from comp.metrics import grade_values
@@ -551,6 +552,21 @@ def _echo_written(cfg: Config, inp: _Inputs, dec: _Decision, out_path: Path, n_r
              f"(logged in {SUBMISSIONS_DIR / 'ledger.csv'})")
 
 
+def _multilabel(cfg: Config, exps, weights, method: str, tune_bias: bool, temperature: bool, name, overwrite: bool,
+                bias_folds: int, echo, use: str) -> dict:
+    """The multi-label ensemble, after the flags that only single-label blends take are refused."""
+    for flag, on in (("--method " + method, method != "mean"), ("--tune-bias", tune_bias),
+                     ("--temperature", temperature)):
+        if on:
+            raise ConfigError(f"{flag} is for single-label competitions; a multi-label blend is the weighted mean of "
+                              "sigmoid probabilities with per-class thresholds (always cross-validated)")
+    exps = list(exps)
+    if not exps or len(set(exps)) != len(exps):
+        raise ConfigError(f"--exp must name each experiment once (got {exps})")
+    return ensemble_multilabel(cfg, exps, parse_weights(weights, len(exps)), name, overwrite, echo, use,
+                               n_splits=bias_folds)
+
+
 def ensemble(
     cfg: Config,
     exps: Sequence[str],
@@ -573,7 +589,11 @@ def ensemble(
     tune_bias: per-class log-score biases fit on the OOF, their gain estimated with ``bias_folds``-fold CV;
     applied only when that cross-validated gain is positive.
     Returns the figures printed (members' and blend's OOF macro F1, weights, bias report, paths).
+
+    data.task multilabel: comp.infer.multilabel.ensemble_multilabel (mean blend, per-class thresholds).
     """
+    if cfg.data.task == "multilabel":
+        return _multilabel(cfg, exps, weights, method, tune_bias, temperature, name, overwrite, bias_folds, echo, use)
     exps, fixed, out_path = _check_args(cfg, exps, weights, method, name, overwrite, tune_bias, tune_thresholds,
                                         temperature)
     inp = _load_inputs(cfg, exps, use, echo)

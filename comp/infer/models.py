@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from comp.config import Config
+from comp.config import Config, ConfigError
 from comp.console import progress_bar
 from comp.data.cache import load_images
 from comp.data.competition import DataError
@@ -146,8 +146,10 @@ def predict_images(
     batch_size: int = 128,
     timing: Timing | None = None,
     bar=None,  # a progress_bar to advance
+    sigmoid: bool = False,  # data.task multilabel: one independent probability per class
 ) -> np.ndarray:
-    """Softmax probabilities of ``images[rows]`` averaged over ``views``: (len(rows), C), in ``rows`` order.
+    """Softmax probabilities of ``images[rows]`` averaged over ``views``: (len(rows), C), in ``rows`` order
+    (``sigmoid``: per-class sigmoid probabilities, averaged the same way).
 
     ``images`` is uint8 NHWC (every process holds it; each one predicts its shard). Returns the gathered
     result on every process; raises if any row came back missing or twice.
@@ -175,7 +177,8 @@ def predict_images(
         probs = None
         with accelerator.autocast():
             for fn in fns:
-                p = model(fn(x)).float().softmax(1)
+                logits = model(fn(x)).float()
+                p = logits.sigmoid() if sigmoid else logits.softmax(1)
                 probs = p if probs is None else probs.add_(p)
         probs /= len(fns)
         g_pos, g_probs = accelerator.gather_for_metrics((pos.to(device), probs))
@@ -230,6 +233,8 @@ def run_models(
         key = (fm.size, fm.resize)
         if key not in decoded:
             decoded[key] = decode(cfg, paths, fm, f"decode {desc} {fm.size}px", accelerator, progress)
+        if exports is not None and cfg.data.task == "multilabel":
+            raise ConfigError("--engine onnxruntime exports softmax models; predict multi-label runs with torch")
         if exports is not None:  # onnxruntime: normalisation and softmax are inside the exported graph
             t0 = time.perf_counter()
             outs.append(exports[fm.fold].predict(decoded[key], rows, views, cfg.infer.batch_size, bar))
@@ -241,7 +246,7 @@ def run_models(
         if mean is None or std is None:
             raise DataError(f"{fm.path.with_suffix('.json')}: no mean/std; retrain fold {fm.fold} with this comp")
         outs.append(predict_images(model, decoded[key], rows, views, mean, std, accelerator,
-                                   cfg.infer.batch_size, timing, bar))
+                                   cfg.infer.batch_size, timing, bar, sigmoid=cfg.data.task == "multilabel"))
         del model
     bar.close()
     return outs

@@ -44,7 +44,8 @@ from comp.files import write_csv, write_text
 from comp.infer.decision import macro_f1
 from comp.infer.models import FoldModel, Timing, check_same_classes, find_fold_models, find_full_models, run_models
 from comp.infer.tta import check_views
-from comp.runs import run_dir
+from comp.metrics import cv_score
+from comp.runs import oof_hot, run_dir
 
 FLOAT_FORMAT = "%.7g"
 ENGINES = ("torch", "onnxruntime")
@@ -274,9 +275,14 @@ def _rewrite_oof(cfg, run, oof_df, models, classes, views, accelerator, timing, 
     new = np.zeros((len(oof_df), len(classes)))
     for r, p in zip(rows, probs):
         new[r] = p
-    y = pd.Categorical(oof_df[d.label_col], categories=classes).codes
-    before = macro_f1(y, oof_df[classes].astype(float).to_numpy().argmax(1), len(classes))
-    after = macro_f1(y, new.argmax(1), len(classes))
+    if d.task == "multilabel":  # macro F1 of the labels at 0.5
+        hot = oof_hot(oof_df[d.label_col], classes, d.label_sep)
+        before = cv_score(hot, oof_df[classes].astype(float).to_numpy(), classes).macro_f1
+        after = cv_score(hot, new, classes).macro_f1
+    else:
+        y = pd.Categorical(oof_df[d.label_col], categories=classes).codes
+        before = macro_f1(y, oof_df[classes].astype(float).to_numpy().argmax(1), len(classes))
+        after = macro_f1(y, new.argmax(1), len(classes))
     if not accelerator.is_main_process:
         return ""
     backup = run / "oof.train.csv"

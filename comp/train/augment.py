@@ -83,11 +83,12 @@ def build_transform(aug: AugmentConfig, size: int) -> A.Compose | None:
     return t
 
 
-def build_mixup(aug: AugmentConfig, num_classes: int, label_smoothing: float):
-    """timm ``Mixup`` for ``augment.mixup`` / ``augment.cutmix`` alphas, or None when both are 0."""
+def build_mixup(aug: AugmentConfig, num_classes: int, label_smoothing: float, multi_label: bool = False):
+    """timm ``Mixup`` for ``augment.mixup`` / ``augment.cutmix`` alphas, or None when both are 0 (``multi_label``:
+    it mixes multi-hot targets (B, C))."""
     if not (aug.mixup > 0 or aug.cutmix > 0):
         return None
     from timm.data import Mixup
 
     return Mixup(mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix, prob=aug.mix_prob,
-                 label_smoothing=label_smoothing, num_classes=num_classes)
+                 label_smoothing=label_smoothing, num_classes=num_classes, multi_label=multi_label)

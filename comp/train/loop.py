@@ -50,6 +50,12 @@ from comp.train.batch_augment import training_augment
 from comp.train.defaults import fit_defaults
 from comp.train.losses import DistillLoss, create_loss
 from comp.train.model import create_model, normalization, save_checkpoint
+from comp.train.multilabel import (
+    check_multilabel_config,
+    create_multilabel_loss,
+    evaluate_logits,
+    rarest_label_weights,
+)
 from comp.train.optim import check_names, create_optimizer, create_scheduler, current_lr, warmup_epochs
 from comp.train.rows import Pool, Source, fold_rows, make_pool, prepare_sources
 from comp.train.state import (
@@ -135,7 +141,10 @@ def check_config(cfg: Config) -> None:
         near = timm.list_models(f"*{cfg.model.name.split('.')[0][:6]}*")[:8]
         raise ConfigError(f"model.name: unknown timm model {cfg.model.name!r}; similar names: {near}")
     check_names(cfg.train)
-    create_loss(cfg.train, class_counts=[1, 1])
+    if cfg.data.task == "multilabel":
+        check_multilabel_config(cfg)
+    else:
+        create_loss(cfg.train, class_counts=[1, 1])
     build_transform(cfg.augment, cfg.input.size or 32)  # an unset size is fitted later (comp.train.defaults)
     if cfg.model.freeze_epochs >= cfg.train.epochs:
         raise ConfigError("model.freeze_epochs must be smaller than train.epochs (the backbone would never train)")
@@ -201,7 +210,7 @@ class Eval:
 def competition_metric(cfg: Config, classes: list[str]) -> Metric:
     """data.metric for ``classes``, or a ConfigError naming the key (qwk needs numeric class names)."""
     try:
-        return create_metric(cfg.data.metric, classes)
+        return create_metric(cfg.data.metric, classes, cfg.data.task)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -232,6 +241,9 @@ def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, a
         outs.append(logits.cpu())
         rows.append(r.cpu())
     logits = torch.cat(outs)[exactly_once(torch.cat(rows).numpy(), len(y_val))]
+    if np.ndim(y_val) == 2:  # multi-label: sigmoid probabilities, multi-hot truth
+        m = evaluate_logits(logits, y_val, metric, classes)
+        return Eval(m.loss, m.macro_f1, m.acc, m.probs, m.score)
     y = torch.tensor(np.array(y_val, dtype=np.int64))
     loss = torch.nn.functional.cross_entropy(logits, y).item()
     probs = logits.softmax(1).numpy()
@@ -322,7 +334,8 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
             # Nothing trained: keep runs/E/oof.csv as it is (it may hold `comp predict --oof` TTA views).
             oof = runs.read_oof(oof_path, cfg)
         if oof is not None:
-            cv = runs.oof_cv(oof, cfg.data.label_col, classes, cm.name)
+            sep = cfg.data.label_sep if cfg.data.task == "multilabel" else None
+            cv = runs.oof_cv(oof, cfg.data.label_col, classes, cm.name, sep)
             out.update(cv_macro_f1=cv.macro_f1, cv_acc=cv.acc, metric=cv.metric, cv_score=cv.score)
             scores = ", ".join(f"{k}: {runs.fold_done(cfg.exp, k)['score']:.4f}" for k in all_folds)
             head = f"CV {cm.name} {out['cv_score']:.4f}, macro F1" if cm.name != "macro_f1" else "CV macro F1"
@@ -432,7 +445,8 @@ def _banner(s: Session, name: str, model, n_train: int, n_val: int, steps: int) 
     aug = "pipeline (cpu)" if c.augment.pipeline else f"{c.augment.preset} ({c.augment.on})"
     if c.augment.mixup or c.augment.cutmix:
         aug += f" + mixup {c.augment.mixup}/cutmix {c.augment.cutmix}"
-    loss = t.loss + (f" (smoothing {t.label_smoothing})" if t.label_smoothing else "")
+    loss = ("bce" if c.data.task == "multilabel" and t.loss == "ce" else t.loss)
+    loss += f" (smoothing {t.label_smoothing})" if t.label_smoothing else ""
     loss += f", class weights {t.class_weights}" if t.class_weights else ""
     loss += f" + distill {t.teacher} (alpha {t.distill_alpha:g}, T {t.distill_t:g})" if t.teacher else ""
     extras = [x for x, on in (("ema", t.ema), ("channels_last", t.channels_last), ("compile", t.compile)) if on]
@@ -494,9 +508,12 @@ def _setup_fold(s: Session, k: int | str, fd: Path, full: dict | None = None) ->
     rank = acc.process_index
     transform, batch_aug = training_augment(cfg.augment, cfg.input.size, t.seed, rank)
     train_set = CachedImages(s.images, rows, targets, transform, seed=t.seed, rank=rank)
-    val_set = CachedImages(s.images, va.index, va["y"])
-    weights = balanced_weights(hard) if t.sampler == "balanced" else None
-    mixup = build_mixup(cfg.augment, len(s.classes), t.label_smoothing)
+    hot = s.pool.hot  # data.task multilabel: multi-hot targets (comp.train.multilabel)
+    val_set = CachedImages(s.images, va.index, va["y"] if hot is None else hot[va.index.to_numpy()])
+    weights = None
+    if t.sampler == "balanced":
+        weights = balanced_weights(hard) if hot is None else rarest_label_weights(targets)
+    mixup = build_mixup(cfg.augment, len(s.classes), t.label_smoothing, multi_label=hot is not None)
     # Mixup needs even batches: drop the ragged last batch when there is more than one.
     drop_last = mixup is not None and len(rows) >= 2 * t.batch_size * acc.num_processes
     workers = num_workers(cfg)
@@ -519,7 +536,10 @@ def _setup_fold(s: Session, k: int | str, fd: Path, full: dict | None = None) ->
     raw = acc.unwrap_model(model, keep_torch_compile=False)
     steps = len(train_loader)
     scheduler = create_scheduler(optimizer, t, updates_per_epoch=math.ceil(steps / t.accum_steps))
-    criterion = create_loss(t, np.bincount(hard, minlength=len(s.classes))).to(acc.device)
+    if hot is None:
+        criterion = create_loss(t, np.bincount(hard, minlength=len(s.classes))).to(acc.device)
+    else:
+        criterion = create_multilabel_loss(t, targets.sum(0), len(targets)).to(acc.device)
     teacher = None
     if fr.teacher is not None:  # train.teacher: its fold-k model never trained on fold k's validation rows
         teacher = torch.as_tensor(fr.teacher, dtype=torch.float32, device=acc.device)
@@ -527,6 +547,8 @@ def _setup_fold(s: Session, k: int | str, fd: Path, full: dict | None = None) ->
     meta = dict(classes=s.classes, input_size=cfg.input.size, resize=cfg.input.resize, mean=mean, std=std,
                 model_name=cfg.model.name, fold=k, exp=cfg.exp, num_classes=len(s.classes),
                 stem_stride=cfg.model.stem_stride)
+    if hot is not None:
+        meta["task"] = "multilabel"
     if full is not None:
         meta.update(full, fold=None)
     return Fold(k, fd, va, train_set, train_loader, val_loader, model, raw, optimizer, scheduler, ema, criterion,
@@ -628,7 +650,7 @@ def _commit_epoch(s: Session, f: Fold, st: FoldState, epoch: int, train_loss: fl
 def _validate(s: Session, f: Fold) -> tuple[Eval, Eval | None]:
     """The raw weights' and (train.ema) the EMA weights' evaluation on the fold's validation rows."""
     t, acc, cm = s.cfg.train, s.accelerator, f.cm
-    y_val = f.va["y"].to_numpy()
+    y_val = f.va["y"].to_numpy() if s.pool.hot is None else s.pool.hot[f.va.index.to_numpy()]
     _sync_buffers(f.raw, acc)
     ev = evaluate(f.model, f.val_loader, y_val, f.mean, f.std, t.channels_last, acc, cm, s.classes)
     ev_ema = None

@@ -54,6 +54,8 @@ def lr_find(cfg: Config, fold: int = 0, steps: int = 100, start_lr: float = 1e-7
     if steps < 5:
         raise ConfigError("--steps must be at least 5")
     check_config(cfg)
+    if cfg.data.task == "multilabel":
+        raise ConfigError("comp lr-find does not take data.task multilabel yet; pick train.lr from a short run")
     acc = make_accelerator(cfg)
     say = echo if acc.is_main_process else (lambda *_: None)
     t = cfg.train

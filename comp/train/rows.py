@@ -29,6 +29,7 @@ import pandas as pd
 from comp.config import Config, ConfigError, resolve
 from comp.data.check import clean_train
 from comp.data.competition import DataError, class_names, read_folds
+from comp.data.multilabel import multi_hot, task_classes
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Pool:
     paths: list[str] = field(default_factory=list)  # the image file of each row (train rows first)
     accelerator: object = None
     added: dict = field(default_factory=dict)  # (source key, image id) -> its position in ``paths``
+    hot: np.ndarray | None = None  # data.task multilabel: (n, C) 0/1 targets of the train rows (table order)
 
     def add_images(self, key: str, ids: Sequence[str], paths: Sequence[str]) -> None:
         """Images a source adds to the pool (decoded with the train images), found again by ``position``."""
@@ -110,7 +112,8 @@ def base_rows(pool: Pool, k: int | str) -> FoldRows:
     (k = full_s{i}, a full-data run: every fold)."""
     t = pool.table
     tr = t[(t["fold"] != k) & t["train_use"]]
-    return FoldRows(tr.index.to_numpy(), tr["y_train"].to_numpy(), counts={"base": len(tr)})
+    targets = tr["y_train"].to_numpy() if pool.hot is None else pool.hot[tr.index.to_numpy()]
+    return FoldRows(tr.index.to_numpy(), targets, counts={"base": len(tr)})
 
 
 def fold_rows(pool: Pool, k: int | str, sources: Sequence[Source]) -> FoldRows:
@@ -147,8 +150,12 @@ def load_table(cfg: Config, skip_bad: bool, echo: Callable[[str], None]) -> tupl
         raise DataError(f"{path}: id {r['id']!r} has label {r['label_folds']!r} there but {r['label']!r} in "
                         f"train.csv; run `comp folds --overwrite`")
     df["fold"] = df["fold"].astype(int)
-    classes = class_names(df["label"])
-    df["y"] = df["label"].map({c: i for i, c in enumerate(classes)}).astype(int)
+    if cfg.data.task == "multilabel":  # y is unused: the targets are Pool.hot (make_pool)
+        classes = task_classes(cfg.data.label_cols, df["label"], cfg.data.label_sep)
+        df["y"] = 0
+    else:
+        classes = class_names(df["label"])
+        df["y"] = df["label"].map({c: i for i, c in enumerate(classes)}).astype(int)
     df = df.drop(columns=["label_folds"]).reset_index(drop=True)
     df["y_train"] = df["y"]  # training targets; y and label stay the given labels (validation, OOF)
     df["train_use"] = True
@@ -161,6 +168,8 @@ def make_pool(cfg: Config, skip_bad: bool, echo: Callable[[str], None], sources:
     check_sources(cfg, sources)
     table, classes = load_table(cfg, skip_bad, echo)
     pool = Pool(cfg, table, classes, echo, table["path"].tolist(), accelerator)
+    if cfg.data.task == "multilabel":
+        pool.hot = multi_hot(table["label"].tolist(), classes, cfg.data.label_sep, str(resolve(cfg, cfg.folds.file)))
     for s in sources:
         s.table(pool)
     return pool
