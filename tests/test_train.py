@@ -213,10 +213,24 @@ def test_train_fold_api_and_tensorboard_tracker(folded):
 
 
 def test_exactly_once_drops_gather_padding_and_refuses_lost_rows():
+    """Leak suite: the validation rows are scored each exactly once.
+
+    Today's code (before issue 17) accepted any number of repeated rows (e.g. every row gathered twice, or one
+    row ten times), so a bug that doubled part of the validation set went unseen; the world-size bound fails
+    there."""
     from comp.train.loop import exactly_once
 
-    rows = np.array([2, 0, 1, 3, 2, 0])  # untrimmed gather: the padding repeats rows 2 and 0
-    pos = exactly_once(rows, 4)
+    rows = np.array([2, 0, 1, 3, 2, 0])  # untrimmed gather over 3 processes: the padding repeats rows 2 and 0
+    pos = exactly_once(rows, 4, world_size=3)
     assert rows[pos].tolist() == [0, 1, 2, 3]
+    assert exactly_once(np.array([1, 0, 2, 0]), 3, world_size=2).tolist() == [1, 0, 2]
     with pytest.raises(RuntimeError, match="covering 3 of the 4"):
-        exactly_once(np.array([0, 1, 3, 3]), 4)
+        exactly_once(np.array([0, 1, 3, 3]), 4, world_size=2)
+    with pytest.raises(RuntimeError, match="at most 1"):
+        exactly_once(np.array([0, 1, 2, 3, 0, 1]), 4, world_size=2)  # two repeats, two processes
+    with pytest.raises(RuntimeError, match="at most 0"):
+        exactly_once(np.array([0, 1, 2, 2]), 3)  # one process pads nothing
+    with pytest.raises(RuntimeError, match="repeat"):
+        exactly_once(np.concatenate([np.arange(5), np.arange(5)]), 5, world_size=4)  # every row twice
+    with pytest.raises(RuntimeError, match="covering"):
+        exactly_once(np.array([0, 1, 2, 7]), 3, world_size=2)  # a row out of range is no padding

@@ -199,16 +199,24 @@ def competition_metric(cfg: Config, classes: list[str]) -> Metric:
         raise ConfigError(str(e)) from None
 
 
-def exactly_once(rows: np.ndarray, n: int) -> np.ndarray:
+def exactly_once(rows: np.ndarray, n: int, world_size: int = 1) -> np.ndarray:
     """Positions that put gathered validation rows in order 0..n-1, each exactly once.
 
-    gather_for_metrics drops the padding that evens out the last batches, but some setups return it untrimmed;
-    a padded row repeats a real one, so keeping the first of each is exact. Anything else is a bug: raise.
+    gather_for_metrics drops the padding that evens out the last batch, but some setups return it untrimmed.
+    Only that padding is allowed: at most ``world_size - 1`` extra rows, each a repeat of a real row (0..n-1);
+    keeping the first of each is then exact. Anything else (a row lost, a row out of range, more repeats than
+    the padding can make) is a bug: raise, as prediction does.
     """
+    rows = np.asarray(rows, dtype=np.int64)
     uniq, first = np.unique(rows, return_index=True)
     if len(uniq) != n or (n and (uniq[0] != 0 or uniq[-1] != n - 1)):
         raise RuntimeError(f"validation gather returned {len(rows)} rows covering {len(uniq)} of the {n} "
                            f"validation ids; predictions would be lost or doubled")
+    extra = len(rows) - n
+    if extra > max(world_size - 1, 0):
+        raise RuntimeError(f"validation gather returned {len(rows)} rows for {n} validation ids: {extra} "
+                           f"repeat(s), but padding the last batch over {world_size} process(es) makes at most "
+                           f"{max(world_size - 1, 0)}; predictions would be doubled")
     return first  # np.unique sorts, so first[i] is where row i sits
 
 
@@ -224,7 +232,8 @@ def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, a
         logits, r = accelerator.gather_for_metrics((logits.float(), r))
         outs.append(logits.cpu())
         rows.append(r.cpu())
-    logits = torch.cat(outs)[exactly_once(torch.cat(rows).numpy(), len(y_val))]
+    logits = torch.cat(outs)[exactly_once(torch.cat(rows).numpy(), len(y_val),
+                                          accelerator.num_processes)]
     y = torch.tensor(np.array(y_val, dtype=np.int64))
     loss = torch.nn.functional.cross_entropy(logits, y).item()
     probs = logits.softmax(1).numpy()
