@@ -48,7 +48,7 @@ from comp.infer.decision import (
 from comp.infer.predict import USES, output_name
 from comp.infer.score import SubmissionError, check_submission, check_wide
 from comp.metrics import grade_values
-from comp.runs import run_dir
+from comp.runs import run_dir, search_folds
 from comp.train.loop import competition_metric
 
 METHODS = ("mean", "geometric", "rank")
@@ -63,6 +63,8 @@ class Member:
     oof: pd.DataFrame  # index: id; columns: label + classes
     test: pd.DataFrame  # index: id; columns: classes
     note: str = ""  # why its OOF may not match its test (views)
+    folds: pd.Series | None = None  # index: id; the fold each OOF row was held out in
+    chosen_on: tuple = ()  # the folds a search chose this config on (runs/E/config.yaml search.folds)
 
 
 def _class_cols(df: pd.DataFrame, skip: Sequence[str]) -> list[str]:
@@ -125,6 +127,8 @@ def load_member(cfg: Config, exp: str, use: str = "folds") -> Member:
         oof=pd.concat([oof[[d.label_col]], oof_p], axis=1).set_index(oof[d.id_col]),
         test=test_p.set_index(test[d.id_col]),
         note=note,
+        folds=pd.Series(pd.to_numeric(oof["fold"], errors="coerce").to_numpy(), index=oof[d.id_col]),
+        chosen_on=tuple(search_folds(run)),
     )
 
 
@@ -489,7 +493,25 @@ def _load_inputs(cfg: Config, exps: list[str], use: str, echo: Callable[[str], N
                             f"(e.g. {missing.iloc[0]!r}); re-run {_predict_command(mb.exp, use)} --overwrite")
         test_probs.append(mb.test.loc[test_ids, classes].to_numpy())
     return _Inputs(members=members, classes=classes, y=y, oof_probs=oof_probs, test_probs=test_probs,
-                   metric=metric, sample=sample, id_col=id_col, shape=shape, label_col=label_col)
+                   metric=metric, sample=sample, id_col=id_col, shape=shape, label_col=label_col,
+                   scored=_untouched_rows(members, ids, echo))
+
+
+def _untouched_rows(members: list[Member], ids: pd.Index, echo: Callable[[str], None]) -> np.ndarray:
+    """The OOF rows the CV scores: those of folds no member's search chose on (every row when none did, or when
+    the searches chose on every fold: the CV is then selected in-sample, and said so)."""
+    chosen = sorted({k for mb in members for k in mb.chosen_on})
+    if not chosen:
+        return np.arange(len(ids))
+    fold = members[0].folds.loc[ids].to_numpy()
+    keep = np.flatnonzero(~np.isin(fold, chosen))
+    who = ", ".join(f"{mb.exp} (folds {list(mb.chosen_on)})" for mb in members if mb.chosen_on)
+    if not len(keep):
+        echo(f"CV selected in-sample: {who} chosen by a search on every fold; no untouched fold is left")
+        return np.arange(len(ids))
+    echo(f"CV over the folds no search saw ({sorted(set(fold[keep].tolist()))}, {len(keep)} rows): {who} chosen "
+         f"by a search; the all-folds figure is optimistic")
+    return keep
 
 
 def _fit_weights(inp: _Inputs, exps: list[str], fixed: np.ndarray | None, method: str, bias_folds: int, seed: int,
@@ -632,6 +654,10 @@ def _ledger_options(inp: _Inputs, fit: _Fit, dec: _Decision, use: str, method: s
                        bias={c: round(float(b), 3) for c, b in zip(classes, dec.bias)},
                        bias_argmax_f1=round(report.argmax_f1, 5), bias_in_sample_f1=round(report.in_sample_f1, 5),
                        bias_cv_f1=round(report.cv_f1, 5), bias_folds=bias_folds)
+    chosen = {mb.exp: list(mb.chosen_on) for mb in inp.members if mb.chosen_on}
+    if chosen:  # members chosen by a search: the CV is over the folds none of them was chosen on
+        options.update(search_folds=chosen, cv_selected_in_sample=len(inp.scored) == len(inp.y),
+                       cv_all_folds_optimistic=round(fit.base_score, 5))
     nested = dec.nested
     options.update(nested_cv=round(nested.cv, 5), nested_cv_f1=round(nested.cv_f1, 5),
                    nested_in_sample=round(nested.in_sample, 5), nested_parts=nested.parts,

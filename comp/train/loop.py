@@ -45,6 +45,7 @@ from comp.files import write_csv, write_text
 from comp.metrics import Metric, create_metric
 from comp.train.augment import build_mixup, build_transform
 from comp.train.batch_augment import training_augment
+from comp.train.epochs import fixed_epoch_cv, record_epoch
 from comp.train.losses import DistillLoss, create_loss
 from comp.train.model import create_model, normalization, save_checkpoint
 from comp.train.optim import check_names, create_optimizer, create_scheduler, current_lr, warmup_epochs
@@ -322,12 +323,21 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
             # Nothing trained: keep runs/E/oof.csv as it is (it may hold `comp predict --oof` TTA views).
             oof = runs.read_oof(oof_path, cfg)
         if oof is not None:
-            cv = runs.oof_cv(oof, cfg.data.label_col, classes, cm.name)
-            out.update(cv_macro_f1=cv.macro_f1, cv_acc=cv.acc, metric=cv.metric, cv_score=cv.score)
+            cv = runs.honest_cv(oof, cfg.data.label_col, classes, cm.name, cfg.search.folds)
+            out.update(cv_macro_f1=cv.macro_f1, cv_acc=cv.acc, metric=cv.metric, cv_score=cv.score,
+                       cv_all_folds=cv.all_folds_score, cv_note=cv.note)
             scores = ", ".join(f"{k}: {runs.fold_done(cfg.exp, k)['score']:.4f}" for k in all_folds)
             head = f"CV {cm.name} {out['cv_score']:.4f}, macro F1" if cm.name != "macro_f1" else "CV macro F1"
             say(f"{head} {out['cv_macro_f1']:.4f} (accuracy {out['cv_acc']:.4f}; folds' {cm.name} {scores}) "
                 f"-> {runs.run_dir(cfg.exp) / 'oof.csv'}")
+            fixed = fixed_epoch_cv(runs.run_dir(cfg.exp), cm.name)
+            if fixed is not None:
+                out.update(cv_fixed_epoch=fixed.score)
+                say(f"  fixed-epoch CV {cm.name} {fixed.score:.4f} (each fold at the epoch the other folds' curves "
+                    f"chose: {fixed.epochs}; own best epochs {fixed.own_score:.4f})")
+            if cv.note:
+                say(f"  CV over {cv.note}; all folds {cm.name} {cv.all_folds_score:.4f} (optimistic: the search "
+                    f"{cfg.search.source} chose this config on folds {cfg.search.folds})")
         else:
             left = [k for k in all_folds if runs.fold_done(cfg.exp, k) is None]
             say(f"folds {left} still to train before runs/{cfg.exp}/oof.csv is assembled")
@@ -609,6 +619,9 @@ def _commit_epoch(s: Session, f: Fold, st: FoldState, epoch: int, train_loss: fl
 
     f.state_bytes = save_state(acc, f.fd, st, f.ema, best_oof)  # the commit point of this epoch
     if acc.is_main_process:
+        if ev is not None:  # what the checkpoint would pick at this epoch, kept for the fixed-epoch CV
+            cand = ev_ema if ev_ema is not None and f.cm.better(ev_ema.score, ev.score) else ev
+            record_epoch(f.fd, epoch + 1, f.va["id"], f.va["y"].to_numpy(), cand.probs, s.classes)
         if new_best:
             _publish(f.fd, f.ema.module if is_ema else f.raw, best_oof, _model_meta(f, st))
         _write_metrics(f.fd, st)
