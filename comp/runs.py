@@ -108,7 +108,9 @@ def versions() -> dict:
 
 
 def _comparable(d: dict) -> dict:
-    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items() if k not in ("versions", "git_commit")}
+    # search: provenance of a config comp tune chose (what it computes is the same either way)
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()
+         if k not in ("versions", "git_commit", "search")}
     for section, key in EXECUTION_KEYS:
         d.get(section, {}).pop(key, None)
     return d
