@@ -380,9 +380,9 @@ def tune(config_path, exp, space_path, trials, folds_, metric, overrides, cpus_p
     from comp.orchestrate.tune import tune as run
 
     try:
-        folds = [int(k) for k in folds_.split(",") if k.strip()]
+        folds = "all" if folds_.strip().lower() == "all" else [int(k) for k in folds_.split(",") if k.strip()]
     except ValueError:
-        raise click.UsageError(f"--folds {folds_!r}: fold numbers separated by commas, e.g. 0 or 0,1") from None
+        raise click.UsageError(f"--folds {folds_!r}: fold numbers separated by commas, e.g. 0 or 0,1, or all") from None
     out = run(config_path, exp, space_path, trials=trials, folds=folds, metric=metric, overrides=overrides,
               address=address, resume=resume, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
               grace_period=grace_period, reduction_factor=reduction_factor, seed=seed, echo=click.echo)

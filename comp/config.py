@@ -146,6 +146,16 @@ class InferConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Where an experiment's settings came from: written by ``comp tune`` into configs/<exp>-best.yaml (and so
+    into runs/E/config.yaml), not set by hand. Its CV is then scored on the folds the search never saw."""
+
+    source: Optional[str] = None  # the searched experiment
+    trials: int = 0  # how many trials the winner was chosen from
+    folds: list[int] = field(default_factory=list)  # the folds it was chosen on (every fold: selected in-sample)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)
@@ -154,6 +164,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     # Not user keys: where the config came from, to resolve relative paths.
     base_dir: str = field(default=".", metadata={"internal": True})
     exp: Optional[str] = field(default=None, metadata={"internal": True})
@@ -363,11 +374,12 @@ def load_config(
         exp_file = base_dir / "configs" / f"{exp}.yaml"
         if exp_file.exists():
             exp_values = read_yaml(exp_file)
-            bad = [k for k in exp_values if k not in EXPERIMENT_SECTIONS and k != "data"]
+            bad = [k for k in exp_values if k not in EXPERIMENT_SECTIONS and k not in ("data", "search")]
             if bad:
                 raise ConfigError(
                     f"{exp_file}: section '{bad[0]}' does not belong in an experiment file "
-                    f"(allowed: {', '.join(EXPERIMENT_SECTIONS)}, and data.{', data.'.join(EXPERIMENT_DATA_KEYS)})"
+                    f"(allowed: {', '.join(EXPERIMENT_SECTIONS)}, search (comp tune writes it), and "
+                    f"data.{', data.'.join(EXPERIMENT_DATA_KEYS)})"
                 )
             bad = [k for k in exp_values.get("data") or {} if k not in EXPERIMENT_DATA_KEYS]
             if bad:

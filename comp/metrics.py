@@ -206,6 +206,11 @@ class CV:
     score: float
     macro_f1: float
     acc: float
+    # A config chosen by a search (search.folds): score/macro_f1/acc are over the folds it never saw, and the
+    # all-folds figures sit here, optimistic; ``note`` says which (or "selected in-sample" when none is left).
+    all_folds_score: float | None = None
+    all_folds_macro_f1: float | None = None
+    note: str = ""
 
 
 def cv_score(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str = "macro_f1") -> CV:

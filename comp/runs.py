@@ -108,7 +108,9 @@ def versions() -> dict:
 
 
 def _comparable(d: dict) -> dict:
-    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items() if k not in ("versions", "git_commit")}
+    # search: provenance of a config comp tune chose (what it computes is the same either way)
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()
+         if k not in ("versions", "git_commit", "search")}
     for section, key in EXECUTION_KEYS:
         d.get(section, {}).pop(key, None)
     return d
@@ -219,6 +221,37 @@ def oof_cv(oof: pd.DataFrame, label_col: str, classes: list[str], metric: str, s
     return cv_score(y, oof[classes].to_numpy(np.float64), classes, metric)
 
 
+def honest_cv(oof: pd.DataFrame, label_col: str, classes: list[str], metric: str, chosen_on=(),
+              sep: str | None = None):
+    """``oof_cv``, but for a config a search chose on folds ``chosen_on``: scored on the other folds, the all-folds
+    figure beside it (optimistic); chosen on every fold, the all-folds figure flagged "selected in-sample"."""
+    from dataclasses import replace
+
+    full = oof_cv(oof, label_col, classes, metric, sep)
+    chosen = sorted({int(k) for k in chosen_on or ()})
+    if not chosen:
+        return full
+    folds = oof["fold"].astype(int)
+    untouched = sorted(set(folds) - set(chosen))
+    if not untouched:
+        return replace(full, all_folds_score=full.score, all_folds_macro_f1=full.macro_f1,
+                       note=f"selected in-sample (chosen on every fold {chosen}; no untouched fold)")
+    cv = oof_cv(oof[folds.isin(untouched).to_numpy()], label_col, classes, metric, sep)
+    return replace(cv, all_folds_score=full.score, all_folds_macro_f1=full.macro_f1,
+                   note=f"folds {untouched}, which the search (chosen on {chosen}) never saw")
+
+
+def search_folds(rd: Path) -> list[int]:
+    """The folds a run's config was chosen on by a search (runs/E/config.yaml search.folds), else []."""
+    import yaml
+
+    path = Path(rd) / "config.yaml"
+    if not path.exists():
+        return []
+    search = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("search") or {}
+    return [int(k) for k in search.get("folds") or []]
+
+
 def run_cv(rd: Path):
     """The CV of a run folder from its oof.csv and config.yaml (metrics.CV); None before every fold is done."""
     import yaml
@@ -231,7 +264,7 @@ def run_cv(rd: Path):
     oof = pd.read_csv(path, dtype={id_col: str, label_col: str}, keep_default_na=False)
     classes = [c for c in oof.columns if c not in (id_col, label_col, "fold")]
     sep = data.get("label_sep", " ") if data.get("task") == "multilabel" else None
-    return oof_cv(oof, label_col, classes, data.get("metric", "macro_f1"), sep)
+    return honest_cv(oof, label_col, classes, data.get("metric", "macro_f1"), search_folds(rd), sep)
 
 
 def assemble_oof(cfg: Config, train_ids: list[str], folds: list[int]) -> pd.DataFrame | None:

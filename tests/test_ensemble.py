@@ -172,3 +172,44 @@ def test_tune_bias_keeps_argmax_when_cross_validation_sees_no_gain(workdir, cfg)
     assert tuned["bias"] == [0.0] * len(tuned["bias"]) and tuned["cv_macro_f1"] == plain["blend_f1"]
     assert (workdir / "submissions/tuned.csv").read_bytes() == (workdir / "submissions/plain.csv").read_bytes()
     assert json.loads(ledger.read().iloc[-1]["options"])["bias_applied"] is False
+
+
+def test_nested_cv_of_many_weak_members_does_not_beat_a_fresh_hold_out(workdir, cfg):
+    """Leak suite, ensemble: 30 random-probability members beside one real one, weights and biases tuned.
+
+    Before issue 17 the biases were fit and cross-validated on a blend whose weights had seen every OOF row, their
+    gain was added to the weights' CV, and "apply only when the gain is positive" was decided on the very figure
+    then reported; there was no nested figure (nor an in-sample one) to log. Now one nested loop refits weights,
+    biases and the apply/skip choice on K-1 parts: its figure must stay within noise of a 20,000-row fresh
+    hold-out scored with the submitted rule, while the in-sample figure flatters."""
+    from comp.infer.ensemble import fit_rule, nested_cv, signed_score
+    from comp.metrics import create_metric
+
+    rng = np.random.default_rng(0)
+    c, n, nh = 4, 600, 20000
+    y, yh = rng.integers(0, c, n), rng.integers(0, c, nh)
+
+    def rand(m):
+        return np.exp(rng.normal(size=(m, c)) * 2) / np.exp(rng.normal(size=(m, c)) * 2).sum(1, keepdims=True)
+
+    members = [(noisy_probs(y, c, 1.0, rng), noisy_probs(yh, c, 1.0, rng))] + [(rand(n), rand(nh)) for _ in range(30)]
+    oof, hold = [m[0] for m in members], [m[1] for m in members]
+    metric, classes = create_metric("macro_f1"), [str(i) for i in range(c)]
+    rule = fit_rule(oof, y, "mean", None, "bias", signed_score(metric, classes), 5, 0)
+    fresh = macro_f1(yh, rule.output(hold, "mean").argmax(1), c)
+    nested = nested_cv(oof, y, "mean", None, "bias", metric, classes, 5, 0, full=rule)
+    assert nested.cv_f1 <= fresh + 0.03, (nested, fresh)  # honest: within noise of the fresh hold-out
+    assert nested.cv_f1 <= macro_f1(yh, hold[0].argmax(1), c) + 0.03  # nor above the real member alone
+    assert nested.in_sample_f1 > fresh + 0.03  # the in-sample figure fits the 30 random members' noise
+    assert nested.parts == 5 and nested.rows == n
+
+    # Through comp ensemble: the ledger keeps both figures, and its CV is the nested one.
+    make_member(workdir, cfg, "real", 1.0, 0)
+    for i in range(4):
+        make_member(workdir, cfg, f"rand{i}", 0.0, 10 + i)
+    res = ensemble(cfg, ["real", *(f"rand{i}" for i in range(4))], name="many", tune_bias=True, echo=lambda s: None)
+    row = ledger.read(workdir / "submissions/ledger.csv").iloc[-1]
+    assert float(row["cv_nested"]) == pytest.approx(float(row["cv_score"]), abs=1e-5)
+    assert float(row["cv_nested"]) == pytest.approx(res["nested"].cv, abs=1e-5)
+    assert float(row["cv_in_sample"]) > float(row["cv_nested"])
+    assert json.loads(row["options"])["nested_parts"] == res["nested"].parts

@@ -204,6 +204,6 @@ def test_full_run_trains_without_data_relabel_dropped_rows(refit, monkeypatch):
         (d / "done.json").write_text(json.dumps({"fold": k, "epoch": 1, "score": 0.5, "ema": False}))
     msgs = []
     cfg = tiny_cfg(workdir, "r", f"data.relabel={workdir / 'relabel.csv'}", "train.stop_after_epochs=1")
-    res = train_full(cfg, echo=msgs.append, sources=sources(cfg))
+    res = train_full(cfg, echo=msgs.append, sources=sources(cfg))  # as the comp CLI calls it
     assert res["interrupted"] and res["epochs"] == 2
     assert any(m.startswith("full_s0: 593 train / 0 val images") for m in msgs), msgs

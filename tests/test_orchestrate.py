@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import write_config
 from test_report_browser import _check_page, browser  # noqa: F401 - the module-scoped Chromium fixture
 from train_utils import read_oof
@@ -560,3 +561,57 @@ def test_chaos_killed_training_processes_end_as_a_sequential_run(tmp_path_factor
         got, want = read_oof(work / "runs" / exp / "oof.csv"), read_oof(base / "runs" / exp / "oof.csv")
         assert list(got["image_id"]) == list(want["image_id"])
         np.testing.assert_allclose(_probs(got), _probs(want), atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_tune_winner_reports_cv_on_the_folds_the_search_never_saw(tmp_path_factory, competition):
+    """Leak suite, tune: random labels, so every trial is pure noise, and the winner is chosen on fold 0.
+
+    Before issue 17 configs/s-best.yaml did not say where it came from, and `comp train --exp s-best --all-folds`
+    reported the CV over every fold, fold 0 included: the maximum of the trials' noisy fold-0 draws inside the
+    figure. Now the CV that train, launch, leaderboard and the ledger report is the OOF over folds 1..K-1, with the
+    all-folds figure beside it labelled optimistic."""
+    import shutil
+
+    import numpy as np
+
+    from comp.runs import oof_cv
+
+    data = tmp_path_factory.mktemp("noise") / "c"
+    shutil.copytree(competition, data)
+    train = pd.read_csv(data / "train.csv", dtype=str)
+    train["label"] = np.random.default_rng(0).permutation(train["label"].to_numpy())  # pure noise
+    train.to_csv(data / "train.csv", index=False)
+    work = tmp_path_factory.mktemp("tune_noise")
+    write_config(work, data)
+    make_folds(load_config(work / "comp.yaml"), n_splits=3, **QUIET)
+    (work / "configs").mkdir()
+    (work / "configs" / "s.space.yaml").write_text("train.lr: {choice: [0.001, 0.002, 0.003, 0.005, 0.008, 0.01]}\n",
+                                                  encoding="utf-8")
+    out = comp(["tune", "--exp", "s", "--space", "configs/s.space.yaml", "--trials", "6", *SETS, "--set",
+                "train.epochs=1"], work, timeout=600)
+    best = yaml.safe_load((work / "configs" / "s-best.yaml").read_text())
+    assert best["search"] == {"source": "s", "trials": 6, "folds": [0]}, out
+    said = comp(["train", "--exp", "s-best", "--all-folds"], work, timeout=600)
+    assert yaml.safe_load((work / "runs" / "s-best" / "config.yaml").read_text())["search"]["folds"] == [0]
+    oof = read_oof(work / "runs" / "s-best" / "oof.csv")
+    classes = [c for c in oof.columns if c not in ("image_id", "label", "fold")]
+    untouched = oof_cv(oof[oof["fold"].astype(int) != 0], "label", classes, "macro_f1").macro_f1
+    everything = oof_cv(oof, "label", classes, "macro_f1").macro_f1
+    assert f"CV macro F1 {untouched:.4f}" in said and f"all folds macro_f1 {everything:.4f} (optimistic" in said
+    assert untouched < 1 / len(classes) + 0.08  # random labels: the honest figure stays near chance
+    comp(["predict", "--exp", "s-best"], work, timeout=300)
+    comp(["ensemble", "--exp", "s-best", "--name", "best"], work, timeout=300)
+    row = ledger.read(work / "submissions" / "ledger.csv").iloc[-1]
+    assert float(row["cv_macro_f1"]) == pytest.approx(untouched, abs=1e-5)  # done-when: the OOF over folds 1..K-1
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        lines = []
+        df = leaderboard(echo=lines.append).set_index("experiment")
+    finally:
+        os.chdir(old)
+    assert df.loc["s-best", "cv"] == pytest.approx(untouched) and df.loc["s-best", "cv_optimistic"] == pytest.approx(
+        everything)
+    assert "s-best: cv over folds [1, 2]" in "\n".join(lines)

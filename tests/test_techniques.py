@@ -25,7 +25,7 @@ from comp.infer.ensemble import ensemble
 from comp.infer.predict import predict
 from comp.techniques import sources
 from comp.techniques.pseudo import make_pseudo
-from comp.train.loop import train_folds as train_plain
+from comp.train.loop import train_folds as _train_folds
 
 QUIET = {"echo": lambda s: None}
 
@@ -34,9 +34,9 @@ RECIPE = ["model.name=test_resnet", "input.size=32", "augment.preset=none", "tra
           "train.lr=0.01"]
 
 
-def train_folds(cfg, *args, **kwargs):
-    """train_folds with the config's techniques plugged in, as `comp train` runs it."""
-    return train_plain(cfg, *args, sources=sources(cfg), **kwargs)
+def train_folds(cfg, **kw):
+    """The trainer with the techniques the config asks for plugged in, as the comp CLI calls it."""
+    return _train_folds(cfg, sources=sources(cfg), **kw)
 
 
 def _cfg(workdir, exp, *extra):
@@ -199,3 +199,26 @@ def test_teacher_config_errors(workdir):
         train_folds(load_config(workdir / "comp.yaml", exp="s", overrides=["train.teacher=s"]), **QUIET)
     with pytest.raises(ConfigError, match="train.distill_alpha must be in"):
         load_config(workdir / "comp.yaml", exp="s", overrides=["train.distill_alpha=1.5"])
+
+
+def test_retrained_teacher_does_not_make_pseudo_training_refuse(workdir):
+    """Leak suite, a check dropped on purpose: the student's training no longer re-checks the teacher's fold safety
+    against the teacher's *current* OOF. Before issue 17 it did, and refused here (retraining the teacher on other
+    folds after `comp pseudo` made the student's fold look unsafe, although its pseudo-labels were checked when
+    they were made). The folds digest that `comp pseudo` pinned still guards the student's folds."""
+    make_folds(load_config(workdir / "comp.yaml"), n_splits=2, **QUIET)
+    tiny = ["model.name=test_resnet", "input.size=32", "train.epochs=1"]
+    train_folds(load_config(workdir / "comp.yaml", exp="t", overrides=tiny), **QUIET)
+    predict(load_config(workdir / "comp.yaml", exp="t"), **QUIET, progress=False)
+    make_pseudo(load_config(workdir / "comp.yaml"), "t", "tp", top=0.5, **QUIET)
+    folds = pd.read_csv(workdir / "folds" / "folds.csv", dtype=str)
+    folds.assign(fold=folds["fold"].map({"0": "1", "1": "0"})).to_csv(workdir / "folds" / "swap.csv", index=False)
+    train_folds(load_config(workdir / "comp.yaml", exp="t", overrides=[*tiny, "folds.file=folds/swap.csv"]),
+                overwrite=True, **QUIET)
+    said = []
+    summary = train_folds(load_config(workdir / "comp.yaml", exp="tp", overrides=tiny), folds=[0], echo=said.append)
+    assert any("pseudo-labelled test images" in s for s in said) and summary
+    # The digest check stays: new folds for the student are refused.
+    make_folds(load_config(workdir / "comp.yaml", overrides=["folds.seed=7"]), n_splits=2, overwrite=True, **QUIET)
+    with pytest.raises(DataError, match="another folds file"):
+        train_folds(load_config(workdir / "comp.yaml", exp="tp", overrides=tiny), folds=[0], overwrite=True, **QUIET)

@@ -46,3 +46,33 @@ def test_pseudo_selection():
     assert select(p, 0.9, None).tolist() == [0, 2]
     assert select(p, None, 0.5).tolist() == [0, 2]
     assert select(p, None, 0.75).tolist() == [0, 1, 2]
+
+
+def test_blend_teacher_weights_for_fold_k_are_searched_without_fold_k(workdir):
+    """Leak suite, a blend as pseudo-label teacher: before issue 17 `comp pseudo --from SUBMISSION` blended every
+    fold's test predictions with the ledger's weights, fit on the whole OOF, fold k's labels included. A member that
+    memorised fold 0 (perfect there, random elsewhere) then earns weight by fold 0's labels alone; the per-fold
+    search gives it none for fold 0."""
+    import pandas as pd
+
+    from comp.config import load_config
+    from comp.infer.ensemble import greedy_weights
+    from comp.techniques.pseudo import fold_safe_weights
+
+    rng = np.random.default_rng(0)
+    n, c = 300, 3
+    y = rng.integers(0, c, n)
+    fold = np.arange(n) % 3
+    honest = np.eye(c)[np.where(rng.random(n) < 0.6, y, rng.integers(0, c, n))] * 0.7 + 0.1
+    leaky = np.where((fold == 0)[:, None], np.eye(c)[y] * 0.97 + 0.01, rng.dirichlet(np.ones(c), n))
+    classes = ["a", "b", "c"]
+    for name, p in (("honest", honest), ("leaky", leaky)):
+        (workdir / "runs" / name).mkdir(parents=True)
+        df = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "fold": fold, "label": np.array(classes)[y]})
+        pd.concat([df, pd.DataFrame(p, columns=classes)], axis=1).to_csv(workdir / "runs" / name / "oof.csv",
+                                                                         index=False)
+    everywhere = greedy_weights([honest, leaky], y)
+    by_fold = fold_safe_weights(load_config(workdir / "comp.yaml"), ["honest", "leaky"])
+    assert everywhere[1] > 0.3  # fold 0's labels bought the memoriser its weight
+    assert by_fold[0][1] == 0 and by_fold[0][0] == 1  # without fold 0's rows it is worth nothing
+    assert set(by_fold) == {0, 1, 2}

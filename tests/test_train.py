@@ -213,10 +213,54 @@ def test_train_fold_api_and_tensorboard_tracker(folded):
 
 
 def test_exactly_once_drops_gather_padding_and_refuses_lost_rows():
+    """Leak suite: the validation rows are scored each exactly once.
+
+    Today's code (before issue 17) accepted any number of repeated rows (e.g. every row gathered twice, or one
+    row ten times), so a bug that doubled part of the validation set went unseen; the world-size bound fails
+    there."""
     from comp.train.loop import exactly_once
 
-    rows = np.array([2, 0, 1, 3, 2, 0])  # untrimmed gather: the padding repeats rows 2 and 0
-    pos = exactly_once(rows, 4)
+    rows = np.array([2, 0, 1, 3, 2, 0])  # untrimmed gather over 3 processes: the padding repeats rows 2 and 0
+    pos = exactly_once(rows, 4, world_size=3)
     assert rows[pos].tolist() == [0, 1, 2, 3]
+    assert exactly_once(np.array([1, 0, 2, 0]), 3, world_size=2).tolist() == [1, 0, 2]
     with pytest.raises(RuntimeError, match="covering 3 of the 4"):
-        exactly_once(np.array([0, 1, 3, 3]), 4)
+        exactly_once(np.array([0, 1, 3, 3]), 4, world_size=2)
+    with pytest.raises(RuntimeError, match="at most 1"):
+        exactly_once(np.array([0, 1, 2, 3, 0, 1]), 4, world_size=2)  # two repeats, two processes
+    with pytest.raises(RuntimeError, match="at most 0"):
+        exactly_once(np.array([0, 1, 2, 2]), 3)  # one process pads nothing
+    with pytest.raises(RuntimeError, match="repeat"):
+        exactly_once(np.concatenate([np.arange(5), np.arange(5)]), 5, world_size=4)  # every row twice
+    with pytest.raises(RuntimeError, match="covering"):
+        exactly_once(np.array([0, 1, 2, 7]), 3, world_size=2)  # a row out of range is no padding
+
+
+def test_fixed_epoch_cv_picks_each_folds_epoch_from_the_other_folds(tmp_path, folded):
+    """Leak suite, best epoch: each fold's best epoch is chosen on the rows that make its OOF (standard, slightly
+    optimistic, and before issue 17 never measured: no per-epoch validation probabilities were kept). Now every
+    epoch's are (fold_k/val_epochs.npz) and the fixed-epoch CV scores fold k at the epoch the other folds chose."""
+    from comp.train.epochs import fixed_epoch_cv, record_epoch
+
+    rng = np.random.default_rng(0)
+    classes = ["a", "b"]
+    y = rng.integers(0, 2, 50)
+    good, bad = np.eye(2)[y] * 0.8 + 0.1, np.eye(2)[1 - y] * 0.8 + 0.1
+    run = tmp_path / "runs" / "E"
+    best_at = {0: 1, 1: 3, 2: 3, 3: 3}  # fold 0's own curve peaks at epoch 1, the others at epoch 3
+    for k, b in best_at.items():
+        for e in (1, 2, 3):
+            record_epoch(run / f"fold_{k}", e, [f"{k}_{i}" for i in range(50)], y, good if e == b else bad, classes)
+    fixed = fixed_epoch_cv(run)
+    assert fixed.epochs == {0: 3, 1: 3, 2: 3, 3: 3} and fixed.own_score == 1.0 and fixed.score < 0.8
+    record_epoch(run / "fold_0", 2, [f"0_{i}" for i in range(50)], y, good, classes)  # resumed: epoch 3 redone
+    with np.load(run / "fold_0" / "val_epochs.npz") as z:
+        assert z["epochs"].tolist() == [1, 2]
+
+    out = train_folds(tiny_cfg(folded, "ep", "train.epochs=2"), echo=quiet)
+    for k in range(3):
+        with np.load(folded / "runs" / "ep" / f"fold_{k}" / "val_epochs.npz") as z:
+            assert z["epochs"].tolist() == [1, 2] and z["probs"].shape[0] == 2
+    real = fixed_epoch_cv(folded / "runs" / "ep")
+    assert real.own_score == pytest.approx(out["cv_score"], abs=2e-3)  # own best epochs: the CV (float16 kept)
+    assert out["cv_fixed_epoch"] == real.score and set(real.epochs.values()) <= {1, 2}

@@ -37,7 +37,6 @@ from comp.data.competition import DataError, label_map, load_test, read_csv_str
 from comp.files import write_csv
 from comp.infer import ledger
 from comp.infer.decision import (
-    apply_bias,
     apply_temperature,
     apply_thresholds,
     cv_bias,
@@ -50,7 +49,7 @@ from comp.infer.multilabel import ensemble_multilabel
 from comp.infer.predict import USES, output_name
 from comp.infer.score import SubmissionError, check_submission, check_wide
 from comp.metrics import grade_values
-from comp.runs import run_dir
+from comp.runs import run_dir, search_folds
 from comp.train.loop import competition_metric
 
 METHODS = ("mean", "geometric", "rank")
@@ -65,6 +64,8 @@ class Member:
     oof: pd.DataFrame  # index: id; columns: label + classes
     test: pd.DataFrame  # index: id; columns: classes
     note: str = ""  # why its OOF may not match its test (views)
+    folds: pd.Series | None = None  # index: id; the fold each OOF row was held out in
+    chosen_on: tuple = ()  # the folds a search chose this config on (runs/E/config.yaml search.folds)
 
 
 def _class_cols(df: pd.DataFrame, skip: Sequence[str]) -> list[str]:
@@ -127,6 +128,8 @@ def load_member(cfg: Config, exp: str, use: str = "folds") -> Member:
         oof=pd.concat([oof[[d.label_col]], oof_p], axis=1).set_index(oof[d.id_col]),
         test=test_p.set_index(test[d.id_col]),
         note=note,
+        folds=pd.Series(pd.to_numeric(oof["fold"], errors="coerce").to_numpy(), index=oof[d.id_col]),
+        chosen_on=tuple(search_folds(run)),
     )
 
 
@@ -215,6 +218,101 @@ def cv_weights(
                      cv_f1=macro_f1(y, held.argmax(1), c), fold_weights=fold_weights)
 
 
+def signed_score(metric, classes: list[str]) -> Callable[[np.ndarray, np.ndarray], float]:
+    """data.metric of (labels, probabilities) with higher-is-better sign; macro F1 by bincount (the weight and
+    bias searches call it thousands of times; sklearn's takes ~1 ms a call and gives the same value)."""
+    if metric.name == "macro_f1":
+        return lambda yt, p: macro_f1(yt, np.asarray(p).argmax(1), len(classes))
+    return lambda yt, p: metric.sign * metric(yt, p, classes)
+
+
+@dataclass
+class Rule:
+    """What the ensemble learns from an OOF: the weights, then a decision rule (biases, qwk thresholds or a
+    temperature) kept only when its cross-validated gain on those same rows is positive."""
+
+    weights: np.ndarray
+    what: str | None  # "bias" | "thresholds" | "temperature" | None
+    params: np.ndarray | None
+    applied: bool
+    report: object = None  # the decision's BiasReport / TuneReport on the rows it was fit on
+
+    def output(self, probs: Sequence[np.ndarray], method: str, values: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities whose argmax is the submitted label (one-hot where qwk thresholds pick the grade)."""
+        scores = blend(probs, self.weights, method)
+        if not self.applied:
+            return softmax(scores, axis=1)
+        if self.what == "bias":
+            return softmax(scores + self.params, axis=1)
+        if self.what == "temperature":
+            return apply_temperature(scores, float(self.params[0]))
+        labels = apply_thresholds(expected_grade(softmax(scores, axis=1), values), self.params, values)
+        return np.eye(scores.shape[1])[labels]
+
+
+def fit_rule(probs: Sequence[np.ndarray], y: np.ndarray, method: str, fixed: np.ndarray | None, what: str | None,
+             score: Callable[[np.ndarray, np.ndarray], float], n_splits: int = 5, seed: int = 0,
+             values: np.ndarray | None = None) -> Rule:
+    """Everything ``comp ensemble`` fits on ``probs``/``y``: auto weights (greedy on ``score(y, probs)``, data.metric
+    with higher-is-better sign) unless ``fixed``, then the decision ``what``, applied only when its CV gain inside
+    these rows is positive (the apply/skip choice is part of the rule)."""
+    y = np.asarray(y, np.int64)
+    if fixed is not None:
+        w = np.asarray(fixed, np.float64)
+    elif len(probs) > 1:
+        w = greedy_weights(probs, y, method, objective=lambda sc: score(y, softmax(sc, axis=1)))
+    else:
+        w = np.ones(1)
+    if what is None:
+        return Rule(w, None, None, False)
+    scores = blend(probs, w, method)
+    if what == "bias":
+        rep = cv_bias(scores, y, n_splits=n_splits, seed=seed)
+        return Rule(w, what, rep.bias, rep.cv_gain > 0, rep)
+    if what == "thresholds":
+        rep = cv_thresholds(softmax(scores, axis=1), y, values, n_splits=n_splits, seed=seed)
+    else:
+        rep = cv_temperature(scores, y, n_splits=n_splits, seed=seed)
+    return Rule(w, what, rep.params, rep.cv_gain > 0, rep)
+
+
+@dataclass
+class NestedCV:
+    """One nested loop over the OOF: the whole rule (weights, decision and its apply/skip choice) refit on K-1
+    parts and scored on the part left out; the pooled figure includes every choice the rule makes."""
+
+    in_sample: float  # data.metric (natural sign) of the rule fit on every row, scored on them: optimistic
+    cv: float  # data.metric (natural sign) of the out-of-part outputs, pooled: the honest figure
+    in_sample_f1: float
+    cv_f1: float
+    parts: int
+    applied_parts: int  # in how many outer parts the decision was applied
+    rows: int  # rows scored
+
+
+def nested_cv(probs: Sequence[np.ndarray], y: np.ndarray, method: str, fixed: np.ndarray | None, what: str | None,
+              metric, classes: list[str], n_splits: int = 5, seed: int = 0, values: np.ndarray | None = None,
+              full: Rule | None = None) -> NestedCV:
+    """Cross-validate ``fit_rule`` end to end (``full``: the rule fit on every row, for the in-sample figure)."""
+    y = np.asarray(y, np.int64)
+    c = probs[0].shape[1]
+
+    score = signed_score(metric, classes)
+    counts = np.bincount(y, minlength=c)
+    k = int(max(2, min(n_splits, counts[counts > 0].min())))
+    held = np.empty((len(y), c))
+    applied = 0
+    for tr, va in StratifiedKFold(k, shuffle=True, random_state=seed).split(probs[0], y):
+        rule = fit_rule([p[tr] for p in probs], y[tr], method, fixed, what, score, n_splits, seed, values)
+        held[va] = rule.output([p[va] for p in probs], method, values)  # rank blends rank the part on its own
+        applied += rule.applied
+    full = full or fit_rule(probs, y, method, fixed, what, score, n_splits, seed, values)
+    inside = full.output(probs, method, values)
+    return NestedCV(in_sample=metric.sign * score(y, inside), cv=metric.sign * score(y, held),
+                    in_sample_f1=macro_f1(y, inside.argmax(1), c), cv_f1=macro_f1(y, held.argmax(1), c),
+                    parts=k, applied_parts=applied, rows=len(y))
+
+
 def parse_weights(weights: str | Sequence[float], n: int) -> np.ndarray | None:
     """None for ``auto``; else ``n`` non-negative numbers (a string ``w1,w2,...``), normalised to sum 1."""
     if isinstance(weights, str):
@@ -292,6 +390,7 @@ class _Inputs:
     id_col: str
     shape: str
     label_col: str | None
+    scored: np.ndarray | None = None  # the OOF rows the CV scores (those no member's search chose on)
 
 
 @dataclass
@@ -322,6 +421,7 @@ class _Decision:
     cv_score: float
     test_probs_out: np.ndarray
     labels: np.ndarray
+    nested: NestedCV | None = None
 
 
 def _check_args(cfg: Config, exps: Sequence[str], weights, method: str, name: str | None, overwrite: bool,
@@ -394,7 +494,25 @@ def _load_inputs(cfg: Config, exps: list[str], use: str, echo: Callable[[str], N
                             f"(e.g. {missing.iloc[0]!r}); re-run {_predict_command(mb.exp, use)} --overwrite")
         test_probs.append(mb.test.loc[test_ids, classes].to_numpy())
     return _Inputs(members=members, classes=classes, y=y, oof_probs=oof_probs, test_probs=test_probs,
-                   metric=metric, sample=sample, id_col=id_col, shape=shape, label_col=label_col)
+                   metric=metric, sample=sample, id_col=id_col, shape=shape, label_col=label_col,
+                   scored=_untouched_rows(members, ids, echo))
+
+
+def _untouched_rows(members: list[Member], ids: pd.Index, echo: Callable[[str], None]) -> np.ndarray:
+    """The OOF rows the CV scores: those of folds no member's search chose on (every row when none did, or when
+    the searches chose on every fold: the CV is then selected in-sample, and said so)."""
+    chosen = sorted({k for mb in members for k in mb.chosen_on})
+    if not chosen:
+        return np.arange(len(ids))
+    fold = members[0].folds.loc[ids].to_numpy()
+    keep = np.flatnonzero(~np.isin(fold, chosen))
+    who = ", ".join(f"{mb.exp} (folds {list(mb.chosen_on)})" for mb in members if mb.chosen_on)
+    if not len(keep):
+        echo(f"CV selected in-sample: {who} chosen by a search on every fold; no untouched fold is left")
+        return np.arange(len(ids))
+    echo(f"CV over the folds no search saw ({sorted(set(fold[keep].tolist()))}, {len(keep)} rows): {who} chosen "
+         f"by a search; the all-folds figure is optimistic")
+    return keep
 
 
 def _fit_weights(inp: _Inputs, exps: list[str], fixed: np.ndarray | None, method: str, bias_folds: int, seed: int,
@@ -404,8 +522,10 @@ def _fit_weights(inp: _Inputs, exps: list[str], fixed: np.ndarray | None, method
     y, classes, metric, oof_probs = inp.y, inp.classes, inp.metric, inp.oof_probs
     n_c = len(classes)
 
+    fast = signed_score(metric, classes)
+
     def objective(scores):  # data.metric of blended log-scores, higher is better
-        return metric.sign * metric(y, softmax(scores, axis=1), classes)
+        return fast(y, softmax(scores, axis=1))
 
     members = inp.members
     member_f1 = {mb.exp: macro_f1(y, blend([p], [1], method).argmax(1), n_c) for mb, p in zip(members, oof_probs)}
@@ -431,7 +551,7 @@ def _fit_weights(inp: _Inputs, exps: list[str], fixed: np.ndarray | None, method
     wcv = None
     base_f1, base_score = blend_f1, blend_score
     if fixed is None and len(members) > 1:
-        wcv = cv_weights(oof_probs, y, method, lambda yt, sc: metric.sign * metric(yt, softmax(sc, axis=1), classes),
+        wcv = cv_weights(oof_probs, y, method, lambda yt, sc: fast(yt, softmax(sc, axis=1)),
                          w, n_splits=bias_folds, seed=seed)
         base_f1, base_score = wcv.cv_f1, metric.sign * wcv.cv
         echo(f"weights: in-sample {metric.name} {blend_score:.4f}, cross-validated {base_score:.4f} "
@@ -440,50 +560,56 @@ def _fit_weights(inp: _Inputs, exps: list[str], fixed: np.ndarray | None, method
                 blend_f1=blend_f1, blend_score=blend_score, wcv=wcv, base_f1=base_f1, base_score=base_score)
 
 
-def _tune_decision(inp: _Inputs, fit: _Fit, tune_bias: bool, tune_thresholds: bool, temperature: bool,
+def _decision_kind(inp: _Inputs, tune_bias: bool, tune_thresholds: bool, temperature: bool,
+                   echo: Callable[[str], None]) -> str | None:
+    """The one decision rule asked for (each needs its own data.metric, so at most one is on)."""
+    if tune_thresholds and inp.shape == "wide":
+        echo("thresholds not applied: a wide submission holds probabilities, not grades")
+        return None
+    return "bias" if tune_bias else "thresholds" if tune_thresholds else "temperature" if temperature else None
+
+
+NOT_APPLIED = {"bias": "biases not applied: their cross-validated macro F1 does not beat argmax",
+               "thresholds": "thresholds not applied: their cross-validated qwk does not beat argmax",
+               "temperature": "temperature not applied: its cross-validated log loss does not beat T = 1"}
+
+
+def _tune_decision(inp: _Inputs, fit: _Fit, fixed: np.ndarray | None, method: str, what: str | None,
                    bias_folds: int, seed: int, echo: Callable[[str], None]) -> _Decision:
-    """Biases, thresholds or a temperature fit on the OOF, each applied only when its cross-validated gain is
-    positive; the submission's labels and probabilities and its CV figures."""
-    classes, y, oof_scores, test_scores = inp.classes, inp.y, fit.oof_scores, fit.test_scores
-    base_f1, base_score = fit.base_f1, fit.base_score
-    bias = np.zeros(len(classes))
-    report = tuned = None
-    applied = False
-    cv_f1, cv_score = base_f1, base_score
-    test_probs_out = softmax(test_scores, axis=1)
-    labels_idx = test_probs_out.argmax(1)
-    if tune_bias:
-        report = cv_bias(oof_scores, y, n_splits=bias_folds, seed=seed)
-        echo(report.summary(classes))
-        if report.cv_gain > 0:
-            bias = report.bias
-            cv_f1 = cv_score = base_f1 + report.cv_f1 - report.argmax_f1  # the weights' CV + the bias's CV gain
-            labels_idx = apply_bias(test_scores, bias)
-            test_probs_out = softmax(test_scores + bias, axis=1)  # the argmax of a wide file is the biased label
-        else:  # the in-sample gain did not survive cross-validation: it was fitting noise
-            echo("biases not applied: their cross-validated macro F1 does not beat argmax")
-    if tune_thresholds:
-        values = grade_values(classes)
-        tuned = cv_thresholds(softmax(oof_scores, axis=1), y, values, n_splits=bias_folds, seed=seed)
-        echo(tuned.summary())
-        if tuned.cv_gain > 0 and inp.shape == "label":
-            cv_score, applied = base_score + tuned.cv - tuned.plain, True
-            labels_idx = apply_thresholds(expected_grade(test_probs_out, values), tuned.params, values)
-        elif inp.shape == "wide":
-            echo("thresholds not applied: a wide submission holds probabilities, not grades")
-        else:
-            echo("thresholds not applied: their cross-validated qwk does not beat argmax")
-    if temperature:
-        tuned = cv_temperature(oof_scores, y, n_splits=bias_folds, seed=seed)
-        echo(tuned.summary())
-        if tuned.cv_gain > 0:
-            cv_score, applied = base_score + tuned.cv - tuned.plain, True
-            test_probs_out = apply_temperature(test_scores, float(tuned.params[0]))
-        else:
-            echo("temperature not applied: its cross-validated log loss does not beat T = 1")
+    """The rule fit on every OOF row (the weights of ``fit``; biases, thresholds or a temperature kept only when
+    their cross-validated gain is positive) gives the submission; its CV is one nested loop that refits all of
+    it, the apply/skip choice included, on K-1 parts and scores the part left out."""
+    classes, y, metric = inp.classes, inp.y, inp.metric
+    values = grade_values(classes) if what == "thresholds" else None
+
+    score = signed_score(metric, classes)
+    rule = fit_rule(inp.oof_probs, y, method, fit.w, what, score, bias_folds, seed, values)
+    if rule.report is not None:
+        echo(rule.report.summary(classes) if what == "bias" else rule.report.summary())
+        if not rule.applied:  # the in-sample gain did not survive cross-validation: it was fitting noise
+            echo(NOT_APPLIED[what])
+    rows = inp.scored if inp.scored is not None else np.arange(len(y))
+    probs = [p[rows] for p in inp.oof_probs]
+    nested = nested_cv(probs, y[rows], method, fixed, what, metric, classes, bias_folds, seed,
+                       values, None if len(rows) < len(y) else rule)
+    if what is not None or fixed is None and len(probs) > 1 or len(rows) < len(y):
+        echo(f"nested CV {metric.name} {nested.cv:.4f} (in-sample {nested.in_sample:.4f}): "
+             + ("weights" if fixed is None and len(probs) > 1 else "given weights")
+             + (f", {what} and whether to apply it" if what else "")
+             + f" refit on each of {nested.parts} parts of {nested.rows} OOF rows, scored on the part left out"
+             + (f"; applied in {nested.applied_parts} of {nested.parts} parts" if what else ""))
+    bias = rule.params if what == "bias" and rule.applied else np.zeros(len(classes))
+    test_probs_out = rule.output(inp.test_probs, method, values)
+    if what == "thresholds" and rule.applied:
+        test_probs_out = softmax(fit.test_scores, axis=1)  # the labels come from the cut points, not the argmax
+        labels_idx = apply_thresholds(expected_grade(test_probs_out, values), rule.params, values)
+    else:
+        labels_idx = test_probs_out.argmax(1)
     labels = np.asarray(classes, dtype=object)[labels_idx]
-    return _Decision(bias=bias, report=report, tuned=tuned, applied=applied, cv_f1=cv_f1, cv_score=cv_score,
-                     test_probs_out=test_probs_out, labels=labels)
+    return _Decision(bias=bias, report=rule.report if what == "bias" else None,
+                     tuned=rule.report if what in ("thresholds", "temperature") else None,
+                     applied=rule.applied, cv_f1=nested.cv_f1, cv_score=nested.cv,
+                     test_probs_out=test_probs_out, labels=labels, nested=nested)
 
 
 def _write_submission(inp: _Inputs, dec: _Decision, out_path: Path) -> pd.DataFrame:
@@ -529,6 +655,14 @@ def _ledger_options(inp: _Inputs, fit: _Fit, dec: _Decision, use: str, method: s
                        bias={c: round(float(b), 3) for c, b in zip(classes, dec.bias)},
                        bias_argmax_f1=round(report.argmax_f1, 5), bias_in_sample_f1=round(report.in_sample_f1, 5),
                        bias_cv_f1=round(report.cv_f1, 5), bias_folds=bias_folds)
+    chosen = {mb.exp: list(mb.chosen_on) for mb in inp.members if mb.chosen_on}
+    if chosen:  # members chosen by a search: the CV is over the folds none of them was chosen on
+        options.update(search_folds=chosen, cv_selected_in_sample=len(inp.scored) == len(inp.y),
+                       cv_all_folds_optimistic=round(fit.base_score, 5))
+    nested = dec.nested
+    options.update(nested_cv=round(nested.cv, 5), nested_cv_f1=round(nested.cv_f1, 5),
+                   nested_in_sample=round(nested.in_sample, 5), nested_parts=nested.parts,
+                   nested_applied_parts=nested.applied_parts, nested_rows=nested.rows)
     if tuned is not None:
         options[tuned.what] = dict(plain=round(tuned.plain, 5), in_sample=round(tuned.in_sample, 5),
                                    cv=round(tuned.cv, 5), values=[round(float(x), 4) for x in tuned.params],
@@ -598,11 +732,13 @@ def ensemble(
                                         temperature)
     inp = _load_inputs(cfg, exps, use, echo)
     fit = _fit_weights(inp, exps, fixed, method, bias_folds, cfg.folds.seed, echo)
-    dec = _tune_decision(inp, fit, tune_bias, tune_thresholds, temperature, bias_folds, cfg.folds.seed, echo)
+    what = _decision_kind(inp, tune_bias, tune_thresholds, temperature, echo)
+    dec = _tune_decision(inp, fit, fixed, method, what, bias_folds, cfg.folds.seed, echo)
     sub = _write_submission(inp, dec, out_path)
     options = _ledger_options(inp, fit, dec, use, method, fixed, tune_bias, bias_folds)
     row = ledger.append(name, exps, fit.w, dec.cv_f1, options, SUBMISSIONS_DIR / "ledger.csv",
-                        metric=inp.metric.name, cv_score=dec.cv_score, shape=inp.shape)
+                        metric=inp.metric.name, cv_score=dec.cv_score, shape=inp.shape,
+                        cv_in_sample=dec.nested.in_sample, cv_nested=dec.nested.cv)
     _echo_written(cfg, inp, dec, out_path, len(sub), echo)
     return {
         "path": str(out_path),
@@ -619,6 +755,7 @@ def ensemble(
         "blend_score": fit.blend_score,
         "cv_score": dec.cv_score,
         "weights_cv": fit.wcv,
+        "nested": dec.nested,
         "tune_report": dec.tuned,
         "shape": inp.shape,
         "ledger_row": row,

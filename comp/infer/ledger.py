@@ -16,8 +16,10 @@ from comp.runs import git_commit
 LEDGER = Path("submissions/ledger.csv")
 # metric/cv_score: data.metric and the submission's CV estimate in it; shape: label or wide (the sample's shape).
 # Appended after the first columns, so a ledger started before them gains them at its end.
+# cv_in_sample/cv_nested (issue 17): data.metric of the blend's whole rule (weights, decision, apply/skip) fit and
+# scored on every OOF row (optimistic), and the same rule cross-validated in one nested loop (= cv_score).
 COLUMNS = ("time", "name", "members", "weights", "cv_macro_f1", "options", "git_commit", "metric", "cv_score",
-           "shape")
+           "shape", "cv_in_sample", "cv_nested")
 
 
 def append(
@@ -30,6 +32,8 @@ def append(
     metric: str = "macro_f1",
     cv_score: float | None = None,
     shape: str = "label",
+    cv_in_sample: float | None = None,
+    cv_nested: float | None = None,
 ) -> dict:
     """Append one row to the ledger (created with its header when new) and return it."""
     row = {
@@ -43,6 +47,8 @@ def append(
         "metric": metric,
         "cv_score": f"{cv_macro_f1 if cv_score is None else cv_score:.5f}",
         "shape": shape,
+        "cv_in_sample": "" if cv_in_sample is None else f"{cv_in_sample:.5f}",
+        "cv_nested": "" if cv_nested is None else f"{cv_nested:.5f}",
     }
     append_csv_row(path, row)
     return row

@@ -472,7 +472,14 @@ def cv_scores(rd: Path) -> dict | None:
     """A run folder's CV from its oof.csv (written by the last fold to finish): {"metric": data.metric,
     "score": its value, "macro_f1"}; None when there is no oof.csv yet (runs.run_cv)."""
     cv = runs.run_cv(rd)
-    return None if cv is None else {"metric": cv.metric, "score": cv.score, "macro_f1": cv.macro_f1}
+    if cv is None:
+        return None
+    from comp.train.epochs import fixed_epoch_cv
+
+    fixed = fixed_epoch_cv(rd, cv.metric)  # each fold at the epoch the other folds chose (val_epochs.npz)
+    return {"metric": cv.metric, "score": cv.score, "macro_f1": cv.macro_f1, "all_folds": cv.all_folds_score,
+            "note": cv.note, "fixed_epoch": None if fixed is None else fixed.score,
+            "own_epoch": None if fixed is None else fixed.own_score}
 
 
 def _predict(result: LaunchResult, workdir: Path, config_path: Path, overrides, cpus, gpus, echo) -> None:
@@ -516,6 +523,8 @@ def summary(result: LaunchResult) -> str:
         out.append((f"{exp}: CV macro F1 {cv['macro_f1']:.4f}" if cv["metric"] == "macro_f1" else
                     f"{exp}: CV {cv['metric']} {cv['score']:.4f} (macro F1 {cv['macro_f1']:.4f})") if cv is not None
                    else f"{exp}: {done}/{len(folds)} folds finished, no CV yet (runs/{exp}/oof.csv needs every fold)")
+        if cv is not None and cv.get("note"):
+            out.append(f"  CV over {cv['note']}; all folds {cv['all_folds']:.4f} (optimistic)")
     for exp, what in result.predicted.items():
         if what != "ok":
             out.append(f"{exp}: --then-predict: {what}")

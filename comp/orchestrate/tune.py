@@ -267,8 +267,10 @@ def param_importances(scored: pd.DataFrame, space: dict, metric: str, mode: str)
         return {}
 
 
-def write_best(config_path: Path, exp: str, overrides, best: dict, info: str, echo) -> Path:
-    """configs/<exp>-best.yaml: the experiment file of <exp>, the --set overrides and the best trial's values."""
+def write_best(config_path: Path, exp: str, overrides, best: dict, info: str, echo, search: dict | None = None) -> Path:
+    """configs/<exp>-best.yaml: the experiment file of <exp>, the --set overrides and the best trial's values, and
+    ``search`` (where it came from: source, trials, the folds it was chosen on), so a run of it reports its CV
+    over the folds the search never saw."""
     base_dir = Path(config_path).resolve().parent
     exp_file = base_dir / "configs" / f"{exp}.yaml"
     values = read_yaml(exp_file) if exp_file.exists() else {}
@@ -276,6 +278,8 @@ def write_best(config_path: Path, exp: str, overrides, best: dict, info: str, ec
     for part in (sets, nest(best)):
         for section, kv in part.items():
             values.setdefault(section, {}).update(kv)
+    if search is not None:
+        values["search"] = search
     out = base_dir / "configs" / f"{exp}-best.yaml"
     text = f"# written by comp tune: {info}\n" + yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
     if out.exists() and out.read_text(encoding="utf-8") != text:
@@ -336,7 +340,7 @@ def _check_search(config_path: str | Path, exp: str, space_path: str | Path, tri
         raise ConfigError("train.epochs cannot be searched: ASHA needs one epoch budget for every trial (set it "
                           "with --set train.epochs=N)")
     have = sorted(read_folds(cfg)["fold"].unique().tolist())
-    folds = list(dict.fromkeys(int(k) for k in folds))
+    folds = have if folds == "all" else list(dict.fromkeys(int(k) for k in folds))
     bad = [k for k in folds if k not in have]
     if bad:
         raise ConfigError(f"--folds {bad[0]}: {cfg.folds.file} has folds {have}")
@@ -479,7 +483,10 @@ def _best_of(s: _Search, df: pd.DataFrame, ray_start: float, echo) -> dict:
         out["importances"] = plot_optimization(df, s.space, metric, mode, s.td / "optimization.png")
         info_line = (f"best of {len(df)} trials of {s.exp} ({best['trial']}, {metric} {best[metric]:.4f} on folds "
                      f"{s.folds}, {int(best['epochs'])} epochs)")
-        out["best_config"] = write_best(s.config_path, s.exp, s.overrides, params, info_line, echo)
+        search = {"source": s.exp, "trials": int(len(df)), "folds": [int(k) for k in s.folds]}
+        out["best_config"] = write_best(s.config_path, s.exp, s.overrides, params, info_line, echo, search)
+        echo(f"{out['best_config']}: search.folds {s.folds}; a run of it reports its CV over the other folds "
+             f"(none left, with --folds all: the CV is flagged as selected in-sample)")
     return out
 
 

@@ -17,7 +17,6 @@ import pandas as pd
 
 from comp.config import Config
 from comp.data.competition import DataError
-from comp.runs import run_dir
 from comp.techniques.distill import check_teacher, teacher_targets
 from comp.techniques.foldsafe import check_fold_safe
 from comp.techniques.pseudo import Pseudo, load_pseudo
@@ -56,8 +55,9 @@ class PseudoSource:
         self.pseudo = load_pseudo(pool.cfg, pool.classes, folds) if folds else None
         if self.pseudo is None:
             return
-        if run_dir(self.pseudo.teacher).is_dir():  # a submission as teacher: comp pseudo checked its members
-            check_fold_safe(pool.cfg, self.pseudo.teacher, pool.table[["id", "fold"]], folds)
+        # No re-check of the teacher's fold safety here, on purpose (issue 17): `comp pseudo` checked it when it
+        # made the labels and pinned the folds digest that load_pseudo checks; the teacher's *current* OOF says
+        # nothing about labels made earlier, and re-reading it wrongly refused once the teacher was retrained.
         test = pd.concat(self.pseudo.folds.values()).drop_duplicates("id")
         pool.add_images(self.key, test["id"].tolist(), test["path"].tolist())
 

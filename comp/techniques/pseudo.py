@@ -49,6 +49,7 @@ def teacher_folds(cfg: Config, source: str) -> tuple[list[str], dict[int, np.nda
 
     led = ledger.read()
     sub = led[led["name"] == source]
+    by_fold: dict[int, np.ndarray] = {}  # per-fold weights of a submission teacher with auto weights
     if (run_dir(source) / "oof.csv").exists() or sub.empty:
         members, weights = [source], [1.0]
         what = f"experiment {source}"
@@ -56,6 +57,9 @@ def teacher_folds(cfg: Config, source: str) -> tuple[list[str], dict[int, np.nda
         row = sub.iloc[-1]
         members, weights = ledger.members(row)
         what = f"submission {source} ({', '.join(f'{m} x {w:.2f}' for m, w in zip(members, weights))})"
+        if len(members) > 1 and json.loads(row.get("options") or "{}").get("weights", "auto") == "auto":
+            by_fold = fold_safe_weights(cfg, members)  # the ledger's auto weights saw every fold's labels
+            what += "; weights searched again without each fold's rows"
     id_col = cfg.data.id_col
     out: dict[int, np.ndarray] = {}
     classes = ids = None
@@ -77,13 +81,37 @@ def teacher_folds(cfg: Config, source: str) -> tuple[list[str], dict[int, np.nda
             if ids is None:
                 ids = grp.index
             p = grp.loc[ids, classes].to_numpy(np.float64)
-            out[k] = out.get(k, 0) + w * p
+            wk = by_fold[k][members.index(m)] if k in by_fold else w
+            out[k] = out.get(k, 0) + wk * p
     missing = sorted(set(folds["fold"].astype(int)) - set(out))
     if missing:
         raise DataError(f"{what}: no test predictions of fold model(s) {missing}; every fold of {cfg.folds.file} "
                         f"needs its own (comp train --exp {members[0]} --all-folds, then comp predict --overwrite)")
-    total = sum(weights)
+    total = 1.0 if by_fold else sum(weights)
     return classes, {k: v / total for k, v in sorted(out.items())}, ids, what, members
+
+
+def fold_safe_weights(cfg: Config, members: list[str]) -> dict[int, np.ndarray]:
+    """Blend weights for a submission teacher, one set per fold k: the greedy search (comp ensemble's) run again
+    on the members' OOF rows outside fold k, so the labels fold k's student is scored on never chose them."""
+    from comp.infer.ensemble import greedy_weights, signed_score
+    from comp.metrics import create_metric
+    from comp.runs import run_dir
+
+    id_col, label_col = cfg.data.id_col, cfg.data.label_col
+    oofs = [read_csv_str(run_dir(m) / "oof.csv").set_index(id_col) for m in members]
+    ids = oofs[0].index
+    classes = sorted(c for c in oofs[0].columns if c not in ("fold", label_col))
+    y = pd.Categorical(oofs[0][label_col], categories=classes).codes.astype(np.int64)
+    fold = oofs[0]["fold"].astype(int).to_numpy()
+    probs = [o.loc[ids, classes].to_numpy(np.float64) for o in oofs]
+    score = signed_score(create_metric(cfg.data.metric, classes), classes)
+    out = {}
+    for k in sorted(set(fold)):
+        tr = fold != k
+        out[int(k)] = greedy_weights([p[tr] for p in probs], y[tr], "mean",
+                                     objective=lambda sc, yt=y[tr]: score(yt, np.exp(sc)))
+    return out
 
 
 def select(probs: np.ndarray, threshold: float | None, top: float | None) -> np.ndarray:

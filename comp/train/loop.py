@@ -48,6 +48,7 @@ from comp.metrics import Metric, create_metric
 from comp.train.augment import build_mixup, build_transform
 from comp.train.batch_augment import training_augment
 from comp.train.defaults import fit_defaults
+from comp.train.epochs import fixed_epoch_cv, record_epoch
 from comp.train.losses import DistillLoss, create_loss
 from comp.train.model import create_model, normalization, save_checkpoint
 from comp.train.multilabel import (
@@ -215,16 +216,24 @@ def competition_metric(cfg: Config, classes: list[str]) -> Metric:
         raise ConfigError(str(e)) from None
 
 
-def exactly_once(rows: np.ndarray, n: int) -> np.ndarray:
+def exactly_once(rows: np.ndarray, n: int, world_size: int = 1) -> np.ndarray:
     """Positions that put gathered validation rows in order 0..n-1, each exactly once.
 
-    gather_for_metrics drops the padding that evens out the last batches, but some setups return it untrimmed;
-    a padded row repeats a real one, so keeping the first of each is exact. Anything else is a bug: raise.
+    gather_for_metrics drops the padding that evens out the last batch, but some setups return it untrimmed.
+    Only that padding is allowed: at most ``world_size - 1`` extra rows, each a repeat of a real row (0..n-1);
+    keeping the first of each is then exact. Anything else (a row lost, a row out of range, more repeats than
+    the padding can make) is a bug: raise, as prediction does.
     """
+    rows = np.asarray(rows, dtype=np.int64)
     uniq, first = np.unique(rows, return_index=True)
     if len(uniq) != n or (n and (uniq[0] != 0 or uniq[-1] != n - 1)):
         raise RuntimeError(f"validation gather returned {len(rows)} rows covering {len(uniq)} of the {n} "
                            f"validation ids; predictions would be lost or doubled")
+    extra = len(rows) - n
+    if extra > max(world_size - 1, 0):
+        raise RuntimeError(f"validation gather returned {len(rows)} rows for {n} validation ids: {extra} "
+                           f"repeat(s), but padding the last batch over {world_size} process(es) makes at most "
+                           f"{max(world_size - 1, 0)}; predictions would be doubled")
     return first  # np.unique sorts, so first[i] is where row i sits
 
 
@@ -240,7 +249,7 @@ def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, a
         logits, r = accelerator.gather_for_metrics((logits.float(), r))
         outs.append(logits.cpu())
         rows.append(r.cpu())
-    logits = torch.cat(outs)[exactly_once(torch.cat(rows).numpy(), len(y_val))]
+    logits = torch.cat(outs)[exactly_once(torch.cat(rows).numpy(), len(y_val), accelerator.num_processes)]
     if np.ndim(y_val) == 2:  # multi-label: sigmoid probabilities, multi-hot truth
         m = evaluate_logits(logits, y_val, metric, classes)
         return Eval(m.loss, m.macro_f1, m.acc, m.probs, m.score)
@@ -335,12 +344,21 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
             oof = runs.read_oof(oof_path, cfg)
         if oof is not None:
             sep = cfg.data.label_sep if cfg.data.task == "multilabel" else None
-            cv = runs.oof_cv(oof, cfg.data.label_col, classes, cm.name, sep)
-            out.update(cv_macro_f1=cv.macro_f1, cv_acc=cv.acc, metric=cv.metric, cv_score=cv.score)
+            cv = runs.honest_cv(oof, cfg.data.label_col, classes, cm.name, cfg.search.folds, sep)
+            out.update(cv_macro_f1=cv.macro_f1, cv_acc=cv.acc, metric=cv.metric, cv_score=cv.score,
+                       cv_all_folds=cv.all_folds_score, cv_note=cv.note)
             scores = ", ".join(f"{k}: {runs.fold_done(cfg.exp, k)['score']:.4f}" for k in all_folds)
             head = f"CV {cm.name} {out['cv_score']:.4f}, macro F1" if cm.name != "macro_f1" else "CV macro F1"
             say(f"{head} {out['cv_macro_f1']:.4f} (accuracy {out['cv_acc']:.4f}; folds' {cm.name} {scores}) "
                 f"-> {runs.run_dir(cfg.exp) / 'oof.csv'}")
+            fixed = fixed_epoch_cv(runs.run_dir(cfg.exp), cm.name)
+            if fixed is not None:
+                out.update(cv_fixed_epoch=fixed.score)
+                say(f"  fixed-epoch CV {cm.name} {fixed.score:.4f} (each fold at the epoch the other folds' curves "
+                    f"chose: {fixed.epochs}; own best epochs {fixed.own_score:.4f})")
+            if cv.note:
+                say(f"  CV over {cv.note}; all folds {cm.name} {cv.all_folds_score:.4f} (optimistic: the search "
+                    f"{cfg.search.source} chose this config on folds {cfg.search.folds})")
         else:
             left = [k for k in all_folds if runs.fold_done(cfg.exp, k) is None]
             say(f"folds {left} still to train before runs/{cfg.exp}/oof.csv is assembled")
@@ -633,6 +651,9 @@ def _commit_epoch(s: Session, f: Fold, st: FoldState, epoch: int, train_loss: fl
 
     f.state_bytes = save_state(acc, f.fd, st, f.ema, best_oof)  # the commit point of this epoch
     if acc.is_main_process:
+        if ev is not None:  # what the checkpoint would pick at this epoch, kept for the fixed-epoch CV
+            cand = ev_ema if ev_ema is not None and f.cm.better(ev_ema.score, ev.score) else ev
+            record_epoch(f.fd, epoch + 1, f.va["id"], f.va["y"].to_numpy(), cand.probs, s.classes)
         if new_best:
             _publish(f.fd, f.ema.module if is_ema else f.raw, best_oof, _model_meta(f, st))
         _write_metrics(f.fd, st)
