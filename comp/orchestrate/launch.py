@@ -32,6 +32,7 @@ from pathlib import Path
 
 from comp import runs
 from comp.config import ConfigError, load_config
+from comp.data.cache import JOBS_ENV
 from comp.files import write_text
 from comp.orchestrate.locks import BEAT_EVERY, TOKEN_ENV, FoldLock, describe, read_lock
 
@@ -218,7 +219,8 @@ def _attempts(spec: dict, job: Job, fd: Path, workdir: Path, lock: FoldLock, t0:
     timeout = spec.get("job_timeout")
     deadline = None if timeout is None else t0 + timeout
     env = dict(os.environ, PYTHONUNBUFFERED="1", NO_ALBUMENTATIONS_UPDATE="1", TQDM_MININTERVAL="10",
-               OMP_NUM_THREADS=str(spec["cpus"]), MKL_NUM_THREADS=str(spec["cpus"]), **{TOKEN_ENV: lock.token})
+               OMP_NUM_THREADS=str(spec["cpus"]), MKL_NUM_THREADS=str(spec["cpus"]), **{TOKEN_ENV: lock.token},
+               **{JOBS_ENV: str(spec.get("jobs_per_node", 1))})
     for attempt in range(max_retries + 1):
         job.attempts = attempt + 1
         resume = attempt > 0 or _has_state(fd)
@@ -368,11 +370,14 @@ def launch(config_path: str | Path, exps: list[str], folds: list[int] | None = N
                  f"{f' and {gpus:g} GPU' if gpus else ''} per job, {max(1, slots)} at a time")
             remote = ray.remote(run_job).options(num_cpus=cpus, num_gpus=gpus, max_retries=max_retries,
                                                  retry_exceptions=False)
+            # Jobs that share one node's memory: each sizes its image cache for its share (comp.data.cache).
+            nodes_alive = max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
+            per_node = max(1, min(len(todo), max(1, slots) // nodes_alive))
             refs = {}
             for j in todo:
                 spec = dict(workdir=str(workdir), config=str(config_path), exp=j.exp, fold=j.fold,
                             overrides=overrides, max_retries=max_retries, cpus=cpus, launch_id=launch_id,
-                            job_timeout=job_timeout)
+                            job_timeout=job_timeout, jobs_per_node=per_node)
                 refs[remote.remote(spec)] = j
             _watch(refs, jobs, workdir, launch_id, echo, live, poll)
             if then_predict:
