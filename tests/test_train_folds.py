@@ -38,7 +38,7 @@ def test_fold_2_state_holds_one_model_and_one_optimizer(folded):
 
 def test_a_finished_fold_is_released_and_its_state_removed(folded, monkeypatch):
     refs, alive_at_start = [], []
-    real = comp.train.create_model
+    real = comp.train.loop.create_model
 
     def create_model(cfg, num_classes):  # the real factory; only remembers a weak reference to each model
         alive_at_start.append([r() is not None for r in refs])
