@@ -23,33 +23,25 @@ from comp.techniques.pseudo import Pseudo, load_pseudo
 from comp.techniques.relabel import apply_relabel
 from comp.techniques.synth import Synthetic, load_synthetic
 from comp.train.loop import check_config
-from comp.train.rows import FoldRows, Pool, Source
+from comp.train.rows import FoldRows, Pool, Source, per_class
 
 
-class RelabelSource:
-    """data.relabel: the table's training targets (y_train, train_use) from the accepted relabel file."""
+class RelabelSource(Source):
+    """data.relabel: the table's training targets (y_train, train_use) from the accepted relabel file; base_rows
+    reads them, so there is nothing to add per fold."""
 
     key = "data.relabel"
 
     def table(self, pool: Pool) -> None:
         pool.table = apply_relabel(pool.cfg, pool.table, pool.classes, pool.echo)
 
-    def prepare(self, pool: Pool, folds: list[int]) -> None:
-        pass
-
-    def extend(self, pool: Pool, k, fr: FoldRows) -> FoldRows:
-        return fr  # applied to the table in prepare: base_rows already reads y_train and train_use
-
 
 @dataclass
-class PseudoSource:
+class PseudoSource(Source):
     """data.pseudo: fold k adds the test rows that the teacher's fold-k model labelled (never a validation row)."""
 
     key = "data.pseudo"
     pseudo: Pseudo | None = None
-
-    def table(self, pool: Pool) -> None:
-        pass
 
     def prepare(self, pool: Pool, folds: list[int]) -> None:
         self.pseudo = load_pseudo(pool.cfg, pool.classes, folds) if folds else None
@@ -66,23 +58,18 @@ class PseudoSource:
         probs = ps[classes].to_numpy(np.float64)
         soft = self.pseudo.soft
         fr = fr.add(pool.position(self.key, ps["id"]), probs if soft else probs.argmax(1), soft, len(classes))
-        counts = np.bincount(probs.argmax(1), minlength=len(classes))
         pool.echo(f"fold {k}: + {len(ps)} pseudo-labelled test images ({'soft' if soft else 'hard'} labels of "
-                  f"teacher {self.pseudo.teacher}'s fold-{k} model; per class "
-                  + ", ".join(f"{c} {n}" for c, n in zip(classes, counts)) + ")")
+                  f"teacher {self.pseudo.teacher}'s fold-{k} model; per class {per_class(classes, probs.argmax(1))})")
         return replace(fr, counts=dict(fr.counts, pseudo=len(ps)))
 
 
 @dataclass
-class SynthSource:
+class SynthSource(Source):
     """data.synthetic: fold k adds folds/synth/E/fold_k/'s images, made by a generator that never saw fold k's rows;
     other folds' images never reach fold k, and no image ever reaches a validation fold or the OOF."""
 
     key = "data.synthetic"
     synth: Synthetic | None = None
-
-    def table(self, pool: Pool) -> None:
-        pass
 
     def prepare(self, pool: Pool, folds: list[int]) -> None:
         self.synth = load_synthetic(pool.cfg, pool.classes, folds) if folds else None
@@ -98,19 +85,15 @@ class SynthSource:
         df, classes = self.synth.folds[k], pool.classes
         y = df["class"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
         fr = fr.add(pool.position(self.key, df["id"]), y, fr.targets.ndim == 2, len(classes))
-        counts = np.bincount(y, minlength=len(classes))
         pool.echo(f"fold {k}: + {len(df)} synthetic images of {self.synth.folder}/fold_{k} (its own generator's; "
-                  f"per class " + ", ".join(f"{c} {n}" for c, n in zip(classes, counts)) + ")")
+                  f"per class {per_class(classes, y)})")
         return replace(fr, counts=dict(fr.counts, synthetic=len(df)))
 
 
-class TeacherSource:
+class TeacherSource(Source):
     """train.teacher: the teacher's fold-k model's probabilities of fold k's training rows (its own input size)."""
 
     key = "train.teacher"
-
-    def table(self, pool: Pool) -> None:
-        pass
 
     def prepare(self, pool: Pool, folds: list[int]) -> None:
         if folds:

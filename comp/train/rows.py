@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -81,14 +80,25 @@ class Pool:
         return np.array([self.added[(key, i)] for i in ids], dtype=np.int64)
 
 
-class Source(Protocol):
-    key: str
+class Source:
+    """A technique's plug-in (module docstring); each step does nothing unless the technique overrides it."""
 
-    def table(self, pool: Pool) -> None: ...
+    key: str = ""
 
-    def prepare(self, pool: Pool, folds: list[int]) -> None: ...
+    def table(self, pool: Pool) -> None:
+        pass
 
-    def extend(self, pool: Pool, k: int | str, fr: FoldRows) -> FoldRows: ...
+    def prepare(self, pool: Pool, folds: list[int]) -> None:
+        pass
+
+    def extend(self, pool: Pool, k: int | str, fr: FoldRows) -> FoldRows:
+        return fr
+
+
+def per_class(classes: Sequence[str], y: np.ndarray) -> str:
+    """``a 3, b 0, c 7``: how many of ``y`` (class indices) fall in each class, for the provenance lines."""
+    counts = np.bincount(np.asarray(y, np.int64), minlength=len(classes))
+    return ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
 
 
 def requested(cfg: Config) -> list[str]:
