@@ -15,18 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from comp.data.competition import DataError
+from comp.extras import require
 from comp.infer.models import FoldModel
 from comp.runs import run_dir
 
 INPUT_NAME, OUTPUT_NAME = "image", "probs"
-
-
-def require_onnxruntime() -> None:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise ImportError("onnxruntime not installed; serving needs the 'serve' extra: pip install -e \".[serve]\" "
-                          "(or: pip install onnxruntime)") from None
 
 
 def export_dir(exp: str) -> Path:
@@ -99,7 +92,7 @@ class OnnxFold:
 
 def load_exports(exp: str, folds: Sequence[FoldModel]) -> dict[int, OnnxFold]:
     """fold -> OnnxFold for every fold in ``folds``; errors name the comp export command that is missing."""
-    require_onnxruntime()
+    require("onnxruntime")
     d = export_dir(exp)
     info_path = d / "export.json"
     if not info_path.exists():

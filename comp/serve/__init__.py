@@ -11,19 +11,6 @@ gradio, gradio_client, onnx and onnxruntime are the ``serve`` extra: ``pip insta
 
 from __future__ import annotations
 
-import importlib
+from comp.extras import require
 
-
-def require(*modules: str) -> None:
-    """Import ``modules`` or raise ImportError saying which pip install brings them."""
-    missing = []
-    for m in modules:
-        try:
-            importlib.import_module(m)
-        except ImportError:
-            missing.append(m)
-    if missing:
-        raise ImportError(
-            f"{', '.join(missing)} not installed; serving needs the 'serve' extra: "
-            f"pip install -e \".[serve]\" (or: pip install {' '.join(m.replace('_', '-') for m in missing)})"
-        )
+__all__ = ["require"]
