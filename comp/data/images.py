@@ -85,13 +85,20 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         raise ImageProblem(
             "too_large", f"{w}x{h} = {w * h:,} pixels is over data.max_pixels={max_pixels:,} (decompression bomb?)"
         )
+    load_pixels(im, path)
+    return im
+
+
+def load_pixels(im: Image.Image, path: str | Path, shown: str | None = None) -> None:
+    """Decode an opened image's pixels; a truncated or corrupt file raises ImageProblem naming ``shown`` (default
+    the path), with the path in Pillow's message replaced by it too."""
+    shown = str(path) if shown is None else shown
     try:
         im.load()
     except (OSError, SyntaxError, ValueError) as e:
-        msg = str(e)
+        msg = str(e).replace(str(path), shown)
         problem = "truncated" if "truncat" in msg.lower() else "corrupt"
-        raise ImageProblem(problem, f"{path}: {msg}") from None
-    return im
+        raise ImageProblem(problem, f"{shown}: {msg}") from None
 
 
 def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from comp.data.competition import IMAGE_EXTS
-from comp.data.images import ImageProblem, to_rgb
+from comp.data.images import ImageProblem, load_pixels, to_rgb
 from comp.files import write_bytes
 
 # Pillow format -> the extension comp gives a decoded data URL of that format.
@@ -88,12 +88,7 @@ def open_upload(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
 def load_upload(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The upload as an upright uint8 RGB array, decoded only after :func:`open_upload` accepted its header."""
     with open_upload(path, max_pixels) as im:
-        try:
-            im.load()
-        except (OSError, SyntaxError, ValueError) as e:
-            msg = str(e)
-            problem = "truncated" if "truncat" in msg.lower() else "corrupt"
-            raise ImageProblem(problem, f"{Path(path).name}: {msg.replace(str(path), Path(path).name)}") from None
+        load_pixels(im, path, shown=Path(path).name)
         return np.ascontiguousarray(to_rgb(im))
 
 
