@@ -241,30 +241,35 @@ def honest_cv(oof: pd.DataFrame, label_col: str, classes: list[str], metric: str
                    note=f"folds {untouched}, which the search (chosen on {chosen}) never saw")
 
 
-def search_folds(rd: Path) -> list[int]:
-    """The folds a run's config was chosen on by a search (runs/E/config.yaml search.folds), else []."""
+def _run_config(rd: Path) -> dict:
+    """runs/E/config.yaml as a dict ({} when the run has none yet)."""
     import yaml
 
     path = Path(rd) / "config.yaml"
-    if not path.exists():
-        return []
-    search = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("search") or {}
-    return [int(k) for k in search.get("folds") or []]
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
+
+
+def _chosen_on(config: dict) -> list[int]:
+    return [int(k) for k in (config.get("search") or {}).get("folds") or []]
+
+
+def search_folds(rd: Path) -> list[int]:
+    """The folds a run's config was chosen on by a search (runs/E/config.yaml search.folds), else []."""
+    return _chosen_on(_run_config(rd))
 
 
 def run_cv(rd: Path):
     """The CV of a run folder from its oof.csv and config.yaml (metrics.CV); None before every fold is done."""
-    import yaml
-
-    path, cfg_path = Path(rd) / "oof.csv", Path(rd) / "config.yaml"
-    if not path.exists() or not cfg_path.exists():
+    path = Path(rd) / "oof.csv"
+    if not path.exists() or not (Path(rd) / "config.yaml").exists():
         return None
-    data = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("data", {})
+    config = _run_config(rd)
+    data = config.get("data", {})
     id_col, label_col = data.get("id_col", "image_id"), data.get("label_col", "label")
     oof = pd.read_csv(path, dtype={id_col: str, label_col: str}, keep_default_na=False)
     classes = [c for c in oof.columns if c not in (id_col, label_col, "fold")]
     sep = data.get("label_sep", " ") if data.get("task") == "multilabel" else None
-    return honest_cv(oof, label_col, classes, data.get("metric", "macro_f1"), search_folds(rd), sep)
+    return honest_cv(oof, label_col, classes, data.get("metric", "macro_f1"), _chosen_on(config), sep)
 
 
 def assemble_oof(cfg: Config, train_ids: list[str], folds: list[int]) -> pd.DataFrame | None:

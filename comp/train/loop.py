@@ -193,9 +193,6 @@ def _sync_buffers(module: torch.nn.Module, accelerator) -> None:
             torch.distributed.broadcast(b, src=0)
 
 
-# ---------------------------------------------------------------- state
-
-
 # ---------------------------------------------------------------- one epoch
 
 
