@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import write_config
 
 from comp.orchestrate import auto_plan as ap
@@ -59,6 +60,22 @@ def test_plan_stages_by_budget():
     assert no_ray.epochs >= big.epochs  # the search's share went to training
 
 
+def test_a_member_chosen_by_the_search_is_scored_on_the_folds_it_never_saw(tmp_path, competition):
+    """Issue 20's honest CV survives the choice: a member whose settings came from auto's search (on fold 0) carries
+    the search's provenance into its config, so train, the ledger and the leaderboard score folds 1..K-1."""
+    from comp.config import load_config
+    from comp.orchestrate.auto import member_values
+
+    write_config(tmp_path, competition)
+    (tmp_path / "configs").mkdir()
+    sets = ["model.name=test_resnet", "train.lr=0.003"]
+    (tmp_path / "configs" / "m.yaml").write_text(yaml.safe_dump(member_values(sets, 12)), encoding="utf-8")
+    cfg = load_config(tmp_path / "comp.yaml", exp="m")
+    assert cfg.search.folds == [0] and cfg.search.trials == 12 and cfg.search.source == "auto-search"
+    assert cfg.train.lr == 0.003
+    assert "search" not in member_values(sets, 0)  # the fitted defaults, chosen on no fold: every fold scores
+
+
 def _workdir(tmp_path, competition) -> Path:
     write_config(tmp_path, competition)
     return tmp_path
@@ -89,6 +106,9 @@ def _check_outputs(cwd: Path, competition: Path):
     plan = json.loads((cwd / "runs" / "auto" / "plan.json").read_text())
     assert all(s["state"] in ("done", "skipped") for s in plan["plan"]["stages"]), plan["plan"]["stages"]
     assert "honest_macro_f1" in plan["choices"]["cv"]
+    if plan["choices"].get("trials"):  # the members were chosen on fold 0: their runs and the ledger row say so
+        run_cfg = yaml.safe_load((cwd / "runs" / "auto-a" / "config.yaml").read_text())
+        assert run_cfg["search"]["folds"] == [0] and run_cfg["search"]["source"] == "auto-search"
     assert "Stages" in (cwd / "reports" / "auto" / "index.html").read_text()
     return plan
 

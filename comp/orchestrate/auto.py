@@ -310,6 +310,7 @@ def _search(a: Auto, st: ap.Stage) -> str:
                             "seconds": float(r["seconds"]), "params": {k: _plain(r[k]) for k in keys}}
                            for _, r in scored.head(8).iterrows()]
     a.choices["importances"] = out.get("importances") or {}
+    a.choices["n_trials"] = len(df)
     best = a.choices["trials"][0]
     return (f"best of {len(df)} trials ({int(df['stopped'].sum())} stopped by ASHA): {best['trial']} fold-0 "
             f"{a.cfg().data.metric} {best['score']:.4f} with {_params_text(best['params'])}")
@@ -363,14 +364,23 @@ def _member_overrides(a: Auto, params: dict, seconds: float, cap: int | None = N
     return sets, epochs, why
 
 
-def _write_member(a: Auto, exp: str, sets: list[str]) -> None:
-    """configs/<exp>.yaml holding the member's settings, so every comp command works on runs/<exp> afterwards."""
+def member_values(sets: list[str], n_trials: int) -> dict:
+    """A member's configs/<exp>.yaml values. When the search chose them (``n_trials`` > 0) its provenance goes in
+    too, so runs/<exp>/config.yaml, the ledger and the leaderboard score the folds the search never saw."""
     from comp.config import parse_set
 
     values = parse_set(sets)
+    if n_trials:
+        values["search"] = {"source": SEARCH_EXP, "trials": int(n_trials), "folds": list(SEARCH_FOLDS)}
+    return values
+
+
+def _write_member(a: Auto, exp: str, sets: list[str]) -> None:
+    """configs/<exp>.yaml holding the member's settings, so every comp command works on runs/<exp> afterwards."""
+    n_trials = a.choices.get("n_trials", len(a.choices.get("trials") or []))
     write_text(Path(a.config_path.parent) / "configs" / f"{exp}.yaml",
                f"# written by comp auto ({time.strftime('%Y-%m-%d %H:%M')})\n"
-               + yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
+               + yaml.safe_dump(member_values(sets, n_trials), sort_keys=False, allow_unicode=True))
 
 
 def _train_member(a: Auto, exp: str, deadline: float | None) -> dict:
