@@ -29,6 +29,9 @@ def test_sample_competition_is_detected(competition, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "id column: image_id (matches sample_submission.csv's first column" in r.output
     assert "label column: label" in r.output and "train_images" in r.output
+    # Issue 20: the image sizes read from the headers, and the input size training fits from them.
+    assert "image sizes: median image 28x28, short side 28 (headers of 600 training images); training uses " \
+           "input.size 32 unless you set it" in r.output
     d = yaml.safe_load((tmp_path / "comp.yaml").read_text())["data"]
     assert d["id_col"] == "image_id" and d["label_col"] == "label"
     assert d["train_dir"] == "train_images" and d["test_dir"] == "test_images"

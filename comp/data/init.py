@@ -17,9 +17,10 @@ import pandas as pd
 import yaml
 
 from comp.config import Config, ConfigError, from_dict, load_config
-from comp.data.competition import IMAGE_EXTS, DataError, load_test, onehot_labels, read_csv_str, wide_labels
+from comp.data.competition import IMAGE_EXTS, DataError, load_test, load_train, onehot_labels, read_csv_str, wide_labels
 from comp.data.init_multilabel import column_task, wide_target
 from comp.data.multilabel import check_label_cells, label_classes, split_labels, wide_sep
+from comp.data.sizes import fitted_size, summarize_sizes
 from comp.files import write_text
 
 ID_NAMES = ("image_id", "id", "image", "image_name", "filename", "file_name", "file", "img", "name", "path")
@@ -509,6 +510,22 @@ def _detect_folders(root: Path, train_dir: str | None, test_dir: str | None, why
     }
 
 
+def image_sizes(cfg: Config) -> str:
+    """What the training images' headers say about their size, and the input size training will fit from it."""
+    from comp.accel import has_accelerator
+
+    try:
+        paths = [p for p in load_train(cfg)["path"] if p]
+    except (DataError, ConfigError, OSError) as e:
+        return f"image sizes: not read ({e})"
+    s = summarize_sizes(paths)
+    if s is None:
+        return f"image sizes: no header of {len(paths)} training images could be read (comp check names the files)"
+    size = fitted_size(s.median_short, has_accelerator())
+    return (f"image sizes: {s.describe()}, short side {s.median_short} (headers of {s.n} training images); "
+            f"training uses input.size {size} unless you set it")
+
+
 def init_competition(
     directory: str | Path,
     config_path: str | Path = "comp.yaml",
@@ -544,6 +561,7 @@ def init_competition(
     echo(f"competition: {root.resolve()}")
     for line in why:
         echo(f"  {line}")
+    echo(f"  {image_sizes(cfg)}")
     echo(f"wrote {config_path} (data.root: {data['root']})")
     echo("next: comp check" + ("" if os.path.samefile(base, Path.cwd()) else f" -c {config_path}"))
     return cfg

@@ -8,6 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+MIN_SIZE, MAX_SIZE, MAX_SIZE_CPU = 32, 384, 224
+
+
+def fitted_size(median_short: int, gpu: bool) -> int:
+    """The median short side rounded to a multiple of 32, kept within [32, 384] ([32, 224] on CPU)."""
+    top = MAX_SIZE if gpu else MAX_SIZE_CPU
+    return int(min(top, max(MIN_SIZE, 32 * round(median_short / 32))))
+
 
 @dataclass
 class SizeSummary:

@@ -22,17 +22,10 @@ import yaml
 from comp import runs
 from comp.accel import has_accelerator
 from comp.config import Config
-from comp.data.sizes import summarize_sizes
+from comp.data.sizes import MAX_SIZE, MAX_SIZE_CPU, fitted_size, summarize_sizes
 
-MIN_SIZE, MAX_SIZE, MAX_SIZE_CPU = 32, 384, 224
 CPU_BATCH = 64
 MAX_BATCH = 256
-
-
-def fitted_size(median_short: int, gpu: bool) -> int:
-    """The median short side rounded to a multiple of 32, kept within [32, 384] ([32, 224] on CPU)."""
-    top = MAX_SIZE if gpu else MAX_SIZE_CPU
-    return int(min(top, max(MIN_SIZE, 32 * round(median_short / 32))))
 
 
 def _recorded(exp: str | None) -> dict:
