@@ -124,7 +124,10 @@ def test_auto_within_budget(tmp_path, competition):
     assert wall <= 120 * 1.1, f"{wall:.0f}s for a 2m budget\n{out[-3000:]}"
     assert out.index("comp auto plan") < out.index("[auto] check")  # the plan is printed first
     plan = _check_outputs(cwd, competition)
-    assert plan["choices"]["size"] == 32 and plan["choices"]["stem_stride"] == 1
+    assert plan["choices"]["size"] == 32
+    # The sharp stem only where the probe measured it cheap enough (on these 2 cores it costs several x: own stem)
+    c = plan["choices"]
+    assert "costs" in c["stem_why"] and (c["stem_stride"] == 1) == c["stem_why"].startswith("stem_stride 1"), c
     assert "what it chose and why" in out and "submissions/auto.csv" in out
 
 

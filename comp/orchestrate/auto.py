@@ -41,6 +41,7 @@ AUTO_DIR = runs.RUNS_DIR / "auto"
 SEARCH_EXP = "auto-search"
 MEMBERS = ("auto-a", "auto-b")
 SEARCH_FOLDS = [0]
+STEM_COST_MAX = 1.5  # the sharp small-image stem is auto's choice only when it costs at most this x the own stem
 TTA = ["identity", "hflip"]
 SUBMISSION = "auto"
 
@@ -185,9 +186,6 @@ def _make_plan(a: Auto, models: list[str] | None) -> tuple[ap.Plan, dict]:
     counts = train["label"].value_counts()
     gpus = a.gpus if a.gpus is not None else torch.cuda.device_count()
     base = [f"input.size={cfg.input.size}", "infer.tta=[identity,hflip]"]
-    small = cfg.input.size <= 64 and "model.stem_stride" not in mine
-    if small:
-        base.append("model.stem_stride=1")  # measured against upscaling: README "Small images kept sharp"
     if "train.label_smoothing" not in mine:
         base.append("train.label_smoothing=0.1")
     cfg = load_config(a.config_path, overrides=base)
@@ -195,6 +193,13 @@ def _make_plan(a: Auto, models: list[str] | None) -> tuple[ap.Plan, dict]:
     batch = min(32, cfg.train.batch_size or 64)  # a probe batch: images/s, not memory
     t_img = _decode_seconds(train["path"].tolist()[:20])
     train_ips, infer_ips = ap.probe_models(cfg, cands, len(counts), batch, steps=2)
+    small, stem_why = False, ""
+    if cfg.input.size <= 64 and "model.stem_stride" not in mine:
+        small, stem_why = _sharp_stem(a, base, cands[0], len(counts), batch, train_ips[cands[0]])
+        if small:
+            base.append("model.stem_stride=1")
+            cfg = load_config(a.config_path, overrides=base)
+            train_ips, infer_ips = ap.probe_models(cfg, cands, len(counts), batch, steps=2)
     folds = cfg.folds.n_splits if "folds.n_splits" in mine else (5 if a.budget_s >= 600 else 3)
     inp = ap.PlanInputs(a.budget_s, a.elapsed(), len(train), n_test, folds, train_ips, infer_ips,
                         has_ray=importlib.util.find_spec("ray") is not None, gpus=gpus,
@@ -205,9 +210,23 @@ def _make_plan(a: Auto, models: list[str] | None) -> tuple[ap.Plan, dict]:
                "imbalance": round(imbalance, 2), "user_keys": sorted(mine), "train_ips": train_ips,
                "infer_ips": infer_ips, "n_train": len(train), "n_test": n_test, "gpus": gpus}
     plan.stage("plan").spent_s = round(a.elapsed(), 1)
-    plan.stage("plan").chose = (f"input.size {cfg.input.size}" + (" with stem_stride 1" if small else "")
+    choices["stem_why"] = stem_why
+    plan.stage("plan").chose = (f"input.size {cfg.input.size}" + (f"; {stem_why}" if stem_why else "")
                                 + "; " + ", ".join(f"{m} {v:.0f} img/s" for m, v in train_ips.items()))
     return plan, choices
+
+
+def _sharp_stem(a: Auto, base: list[str], model: str, n_classes: int, batch: int, own_ips: float) -> tuple[bool, str]:
+    """Small images: keep resolution through the stem (``model.stem_stride 1``) only when it costs at most 1.5x the
+    model's own stem. At equal compute the cheaper stem's extra epochs won on a 28-px `comp sample` CPU run
+    (benchmarks/defaults.py, README "Small images kept sharp"); on a GPU the sharp stem is often nearly free."""
+    cfg = load_config(a.config_path, overrides=[*base, "model.stem_stride=1"])
+    sharp_ips = ap.probe_models(cfg, [model], n_classes, batch, steps=2)[0][model]
+    ratio = own_ips / max(sharp_ips, 1e-9)
+    if ratio <= STEM_COST_MAX:
+        return True, f"stem_stride 1 ({model} costs {ratio:.1f}x its own stem here, <= {STEM_COST_MAX}x)"
+    return False, (f"the model's own stem ({model} at stem_stride 1 costs {ratio:.1f}x, > {STEM_COST_MAX}x: more "
+                   f"epochs of the cheaper stem score better at equal time)")
 
 
 def _decode_seconds(paths: list[str]) -> float:
