@@ -7,12 +7,12 @@ Data: `comp sample --imbalance 10` (Fashion-MNIST, N train, M hold-out test), 3 
     synth   comp synth --exp base ... (fold k's generator on the other folds' rows; its quality measured by
             base's fold-k classifier -> reports/base/synth/); configs/syn.yaml = base + data.synthetic: base;
             train; predict; ensemble; score
-    cost    seconds per generator step at the default size (32 px: UNet widths 32,64,64, batch 64) on this
-            machine, extrapolated to the default 1000 steps
+    cost    the generators' own figures (summary.json: training seconds and steps per fold, sampling images/s),
+            and the seconds of a training step at the default size (--kind's default widths, batch 64) here
 
 CV: the ledger's figure (OOF of the fold models, given labels); hold-out: `comp score` against solution.csv.
 
-    python benchmarks/synth.py [--dir bench-synth] [--epochs 6] [--steps 100] [--channels 16,32,32]
+    python benchmarks/synth.py [--dir bench-synth] [--epochs 6] [--kind gan] [--max-minutes 10] [--fill-to F]
 """
 
 from __future__ import annotations
@@ -27,22 +27,23 @@ sys.path.insert(0, str(Path(__file__).parent))
 from techniques import comp, predicted, submitted, trained  # noqa: E402
 
 
-def default_step_seconds(n: int = 4) -> float:
-    """Median seconds of a training step of the default 32-px generator (batch 64) on this machine."""
+def default_step_seconds(kind: str, n: int = 4) -> float:
+    """Median seconds of a training step of the default 32-px generator of ``kind`` (batch 64) on this machine."""
+    import tempfile
+
     import numpy as np
 
-    from comp.techniques.generator import GenSpec, train_generator
+    from comp.techniques import synth_models
+    from comp.techniques.generator import GenSpec
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (256, 32, 32, 3), dtype=np.uint8)
     times = []
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(1, n + 1):
             t0 = time.perf_counter()
-            train_generator(GenSpec(32, 10), images, rng.integers(0, 10, 256), i, 64, 1e-3, 0, Path(tmp) / "s",
-                            lambda s: None, block=10_000)
+            synth_models.train(GenSpec(32, 10, kind=kind), images, rng.integers(0, 10, 256), i, 64,
+                               synth_models.DEFAULT_LR[kind], 0, Path(tmp) / "s", lambda s: None, block=10_000)
             times.append(time.perf_counter() - t0)
     return float(np.median(np.diff([0.0, *times])))
 
@@ -54,10 +55,10 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=500)
     ap.add_argument("--imbalance", type=float, default=10)
     ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--channels", default="16,32,32")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--guidance", type=float, default=2.0)
+    ap.add_argument("--kind", default="gan")
+    ap.add_argument("--steps", type=int, default=0, help="0: the kind's default")
+    ap.add_argument("--max-minutes", type=float, default=10.0)
+    ap.add_argument("--fill-to", type=int, default=None, help="default: comp synth's (fill to the median class)")
     args = ap.parse_args()
     where = Path(args.dir).resolve()
     where.mkdir(parents=True, exist_ok=True)
@@ -78,8 +79,9 @@ def main() -> None:
     out["base"] = submitted(where, "base", "base")
     out["base"]["seconds"] = round(time.perf_counter() - t0)
     resume = ["--resume"] if (where / "folds" / "synth" / "base").exists() else []
-    log = comp(where, "synth", "--exp", "base", "--steps", str(args.steps), "--channels", args.channels,
-               "--batch-size", str(args.batch_size), "--guidance", str(args.guidance), *resume)
+    fill = ["--fill-to", str(args.fill_to)] if args.fill_to is not None else []
+    log = comp(where, "synth", "--exp", "base", "--kind", args.kind, "--steps", str(args.steps), "--max-minutes",
+               str(args.max_minutes), *fill, *resume)
     (where / "synth.log").write_text(log)
     summary = json.loads((where / "folds" / "synth" / "base" / "summary.json").read_text())
     out["generator"] = summary["folds"]
@@ -89,7 +91,7 @@ def main() -> None:
     predicted(where, "syn")
     out["syn"] = submitted(where, "syn", "syn")
     out["syn"]["seconds"] = round(time.perf_counter() - t0)
-    out["default_step_seconds"] = default_step_seconds()
+    out["default_step_seconds"] = default_step_seconds(args.kind)
     (where / "results.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
 

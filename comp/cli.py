@@ -680,11 +680,15 @@ def pseudo(config_path, source, exp, threshold, top, soft, overwrite):
               "to the median class count)")
 @click.option("--classes", help="only these classes, comma-separated")
 @click.option("--fold", "fold_ids", type=int, multiple=True, help="only this fold (repeatable; default every fold)")
-@click.option("--steps", type=int, default=1000, show_default=True, help="generator training steps per fold")
+@click.option("--kind", type=click.Choice(["gan", "diffusion"]), default="gan", show_default=True,
+              help="gan: a small class-conditional DCGAN (one forward per image); diffusion: a diffusers UNet (DDIM)")
+@click.option("--steps", type=int, default=0, help="generator training steps per fold [default: gan 3000, "
+              "diffusion 1000]")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--channels", help="UNet widths, comma-separated (default by size: 32,64,64 up to 32 px)")
-@click.option("--sample-steps", type=int, default=20, show_default=True, help="DDIM steps per image")
+@click.option("--lr", type=float, default=0.0, help="[default: gan 2e-4, diffusion 1e-3]")
+@click.option("--channels", help="widths, comma-separated (default by size up to 32 px: gan 128,64,32,16, from "
+              "size/8 up; diffusion UNet 32,64,64)")
+@click.option("--sample-steps", type=int, default=20, show_default=True, help="DDIM steps per image (diffusion)")
 @click.option("--guidance", type=float, default=1.0, show_default=True,
               help="classifier-free guidance scale (1: none; 2-3 sharpens classes at twice the sampling cost)")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -695,7 +699,7 @@ def pseudo(config_path, source, exp, threshold, top, soft, overwrite):
 @click.option("--report/--no-report", default=True, show_default=True,
               help="measure the images with runs/EXP's fold classifiers -> reports/EXP/synth/index.html")
 @user_errors
-def synth(config_path, exp, overrides, per_class, fill_to, classes, fold_ids, steps, batch_size, lr, channels,
+def synth(config_path, exp, overrides, per_class, fill_to, classes, fold_ids, kind, steps, batch_size, lr, channels,
           sample_steps, guidance, seed, max_minutes, resume, overwrite, report):
     """Fold-safe synthetic images: a class-conditional generator per fold -> folds/synth/EXP/fold_k/.
 
@@ -709,7 +713,7 @@ def synth(config_path, exp, overrides, per_class, fill_to, classes, fold_ids, st
     from comp.techniques.synth import SynthOptions, make_synth, parse_ints
     from comp.techniques.synth_report import synth_report
 
-    opts = SynthOptions(per_class=per_class, fill_to=fill_to, steps=steps, batch_size=batch_size, lr=lr,
+    opts = SynthOptions(per_class=per_class, fill_to=fill_to, kind=kind, steps=steps, batch_size=batch_size, lr=lr,
                         classes=[c.strip() for c in classes.split(",")] if classes else None,
                         channels=parse_ints(channels, "--channels"), sample_steps=sample_steps, guidance=guidance,
                         seed=seed, max_minutes=max_minutes)

@@ -22,7 +22,7 @@ from comp.techniques import sources
 from comp.techniques.pseudo import folds_digest
 from comp.train.loop import train_folds
 
-TINY_GEN = ["--channels", "8,16,16", "--steps", "3", "--batch-size", "16", "--sample-steps", "2"]
+TINY_GEN = ["--channels", "32,16,8,8", "--steps", "3", "--batch-size", "16"]  # the default kind: gan
 RECIPE = ["model.name=test_resnet", "input.size=32", "augment.preset=none", "train.batch_size=32",
           "train.lr=0.01", "train.epochs=2", "folds.n_splits=3"]
 
@@ -60,7 +60,18 @@ def test_synth_cli_per_fold_files_resume_and_refusals(folded, monkeypatch):
         meta = json.loads((out / f"fold_{k}" / "generator.json").read_text())
         assert meta["fold"] == k and meta["train_rows"] == int((folds["fold"] != str(k)).sum())
         assert (out / f"fold_{k}" / "generator.safetensors").exists() and not (out / f"fold_{k}" / "state").exists()
-    assert "cost: generator" in r.output and "never fold 0's" in r.output
+        assert meta["spec"]["kind"] == "gan"
+    assert "cost: generator" in r.output and "never fold 0's" in r.output and "gan generator" in r.output
+    # The diffusion generator stays an option, with the same files.
+    r = run(cli, ["synth", "--exp", "gd", "--set", "input.size=32", "--no-report", "--kind", "diffusion", "--channels",
+                  "8,16,16", "--steps", "2", "--batch-size", "8", "--sample-steps", "2", "--fold", "0", *pick])
+    assert r.exit_code == 0, r.output
+    gd = folded / "folds" / "synth" / "gd" / "fold_0"
+    assert json.loads((gd / "generator.json").read_text())["spec"]["kind"] == "diffusion"
+    assert Image.open(gd / pd.read_csv(gd / "images.csv")["id"].iloc[0]).size == (32, 32)
+    r = run(cli, ["synth", "--exp", "gb", "--set", "input.size=32", "--channels", "8,16,16", "--steps", "1", *pick,
+              "--no-report"])
+    assert r.exit_code != 0 and "4 widths for --channels" in r.output and "Traceback" not in r.output, r.output
     # Outputs are never overwritten silently; --resume skips finished folds.
     r = run(cli, [*base, *pick])
     assert r.exit_code != 0 and "--resume" in r.output and "--overwrite" in r.output
@@ -106,6 +117,41 @@ def test_generator_resumes_to_the_same_weights(tmp_path):
     _, info_c = train_generator(spec, images, labels, 4, state_dir=tmp_path / "c",
                                 **{**args, "echo": lines.append, "max_seconds": 1e-9})
     assert info_c.step == 1 and any("time budget" in s and "step 1/4" in s for s in lines), lines
+
+
+def test_gan_trains_on_real_images_resumes_to_the_same_weights_and_makes_images_of_its_size(tmp_path, competition):
+    from comp.data.cache import load_images
+    from comp.techniques import synth_models
+    from comp.techniques.gan import balanced_weights
+    from comp.techniques.generator import GenSpec, TrainInfo, save_generator
+
+    df = pd.read_csv(competition / "train.csv", dtype=str).iloc[:48]
+    images = load_images([str(competition / "train_images" / f"{i}.png") for i in df["image_id"]], 16, "stretch",
+                         10**8, cache="memory", progress=False)
+    classes = sorted(df["label"].unique())
+    labels = np.array([classes.index(c) for c in df["label"]])
+    spec = GenSpec(size=16, n_classes=len(classes), channels=[32, 16, 8, 8], kind="gan")
+    args = dict(batch_size=8, lr=2e-4, seed=3, echo=lambda s: None, block=2)
+    straight, info = synth_models.train(spec, images, labels, 4, state_dir=tmp_path / "a", **args)
+    synth_models.train(spec, images, labels, 2, state_dir=tmp_path / "b", **args)  # "stopped" after step 2
+    assert (tmp_path / "b" / "model.safetensors").exists() and (tmp_path / "b" / "optimizer.safetensors").exists()
+    lines = []
+    resumed, info_b = synth_models.train(spec, images, labels, 4, state_dir=tmp_path / "b",
+                                         **{**args, "echo": lines.append})
+    assert any("resumed the generator at step 2" in s for s in lines) and info_b.step == info.step == 4
+    assert any("steps/s" in s for s in lines), lines  # progress with its cost
+    sa, sb = straight.state_dict(), resumed.state_dict()
+    assert all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
+    assert not np.array_equal(sa["out.weight"].numpy(), synth_models.gan.Generator(spec).state_dict()["out.weight"])
+    # Saved and loaded by kind; an image per (class, seed), of the spec's size, the same image for the same seed.
+    save_generator(tmp_path / "generator.safetensors", straight, spec, TrainInfo(4), {})
+    model, spec2, _ = synth_models.load(tmp_path / "generator.safetensors")
+    assert spec2 == spec
+    imgs = synth_models.sample(model, spec2, np.array([0, 1, 0]), np.array([7, 8, 7]))
+    assert imgs.shape == (3, 16, 16, 3) and imgs.dtype == np.uint8 and np.array_equal(imgs[0], imgs[2])
+    # Class-balanced: the rarest class is drawn as often as the most common one.
+    w = balanced_weights(labels).numpy()
+    assert np.allclose(np.bincount(labels, weights=w)[np.bincount(labels) > 0], 1.0)
 
 
 def _write_synth(folder, cfg, frames: dict[int, pd.DataFrame], src_dir):

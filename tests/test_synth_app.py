@@ -19,7 +19,7 @@ from comp.data.folds import make_folds
 from comp.train.loop import train_folds
 
 pytestmark = pytest.mark.slow
-GEN = ["--channels", "8,16,16", "--steps", "3", "--batch-size", "16", "--sample-steps", "2"]
+GEN = ["--channels", "32,16,8,8", "--steps", "3", "--batch-size", "16"]  # the default kind: gan
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,10 @@ class Generator:
 
     def make(self, cls: str, n: int, seed: int) -> list[np.ndarray]:
         """``n`` uint8 RGB images of class ``cls``, image i from seed ``seed + i`` (loaded on first use)."""
-        from comp.techniques.generator import load_generator, sample
+        from comp.techniques.synth_models import load, sample
 
         if self.model is None:
-            self.model, self.spec, _ = load_generator(self.path)
+            self.model, self.spec, _ = load(self.path)
         labels = np.full(n, self.classes.index(cls), np.int64)
         seeds = np.arange(seed, seed + n, dtype=np.int64)
         return list(sample(self.model, self.spec, labels, seeds, self.sample_steps, self.guidance))

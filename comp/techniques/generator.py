@@ -35,12 +35,13 @@ class GenSpec:
 
     size: int  # square side the generator makes
     n_classes: int
-    channels: list[int] = field(default_factory=list)  # UNet block_out_channels; [] = by size
+    channels: list[int] = field(default_factory=list)  # UNet block_out_channels / GAN widths; [] = by size
     layers_per_block: int = 1
+    kind: str = "diffusion"  # diffusion (this module) or gan (comp.techniques.gan)
 
     def __post_init__(self):
         if not self.channels:
-            self.channels = default_channels(self.size)
+            self.channels = default_channels(self.size, self.kind)
 
 
 def gen_size(input_size: int, max_size: int = 64) -> int:
@@ -49,8 +50,11 @@ def gen_size(input_size: int, max_size: int = 64) -> int:
     return max(8, int(math.ceil(min(input_size, max_size) / 8)) * 8)
 
 
-def default_channels(size: int) -> list[int]:
-    """UNet widths by size: (32, 64, 64) up to 32 px, one more level of 128 beyond."""
+def default_channels(size: int, kind: str = "diffusion") -> list[int]:
+    """Widths by size. Diffusion: UNet (32, 64, 64) up to 32 px, one more level of 128 beyond. GAN: the generator's
+    four widths from size/8 up to full size (the discriminator's in reverse): 128,64,32,16 up to 32 px, x2 beyond."""
+    if kind == "gan":
+        return [128, 64, 32, 16] if size <= 32 else [256, 128, 64, 32]
     return [32, 64, 64] if size <= 32 else [32, 64, 64, 128]
 
 

@@ -34,8 +34,10 @@ from comp.console import progress_bar
 from comp.data.cache import load_images
 from comp.data.competition import DataError, read_csv_str
 from comp.files import write_csv, write_text
-from comp.techniques.generator import GenSpec, gen_size, load_generator, sample, save_generator, train_generator
+from comp.techniques import synth_models
+from comp.techniques.generator import GenSpec, gen_size, save_generator
 from comp.techniques.pseudo import folds_digest
+from comp.train.defaults import fit_defaults
 from comp.train.rows import load_table
 
 SYNTH_DIR = Path("folds") / "synth"
@@ -48,13 +50,14 @@ class SynthOptions:
     per_class: int | None = None
     fill_to: int | None = None
     classes: list[str] | None = None
-    steps: int = 1000  # generator training steps per fold
+    kind: str = "gan"  # gan (comp.techniques.gan) or diffusion (comp.techniques.generator)
+    steps: int = 0  # generator training steps per fold; 0 = by kind (STEPS)
     batch_size: int = 64
-    lr: float = 1e-3
-    channels: list[int] = field(default_factory=list)  # UNet widths; [] = by size (generator.default_channels)
+    lr: float = 0.0  # 0 = by kind (synth_models.DEFAULT_LR)
+    channels: list[int] = field(default_factory=list)  # widths; [] = by size and kind (generator.default_channels)
     max_size: int = 64  # the generator's side is min(input.size, max_size)
-    sample_steps: int = 20  # DDIM steps per image
-    guidance: float = 1.0  # classifier-free guidance scale (1: none, one forward per step)
+    sample_steps: int = 20  # DDIM steps per image (diffusion)
+    guidance: float = 1.0  # classifier-free guidance scale (diffusion; 1: none, one forward per step)
     seed: int = 0
     max_minutes: float = 10.0  # stop a fold's generator training after this long (0: no limit); steps reached kept
 
@@ -72,7 +75,15 @@ def parse_ints(text: str | None, where: str) -> list[int]:
     return out
 
 
+STEPS = {"gan": 3000, "diffusion": 1000}
+
+
 def check_options(opts: SynthOptions) -> None:
+    """Refuses bad options (naming the flag) and fills the by-kind defaults (steps, lr)."""
+    if opts.kind not in synth_models.KINDS:
+        raise ConfigError(f"--kind {opts.kind!r}: expected one of {', '.join(synth_models.KINDS)}")
+    opts.steps = opts.steps or STEPS[opts.kind]
+    opts.lr = opts.lr or synth_models.DEFAULT_LR[opts.kind]
     for name in ("steps", "batch_size", "sample_steps", "max_size"):
         if getattr(opts, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} {getattr(opts, name)}: expected a positive integer")
@@ -150,6 +161,8 @@ def make_synth(cfg: Config, opts: SynthOptions, folds: list[int] | None = None, 
     check_options(opts)
     wanted(np.zeros(0, int), [], SynthOptions(per_class=opts.per_class, fill_to=opts.fill_to))  # one of them
     table, classes = load_table(cfg, skip_bad=False, echo=echo)
+    if cfg.input.size is None:  # fitted from the image headers (or runs/E/config.yaml), as training does
+        fit_defaults(cfg, lambda: table["path"].tolist(), len(classes), echo=echo, probe=False)
     out = synth_dir(cfg, cfg.exp)
     summary = check_folder(cfg, out, opts, classes, overwrite, resume)
     all_folds = sorted(table["fold"].unique().tolist())
@@ -162,7 +175,7 @@ def make_synth(cfg: Config, opts: SynthOptions, folds: list[int] | None = None, 
     images = load_images(table["path"].tolist(), size, cfg.input.resize, cfg.data.max_pixels, cache="memory",
                          progress=progress, desc=f"decode {size}px")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    echo(f"synth {cfg.exp}: a class-conditional diffusion generator per fold at {size} px ({len(classes)} classes, "
+    echo(f"synth {cfg.exp}: a class-conditional {opts.kind} generator per fold at {size} px ({len(classes)} classes, "
          f"{opts.steps} steps of {opts.batch_size}); images -> {out}/fold_k/")
     for k in folds or all_folds:
         summary["folds"][str(k)] = synth_fold(cfg, opts, table, classes, images, int(k), out / f"fold_{k}", echo,
@@ -184,16 +197,16 @@ def synth_fold(cfg: Config, opts: SynthOptions, table: pd.DataFrame, classes: li
     train = table[table["fold"] != k]
     y = train["y"].to_numpy()
     counts = np.bincount(y, minlength=len(classes))
-    spec = GenSpec(size=images.shape[1], n_classes=len(classes), channels=list(opts.channels))
+    spec = GenSpec(size=images.shape[1], n_classes=len(classes), channels=list(opts.channels), kind=opts.kind)
     gen_path = fd / "generator.safetensors"
     if gen_path.exists():
-        model, spec, meta = load_generator(gen_path)
+        model, spec, meta = synth_models.load(gen_path)
         step, train_s = meta["step"], meta["train_seconds"]
     else:
         bar = progress_bar(total=opts.steps, desc=f"generator fold {k}", unit="step", enabled=progress)
         echo(f"fold {k}: training the generator on {len(train)} rows of folds "
              f"{sorted(set(train['fold']))} (never fold {k}'s)")
-        model, info = train_generator(spec, images[train.index.to_numpy()], y, opts.steps, opts.batch_size, opts.lr,
+        model, info = synth_models.train(spec, images[train.index.to_numpy()], y, opts.steps, opts.batch_size, opts.lr,
                                       opts.seed + k, fd / "state", echo, bar, block=max(1, min(100, opts.steps)),
                                       max_seconds=opts.max_minutes * 60 or None)
         bar.close()
@@ -212,7 +225,7 @@ def synth_fold(cfg: Config, opts: SynthOptions, table: pd.DataFrame, classes: li
     for lo in range(0, len(rows), 256):  # written as they come: a kill loses one block
         todo = [j for j in range(lo, min(lo + 256, len(rows))) if not (fd / ids[j]).exists()]
         if todo:
-            imgs = sample(model, spec, labels[todo], seeds[todo], opts.sample_steps, opts.guidance)
+            imgs = synth_models.sample(model, spec, labels[todo], seeds[todo], opts.sample_steps, opts.guidance)
             for j, img in zip(todo, imgs):
                 write_png(fd / ids[j], img)
         bar.update(min(lo + 256, len(rows)) - lo)
