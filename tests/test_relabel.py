@@ -74,14 +74,18 @@ def test_data_relabel_changes_training_targets_only(workdir, competition):
     assert not t.loc[b["image_id"], "train_use"] and t["train_use"].sum() == len(t) - 1
     assert t.loc[c["image_id"], "y_train"] == t.loc[c["image_id"], "y"]
     assert (t["y_train"] != t["y"]).sum() == 1
-    assert any("1 training labels changed, 1 rows dropped" in s for s in said)
+    assert any("1 training labels changed (accepted" in s and "1 rows dropped" in s for s in said)
 
     # A real (tiny) run with it: the OOF still holds every row once, with its given label.
     cfg = load_config(workdir / "comp.yaml", exp="clean", overrides=[
         "model.name=test_resnet", "input.size=32", "train.epochs=1", "train.batch_size=64"])
     with pytest.raises(ConfigError, match=r"data.relabel is set, but no source for it was given"):
         train_folds(cfg, **QUIET)  # a technique is never silently left out of training
-    train_folds(cfg, **QUIET, sources=sources(cfg))
+    said = []
+    train_folds(cfg, echo=said.append, sources=sources(cfg))
+    # Two folds leave no row to train a fold-safe pair model on: the accepted row is kept as given, and said.
+    assert any("fold 1: data.relabel through fold-safe suggestions" in s and "0 accepted relabels applied, 1 kept "
+               "as given" in s and "use 3 or more folds" in s for s in said), said
     oof = pd.read_csv(workdir / "runs" / "clean" / "oof.csv", dtype=str).set_index("image_id")
     assert len(oof) == len(train)
     assert oof.loc[a["image_id"], "label"] == a["label"] and b["image_id"] in oof.index
