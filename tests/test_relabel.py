@@ -74,14 +74,18 @@ def test_data_relabel_changes_training_targets_only(workdir, competition):
     assert not t.loc[b["image_id"], "train_use"] and t["train_use"].sum() == len(t) - 1
     assert t.loc[c["image_id"], "y_train"] == t.loc[c["image_id"], "y"]
     assert (t["y_train"] != t["y"]).sum() == 1
-    assert any("1 training labels changed, 1 rows dropped" in s for s in said)
+    assert any("1 training labels changed (accepted" in s and "1 rows dropped" in s for s in said)
 
     # A real (tiny) run with it: the OOF still holds every row once, with its given label.
     cfg = load_config(workdir / "comp.yaml", exp="clean", overrides=[
         "model.name=test_resnet", "input.size=32", "train.epochs=1", "train.batch_size=64"])
     with pytest.raises(ConfigError, match=r"data.relabel is set, but no source for it was given"):
         train_folds(cfg, **QUIET)  # a technique is never silently left out of training
-    train_folds(cfg, **QUIET, sources=sources(cfg))
+    said = []
+    train_folds(cfg, echo=said.append, sources=sources(cfg))
+    # Two folds leave no row to train a fold-safe pair model on: the accepted row is kept as given, and said.
+    assert any("fold 1: data.relabel through fold-safe suggestions" in s and "0 accepted relabels applied, 1 kept "
+               "as given" in s and "use 3 or more folds" in s for s in said), said
     oof = pd.read_csv(workdir / "runs" / "clean" / "oof.csv", dtype=str).set_index("image_id")
     assert len(oof) == len(train)
     assert oof.loc[a["image_id"], "label"] == a["label"] and b["image_id"] in oof.index
@@ -157,3 +161,36 @@ def test_relabel_finds_flipped_labels(tmp_path, monkeypatch):
     assert (work / "reports" / "noisy" / "relabel.csv").exists()
     assert (work / "reports" / "noisy" / "relabel" / "index.html").exists()
     assert (work / "reports" / "noisy" / "index.html").exists()
+
+
+@pytest.mark.slow
+def test_fold_k_relabels_only_through_pair_models_that_never_saw_fold_k(workdir, competition):
+    """data.relabel cross-fitted (issue 17): fold k's accepted relabels go through pair models trained without fold
+    k (runs/E/relabel_pairs/pair_j_k), each trained once, read back by the other fold that needs it, and the
+    cost is printed. Before issue 17 no pair model existed and fold k trained on every accepted row as written."""
+    make_folds(load_config(workdir / "comp.yaml"), n_splits=3, **QUIET)
+    folds = pd.read_csv(workdir / "folds" / "folds.csv", dtype=str)
+    classes = sorted(folds["label"].unique())
+    picks = folds.groupby("fold").head(4)  # 4 rows of each fold, accepted as another class
+    _relabel_csv(workdir / "relabel.csv", [
+        {"id": r.image_id, "fold": r.fold, "given": r.label, "accept": "accept",
+         "suggested": classes[(classes.index(r.label) + 1) % len(classes)]} for r in picks.itertuples()])
+    cfg = load_config(workdir / "comp.yaml", exp="cf", overrides=[
+        "model.name=test_resnet", "input.size=32", "train.epochs=1", "train.batch_size=64", "data.relabel=relabel.csv"])
+    said = []
+    train_folds(cfg, folds=[0], echo=said.append, sources=sources(cfg))
+    pairs = workdir / "runs" / "cf" / "relabel_pairs"
+    assert sorted(p.name for p in pairs.iterdir() if p.is_dir()) == ["pair_0_1", "pair_0_2"]  # fold 0's only
+    for name in ("pair_0_1", "pair_0_2"):
+        held = set(yaml.safe_load((pairs / f"{name}.split.json").read_text())["held_out"])
+        assert 0 in held and len(held) == 2  # trained on the third fold's rows alone
+        assert (pairs / name / "done.json").exists()
+    line = next(s for s in said if s.startswith("fold 0: data.relabel through fold-safe suggestions"))
+    assert "accepted relabels applied" in line and "2 pair models (pair_0_1, pair_0_2; 2 trained now" in line
+    applied = int(line.split("accepted relabels applied")[0].split()[-1])
+    kept = int(line.split(" kept as given")[0].split()[-1])
+    assert applied + kept == 8  # fold 1's and fold 2's accepted rows, each applied or kept as given
+    said.clear()
+    train_folds(cfg, folds=[1], echo=said.append, sources=sources(cfg))
+    line = next(s for s in said if s.startswith("fold 1: data.relabel through fold-safe suggestions"))
+    assert "(pair_0_1, pair_1_2; 1 trained now, 1 read back)" in line

@@ -20,20 +20,25 @@ from comp.data.competition import DataError
 from comp.techniques.distill import check_teacher, teacher_targets
 from comp.techniques.foldsafe import check_fold_safe
 from comp.techniques.pseudo import Pseudo, load_pseudo
-from comp.techniques.relabel import apply_relabel
+from comp.techniques.relabel import apply_relabel, fold_safe_rows
 from comp.techniques.synth import Synthetic, load_synthetic
 from comp.train.loop import check_config
 from comp.train.rows import FoldRows, Pool, Source, per_class
 
 
 class RelabelSource(Source):
-    """data.relabel: the table's training targets (y_train, train_use) from the accepted relabel file; base_rows
-    reads them, so there is nothing to add per fold."""
+    """data.relabel: the table's training targets (y_train, train_use) from the accepted relabel file; fold k then
+    keeps an accepted relabel only where the fold-safe suggestion (a pair model trained without fold k) agrees."""
 
     key = "data.relabel"
 
     def table(self, pool: Pool) -> None:
         pool.table = apply_relabel(pool.cfg, pool.table, pool.classes, pool.echo)
+
+    def extend(self, pool: Pool, k, fr: FoldRows) -> FoldRows:
+        if isinstance(k, str):  # a full-data run: no fold to keep honest, the accepted labels as written
+            return fr
+        return fold_safe_rows(pool, k, fr)
 
 
 @dataclass

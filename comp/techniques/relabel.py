@@ -11,8 +11,17 @@ model that scored a row never trained on it.
 ``accept`` (or yes / y / 1 / true) takes the suggested label, ``drop`` leaves the row out of training, empty
 keeps the row as it is. ``data.relabel: reports/E/relabel.csv`` in a new experiment applies it to the TRAINING
 rows of each fold only: every row keeps its given label in validation and in the OOF, so the new experiment's
-CV is measured on the same labels as every other experiment (comparable, and blendable in ``comp ensemble``),
-and a relabel that only makes the model agree with itself cannot raise the CV. train.csv is never changed.
+CV is measured on the same labels as every other experiment (comparable, and blendable in ``comp ensemble``).
+train.csv is never changed.
+
+Cross-fitted (issue 17). relabel.csv's suggestion for a fold-j row came from the fold-j model, which trained on
+fold k's labels; training fold k on it would carry fold k's labels (a near-duplicate's noise included) into fold
+k's training. So fold k applies an accepted row of fold j only when the *fold-safe* suggestion agrees: the same
+rule (find_suspects) over fold j's rows, run on the probabilities of a pair model trained without folds j and k
+(``runs/E/relabel_pairs/pair_j_k``, E's recipe, its last epoch; comp.train.loop.train_helper). A row whose
+fold-safe suggestion differs is kept as given, and counted per fold. K(K-1)/2 pair models in all, each trained
+once and shared by its two folds; fold k needs only the K-1 pairs {j, k}. Dropped rows stay dropped. A full-data
+run (``--full``) has no fold, no OOF and no pair: it trains on the accepted suggestions as written.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +38,13 @@ import pandas as pd
 from comp.config import Config, ConfigError, resolve
 from comp.data.competition import DataError, load_train, read_csv_str
 from comp.files import write_csv, write_text
+from comp.train.rows import FoldRows, Pool
 
 ACCEPT = {"accept", "yes", "y", "1", "true"}
 DROP = {"drop"}
 KEEP = {"", "no", "n", "0", "false", "keep"}
 GALLERY = 60  # suspects shown (with Grad-CAM) in the HTML page
+PAIRS = "relabel_pairs"  # runs/E/relabel_pairs/pair_j_k: the cross-fitted suggestions' models
 
 
 @dataclass
@@ -252,9 +263,65 @@ def apply_relabel(cfg: Config, table: pd.DataFrame, classes: list[str],
     table.loc[ids.isin(drop), "train_use"] = False
     changed = table.loc[hit, "label"].value_counts()
     dropped = table.loc[~table["train_use"], "label"].value_counts()
-    echo(f"data.relabel ({path}): {int(hit.sum())} training labels changed, {int((~table['train_use']).sum())} rows "
-         f"dropped from training; validation and OOF keep the given labels")
+    echo(f"data.relabel ({path}): {int(hit.sum())} training labels changed (accepted; each fold keeps those its "
+         f"fold-safe suggestion agrees with), {int((~table['train_use']).sum())} rows dropped from training; "
+         f"validation and OOF keep the given labels")
     for c in classes:
         if changed.get(c, 0) or dropped.get(c, 0):
             echo(f"  {c}: {int(changed.get(c, 0))} relabelled, {int(dropped.get(c, 0))} dropped")
     return table
+
+
+def pair_name(j: int, k: int) -> str:
+    """The folder (under runs/E) of the pair model trained without folds j and k."""
+    a, b = sorted((int(j), int(k)))
+    return f"{PAIRS}/pair_{a}_{b}"
+
+
+def fold_safe_suggestions(pool: Pool, j: int, k: int):
+    """(table positions of fold j's rows, their fold-safe suggestion as class indices (the given label when the
+    row is no suspect), the pair model): find_suspects over fold j's rows alone, thresholds included, on the
+    probabilities of the model trained without folds j and k, so nothing in it depends on fold k's labels."""
+    h = pool.helper(pair_name(j, k), [j, k])
+    y = pool.table["y"].to_numpy()
+    mine = pool.table["fold"].to_numpy()[h.rows] == j
+    rows, probs = h.rows[mine], h.probs[mine]
+    safe = y[rows].copy()
+    s = find_suspects(y[rows], probs)
+    safe[s.pos] = s.suggested
+    return rows, safe, h
+
+
+def fold_safe_rows(pool: Pool, k: int, fr: FoldRows) -> FoldRows:
+    """Fold k's training targets with data.relabel applied through the fold-safe suggestions (module docstring):
+    an accepted row of fold j keeps its new label only when the pair model {j, k} suggests the same one."""
+    t, n = pool.table, len(pool.table)
+    y, accepted, folds = t["y"].to_numpy(), t["y_train"].to_numpy(), t["fold"].to_numpy()
+    real = np.flatnonzero(fr.rows < n)
+    changed = real[accepted[fr.rows[real]] != y[fr.rows[real]]]  # positions in fr of accepted relabels
+    if not len(changed) or pool.helper is None:
+        return fr
+    targets, parts, models, trained, seconds = fr.targets.copy(), [], [], 0, 0.0
+    applied = kept = 0
+    for j in sorted(set(folds[fr.rows[changed]].tolist())):
+        mine = changed[folds[fr.rows[changed]] == j]
+        if not (~np.isin(folds, [j, k]) & t["train_use"].to_numpy()).any():  # 2 folds: no pair model can exist
+            targets[mine] = y[fr.rows[mine]]
+            kept += len(mine)
+            parts.append(f"fold {j}: {len(mine)} kept as given (no rows outside folds {j} and {k} to train a "
+                         f"fold-safe model; use 3 or more folds)")
+            continue
+        rows, safe, h = fold_safe_suggestions(pool, j, k)
+        by_row = np.full(n, -1)
+        by_row[rows] = safe
+        agree = by_row[fr.rows[mine]] == accepted[fr.rows[mine]]
+        targets[mine[~agree]] = y[fr.rows[mine[~agree]]]
+        applied, kept = applied + int(agree.sum()), kept + int((~agree).sum())
+        parts.append(f"fold {j}: {int(agree.sum())} applied, {int((~agree).sum())} kept as given")
+        models.append(pair_name(j, k).split("/")[-1])
+        trained, seconds = trained + h.trained, seconds + h.seconds
+    pool.echo(f"fold {k}: data.relabel through fold-safe suggestions (pair models trained without fold {k}): "
+              f"{applied} accepted relabels applied, {kept} kept as given (their fold-safe suggestion disagrees); "
+              + "; ".join(parts) + f" | cost: {len(models)} pair models ({', '.join(models)}; {trained} trained "
+              f"now, {len(models) - trained} read back), {seconds:.0f} s of training")
+    return replace(fr, targets=targets, counts=dict(fr.counts, relabelled=applied, relabel_kept_given=kept))

@@ -35,9 +35,11 @@ def plan(exp: str, cache: bool = True, unfinished: bool = False) -> list[Item]:
     if not rd.is_dir():
         raise ConfigError(f"--exp {exp}: {rd} does not exist (nothing to clean)")
     items = []
-    for fd in sorted(rd.glob("fold_*")) + sorted(rd.glob("full_s*")):  # folds and full-data runs (--full)
+    # folds, full-data runs (--full) and data.relabel's pair models (relabel_pairs/pair_j_k)
+    units = sorted(rd.glob("fold_*")) + sorted(rd.glob("full_s*")) + sorted(rd.glob("relabel_pairs/pair_*"))
+    for fd in (u for u in units if u.is_dir()):
         done = (fd / "done.json").exists()
-        what = "fold" if fd.name.startswith("fold_") else "full-data run"
+        what = {"fold_": "fold", "full_": "full-data run"}.get(fd.name[:5], "relabel pair model")
         for name in STATE_DIRS:
             p = fd / name
             if p.exists():

@@ -20,14 +20,18 @@ chose, publishes every epoch's weights (the last one is the model), and writes n
 
 from __future__ import annotations
 
+import copy
 import filecmp
 import gc
+import hashlib
 import json
 import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from functools import partial
 from itertools import chain
 from pathlib import Path
 
@@ -43,11 +47,12 @@ from comp.console import progress_bar
 from comp.data.cache import load_images
 from comp.data.competition import load_train
 from comp.data.dataset import CachedImages, EpochSampler, balanced_weights, epoch_seed, make_loader, to_tensor_batch
-from comp.files import write_csv, write_text
+from comp.files import locked, write_csv, write_text
 from comp.metrics import Metric, create_metric
 from comp.train.augment import build_mixup, build_transform
 from comp.train.batch_augment import training_augment
 from comp.train.defaults import fit_defaults
+from comp.train.epochs import FILE as EPOCHS_FILE
 from comp.train.epochs import fixed_epoch_cv, record_epoch
 from comp.train.losses import DistillLoss, create_loss
 from comp.train.model import create_model, normalization, save_checkpoint
@@ -58,7 +63,7 @@ from comp.train.multilabel import (
     rarest_label_weights,
 )
 from comp.train.optim import check_names, create_optimizer, create_scheduler, current_lr, warmup_epochs
-from comp.train.rows import Pool, Source, fold_rows, make_pool, prepare_sources
+from comp.train.rows import Helper, Pool, Source, fold_rows, make_pool, prepare_sources
 from comp.train.state import (
     FoldState,
     check_state,
@@ -328,6 +333,7 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     prepare_sources(pool, sources, todo)  # e.g. data.pseudo's test images, teachers checked row by row
     images = _decode(cfg, accelerator, pool.paths) if todo else None
     s = Session(cfg, accelerator, pool, images, say, on_epoch, sources)
+    pool.helper = partial(train_helper, s)  # e.g. data.relabel's pair models, trained when a fold needs them
     results, interrupted = _run_units(s, [(k, s, None) for k in folds], resume, overwrite)
     out = {"folds": results, "cv_macro_f1": None, "run_dir": str(runs.run_dir(cfg.exp)), "interrupted": interrupted}
     if not interrupted and accelerator.is_main_process:
@@ -443,6 +449,46 @@ def train_fold(cfg: Config, fold: int, resume: bool = False, overwrite: bool = F
     """Train one fold (see train_folds); returns its summary (best score and epoch, ...)."""
     return train_folds(cfg, [fold], resume=resume, overwrite=overwrite, skip_bad=skip_bad, echo=echo,
                        on_epoch=on_epoch, sources=sources)["folds"][fold]
+
+
+def train_helper(s: Session, name: str, held_out: Sequence[int]) -> Helper:
+    """A technique's helper model in ``runs/E/<name>``: E's recipe trained on the used rows outside folds
+    ``held_out``, with their given labels and no technique, then run on the held-out rows.
+
+    Nothing about it is chosen on the held-out labels: it trains for train.epochs (no early stopping, raw weights,
+    a plateau schedule becomes cosine) and what it returns is its last epoch's probabilities (val_epochs.npz), not
+    the best epoch's. Trained once: a finished helper of the same split is read back, an interrupted one resumes,
+    one made for another split (new folds) is trained again; a second process waits for the first under a lock."""
+    t, acc = s.table.copy(), s.accelerator
+    fd = runs.run_dir(s.cfg.exp) / name
+    held = t["fold"].isin(list(held_out)).to_numpy()
+    split = hashlib.sha256(json.dumps([t["id"][held].tolist(), t["id"][~held & t["train_use"]].tolist()])
+                           .encode()).hexdigest()[:16]
+    t["fold"] = np.where(held, fd.name, "rest").astype(object)
+    t["y_train"] = t["y"]
+    cfg = copy.deepcopy(s.cfg)
+    cfg.train.patience, cfg.train.ema = None, False
+    if cfg.train.scheduler == "plateau":
+        cfg.train.scheduler = "cosine"
+    hs = replace(s, cfg=cfg, pool=replace(s.pool, table=t, helper=None), sources=(), on_epoch=None)
+    with locked(fd.parent / f"{fd.name}.lock") if acc.is_main_process else nullcontext():
+        acc.wait_for_everyone()  # every rank looks at the folder once the main process holds the lock
+        split_file = fd.parent / f"{fd.name}.split.json"  # beside the folder: clearing the folder keeps it
+        fresh = split_file.exists() and json.loads(split_file.read_text(encoding="utf-8")).get("split") == split
+        trained = not fresh or runs.read_done(fd) is None
+        acc.wait_for_everyone()
+        if acc.is_main_process and not fresh:
+            runs.clear_fold_dir(fd)  # made for another split, or never started
+            write_text(split_file, json.dumps({"split": split, "held_out": [int(k) for k in held_out]}))
+        acc.wait_for_everyone()
+        done = _train_fold(hs, fd.name, resume=True, overwrite=False, fd=fd)
+    with np.load(fd / EPOCHS_FILE, allow_pickle=False) as z:
+        last = int(np.argmax(z["epochs"]))
+        ids, probs = z["ids"].astype(str), z["probs"][last].astype(np.float64)
+    rows = np.flatnonzero(held)
+    if ids.tolist() != t["id"].iloc[rows].astype(str).tolist():
+        raise TrainingError(f"{fd / EPOCHS_FILE} does not hold the rows of folds {list(held_out)}; remove {fd}")
+    return Helper(rows, probs, trained, float(done.get("seconds", 0.0)))
 
 
 def _flat_config(cfg: Config) -> dict:
@@ -710,11 +756,14 @@ def _best_and_stop(s: Session, f: Fold, st: FoldState, epoch: int, ev: Eval, ev_
     return new_best, is_ema, best_oof, report
 
 
-def _train_fold(s: Session, fold: int | str, resume: bool, overwrite: bool, full: dict | None = None) -> dict:
-    """Train fold ``fold``, or with ``full`` (refit.FullPlan.info) the full-data run named ``fold`` (full_s0)."""
+def _train_fold(s: Session, fold: int | str, resume: bool, overwrite: bool, full: dict | None = None,
+                fd: Path | None = None) -> dict:
+    """Train fold ``fold``, or with ``full`` (refit.FullPlan.info) the full-data run named ``fold`` (full_s0), in
+    ``fd`` (default: the fold's or full run's folder; train_helper passes its own)."""
     cfg, t, acc = s.cfg, s.cfg.train, s.accelerator
     name = unit_name(fold)
-    fd = runs.fold_dir(cfg.exp, fold) if full is None else runs.full_dir(cfg.exp, full["seed_index"])
+    if fd is None:
+        fd = runs.fold_dir(cfg.exp, fold) if full is None else runs.full_dir(cfg.exp, full["seed_index"])
     done = runs.read_done(fd)
     if done is not None and not overwrite:
         what = (f"{done['epochs_run']} epochs on every row" if full else

@@ -57,6 +57,17 @@ class FoldRows:
 
 
 @dataclass
+class Helper:
+    """A technique's helper model (``Pool.helper``): the experiment's recipe trained without some folds, and its
+    last epoch's probabilities of those folds' rows."""
+
+    rows: np.ndarray  # table positions of the held-out rows (table order)
+    probs: np.ndarray  # (len(rows), C)
+    trained: bool  # trained (or resumed) by this call; False: read back from its folder
+    seconds: float  # its training time (this call's, or the recorded one when read back)
+
+
+@dataclass
 class Pool:
     """The images one training session decodes once and its folds draw from: train rows, then added images."""
 
@@ -68,6 +79,9 @@ class Pool:
     accelerator: object = None
     added: dict = field(default_factory=dict)  # (source key, image id) -> its position in ``paths``
     hot: np.ndarray | None = None  # data.task multilabel: (n, C) 0/1 targets of the train rows (table order)
+    # Set by the trainer once the images are decoded: helper(name, held_out) trains a technique's helper model
+    # (comp.train.loop.train_helper) and returns a Helper; None outside a fold-training session.
+    helper: Callable[[str, Sequence[int]], Helper] | None = None
 
     def add_images(self, key: str, ids: Sequence[str], paths: Sequence[str]) -> None:
         """Images a source adds to the pool (decoded with the train images), found again by ``position``."""
