@@ -106,7 +106,8 @@ def run_relabel(
 ) -> Path:
     """Write ``reports/<exp>/relabel.csv`` (suspects, ranked) and the gallery ``relabel.html``; returns the csv."""
     from comp import runs
-    from comp.reports.analyze import fold_models, oof_arrays, read_run_oof
+    from comp.reports.analyze import oof_arrays
+    from comp.reports.oof_run import fold_models, read_run_oof
 
     t0 = time.time()
     run = Path(runs_dir or runs.RUNS_DIR) / exp
@@ -149,7 +150,7 @@ def run_relabel(
 
 def _gallery(cfg, exp, oof, y, probs, classes, s: Suspects, table, models, out: Path, n: int, echo) -> Path:
     """relabel/index.html: image, given and suggested label, and the Grad-CAM of both, from the row's fold model."""
-    from comp.reports.analyze import make_cams
+    from comp.reports.oof_run import make_cams
     from comp.reports.page import Img, Report, report_dir, thumb_src
 
     d = cfg.data
