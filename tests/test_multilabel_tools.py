@@ -99,3 +99,50 @@ def test_analyze_per_label_metrics_and_gradcam_per_label(in_ml):
     first = missed[missed.index("cam_missed_0.png"):]
     first = first[:first.index("</div>")]
     assert in_ml["oof"]["Id"][r] in first and f"missed: {classes[c]} p={p[r, c]:.2f}" in first
+
+
+def test_export_sigmoid_parity_and_onnxruntime_predict(in_ml):
+    pytest.importorskip("onnxruntime")
+    from comp.infer.predict import predict
+    from comp.serve.onnx import export
+
+    cfg = load_config("comp.yaml", exp="m", overrides=["infer.tta=[identity,hflip]"])
+    torch_p = predict(cfg, progress=False, **QUIET).iloc[:, 1:].to_numpy(float)
+    info = export(cfg, **QUIET)
+    assert info["task"] == "multilabel" and "sigmoid" in info["output"]["meaning"]
+    for e in info["folds"].values():
+        assert e["parity_max_abs_diff"] <= 1e-4 and e["agree_labels_at_0.5"] == e["parity_images"]
+    onnx_p = predict(cfg, overwrite=True, progress=False, engine="onnxruntime", **QUIET).iloc[:, 1:].to_numpy(float)
+    assert np.abs(onnx_p - torch_p).max() <= 1e-4
+    assert np.abs(onnx_p.sum(1) - 1).max() > 0.05  # independent sigmoids, not a softmax
+
+
+def test_app_every_label_over_its_threshold_with_gradcam_per_label(in_ml):
+    pytest.importorskip("gradio")
+    from comp.infer import ledger
+    from comp.serve.app import build_app, classify, info_markdown
+    from comp.serve.ensemble import Ensemble
+
+    path = next((in_ml["src"] / "test").glob("*.png"))
+    ens = Ensemble.load("comp.yaml", ["m"])
+    assert ens.multilabel and "0.5 for every label" in ens.rule.source
+    rgb = ens.load_image(path)
+    probs = ens.predict(rgb)
+    assert np.abs(probs.sum() - 1) > 0.05 and ((probs >= 0) & (probs <= 1)).all()
+    # tuned thresholds from the ledger row of exactly this experiment, as comp ensemble wrote them
+    third = float(np.clip(np.sort(probs)[-3] - 1e-3, 0.05, 0.95))  # the 3 likeliest labels pass this ...
+    th = {c: third for c in ens.classes}
+    th[ens.classes[int(np.argmax(probs))]] = 0.99  # ... but the top one is now under its own threshold
+    ledger.append("t", ["m"], [1.0], 0.5, {"task": "multilabel", "at_least_one": False, "top_k": None,
+                                         "thresholds": {"plain": 0.4, "cv": 0.5, "applied": True, "values": th}})
+    ens = Ensemble.load("comp.yaml", ["m"])
+    assert "row 't'" in ens.rule.source
+    label, heat, status = classify(ens, str(path))
+    want = [c for c in ens.classes if probs[ens.classes.index(c)] >= th[c]]
+    assert sorted(label) == sorted(want) and len(want) >= 1 and ens.classes[int(np.argmax(probs))] not in label
+    assert all(label[c] == pytest.approx(probs[ens.classes.index(c)]) for c in want)
+    assert heat is not None and heat.shape[0] == min(len(want), 4) * 160 and heat.shape[1] == 320
+    assert all(f"**{c}**" in status for c in want) and "row 't'" in status
+    assert "Multi-label" in info_markdown(ens)
+    blocks = build_app(ens, examples=True)
+    assert "labels over their thresholds" in json.dumps(blocks.get_config_file())
