@@ -146,3 +146,23 @@ def test_app_every_label_over_its_threshold_with_gradcam_per_label(in_ml):
     assert "Multi-label" in info_markdown(ens)
     blocks = build_app(ens, examples=True)
     assert "labels over their thresholds" in json.dumps(blocks.get_config_file())
+
+
+def test_tune_searches_a_multilabel_metric_and_relabel_pseudo_refuse_by_name(in_ml):
+    pytest.importorskip("ray")
+    from comp.config import ConfigError
+    from comp.orchestrate.tune import _prepare
+    from comp.techniques.pseudo import make_pseudo
+    from comp.techniques.relabel import run_relabel
+
+    (in_ml["work"] / "configs").mkdir(exist_ok=True)
+    (in_ml["work"] / "configs" / "t.space.yaml").write_text("train.lr: {loguniform: [1e-4, 3e-2]}\n")
+    for metric in ("f2", "map"):  # multi-label metrics: before, tune asked for them as multi-class ones
+        s = _prepare("comp.yaml", f"t{metric}", "configs/t.space.yaml", 2, [0], "val_score",
+                     [*TINY, f"data.metric={metric}"], False)
+        assert s.mode == "max" and s.cfg.data.task == "multilabel"
+    cfg = load_config("comp.yaml", exp="m")
+    with pytest.raises(ConfigError, match="data.task multilabel.*comp analyze --exp m"):
+        run_relabel(cfg, "m", **QUIET)
+    with pytest.raises(ConfigError, match="data.task multilabel"):
+        make_pseudo(cfg, "m", "m2", threshold=0.9, **QUIET)

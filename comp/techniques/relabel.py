@@ -109,6 +109,10 @@ def run_relabel(
     from comp.reports.analyze import oof_arrays
     from comp.reports.oof_run import fold_models, read_run_oof
 
+    if cfg.data.task == "multilabel":
+        raise ConfigError(f"comp relabel ranks suspect single labels (confident learning over one class per "
+                          f"image) and does not handle data.task multilabel yet; look at the most confidently "
+                          f"missed and false labels, each with its Grad-CAM, in: comp analyze --exp {exp}")
     t0 = time.time()
     run = Path(runs_dir or runs.RUNS_DIR) / exp
     if not (run / "oof.csv").exists():
