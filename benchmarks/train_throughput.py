@@ -18,6 +18,14 @@ A run is PRESET:ON. ON is ``device`` (batched tensor ops on the batch, comp.trai
 (albumentations per image in the loader); PRESET ``pipeline`` is the medium preset written as an albumentations
 ``augment.pipeline`` (the CPU path a user's own pipeline takes). The val macro F1 column compares the paths at
 the same epochs.
+
+``--multilabel`` (issue 19) measures multi-label targets against single-label ones on the same images, in one
+run: an HPA-style mosaic sample (`comp sample --multilabel`, several labels per image, data.task multilabel:
+multi-hot targets, bce) and the same images and folds with each image's first label as its one class
+(multiclass, ce); each PRESET:ON runs under both and the table ends with the multi-label / single-label ratio of
+end-to-end images/s (done when >= 0.95).
+
+    python benchmarks/train_throughput.py --multilabel --runs light:device --model resnet18 --size 56
 """
 
 from __future__ import annotations
@@ -106,13 +114,15 @@ def one_run(args) -> dict:
     windows = max(1, args.epochs - 1)
     before = compute_only(args, steps, (windows + 1) // 2)
     exp = f"bench-{preset}-{on}-{args.compile_one}"
-    cfg = load_config(Path("comp.yaml"), exp=exp, overrides=sets)
+    exp += "-" + Path(args.config).stem
+    cfg = load_config(Path(args.config), exp=exp, overrides=sets)
     res = train_folds(cfg, [0], overwrite=True, echo=lambda m: print(m, file=sys.stderr))
     after = compute_only(args, steps, windows // 2 or 1)
     metrics = pd.read_csv(Path("runs") / exp / "fold_0" / "metrics.csv")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
     gpu_peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
-    return {"run": args.one, "compile": args.compile_one, "per_epoch": metrics["images_per_s"].tolist(),
+    return {"run": args.one + (" " + cfg.data.task if args.config != "comp.yaml" or args.multilabel else ""),
+            "compile": args.compile_one, "per_epoch": metrics["images_per_s"].tolist(),
             "compute": before + after, "score": res["folds"][0]["score"], "peak_rss": rss, "gpu_peak": gpu_peak,
             "steps": steps, "fit": fit}
 
@@ -133,6 +143,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--workdir", default=None, help="keep the sample competition and runs here")
+    p.add_argument("--multilabel", action="store_true",
+                   help="multi-label targets vs single-label ones on the same mosaic images (ratio in one run)")
+    p.add_argument("--config", default="comp.yaml", help=argparse.SUPPRESS)
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--compile-one", default="off", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -149,21 +162,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        info = make_competition(work, args)
-        for comp_mode in args.compile.split(","):
-            for r in args.runs.split(","):
-                cmd = [sys.executable, str(Path(__file__).resolve()), "--one", r, "--compile-one", comp_mode,
-                       *[a for k, v in vars(args).items() if k not in ("one", "compile_one", "workdir", "runs",
-                                                                        "compile") and v not in (None, False)
-                         for a in ((f"--{k.replace('_', '-')}",) if v is True else (f"--{k.replace('_', '-')}",
-                                                                                    str(v)))]]
-                out = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-                line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-                if out.returncode or not line:
-                    print(f"{r} compile {comp_mode}: failed\n{out.stderr[-3000:]}")
-                    continue
-                results.append(json.loads(line[0][7:]))
-                show(results[-1], args)
+        info = make_multilabel(work, args) if args.multilabel else make_competition(work, args)
+        configs = ["comp_single.yaml", "comp.yaml"] if args.multilabel else ["comp.yaml"]
+        for comp_mode, r, config in [(c, r, y) for c in args.compile.split(",") for r in args.runs.split(",")
+                                     for y in configs]:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--one", r, "--compile-one", comp_mode,
+                   "--config", config,
+                   *[a for k, v in vars(args).items() if k not in ("one", "compile_one", "workdir", "runs",
+                                                                    "compile", "config") and v not in (None, False)
+                     for a in ((f"--{k.replace('_', '-')}",) if v is True else (f"--{k.replace('_', '-')}",
+                                                                                str(v)))]]
+            out = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+            line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+            if out.returncode or not line:
+                print(f"{r} compile {comp_mode}: failed\n{out.stderr[-3000:]}")
+                continue
+            results.append(json.loads(line[0][7:]))
+            show(results[-1], args)
     load1 = os.getloadavg()
     print()
     print(f"data: {info}, {args.n_train} images; model {args.model} at {args.size}px, batch {args.batch_size}, "
@@ -176,6 +191,8 @@ def main() -> None:
         print(f"{r['run']:16} {r['compile']:7} {statistics.median(e2e):10.1f} {statistics.median(c):14.1f} "
               f"{statistics.median(e2e) / statistics.median(c):9.3f} {max(e2e) / max(c):10.3f} {r['score']:7.3f} "
               f"{r['peak_rss'] / 2**20:7.0f}MB {r['gpu_peak'] / 2**20:7.0f}MB")
+    if args.multilabel:
+        multilabel_ratios(results)
     print("ratio = end-to-end / compute-only images/s (goal >= 0.97 for the device presets); on a shared machine "
           "trust 'best': contention only ever slows a window down. val F1: fold 0 after the same epochs.")
 
@@ -183,6 +200,55 @@ def main() -> None:
 def show(r: dict, args) -> None:
     print(f"{r['run']} compile {r['compile']}: end-to-end per epoch {', '.join(f'{v:.0f}' for v in r['per_epoch'])}"
           f" | compute-only per {r['steps']}-step window {', '.join(f'{v:.0f}' for v in r['compute'])} img/s")
+
+
+def multilabel_ratios(results: list[dict]) -> None:
+    """Multi-label / single-label end-to-end images/s of each PRESET:ON (medians and bests of the epochs after
+    the first)."""
+    by = {(r["run"], r["compile"]): r for r in results}
+    for (run, comp_mode), ml in by.items():
+        if not run.endswith(" multilabel"):
+            continue
+        single = by.get((run.replace(" multilabel", " multiclass"), comp_mode))
+        if single is None:
+            continue
+        a, b = ml["per_epoch"][1:] or ml["per_epoch"], single["per_epoch"][1:] or single["per_epoch"]
+        print(f"multi-label / single-label images/s, {run.split()[0]} compile {comp_mode}: median "
+              f"{statistics.median(a) / statistics.median(b):.3f}, best {max(a) / max(b):.3f} (goal >= 0.95); "
+              f"val score {ml['score']:.3f} (data.metric macro_f1 of the labels) vs {single['score']:.3f}")
+
+
+def make_multilabel(work: Path, args) -> str:
+    """An HPA-style mosaic sample under ``work/data``: comp.yaml (multi-label, as comp init writes it) and
+    comp_single.yaml (the same images and folds, each image's first label its one class)."""
+    import pandas as pd
+
+    from comp.config import load_config
+    from comp.data.folds import make_folds
+    from comp.data.init import init_competition
+    from comp.data.sample_multilabel import make_multilabel_sample
+
+    info = make_multilabel_sample(work / "data", "hpa", n_train=args.n_train, n_test=50, seed=0, overwrite=True)
+    here = os.getcwd()
+    os.chdir(work)
+    try:
+        init_competition(work / "data", "comp.yaml", overwrite=True, echo=lambda s: None)
+        cfg = load_config("comp.yaml", overrides=[f"folds.n_splits={args.folds}"])
+        make_folds(cfg, overwrite=True, echo=lambda s: None)
+        train = pd.read_csv(work / "data" / "train.csv", dtype=str, keep_default_na=False)
+        train["Target"] = train["Target"].str.split().str[0]
+        train.to_csv(work / "data" / "train_single.csv", index=False)
+        folds = pd.read_csv("folds/folds.csv", dtype=str, keep_default_na=False)
+        folds["Target"] = folds["Target"].str.split().str[0]
+        folds.to_csv("folds/folds_single.csv", index=False)  # the same folds: only the targets differ
+        single = yaml.safe_load(Path("comp.yaml").read_text())
+        single["data"] = {k: v for k, v in single["data"].items() if k not in ("task", "label_sep", "metric")}
+        single["data"]["train_csv"] = "train_single.csv"
+        single["folds"] = {**(single.get("folds") or {}), "file": "folds/folds_single.csv"}
+        Path("comp_single.yaml").write_text(yaml.safe_dump(single))
+    finally:
+        os.chdir(here)
+    return f"{info.source} mosaics (multi-label, hpa layout)"
 
 
 def make_competition(work: Path, args) -> str:

@@ -20,7 +20,7 @@ from comp.config import load_config
 from comp.data.competition import class_names
 from comp.data.folds import make_folds
 from comp.reports.analyze import cam_picks, run_analyze
-from comp.reports.cam import find_target_layer, grad_cam
+from comp.reports.cam import find_target_layer, grad_cam, grad_cam_labels
 from comp.train.loop import train_folds
 
 QUIET = {"echo": lambda s: None}
@@ -152,8 +152,41 @@ def test_target_layer_for_timm_models():
     assert find_target_layer(cnn, 224)[1] == "layer4"  # 7x7 map
     assert find_target_layer(cnn, 32)[1] == "layer2"  # layer4 would be 1x1 at 32 px: a flat map
     vit = timm.create_model("test_vit", num_classes=3)
-    layer, why = find_target_layer(vit)
-    assert layer is None and "not a CNN" in why
+    layer, name = find_target_layer(vit)
+    assert name == f"blocks.{len(vit.blocks) - 1}.norm1" and layer is vit.blocks[-1].norm1
+
+
+# tiny timm backbones of each family (pretrained=False), 32 px: token (class / distillation tokens), NHWC, NCHW
+CAM_MODELS = {
+    "vit_tiny_patch16_224": dict(img_size=32, patch_size=4, depth=2),
+    "deit_tiny_distilled_patch16_224": dict(img_size=32, patch_size=4, depth=1),
+    "swin_tiny_patch4_window7_224": dict(img_size=32, window_size=2, embed_dim=24, depths=(1, 1, 1, 1),
+                                         num_heads=(1, 1, 1, 1)),
+    "convnext_atto": {},
+    "test_resnet": {},
+}
+
+
+@pytest.mark.parametrize("name", list(CAM_MODELS))
+def test_gradcam_for_every_timm_family(name):
+    """Target layer and reshape from the model's own structure: a finite, non-flat map at the image's size for
+    every family, and one map per label (multi-label) that matches the single-image map of that label."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=5, **CAM_MODELS[name])
+    layer, lname = find_target_layer(model, 32)
+    assert layer is not None, lname
+    x = torch.rand(1, 3, 32, 32)
+    maps = grad_cam_labels(model, x, list(range(5)), layer)
+    assert maps.shape == (5, 32, 32) and np.isfinite(maps).all()
+    assert maps.std(axis=(1, 2)).max() > 0.05  # a random network's map varies for some label (not all flat)
+    best = int(maps.std(axis=(1, 2)).argmax())
+    np.testing.assert_allclose(grad_cam(model, x, [best], layer)[0], maps[best], atol=1e-4)
+    if "vit" in name or "deit" in name:
+        assert lname.endswith(".norm1") and model.num_prefix_tokens == (2 if "deit" in name else 1)
+    if "swin" in name:
+        assert lname == "layers.1"  # 4x4 NHWC map at 32 px (layers.2/3 would be 2x2/1x1)
 
 
 def test_analyze_before_every_fold_is_done_and_cli(trained, tmp_path, monkeypatch):

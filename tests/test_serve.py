@@ -138,7 +138,7 @@ def test_export_failure_names_the_op_and_the_opset(in_run):
 # ---------------------------------------------------------------- the app as a library
 
 
-def test_app_library_vit_skips_gradcam_with_a_note_and_blends_with_ledger_weights(in_run):
+def test_app_library_vit_gradcam_and_blends_with_ledger_weights(in_run):
     from comp.infer import ledger
     from comp.serve.app import build_app, classify
     from comp.serve.ensemble import Ensemble, ledger_weights
@@ -146,9 +146,10 @@ def test_app_library_vit_skips_gradcam_with_a_note_and_blends_with_ledger_weight
     path = str(in_run["root"] / "test_images" / f"{in_run['test']['image_id'][0]}.png")
     ens = Ensemble.load("comp.yaml", ["vit"])
     label, heat, status = classify(ens, path)
-    assert heat is None and "Grad-CAM skipped" in status and len(label) == 5
+    assert heat is not None and heat.shape[1] == 2 * heat.shape[0] and "Grad-CAM of" in status and len(label) == 5
+    assert "norm1" in status  # the token model's layer: its last block's norm1, found with no configuration
     blocks = build_app(ens, examples=False)
-    assert "Grad-CAM skipped for this model" in json.dumps(blocks.get_config_file())
+    assert "Grad-CAM skipped for this model" not in json.dumps(blocks.get_config_file())
 
     ledger.append("blend", ["base", "vit"], [0.75, 0.25], 0.5, {"method": "mean"})
     w, source, _ = ledger_weights(["vit", "base"])

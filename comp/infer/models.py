@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from comp.config import Config, ConfigError
+from comp.config import Config
 from comp.console import progress_bar
 from comp.data.cache import load_images
 from comp.data.competition import DataError
@@ -233,9 +233,7 @@ def run_models(
         key = (fm.size, fm.resize)
         if key not in decoded:
             decoded[key] = decode(cfg, paths, fm, f"decode {desc} {fm.size}px", accelerator, progress)
-        if exports is not None and cfg.data.task == "multilabel":
-            raise ConfigError("--engine onnxruntime exports softmax models; predict multi-label runs with torch")
-        if exports is not None:  # onnxruntime: normalisation and softmax are inside the exported graph
+        if exports is not None:  # onnxruntime: normalisation and softmax (multi-label: sigmoid) are in the graph
             t0 = time.perf_counter()
             outs.append(exports[fm.fold].predict(decoded[key], rows, views, cfg.infer.batch_size, bar))
             timing.seconds += time.perf_counter() - t0

@@ -1,8 +1,9 @@
 """The onnxruntime engine of ``comp predict --engine onnxruntime`` (and the app): ``comp export``'s files run.
 
-Each ``runs/E/export/fold_k.onnx`` takes uint8 NHWC images and returns probabilities (normalisation and softmax are
-in the graph, comp.serve.onnx); TTA views are applied to the uint8 batches. A file exported from an earlier
-model.safetensors (the fold was retrained) is refused by its size and mtime stamp.
+Each ``runs/E/export/fold_k.onnx`` takes uint8 NHWC images and returns probabilities (normalisation and softmax,
+or a multi-label run's sigmoids, are in the graph, comp.serve.onnx); TTA views are applied to the uint8 batches. A
+file exported from an earlier model.safetensors (the fold was retrained) is refused by its size and mtime stamp,
+one that holds the other task's probabilities by export.json's ``task``.
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ def load_exports(exp: str, folds: Sequence[FoldModel]) -> dict[int, OnnxFold]:
         raise DataError(f"{info_path} not found: export the models first: comp export --exp {exp} --format onnx "
                         "--all-folds")
     info = json.loads(info_path.read_text(encoding="utf-8"))
+    want = "multilabel" if any(fm.meta.get("task") == "multilabel" for fm in folds) else "multiclass"
+    if info.get("task", "multiclass") != want:
+        raise DataError(f"{info_path}: the export holds {info.get('task', 'multiclass')} probabilities but the run is "
+                        f"{want}; export it again: comp export --exp {exp} --format onnx --all-folds --overwrite")
     out = {}
     for fm in folds:
         entry = info.get("folds", {}).get(str(fm.fold))

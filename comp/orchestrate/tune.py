@@ -406,7 +406,7 @@ def _prepare(config_path: str | Path, exp: str, space_path: str | Path, trials: 
     if metric == "val_score":
         from comp.metrics import create_metric
 
-        mode = "max" if create_metric(cfg.data.metric).greater_is_better else "min"
+        mode = "max" if create_metric(cfg.data.metric, task=cfg.data.task).greater_is_better else "min"
     else:
         mode = METRICS[metric]
     return _Search(exp=exp, config_path=config_path, overrides=overrides, space=space, cfg=cfg, folds=folds,

@@ -37,7 +37,9 @@ from comp.config import Config
 from comp.console import progress_bar
 from comp.data.check import PROBLEMS, CheckReport, run_check
 from comp.data.competition import DataError, class_names, load_test, load_train, read_folds
+from comp.data.multilabel import label_classes, split_labels
 from comp.files import write_csv, write_text
+from comp.reports.eda_multilabel import label_sections
 from comp.reports.page import Img, Report, Section, pyplot, report_dir, save_figure, thumb_src
 
 PIXEL_SAMPLE = 2000  # images read at full resolution for channel histograms and mean/std
@@ -398,7 +400,8 @@ def run_eda(
     rng = np.random.default_rng(seed)
     train = load_train(cfg).reset_index(drop=True)
     n = len(train)
-    classes = class_names(train["label"])
+    sep = cfg.data.label_sep if cfg.data.task == "multilabel" else None
+    classes = label_classes(train["label"], sep) if sep is not None else class_names(train["label"])
     echo(f"eda: {n:,} train rows, {len(classes)} classes -> {out}")
 
     with report_dir(out) as tmp:
@@ -413,11 +416,14 @@ def run_eda(
         rep = Report("comp eda", f"{cfg.root} — {n:,} train rows, {len(classes)} classes")
         page = _Page(cfg, rep, tmp, thumbs)
         ov = rep.section("Overview", "overview")
-        counts, ratio = _class_counts_section(page, s.t, have_folds_file, fold_note)
+        if sep is not None:
+            counts, ratio, _ = label_sections(rep, tmp, s.t, classes, sep, _bar_counts, fold_note)
+        else:
+            counts, ratio = _class_counts_section(page, s.t, have_folds_file, fold_note)
         _sizes_sections(page, s.t, test_sizes)
         mean, std = _pixels_section(page, s)
         _brightness_section(page, s)
-        _samples_section(page, s.t, counts, classes, rng)
+        _samples_section(page, s.t, counts, classes, rng, sep)
         pairs, has_folds = _duplicates_section(page, s, near_threshold)
         _problems_section(page, check)
 
@@ -591,15 +597,18 @@ def _brightness_section(page: _Page, s: _Scanned) -> None:
 
 
 def _samples_section(page: _Page, t: pd.DataFrame, counts: pd.Series, classes: list,
-                     rng: np.random.Generator) -> None:
-    """A few random readable images of each (of the largest) classes, in class order."""
+                     rng: np.random.Generator, sep: str | None = None) -> None:
+    """A few random readable images of each (of the largest) classes, in class order (multi-label, ``sep``:
+    images that hold the label)."""
     sec = page.rep.section("Samples per class", "samples")
     good = t[t["problem"].isna()]
     shown_classes = list(counts.index[:MAX_CLASSES_SHOWN])
     if len(counts) > MAX_CLASSES_SHOWN:
         sec.note(f"showing the {MAX_CLASSES_SHOWN} largest of {len(counts)} classes")
     for cls in sorted(shown_classes, key=lambda c: classes.index(c)):
-        idx = good.index[good["label"].astype(str) == cls].to_numpy()
+        has = (good["label"].astype(str).map(lambda v, c=cls: c in split_labels(v, sep)) if sep is not None
+               else good["label"].astype(str) == cls)
+        idx = good.index[has.to_numpy(bool)].to_numpy()
         pick = idx if len(idx) <= SAMPLES_PER_CLASS else np.sort(rng.choice(idx, SAMPLES_PER_CLASS, replace=False))
         sec.gallery([Img(_thumb(t, i, page.thumbs), f"{cls} {t.at[i, 'id']}", str(t.at[i, "id"])) for i in pick],
                     label=f"{cls} ({counts[cls]:,})")

@@ -46,6 +46,7 @@ from comp.serve.uploads import (  # noqa: E402
 )
 
 TOP_K = 5
+MAX_CAM_LABELS = 4  # multi-label: Grad-CAM rows shown per image (the most likely labels over threshold)
 N_TEST_EXAMPLES = 8
 N_MISTAKES = 8
 API_NAME = "predict"  # gradio_client: client.predict(handle_file(path), api_name="/predict")
@@ -121,6 +122,8 @@ def classify(ens: Ensemble, path: str | None, top_k: int = TOP_K, max_pixels: in
     except ImageProblem as e:
         name = Path(path).name
         return None, None, f"**Can't use this image** ({e.problem}): {e.detail.replace(str(path), name)}"
+    if ens.multilabel:
+        return classify_labels(ens, rgb, Path(path).name)
     with ens.lock:  # Grad-CAM hooks the shared model: one image at a time
         probs = ens.predict(rgb)
         order = np.argsort(-probs, kind="stable")[:top_k]
@@ -133,6 +136,24 @@ def classify(ens: Ensemble, path: str | None, top_k: int = TOP_K, max_pixels: in
     h, w = rgb.shape[:2]
     return label, heat, (f"{Path(path).name}, {w}x{h}: **{ens.classes[order[0]]}** ({probs[order[0]]:.6f}). "
                          f"{note}")
+
+
+def classify_labels(ens: Ensemble, rgb: np.ndarray, name: str) -> tuple[dict, np.ndarray | None, str]:
+    """Multi-label: ({label: probability} of every label at or over its threshold, the Grad-CAM of each, status
+    naming each label with its probability and threshold, and where the thresholds came from)."""
+    with ens.lock:
+        probs = ens.predict(rgb)
+        chosen = ens.labels(probs)
+        try:
+            heat, note = ens.grad_cam_labels(rgb, chosen[:MAX_CAM_LABELS])
+        except Exception as e:  # noqa: BLE001 - the prediction stands without its picture
+            traceback.print_exc(file=sys.stderr)
+            heat, note = None, f"Grad-CAM failed ({type(e).__name__}; the server's log has the details)"
+    th = ens.rule.thresholds
+    label = {ens.classes[c]: float(probs[c]) for c in chosen}
+    said = ", ".join(f"**{ens.classes[c]}** ({probs[c]:.4f} >= {th[c]:.2f})" for c in chosen) or "**no label**"
+    h, w = rgb.shape[:2]
+    return label, heat, f"{name}, {w}x{h}: {said}; thresholds: {ens.rule.source}. {note}"
 
 
 def guarded(fn):
@@ -167,7 +188,7 @@ def info_markdown(ens: Ensemble) -> str:
     from comp.metrics import create_metric
 
     metric_name = ens.members[0].cfg.data.metric
-    metric = create_metric(metric_name, ens.classes).title
+    metric = create_metric(metric_name, ens.classes, ens.members[0].cfg.data.task).title
     for m in ens.members:
         fm = m.folds[0]
         cv = f"{m.cv_score:.4f}" if m.cv_score is not None else "– (runs/E/oof.csv not written yet)"
@@ -185,6 +206,8 @@ def info_markdown(ens: Ensemble) -> str:
                      + (f"; the ledger's CV {metric} of this blend: {cv}" if cv else "") + ".")
         if ens.method_note:
             lines.append(f"Note: {ens.method_note}.")
+    if ens.multilabel:
+        lines.append(f"\nMulti-label: every label at or over its threshold; thresholds: {ens.rule.source}.")
     lines.append(f"\n**{len(ens.classes)} classes:** " + ", ".join(ens.classes))
     return "\n".join(lines)
 
@@ -224,8 +247,10 @@ def example_images(ens: Ensemble, n_test: int = N_TEST_EXAMPLES, n_mistakes: int
     if oof_path.exists():
         try:
             oof = read_oof(oof_path, m.cfg)
-            classes, y, probs = oof_arrays(m.cfg, oof, m.classes)
             paths = dict(zip(*[load_train(m.cfg)[c] for c in ("id", "path")]))
+            if ens.multilabel:
+                return test, _label_mistakes(m.cfg, oof, m.classes, paths, n_mistakes)
+            classes, y, probs = oof_arrays(m.cfg, oof, m.classes)
             for i in confident_wrong(y, probs, n_mistakes):
                 p = paths.get(oof[m.cfg.data.id_col].iloc[i])
                 if isinstance(p, str) and _os.path.isfile(p):
@@ -234,6 +259,25 @@ def example_images(ens: Ensemble, n_test: int = N_TEST_EXAMPLES, n_mistakes: int
         except Exception:  # noqa: BLE001
             mistakes = []
     return test, mistakes
+
+
+def _label_mistakes(cfg, oof, classes: list[str], paths: dict, n: int) -> list[tuple[str, str]]:
+    """Multi-label: the most confidently missed and false OOF labels (comp analyze's galleries), alternating."""
+    import os as _os
+
+    from comp.reports.analyze_multilabel import confident_label_errors, ml_arrays
+
+    classes, y, probs = ml_arrays(cfg, oof, classes)
+    missed, false = confident_label_errors(y, probs, n)
+    both = [x for pair in zip(missed, false) for x in pair] + missed[len(false):] + false[len(missed):]
+    out = []
+    for (i, c) in both[:n]:
+        p = paths.get(oof[cfg.data.id_col].iloc[i])
+        if isinstance(p, str) and _os.path.isfile(p):
+            what = "missed" if y[i, c] else "false"
+            truth = oof[cfg.data.label_col].iloc[i]
+            out.append((p, f"{what} label {classes[c]} (OOF {probs[i, c]:.2f}), true: {truth}"))
+    return out
 
 
 def build_app(ens: Ensemble, top_k: int = TOP_K, examples: bool = True, title: str | None = None,
@@ -257,10 +301,11 @@ def build_app(ens: Ensemble, top_k: int = TOP_K, examples: bool = True, title: s
                 image = _image_component()
                 button = gr.Button("Predict", variant="primary")
             with gr.Column(scale=1):
-                label = gr.Label(num_top_classes=min(top_k, len(ens.classes)), label=f"top {top_k}",
+                label = gr.Label(num_top_classes=len(ens.classes) if ens.multilabel else min(top_k, len(ens.classes)),
+                                 label="labels over their thresholds" if ens.multilabel else f"top {top_k}",
                                  elem_id="prediction")
-                cam = gr.Image(label="Grad-CAM of the top class", type="numpy", interactive=False, height=240,
-                               elem_id="gradcam", format="png")
+                cam = gr.Image(label="Grad-CAM of each label" if ens.multilabel else "Grad-CAM of the top class",
+                               type="numpy", interactive=False, height=240, elem_id="gradcam", format="png")
                 status = gr.Markdown("Upload an image, take one with the webcam, or paste one.", elem_id="status")
         layer, why = ens.cam_layer()
         if layer is None:

@@ -10,6 +10,12 @@ views, then folds. Several experiments are blended with the weights and method o
     >>> ens = Ensemble.load("comp.yaml", ["base"])
     >>> probs = ens.predict(load_rgb("x.png"))          # (C,), in ens.classes order
     >>> heat, note = ens.grad_cam(load_rgb("x.png"))   # overlay of the top class, or (None, why)
+
+A multi-label run (its folds' ``task: multilabel``) is served with sigmoids instead of softmaxes (averaged the
+same way; several experiments by the blend's weighted mean) and decided as ``comp ensemble`` decides: every label
+at or over its threshold, the per-class thresholds of the latest ledger row with exactly these members when that
+row applied them (its ``at_least_one`` and ``top_k`` too), else 0.5 for every label
+(:meth:`Ensemble.labels`, :meth:`Ensemble.grad_cam_labels`).
 """
 
 from __future__ import annotations
@@ -75,8 +81,14 @@ def oof_scores(cfg: Config, run: Path, classes: list[str]) -> tuple[float | None
     if not path.exists():
         return None, None
     oof = read_oof(path, cfg)
-    oof_arrays(cfg, oof, classes)  # its checks: columns and labels
-    cv = oof_cv(oof, cfg.data.label_col, classes, cfg.data.metric)
+    if cfg.data.task == "multilabel":
+        from comp.reports.analyze_multilabel import ml_arrays
+
+        ml_arrays(cfg, oof, classes)  # its checks: columns and labels
+        cv = oof_cv(oof, cfg.data.label_col, classes, cfg.data.metric, cfg.data.label_sep)
+    else:
+        oof_arrays(cfg, oof, classes)  # its checks: columns and labels
+        cv = oof_cv(oof, cfg.data.label_col, classes, cfg.data.metric)
     return cv.macro_f1, cv.score
 
 
@@ -94,6 +106,41 @@ def ledger_weights(exps: list[str], path: str | Path | None = None) -> tuple[lis
             if sum(w.values()) > 0:
                 return [w[e] for e in exps], f"submissions/ledger.csv row '{row['name']}' ({row['time']})", dict(row)
     return [1.0 / len(exps)] * len(exps), "equal (no submissions/ledger.csv row with exactly these members)", {}
+
+
+@dataclass
+class LabelRule:
+    """How a multi-label ensemble turns probabilities into labels, and where that came from."""
+
+    thresholds: np.ndarray
+    at_least_one: bool = False
+    top_k: int | None = None
+    source: str = "0.5 for every label"
+
+
+def ledger_rule(exps: list[str], classes: list[str], cfg: Config, path: str | Path | None = None) -> LabelRule:
+    """The thresholds of the latest multi-label ledger row whose members are exactly ``exps`` and that applied
+    its cross-validated thresholds; else 0.5 (with ``infer.at_least_one`` / ``infer.top_k``)."""
+    from comp.infer import ledger
+
+    rule = LabelRule(np.full(len(classes), 0.5), cfg.infer.at_least_one, cfg.infer.top_k)
+    table = ledger.read(path or ledger.LEDGER)
+    for _, row in table.iloc[::-1].iterrows():
+        members, _ = ledger.members(row)
+        raw = row.get("options")
+        opts = json.loads(raw) if isinstance(raw, str) and raw else {}
+        if sorted(members) != sorted(exps) or opts.get("task") != "multilabel":
+            continue
+        th = opts.get("thresholds") or {}
+        rule.at_least_one, rule.top_k = bool(opts.get("at_least_one", False)), opts.get("top_k")
+        if th.get("applied") and set(th.get("values", {})) == set(classes):
+            rule.thresholds = np.array([float(th["values"][c]) for c in classes])
+            rule.source = (f"tuned per label (cross-validated {th.get('cv')} vs {th.get('plain')} at 0.5), "
+                           f"submissions/ledger.csv row '{row['name']}'")
+        else:
+            rule.source = f"0.5 for every label (ledger row '{row['name']}' did not apply tuned thresholds)"
+        break
+    return rule
 
 
 class Ensemble:
@@ -118,6 +165,8 @@ class Ensemble:
         self.device = torch.device(device)
         self.lock = threading.Lock()  # for callers that mix predict and grad_cam across threads (the app)
         self.max_pixels = members[0].cfg.data.max_pixels
+        self.multilabel = any(fm.meta.get("task") == "multilabel" for m in members for fm in m.folds)
+        self.rule = ledger_rule([m.exp for m in members], classes, members[0].cfg) if self.multilabel else None
 
     @classmethod
     def load(cls, config_path: str | Path, exps: list[str], device: str | None = None) -> Ensemble:
@@ -161,14 +210,15 @@ class Ensemble:
 
     @torch.inference_mode()
     def member_probs(self, rgb: np.ndarray) -> list[np.ndarray]:
-        """Per experiment: softmax averaged over its views, then its folds (C,)."""
+        """Per experiment: softmax (multi-label: sigmoid) averaged over its views, then its folds (C,)."""
         out = []
+        act = (lambda z: z.sigmoid()) if self.multilabel else (lambda z: z.softmax(1))
         for m in self.members:
             fns = create_views(m.views)
             per_fold = []
             for fm, model in zip(m.folds, m.models):
                 _, x = self._inputs(rgb, fm)
-                per_fold.append(torch.stack([model(fn(x)).float().softmax(1)[0] for fn in fns]).mean(0))
+                per_fold.append(torch.stack([act(model(fn(x)).float())[0] for fn in fns]).mean(0))
             out.append(torch.stack(per_fold).mean(0).cpu().numpy().astype(np.float64))
         return out
 
@@ -177,6 +227,8 @@ class Ensemble:
         probs = self.member_probs(rgb)
         if len(probs) == 1:
             return probs[0]
+        if self.multilabel:  # as comp ensemble blends sigmoids: the weighted mean
+            return np.average(np.stack(probs), axis=0, weights=[m.weight for m in self.members])
         from comp.infer.ensemble import blend
 
         w = [m.weight for m in self.members]
@@ -214,3 +266,33 @@ class Ensemble:
             mask = grad_cam(model, x, [target], layer)[0]
         return overlay(img, mask, side=224), (f"Grad-CAM of '{self.classes[target]}' from {m.exp} fold {fm.fold} "
                                               f"(layer {name}); left: the model input, right: where it looks")
+
+    # ------------------------------------------------------------ multi-label
+
+    def labels(self, probs: np.ndarray) -> list[int]:
+        """Multi-label: the labels at or over their thresholds (``self.rule``), most likely first."""
+        from comp.infer.multilabel import decide
+
+        r = self.rule
+        bits = decide(probs[None], r.thresholds, r.at_least_one, r.top_k)[0]
+        return sorted(np.flatnonzero(bits).tolist(), key=lambda c: (-probs[c], c))
+
+    def grad_cam_labels(self, rgb: np.ndarray, labels: list[int], side: int = 160
+                        ) -> tuple[np.ndarray | None, str]:
+        """(one row per label: the model input and that label's Grad-CAM, stacked) or (None, why)."""
+        from comp.reports.cam import grad_cam_labels, overlay
+
+        m, k = self.cam_model()
+        fm, model = m.folds[k], m.models[k]
+        layer, name = self.cam_layer()
+        if layer is None:
+            return None, f"Grad-CAM skipped: {fm.meta.get('model_name', m.cfg.model.name)}: {name}"
+        if not labels:
+            return None, "no label over its threshold, so no Grad-CAM"
+        img, x = self._inputs(rgb, fm)
+        with torch.enable_grad():
+            masks = grad_cam_labels(model, x, labels, layer)
+        rows = [overlay(img, mk, side=side) for mk in masks]
+        return np.concatenate(rows, axis=0), (
+            f"Grad-CAM per label from {m.exp} fold {fm.fold} (layer {name}), top to bottom: "
+            + ", ".join(f"'{self.classes[c]}'" for c in labels) + "; left: the model input, right: where it looks")

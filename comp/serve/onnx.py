@@ -2,7 +2,8 @@
 
 Each fold model is wrapped so that the file is the whole inference step: input ``image`` uint8 NHWC at the
 training size (batch 1, or any batch with ``dynamic_batch``), normalisation with the fold's mean/std inside the
-graph, output ``probs`` (softmax). ``runs/E/export/export.json`` beside the ``fold_k.onnx`` files gives the
+graph, output ``probs`` (softmax; for a multi-label fold, ``meta["task"] == "multilabel"``, one sigmoid per
+class). ``runs/E/export/export.json`` beside the ``fold_k.onnx`` files gives the
 classes, size, resize mode and what each file was checked against.
 
 The exporter is PyTorch's TorchScript-based one (``torch.onnx.export(..., dynamo=False)``): on torch 2.x it
@@ -51,17 +52,25 @@ class ExportError(RuntimeError):
 
 
 class Normalized(nn.Module):
-    """uint8 NHWC images -> class probabilities: comp's normalisation, the model and a softmax in one graph."""
+    """uint8 NHWC images -> class probabilities: comp's normalisation, the model and a softmax (``sigmoid``: one
+    independent sigmoid per class, multi-label) in one graph."""
 
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], sigmoid: bool = False):
         super().__init__()
         self.model = model
+        self.sigmoid = sigmoid
         self.register_buffer("scale", torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1))
         self.register_buffer("shift", torch.tensor([-m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.permute(0, 3, 1, 2).float() * self.scale + self.shift
-        return self.model(x).float().softmax(1)
+        logits = self.model(x).float()
+        return logits.sigmoid() if self.sigmoid else logits.softmax(1)
+
+
+def is_multilabel(fm: FoldModel) -> bool:
+    """Whether the fold was trained with data.task multilabel (its probabilities are sigmoids)."""
+    return fm.meta.get("task") == "multilabel"
 
 
 def _export_error(e: Exception, fm: FoldModel, opset: int) -> ExportError:
@@ -122,7 +131,8 @@ def export_fold(cfg: Config, fm: FoldModel, out: Path, opset: int = DEFAULT_OPSE
     mean, std = fm.meta.get("mean"), fm.meta.get("std")
     if mean is None or std is None:
         raise DataError(f"{fm.path.with_suffix('.json')}: no mean/std; retrain fold {fm.fold} with this comp")
-    wrapped = Normalized(model, mean, std).eval()
+    sigmoid = is_multilabel(fm)
+    wrapped = Normalized(model, mean, std, sigmoid).eval()
     example = torch.zeros(1, fm.size, fm.size, 3, dtype=torch.uint8)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -147,7 +157,8 @@ def export_fold(cfg: Config, fm: FoldModel, out: Path, opset: int = DEFAULT_OPSE
         from comp.data.dataset import to_tensor_batch
 
         with torch.inference_mode():  # the torch side exactly as comp predict runs it
-            ref = model(to_tensor_batch(imgs, mean, std)).float().softmax(1).numpy()
+            logits = model(to_tensor_batch(imgs, mean, std)).float()
+            ref = (logits.sigmoid() if sigmoid else logits.softmax(1)).numpy()
         got = run_session(session(tmp), imgs, None if dynamic_batch else 1)
         diff = float(np.abs(got - ref).max())
         if not diff <= tolerance:
@@ -160,6 +171,7 @@ def export_fold(cfg: Config, fm: FoldModel, out: Path, opset: int = DEFAULT_OPSE
     return {"file": out.name, "fold": fm.fold, "opset": opset, "dynamic_batch": dynamic_batch,
             "batch": None if dynamic_batch else 1, "parity_max_abs_diff": diff, "parity_images": len(imgs),
             "agree_argmax": int((got.argmax(1) == ref.argmax(1)).sum()), "export_seconds": round(seconds, 2),
+            **({"agree_labels_at_0.5": int(((got >= 0.5) == (ref >= 0.5)).all(1).sum())} if sigmoid else {}),
             "source": {"file": str(fm.path.name), **source_stamp(fm)}}
 
 
@@ -191,13 +203,18 @@ def export(cfg: Config, folds: Sequence[int] | None = None, opset: int = DEFAULT
             "mean": fm0.meta.get("mean"), "std": fm0.meta.get("std"), "model_name": fm0.meta.get("model_name"),
             "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC",
                       "shape": ["batch" if dynamic_batch else 1, fm0.size, fm0.size, 3]},
-            "output": {"name": OUTPUT_NAME, "dtype": "float32", "meaning": "softmax probabilities, classes order"}}
-    if info and (info.get("classes") != head["classes"] or info.get("size") != head["size"]):
+            "task": "multilabel" if is_multilabel(fm0) else "multiclass",
+            "output": {"name": OUTPUT_NAME, "dtype": "float32", "meaning": (
+                "sigmoid probabilities, one per class (multi-label), classes order" if is_multilabel(fm0)
+                else "softmax probabilities, classes order")}}
+    if info and (info.get("classes") != head["classes"] or info.get("size") != head["size"]
+                 or info.get("task", "multiclass") != head["task"]):
         info = {}  # exports of an earlier run with other classes or size: start the record afresh
     entries = dict(info.get("folds", {}))
     for fm, path in targets:
-        if fm.meta["classes"] != fm0.meta["classes"] or fm.size != fm0.size or fm.resize != fm0.resize:
-            raise DataError(f"{fm.path}: its classes, size or resize differ from fold {fm0.fold}'s; retrain it")
+        if fm.meta["classes"] != fm0.meta["classes"] or fm.size != fm0.size or fm.resize != fm0.resize or \
+                is_multilabel(fm) != is_multilabel(fm0):
+            raise DataError(f"{fm.path}: its classes, size, resize or task differ from fold {fm0.fold}'s; retrain it")
         entry = export_fold(cfg, fm, path, opset, dynamic_batch, tolerance)
         entries[str(fm.fold)] = entry
         echo(f"export {exp} fold {fm.fold}: {path} (opset {opset}, {'dynamic' if dynamic_batch else 'batch 1'}, "

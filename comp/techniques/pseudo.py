@@ -136,6 +136,10 @@ def make_pseudo(
     """Write ``folds/pseudo/<exp>/`` from ``source`` (an experiment or a submission name); returns the folder."""
     check_exp_name(exp)
     check_exp_name(source, "--from")
+    if cfg.data.task == "multilabel":
+        raise ConfigError("comp pseudo keeps the teacher's argmax per test image and does not decide several labels "
+                          "per image (data.task multilabel) yet; train on the given labels, and leave data.pseudo "
+                          "empty")
     if (threshold is None) == (top is None):
         raise ConfigError("choose one of --threshold P (keep rows whose top probability reaches P) or --top F "
                           "(keep the fraction F most confident rows)")

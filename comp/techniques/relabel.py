@@ -117,8 +117,13 @@ def run_relabel(
 ) -> Path:
     """Write ``reports/<exp>/relabel.csv`` (suspects, ranked) and the gallery ``relabel.html``; returns the csv."""
     from comp import runs
-    from comp.reports.analyze import fold_models, oof_arrays, read_run_oof
+    from comp.reports.analyze import oof_arrays
+    from comp.reports.oof_run import fold_models, read_run_oof
 
+    if cfg.data.task == "multilabel":
+        raise ConfigError(f"comp relabel ranks suspect single labels (confident learning over one class per "
+                          f"image) and does not handle data.task multilabel yet; look at the most confidently "
+                          f"missed and false labels, each with its Grad-CAM, in: comp analyze --exp {exp}")
     t0 = time.time()
     run = Path(runs_dir or runs.RUNS_DIR) / exp
     if not (run / "oof.csv").exists():
@@ -160,7 +165,7 @@ def run_relabel(
 
 def _gallery(cfg, exp, oof, y, probs, classes, s: Suspects, table, models, out: Path, n: int, echo) -> Path:
     """relabel/index.html: image, given and suggested label, and the Grad-CAM of both, from the row's fold model."""
-    from comp.reports.analyze import make_cams
+    from comp.reports.oof_run import make_cams
     from comp.reports.page import Img, Report, report_dir, thumb_src
 
     d = cfg.data
