@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from train_utils import folded_workdir, make_folds_file
 
 from comp.cli import cli
-from comp.config import load_config
+from comp.config import ConfigError, load_config
 from comp.techniques import sources
 from comp.techniques.pseudo import folds_digest
 from comp.train.loop import train_folds
@@ -219,3 +219,15 @@ def test_synthetic_key_is_typed_plugged_in_and_refused_where_it_cannot_apply(fol
         plan_full(cfg)
     with pytest.raises(ConfigError, match="data.synthetic"):
         load_config(folded / "comp.yaml", overrides=["data.synthetic=[1, 2]"])
+
+
+def test_default_amount_tops_each_class_up_to_the_median():
+    """With neither --per-class nor --fill-to (comp synth's default), each chosen class is topped up to the median
+    class count. The default once crashed before training (a median of no counts) and no test ran it."""
+    from comp.techniques.synth import SynthOptions, check_amount, wanted
+
+    check_amount(SynthOptions())  # the default is a valid choice
+    assert wanted(np.array([10, 2, 6]), ["a", "b", "c"], SynthOptions()).tolist() == [0, 4, 0]
+    assert wanted(np.array([10, 2, 6]), ["a", "b", "c"], SynthOptions(classes=["a"])).tolist() == [0, 0, 0]
+    with pytest.raises(ConfigError, match="--per-class N"):
+        check_amount(SynthOptions(per_class=2, fill_to=5))

@@ -102,11 +102,16 @@ def synth_dir(cfg: Config, exp: str) -> Path:
     return resolve(cfg, str(SYNTH_DIR / exp))
 
 
-def wanted(counts: np.ndarray, classes: list[str], opts: SynthOptions) -> np.ndarray:
-    """Images to make per class, from the fold's training counts per class."""
+def check_amount(opts: SynthOptions) -> None:
     if opts.per_class is not None and opts.fill_to is not None:
         raise ConfigError("choose one of --per-class N (N images of each class) or --fill-to F (top each class up "
                           "to F training images)")
+
+
+def wanted(counts: np.ndarray, classes: list[str], opts: SynthOptions) -> np.ndarray:
+    """Images to make per class, from the fold's training counts per class (by default: each class topped up to
+    the median class count)."""
+    check_amount(opts)
     chosen = np.ones(len(classes), bool)
     if opts.classes:
         unknown = [c for c in opts.classes if c not in classes]
@@ -159,7 +164,7 @@ def make_synth(cfg: Config, opts: SynthOptions, folds: list[int] | None = None, 
     if resume and overwrite:
         raise ConfigError("--resume continues folds/synth/E and --overwrite discards it: pass one of them")
     check_options(opts)
-    wanted(np.zeros(0, int), [], SynthOptions(per_class=opts.per_class, fill_to=opts.fill_to))  # one of them
+    check_amount(opts)
     table, classes = load_table(cfg, skip_bad=False, echo=echo)
     if cfg.input.size is None:  # fitted from the image headers (or runs/E/config.yaml), as training does
         fit_defaults(cfg, lambda: table["path"].tolist(), len(classes), echo=echo, probe=False)
