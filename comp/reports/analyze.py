@@ -30,7 +30,7 @@ from comp.config import Config
 from comp.data.competition import DataError, load_train
 from comp.files import write_csv, write_text
 from comp.reports.analyze_multilabel import run_analyze_multilabel
-from comp.reports.oof_run import curves_section, fold_models, make_cams, read_run_oof
+from comp.reports.oof_run import curves_section, fold_models, make_cams, oof_classes, read_run_oof
 from comp.reports.page import (
     Img,
     Report,
@@ -53,14 +53,7 @@ MAX_CAM_CLASSES = 20  # with more classes, the lowest-F1 ones get Grad-CAM
 def oof_arrays(cfg: Config, oof: pd.DataFrame, classes: list[str] | None) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(classes, y_true indices, probabilities (N, K)); raises DataError naming what is missing."""
     d = cfg.data
-    for col in (d.id_col, "fold", d.label_col):
-        if col not in oof.columns:
-            raise DataError(f"OOF file has no column '{col}'; columns are {list(oof.columns)}")
-    if classes is None:
-        classes = [c for c in oof.columns if c not in (d.id_col, "fold", d.label_col)]
-    missing = [c for c in classes if c not in oof.columns]
-    if missing:
-        raise DataError(f"OOF file has no probability column for class {missing[0]!r} (the model's classes)")
+    classes = oof_classes(cfg, oof, classes)
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(oof[d.label_col]) - set(index))
     if unknown:

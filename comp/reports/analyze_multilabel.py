@@ -22,7 +22,7 @@ from comp import runs
 from comp.config import Config
 from comp.data.competition import DataError, load_train
 from comp.files import write_csv, write_text
-from comp.reports.oof_run import curves_section, fold_models, make_cams, read_run_oof
+from comp.reports.oof_run import curves_section, fold_models, make_cams, oof_classes, read_run_oof
 from comp.reports.page import Img, Report, report_dir, thumb_src
 
 THRESHOLD = 0.5  # a label is predicted at this sigmoid probability (comp ensemble tunes per-class thresholds)
@@ -32,14 +32,7 @@ GALLERY = 12  # most confidently missed / false labels shown, each with its Grad
 def ml_arrays(cfg: Config, oof: pd.DataFrame, classes: list[str] | None) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(classes, multi-hot truth (N, C), sigmoid probabilities (N, C)) of a multi-label OOF table."""
     d = cfg.data
-    for col in (d.id_col, "fold", d.label_col):
-        if col not in oof.columns:
-            raise DataError(f"OOF file has no column '{col}'; columns are {list(oof.columns)}")
-    if classes is None:
-        classes = [c for c in oof.columns if c not in (d.id_col, "fold", d.label_col)]
-    missing = [c for c in classes if c not in oof.columns]
-    if missing:
-        raise DataError(f"OOF file has no probability column for class {missing[0]!r} (the model's classes)")
+    classes = oof_classes(cfg, oof, classes)
     try:
         y = runs.oof_hot(oof[d.label_col], classes, d.label_sep)
     except KeyError as e:

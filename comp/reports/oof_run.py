@@ -127,3 +127,18 @@ def curves_section(cfg: Config, rep: Report, tmp: Path, run: Path) -> None:
                      "last val loss": float(m["val_loss"].iloc[-1]) if "val_loss" in m else None,
                      "minutes": float(m["seconds"].sum() / 60) if "seconds" in m else None})
     sec.table(rows)
+
+
+def oof_classes(cfg: Config, oof: pd.DataFrame, classes: list[str] | None) -> list[str]:
+    """The OOF table's classes (its probability columns when ``classes`` is None), after checking that it has the
+    id, fold and label columns and a probability column per class; raises DataError naming what is missing."""
+    d = cfg.data
+    for col in (d.id_col, "fold", d.label_col):
+        if col not in oof.columns:
+            raise DataError(f"OOF file has no column '{col}'; columns are {list(oof.columns)}")
+    if classes is None:
+        classes = [c for c in oof.columns if c not in (d.id_col, "fold", d.label_col)]
+    missing = [c for c in classes if c not in oof.columns]
+    if missing:
+        raise DataError(f"OOF file has no probability column for class {missing[0]!r} (the model's classes)")
+    return classes
