@@ -20,7 +20,7 @@ from comp.data.competition import DataError
 from comp.techniques.distill import check_teacher, teacher_targets
 from comp.techniques.foldsafe import check_fold_safe
 from comp.techniques.pseudo import Pseudo, load_pseudo
-from comp.techniques.relabel import apply_relabel, fold_safe_rows
+from comp.techniques.relabel import accepts_every, apply_relabel, fold_safe_every, fold_safe_rows, full_every
 from comp.techniques.synth import Synthetic, load_synthetic
 from comp.train.loop import check_config
 from comp.train.rows import FoldRows, Pool, Source, per_class
@@ -28,7 +28,9 @@ from comp.train.rows import FoldRows, Pool, Source, per_class
 
 class RelabelSource(Source):
     """data.relabel: the table's training targets (y_train, train_use) from the accepted relabel file; fold k then
-    keeps an accepted relabel only where the fold-safe suggestion (a pair model trained without fold k) agrees."""
+    keeps an accepted relabel only where the fold-safe suggestion (a pair model trained without fold k) agrees.
+    Every suggestion accepted (data.relabel: auto, or every row marked accept): fold k takes every fold-safe
+    suggestion instead, and a full-data run the pair models' mean."""
 
     key = "data.relabel"
 
@@ -36,9 +38,10 @@ class RelabelSource(Source):
         pool.table = apply_relabel(pool.cfg, pool.table, pool.classes, pool.echo)
 
     def extend(self, pool: Pool, k, fr: FoldRows) -> FoldRows:
+        every = accepts_every(pool.cfg)
         if isinstance(k, str):  # a full-data run: no fold to keep honest, the accepted labels as written
-            return fr
-        return fold_safe_rows(pool, k, fr)
+            return full_every(pool, fr) if every and pool.helper else fr
+        return fold_safe_every(pool, k, fr) if every and pool.helper else fold_safe_rows(pool, k, fr)
 
 
 @dataclass

@@ -433,6 +433,7 @@ def train_full(cfg: Config, seeds: int = 1, resume: bool = False, overwrite: boo
     todo = [i for i in range(seeds) if overwrite or runs.read_done(runs.full_dir(cfg.exp, i)) is None]
     images = _decode(cfg, accelerator, pool.paths) if todo else None
     s = Session(cfg, accelerator, pool, images, say, None, sources)
+    pool.helper = partial(train_helper, s)  # data.relabel accepting every suggestion reads (or trains) pair models
     # One session per seed: its config has the full run's epochs and seed (every draw follows from them).
     units = [(runs.full_name(i), replace(s, cfg=c), plan.info(i)) for i, c in enumerate(plan.configs)]
     results, interrupted = _run_units(s, units, resume, overwrite)
