@@ -174,7 +174,10 @@ def test_fold_k_relabels_only_through_pair_models_that_never_saw_fold_k(workdir,
     picks = folds.groupby("fold").head(4)  # 4 rows of each fold, accepted as another class
     _relabel_csv(workdir / "relabel.csv", [
         {"id": r.image_id, "fold": r.fold, "given": r.label, "accept": "accept",
-         "suggested": classes[(classes.index(r.label) + 1) % len(classes)]} for r in picks.itertuples()])
+         "suggested": classes[(classes.index(r.label) + 1) % len(classes)]} for r in picks.itertuples()]
+        # one row left unmarked: a person's partial marks (every row accepted is the data.relabel: auto path)
+        + [{"id": r.image_id, "fold": r.fold, "given": r.label, "accept": "", "suggested": r.label}
+           for r in folds.drop(picks.index).head(1).itertuples()])
     cfg = load_config(workdir / "comp.yaml", exp="cf", overrides=[
         "model.name=test_resnet", "input.size=32", "train.epochs=1", "train.batch_size=64", "data.relabel=relabel.csv"])
     said = []
