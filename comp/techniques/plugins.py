@@ -33,12 +33,14 @@ class RelabelSource(Source):
     suggestion instead, and a full-data run the pair models' mean."""
 
     key = "data.relabel"
+    every: bool = False  # every suggestion accepted: read once, when the table is built
 
     def table(self, pool: Pool) -> None:
+        self.every = accepts_every(pool.cfg)
         pool.table = apply_relabel(pool.cfg, pool.table, pool.classes, pool.echo)
 
     def extend(self, pool: Pool, k, fr: FoldRows) -> FoldRows:
-        every = accepts_every(pool.cfg)
+        every = self.every
         if isinstance(k, str):  # a full-data run: no fold to keep honest, the accepted labels as written
             return full_every(pool, fr) if every and pool.helper else fr
         return fold_safe_every(pool, k, fr) if every and pool.helper else fold_safe_rows(pool, k, fr)

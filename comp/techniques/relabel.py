@@ -319,11 +319,16 @@ def fold_safe_suggestions(pool: Pool, j: int, k: int):
     h = pool.helper(pair_name(j, k), [j, k])
     y = pool.table["y"].to_numpy()
     mine = pool.table["fold"].to_numpy()[h.rows] == j
-    rows, probs = h.rows[mine], h.probs[mine]
-    safe = y[rows].copy()
-    s = find_suspects(y[rows], probs)
+    rows = h.rows[mine]
+    return rows, safe_labels(y[rows], h.probs[mine]), h
+
+
+def safe_labels(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """``y`` with find_suspects' suggestion put in at each suspect (the given label elsewhere)."""
+    safe = y.copy()
+    s = find_suspects(y, probs)
     safe[s.pos] = s.suggested
-    return rows, safe, h
+    return safe
 
 
 def fold_safe_rows(pool: Pool, k: int, fr: FoldRows) -> FoldRows:
@@ -354,9 +359,13 @@ def fold_safe_rows(pool: Pool, k: int, fr: FoldRows) -> FoldRows:
         trained, seconds = trained + h.trained, seconds + h.seconds
     pool.echo(f"fold {k}: data.relabel through fold-safe suggestions (pair models trained without fold {k}): "
               f"{applied} accepted relabels applied, {kept} kept as given (their fold-safe suggestion disagrees); "
-              + "; ".join(parts) + f" | cost: {len(models)} pair models ({', '.join(models)}; {trained} trained "
-              f"now, {len(models) - trained} read back), {seconds:.0f} s of training")
+              + "; ".join(parts) + _cost(models, trained, seconds))
     return replace(fr, targets=targets, counts=dict(fr.counts, relabelled=applied, relabel_kept_given=kept))
+
+
+def _cost(models: list[str], trained: int, seconds: float) -> str:
+    return (f" | cost: {len(models)} pair models ({', '.join(models)}; {trained} trained now, "
+            f"{len(models) - trained} read back), {seconds:.0f} s of training")
 
 
 def _suggestion_by_row(n: int, rows: np.ndarray, safe: np.ndarray) -> np.ndarray:
@@ -388,8 +397,7 @@ def fold_safe_every(pool: Pool, k: int, fr: FoldRows) -> FoldRows:
         trained, seconds = trained + h.trained, seconds + h.seconds
     pool.echo(f"fold {k}: data.relabel, every suggestion accepted: {applied} training labels changed to the "
               f"fold-safe suggestion of a pair model trained without fold {k} ("
-              + "; ".join(parts) + f") | cost: {len(models)} pair models ({', '.join(models)}; {trained} trained "
-              f"now, {len(models) - trained} read back), {seconds:.0f} s of training")
+              + "; ".join(parts) + ")" + _cost(models, trained, seconds))
     return replace(fr, targets=targets, counts=dict(fr.counts, relabelled=applied))
 
 
@@ -408,11 +416,7 @@ def full_every(pool: Pool, fr: FoldRows) -> FoldRows:
         helpers = [pool.helper(pair_name(j, m), [j, m]) for m in all_folds if m != j]
         mine = folds[helpers[0].rows] == j
         rows = helpers[0].rows[mine]
-        probs = np.mean([h.probs[folds[h.rows] == j] for h in helpers], axis=0)
-        s = find_suspects(y[rows], probs)
-        safe = y[rows].copy()
-        safe[s.pos] = s.suggested
-        safe_all[rows] = safe
+        safe_all[rows] = safe_labels(y[rows], np.mean([h.probs[folds[h.rows] == j] for h in helpers], axis=0))
     real = np.flatnonzero(fr.rows < n)
     new = safe_all[fr.rows[real]]
     hit = (new >= 0) & (new != y[fr.rows[real]])
