@@ -1,10 +1,15 @@
 """Relabel leak with near-duplicates across folds (docs/leaks.md).
 
-    python benchmarks/relabel_leak.py N NOISE EPOCHS SIZE [LR] [WORKDIR]   # from the repo root
+    python benchmarks/relabel_leak.py N NOISE EPOCHS SIZE [LR] [WORKDIR] [SEED]   # from the repo root
 
 N comp-sample images, each twice (the copy shifted 1 px) in two different folds of 3, every copy's label flipped
-with probability NOISE, no group column; a noisy baseline, then every `comp relabel` suggestion accepted; prints
-CV and hold-out macro F1 of both and the leak (CV rise minus hold-out rise).
+with probability NOISE (drawn from SEED), no group column; a noisy baseline, then every `comp relabel` suggestion
+accepted two ways:
+    leaky  train.csv rewritten with relabel.csv's suggestions (what a notebook does, and comp before issue 17):
+           a fold-j suggestion came from the fold-j model, which trained on fold k's labels
+    comp   data.relabel with every row accepted: fold k takes only the suggestions of pair models that never saw it
+Every CV is scored on the noisy labels as given. Prints CV and hold-out macro F1 of each and the leak (CV rise minus
+hold-out rise).
 """
 
 import os
@@ -31,12 +36,12 @@ from comp.train.loop import train_folds  # noqa: E402
 PAIRS = [(0, 1), (0, 2), (1, 2)]
 
 
-def build(work: Path, src: Path, n: int, noise: float) -> None:
+def build(work: Path, src: Path, n: int, noise: float, seed: int) -> None:
     root = work / "data"
     (root / "train_images").mkdir(parents=True)
     train = pd.read_csv(src / "train.csv", dtype=str).head(n)
     classes = sorted(train["label"].unique())
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     rows = []
     for i, r in enumerate(train.itertuples(index=False)):
         img = np.asarray(Image.open(src / "train_images" / f"{r.image_id}.png"))
@@ -49,7 +54,7 @@ def build(work: Path, src: Path, n: int, noise: float) -> None:
     df[["image_id", "label"]].to_csv(root / "train.csv", index=False)
     shutil.copytree(src / "test_images", root / "test_images")
     shutil.copy(src / "sample_submission.csv", root / "sample_submission.csv")
-    write_config(work, root)
+    write_config(work, root, train={"seed": seed})
     (work / "folds").mkdir()
     df.to_csv(work / "folds" / "folds.csv", index=False)
 
@@ -62,15 +67,43 @@ def holdout(work: Path, exp: str, recipe: list[str], solution: Path) -> float:
     return f1_score(sol["label"], np.asarray(cl)[t[cl].to_numpy().argmax(1)], average="macro")
 
 
+def leaky(work: Path, rl: pd.DataFrame, recipe: list[str], solution: Path) -> tuple[float, float]:
+    """A copy of the competition whose train.csv holds relabel.csv's suggestions; CV against the noisy labels."""
+    lw = work / "leaky"
+    shutil.copytree(work / "data", lw / "data")
+    shutil.copytree(work / "folds", lw / "folds")
+    shutil.copy(work / "comp.yaml", lw / "comp.yaml")
+    cfg_text = (lw / "comp.yaml").read_text().replace(str(work / "data"), str(lw / "data"))
+    (lw / "comp.yaml").write_text(cfg_text)
+    train = pd.read_csv(work / "data" / "train.csv", dtype=str)
+    given = train.set_index("image_id")["label"]
+    train["label"] = train["image_id"].map(rl.set_index("id")["suggested"]).fillna(train["label"])
+    train.to_csv(lw / "data" / "train.csv", index=False)
+    folds = pd.read_csv(work / "folds" / "folds.csv", dtype=str)
+    folds["label"] = train.set_index("image_id")["label"].loc[folds["image_id"]].to_numpy()
+    folds.to_csv(lw / "folds" / "folds.csv", index=False)
+    here = os.getcwd()
+    os.chdir(lw)
+    try:
+        train_folds(load_config(lw / "comp.yaml", exp="leaky", overrides=recipe), echo=lambda s: None)
+        oof = pd.read_csv(lw / "runs" / "leaky" / "oof.csv", dtype={"image_id": str})
+        cl = sorted(given.unique())
+        cv = f1_score(given.loc[oof["image_id"]], np.asarray(cl)[oof[cl].to_numpy().argmax(1)], average="macro")
+        return cv, holdout(lw, "leaky", recipe, solution)
+    finally:
+        os.chdir(here)
+
+
 def main() -> None:
     n, noise, epochs, size = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     lr = sys.argv[5] if len(sys.argv) > 5 else "0.01"
     work = Path(sys.argv[6] if len(sys.argv) > 6 else "/tmp/relabel_leak").resolve()
+    seed = int(sys.argv[7]) if len(sys.argv) > 7 else 0
     shutil.rmtree(work, ignore_errors=True)
     src = work.parent / f"{work.name}_src"
     if not src.exists():
-        make_sample(src, n_train=600, n_test=150, imbalance=1.0, seed=0)
-    build(work, src, n, noise)
+        make_sample(src, n_train=max(600, n), n_test=500, imbalance=1.0, seed=0)
+    build(work, src, n, noise, seed)
     os.chdir(work)
     recipe = ["model.name=test_resnet", f"input.size={size}", "augment.preset=none", "train.batch_size=32",
               f"train.lr={lr}", f"train.epochs={epochs}"]
@@ -86,10 +119,14 @@ def main() -> None:
     cv1 = train_folds(cfg, echo=said.append, sources=sources(cfg))
     print("\n".join(x for x in said if "relabel" in x))
     h1 = holdout(work, "clean", recipe, src / "solution.csv")
+    c2, h2 = leaky(work, rl, recipe, src / "solution.csv")
     c0, c1 = cv0["cv_macro_f1"], cv1["cv_macro_f1"]
-    print(f"N={n} noise={noise} epochs={epochs} size={size}: {len(rl)} suspects accepted; CV {c0:.4f} -> {c1:.4f} "
-          f"({c1 - c0:+.4f}); hold-out {h0:.4f} -> {h1:.4f} ({h1 - h0:+.4f}); leak {c1 - c0 - (h1 - h0):+.4f}; "
+    print(f"N={n} noise={noise} epochs={epochs} size={size} seed={seed}: {len(rl)} suspects accepted; "
           f"{time.time() - t0:.0f} s")
+    print(f"{'run':<8} {'CV':>7} {'hold-out':>9} {'CV rise':>8} {'hold-out rise':>14} {'leak':>7}")
+    print(f"{'noisy':<8} {c0:>7.4f} {h0:>9.4f}")
+    for name, c, h in (("leaky", c2, h2), ("comp", c1, h1)):
+        print(f"{name:<8} {c:>7.4f} {h:>9.4f} {c - c0:>+8.4f} {h - h0:>+14.4f} {c - c0 - (h - h0):>+7.4f}")
 
 
 if __name__ == "__main__":
