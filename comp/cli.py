@@ -478,8 +478,12 @@ def predict(config_path, exp, overrides, tta, oof, overwrite, engine, use, fold_
 @click.option("--use", type=click.Choice(["folds", "full", "both"]), default="folds", show_default=True,
               help="test probabilities from runs/EXP/test.csv, test_full.csv or test_both.csv (comp predict --use); "
               "weights and CV always come from the fold models' OOF")
+@click.option("--label-shift", type=click.Choice(["off", "on", "auto"]), default="off", show_default=True,
+              help="macro_f1: estimate the test's class prior from the blend's test predictions and tune and score "
+              "for it (auto: only when it differs from train.csv's by 0.05 of total variation)")
 @user_errors
-def ensemble(config_path, exps, weights, method, tune_bias, tune_thresholds, temperature, name, overwrite, use):
+def ensemble(config_path, exps, weights, method, tune_bias, tune_thresholds, temperature, name, overwrite, use,
+             label_shift):
     """Blend experiments into submissions/NAME.csv and log it in submissions/ledger.csv.
 
     auto weights maximise the OOF data.metric (greedy selection with replacement). Post-processing fit on the
@@ -492,11 +496,13 @@ def ensemble(config_path, exps, weights, method, tune_bias, tune_thresholds, tem
     comp ensemble --exp base --exp big --tune-bias --name blend1
     comp ensemble --exp base --exp big --weights 0.7,0.3 --method geometric --name blend2
     comp ensemble --exp base --use full --name refit     # after comp predict --exp base --use full
+    comp ensemble --exp base --tune-bias --label-shift auto --name lt   # long tail, balanced test set
     """
     from comp.infer.ensemble import ensemble as run
 
     run(load(config_path), list(exps), weights=weights, method=method, tune_bias=tune_bias, name=name,
-        overwrite=overwrite, echo=click.echo, tune_thresholds=tune_thresholds, temperature=temperature, use=use)
+        overwrite=overwrite, echo=click.echo, tune_thresholds=tune_thresholds, temperature=temperature, use=use,
+        label_shift=label_shift)
 
 
 # ---------------------------------------------------------------- reports

@@ -16,16 +16,21 @@ from sklearn.model_selection import StratifiedKFold
 DEFAULT_GRID = np.round(np.arange(-3.0, 3.0001, 0.1), 4)
 
 
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
-    """Macro F1 over the classes present in y_true or y_pred: sklearn's ``f1_score(average='macro')``.
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, class_weight: np.ndarray | None = None
+             ) -> float:
+    """Macro F1 over the classes present in y_true or y_pred: sklearn's ``f1_score(average='macro')``, with
+    ``class_weight`` (C,) as sklearn's ``sample_weight=class_weight[y_true]`` (a label-shift reweighting: the
+    figure a test set with another class prior would give; comp.infer.shift).
 
     Written with bincount because the bias search calls it thousands of times (sklearn: ~1 ms a call).
     """
     y_true = np.asarray(y_true, np.int64)
     y_pred = np.asarray(y_pred, np.int64)
-    tp = np.bincount(y_true[y_true == y_pred], minlength=n_classes)
-    n_true = np.bincount(y_true, minlength=n_classes)
-    n_pred = np.bincount(y_pred, minlength=n_classes)
+    w = None if class_weight is None else np.asarray(class_weight, np.float64)[y_true]
+    hit = y_true == y_pred
+    tp = np.bincount(y_true[hit], weights=None if w is None else w[hit], minlength=n_classes)
+    n_true = np.bincount(y_true, weights=w, minlength=n_classes)
+    n_pred = np.bincount(y_pred, weights=w, minlength=n_classes)
     present = (n_true + n_pred) > 0
     f1 = 2 * tp[present] / (n_true[present] + n_pred[present])
     return float(f1.mean()) if f1.size else 0.0
@@ -37,9 +42,11 @@ def apply_bias(scores: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray
 
 
 def fit_bias(
-    scores: np.ndarray, y: np.ndarray, grid: np.ndarray = DEFAULT_GRID, max_rounds: int = 10
+    scores: np.ndarray, y: np.ndarray, grid: np.ndarray = DEFAULT_GRID, max_rounds: int = 10,
+    class_weight: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Per-class additive biases on ``scores`` (N, C log-probabilities) that maximise macro F1 on labels ``y``.
+    """Per-class additive biases on ``scores`` (N, C log-probabilities) that maximise macro F1 on labels ``y``
+    (reweighted by ``class_weight``, see macro_f1).
 
     Coordinate ascent: each round tries every grid value for one class at a time, the others held, and keeps
     the best (ties keep the value nearest 0, so classes that do not matter stay unbiased). Stops when a round
@@ -51,7 +58,7 @@ def fit_bias(
     bias = np.zeros(c)
     order = np.argsort(np.abs(grid), kind="stable")  # nearest-0 first, so argmax breaks ties toward 0
     grid = np.asarray(grid)[order]
-    best = macro_f1(y, apply_bias(scores, bias), c)
+    best = macro_f1(y, apply_bias(scores, bias), c, class_weight)
     for _ in range(max_rounds):
         changed = False
         for k in range(c):
@@ -60,7 +67,7 @@ def fit_bias(
             others[:, k] = -np.inf
             other_lab = others.argmax(1)
             margin = others[np.arange(n), other_lab] - scores[:, k]
-            f1s = np.array([macro_f1(y, np.where(b > margin, k, other_lab), c) for b in grid])
+            f1s = np.array([macro_f1(y, np.where(b > margin, k, other_lab), c, class_weight) for b in grid])
             j = int(np.argmax(f1s))
             if f1s[j] > best + 1e-12 and grid[j] != bias[k]:
                 bias[k], best, changed = grid[j], f1s[j], True
@@ -92,9 +99,11 @@ class BiasReport:
 
 
 def cv_bias(
-    scores: np.ndarray, y: np.ndarray, n_splits: int = 5, seed: int = 0, grid: np.ndarray = DEFAULT_GRID
+    scores: np.ndarray, y: np.ndarray, n_splits: int = 5, seed: int = 0, grid: np.ndarray = DEFAULT_GRID,
+    class_weight: np.ndarray | None = None,
 ) -> BiasReport:
-    """Fit biases on all of ``scores`` and estimate their benefit honestly with K-fold CV inside them."""
+    """Fit biases on all of ``scores`` and estimate their benefit honestly with K-fold CV inside them (every
+    figure reweighted by ``class_weight`` when given, see macro_f1)."""
     scores = np.asarray(scores, np.float64)
     y = np.asarray(y, np.int64)
     c = scores.shape[1]
@@ -103,14 +112,14 @@ def cv_bias(
     held = np.empty_like(y)
     fold_biases = []
     for tr, va in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(scores, y):
-        b = fit_bias(scores[tr], y[tr], grid)
+        b = fit_bias(scores[tr], y[tr], grid, class_weight=class_weight)
         held[va] = apply_bias(scores[va], b)
         fold_biases.append(b)
-    bias = fit_bias(scores, y, grid)
+    bias = fit_bias(scores, y, grid, class_weight=class_weight)
     return BiasReport(
-        argmax_f1=macro_f1(y, apply_bias(scores), c),
-        in_sample_f1=macro_f1(y, apply_bias(scores, bias), c),
-        cv_f1=macro_f1(y, held, c),
+        argmax_f1=macro_f1(y, apply_bias(scores), c, class_weight),
+        in_sample_f1=macro_f1(y, apply_bias(scores, bias), c, class_weight),
+        cv_f1=macro_f1(y, held, c, class_weight),
         bias=bias,
         fold_biases=fold_biases,
     )

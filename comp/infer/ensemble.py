@@ -48,6 +48,7 @@ from comp.infer.decision import (
 from comp.infer.multilabel import ensemble_multilabel
 from comp.infer.predict import USES, output_name
 from comp.infer.score import SubmissionError, check_submission, check_wide
+from comp.infer.shift import Shift, estimate_shift
 from comp.metrics import grade_values
 from comp.runs import run_dir, search_folds
 from comp.train.loop import competition_metric
@@ -195,7 +196,7 @@ class WeightsCV:
 
 def cv_weights(
     probs: Sequence[np.ndarray], y: np.ndarray, method: str, score: Callable[[np.ndarray, np.ndarray], float],
-    weights: np.ndarray, n_splits: int = 5, seed: int = 0,
+    weights: np.ndarray, n_splits: int = 5, seed: int = 0, class_weight: np.ndarray | None = None,
 ) -> WeightsCV:
     """Cross-validate ``greedy_weights`` inside the OOF (as ``cv_bias`` does for biases).
 
@@ -214,15 +215,18 @@ def cv_weights(
         held[va] = blend([p[va] for p in probs], w, method)
         fold_weights.append(w)
     full = blend(probs, weights, method)
-    return WeightsCV(in_sample=score(y, full), cv=score(y, held), in_sample_f1=macro_f1(y, full.argmax(1), c),
-                     cv_f1=macro_f1(y, held.argmax(1), c), fold_weights=fold_weights)
+    return WeightsCV(in_sample=score(y, full), cv=score(y, held),
+                     in_sample_f1=macro_f1(y, full.argmax(1), c, class_weight),
+                     cv_f1=macro_f1(y, held.argmax(1), c, class_weight), fold_weights=fold_weights)
 
 
-def signed_score(metric, classes: list[str]) -> Callable[[np.ndarray, np.ndarray], float]:
+def signed_score(metric, classes: list[str], class_weight: np.ndarray | None = None
+                 ) -> Callable[[np.ndarray, np.ndarray], float]:
     """data.metric of (labels, probabilities) with higher-is-better sign; macro F1 by bincount (the weight and
-    bias searches call it thousands of times; sklearn's takes ~1 ms a call and gives the same value)."""
+    bias searches call it thousands of times; sklearn's takes ~1 ms a call and gives the same value), reweighted
+    to an estimated test prior by ``class_weight`` (macro F1 only: comp.infer.shift)."""
     if metric.name == "macro_f1":
-        return lambda yt, p: macro_f1(yt, np.asarray(p).argmax(1), len(classes))
+        return lambda yt, p: macro_f1(yt, np.asarray(p).argmax(1), len(classes), class_weight)
     return lambda yt, p: metric.sign * metric(yt, p, classes)
 
 
@@ -252,7 +256,7 @@ class Rule:
 
 def fit_rule(probs: Sequence[np.ndarray], y: np.ndarray, method: str, fixed: np.ndarray | None, what: str | None,
              score: Callable[[np.ndarray, np.ndarray], float], n_splits: int = 5, seed: int = 0,
-             values: np.ndarray | None = None) -> Rule:
+             values: np.ndarray | None = None, class_weight: np.ndarray | None = None) -> Rule:
     """Everything ``comp ensemble`` fits on ``probs``/``y``: auto weights (greedy on ``score(y, probs)``, data.metric
     with higher-is-better sign) unless ``fixed``, then the decision ``what``, applied only when its CV gain inside
     these rows is positive (the apply/skip choice is part of the rule)."""
@@ -267,7 +271,7 @@ def fit_rule(probs: Sequence[np.ndarray], y: np.ndarray, method: str, fixed: np.
         return Rule(w, None, None, False)
     scores = blend(probs, w, method)
     if what == "bias":
-        rep = cv_bias(scores, y, n_splits=n_splits, seed=seed)
+        rep = cv_bias(scores, y, n_splits=n_splits, seed=seed, class_weight=class_weight)
         return Rule(w, what, rep.bias, rep.cv_gain > 0, rep)
     if what == "thresholds":
         rep = cv_thresholds(softmax(scores, axis=1), y, values, n_splits=n_splits, seed=seed)
@@ -292,24 +296,26 @@ class NestedCV:
 
 def nested_cv(probs: Sequence[np.ndarray], y: np.ndarray, method: str, fixed: np.ndarray | None, what: str | None,
               metric, classes: list[str], n_splits: int = 5, seed: int = 0, values: np.ndarray | None = None,
-              full: Rule | None = None) -> NestedCV:
-    """Cross-validate ``fit_rule`` end to end (``full``: the rule fit on every row, for the in-sample figure)."""
+              full: Rule | None = None, class_weight: np.ndarray | None = None) -> NestedCV:
+    """Cross-validate ``fit_rule`` end to end (``full``: the rule fit on every row, for the in-sample figure);
+    every figure reweighted by ``class_weight`` when given (comp.infer.shift)."""
     y = np.asarray(y, np.int64)
     c = probs[0].shape[1]
+    cw = class_weight
 
-    score = signed_score(metric, classes)
+    score = signed_score(metric, classes, cw)
     counts = np.bincount(y, minlength=c)
     k = int(max(2, min(n_splits, counts[counts > 0].min())))
     held = np.empty((len(y), c))
     applied = 0
     for tr, va in StratifiedKFold(k, shuffle=True, random_state=seed).split(probs[0], y):
-        rule = fit_rule([p[tr] for p in probs], y[tr], method, fixed, what, score, n_splits, seed, values)
+        rule = fit_rule([p[tr] for p in probs], y[tr], method, fixed, what, score, n_splits, seed, values, cw)
         held[va] = rule.output([p[va] for p in probs], method, values)  # rank blends rank the part on its own
         applied += rule.applied
-    full = full or fit_rule(probs, y, method, fixed, what, score, n_splits, seed, values)
+    full = full or fit_rule(probs, y, method, fixed, what, score, n_splits, seed, values, cw)
     inside = full.output(probs, method, values)
     return NestedCV(in_sample=metric.sign * score(y, inside), cv=metric.sign * score(y, held),
-                    in_sample_f1=macro_f1(y, inside.argmax(1), c), cv_f1=macro_f1(y, held.argmax(1), c),
+                    in_sample_f1=macro_f1(y, inside.argmax(1), c, cw), cv_f1=macro_f1(y, held.argmax(1), c, cw),
                     parts=k, applied_parts=applied, rows=len(y))
 
 
@@ -391,6 +397,11 @@ class _Inputs:
     shape: str
     label_col: str | None
     scored: np.ndarray | None = None  # the OOF rows the CV scores (those no member's search chose on)
+    shift: Shift | None = None  # the test's estimated class prior (comp.infer.shift); every OOF figure reweighted
+
+    @property
+    def class_weight(self) -> np.ndarray | None:
+        return self.shift.weight if self.shift is not None and self.shift.applied else None
 
 
 @dataclass
@@ -522,18 +533,19 @@ def _fit_weights(inp: _Inputs, exps: list[str], fixed: np.ndarray | None, method
     y, classes, metric, oof_probs = inp.y, inp.classes, inp.metric, inp.oof_probs
     n_c = len(classes)
 
-    fast = signed_score(metric, classes)
+    cw = inp.class_weight
+    fast = signed_score(metric, classes, cw)
 
     def objective(scores):  # data.metric of blended log-scores, higher is better
         return fast(y, softmax(scores, axis=1))
 
     members = inp.members
-    member_f1 = {mb.exp: macro_f1(y, blend([p], [1], method).argmax(1), n_c) for mb, p in zip(members, oof_probs)}
+    member_f1 = {mb.exp: macro_f1(y, blend([p], [1], method).argmax(1), n_c, cw) for mb, p in zip(members, oof_probs)}
     member_score = {mb.exp: metric.sign * objective(blend([p], [1], method)) for mb, p in zip(members, oof_probs)}
     w = greedy_weights(oof_probs, y, method, objective=objective) if fixed is None else fixed
     oof_scores = blend(oof_probs, w, method)
     test_scores = blend(inp.test_probs, w, method)
-    blend_f1 = macro_f1(y, oof_scores.argmax(1), n_c)
+    blend_f1 = macro_f1(y, oof_scores.argmax(1), n_c, cw)
     blend_score = metric.sign * objective(oof_scores)
 
     width = max(len("blend"), *(len(e) for e in exps))
@@ -552,12 +564,29 @@ def _fit_weights(inp: _Inputs, exps: list[str], fixed: np.ndarray | None, method
     base_f1, base_score = blend_f1, blend_score
     if fixed is None and len(members) > 1:
         wcv = cv_weights(oof_probs, y, method, lambda yt, sc: fast(yt, softmax(sc, axis=1)),
-                         w, n_splits=bias_folds, seed=seed)
+                         w, n_splits=bias_folds, seed=seed, class_weight=cw)
         base_f1, base_score = wcv.cv_f1, metric.sign * wcv.cv
         echo(f"weights: in-sample {metric.name} {blend_score:.4f}, cross-validated {base_score:.4f} "
              f"(searched again on {len(wcv.fold_weights)} parts of the OOF, scored on the part left out)")
     return _Fit(w=w, oof_scores=oof_scores, test_scores=test_scores, member_f1=member_f1, member_score=member_score,
                 blend_f1=blend_f1, blend_score=blend_score, wcv=wcv, base_f1=base_f1, base_score=base_score)
+
+
+def _label_shift(inp: _Inputs, mode: str, method: str, echo: Callable[[str], None]) -> Shift | None:
+    """The test's estimated class prior from the equal-weight blend (None with ``off``)."""
+    if mode not in ("off", "on", "auto"):
+        raise ConfigError(f"--label-shift {mode!r}: expected off, on or auto")
+    if mode == "off":
+        return None
+    if inp.metric.name != "macro_f1":
+        if mode == "on":
+            raise ConfigError(f"--label-shift on reweights macro F1; data.metric is {inp.metric.name}: drop the flag")
+        echo(f"label shift: not estimated (data.metric {inp.metric.name}; it reweights macro F1 only)")
+        return None
+    even = np.full(len(inp.oof_probs), 1.0 / len(inp.oof_probs))
+    sh = estimate_shift(blend(inp.oof_probs, even, method), inp.y, blend(inp.test_probs, even, method), mode)
+    echo(sh.summary(inp.classes))
+    return sh
 
 
 def _decision_kind(inp: _Inputs, tune_bias: bool, tune_thresholds: bool, temperature: bool,
@@ -582,8 +611,9 @@ def _tune_decision(inp: _Inputs, fit: _Fit, fixed: np.ndarray | None, method: st
     classes, y, metric = inp.classes, inp.y, inp.metric
     values = grade_values(classes) if what == "thresholds" else None
 
-    score = signed_score(metric, classes)
-    rule = fit_rule(inp.oof_probs, y, method, fit.w, what, score, bias_folds, seed, values)
+    cw = inp.class_weight
+    score = signed_score(metric, classes, cw)
+    rule = fit_rule(inp.oof_probs, y, method, fit.w, what, score, bias_folds, seed, values, cw)
     if rule.report is not None:
         echo(rule.report.summary(classes) if what == "bias" else rule.report.summary())
         if not rule.applied:  # the in-sample gain did not survive cross-validation: it was fitting noise
@@ -591,7 +621,7 @@ def _tune_decision(inp: _Inputs, fit: _Fit, fixed: np.ndarray | None, method: st
     rows = inp.scored if inp.scored is not None else np.arange(len(y))
     probs = [p[rows] for p in inp.oof_probs]
     nested = nested_cv(probs, y[rows], method, fixed, what, metric, classes, bias_folds, seed,
-                       values, None if len(rows) < len(y) else rule)
+                       values, None if len(rows) < len(y) else rule, cw)
     if what is not None or fixed is None and len(probs) > 1 or len(rows) < len(y):
         echo(f"nested CV {metric.name} {nested.cv:.4f} (in-sample {nested.in_sample:.4f}): "
              + ("weights" if fixed is None and len(probs) > 1 else "given weights")
@@ -659,6 +689,11 @@ def _ledger_options(inp: _Inputs, fit: _Fit, dec: _Decision, use: str, method: s
     if chosen:  # members chosen by a search: the CV is over the folds none of them was chosen on
         options.update(search_folds=chosen, cv_selected_in_sample=len(inp.scored) == len(inp.y),
                        cv_all_folds_optimistic=round(fit.base_score, 5))
+    if inp.shift is not None:
+        sh = inp.shift
+        options["label_shift"] = {"applied": bool(sh.applied), "total_variation": round(sh.tv, 4),
+                                  "test_prior": {c: round(float(q), 4) for c, q in zip(classes, sh.test_prior)},
+                                  "train_prior": {c: round(float(p), 4) for c, p in zip(classes, sh.train_prior)}}
     nested = dec.nested
     options.update(nested_cv=round(nested.cv, 5), nested_cv_f1=round(nested.cv_f1, 5),
                    nested_in_sample=round(nested.in_sample, 5), nested_parts=nested.parts,
@@ -679,8 +714,9 @@ def _echo_written(cfg: Config, inp: _Inputs, dec: _Decision, out_path: Path, n_r
     what = "one probability column per class" if shape == "wide" else f"label column {inp.label_col}"
     echo(f"wrote {out_path}: {n_rows} rows, {shape} shape ({what}); predicted classes: "
          + ", ".join(f"{names.get(k, k)} {v}" for k, v in dist.items()))
+    prior = " at the test's estimated class prior (label shift)" if inp.class_weight is not None else ""
     if metric.name == "macro_f1":
-        echo(f"cv macro F1 of this submission: {dec.cv_f1:.4f} (logged in {SUBMISSIONS_DIR / 'ledger.csv'})")
+        echo(f"cv macro F1 of this submission{prior}: {dec.cv_f1:.4f} (logged in {SUBMISSIONS_DIR / 'ledger.csv'})")
     else:
         echo(f"cv {metric.name} of this submission: {dec.cv_score:.4f}, macro F1 {dec.cv_f1:.4f} "
              f"(logged in {SUBMISSIONS_DIR / 'ledger.csv'})")
@@ -714,6 +750,7 @@ def ensemble(
     tune_thresholds: bool = False,
     temperature: bool = False,
     use: str = "folds",
+    label_shift: str = "off",
 ) -> dict:
     """Blend ``exps`` into ``submissions/NAME.csv``, validate it, log it in ``submissions/ledger.csv``.
 
@@ -722,6 +759,8 @@ def ensemble(
     weights: ``auto`` (greedy on OOF macro F1) or one number per experiment. method: mean, geometric, rank.
     tune_bias: per-class log-score biases fit on the OOF, their gain estimated with ``bias_folds``-fold CV;
     applied only when that cross-validated gain is positive.
+    label_shift: ``off``, ``on`` or ``auto`` (on past noise: comp.infer.shift): the test's class prior estimated
+    from the blend's test predictions; weights, biases and every CV figure are then those of that prior (macro F1).
     Returns the figures printed (members' and blend's OOF macro F1, weights, bias report, paths).
 
     data.task multilabel: comp.infer.multilabel.ensemble_multilabel (mean blend, per-class thresholds).
@@ -731,6 +770,7 @@ def ensemble(
     exps, fixed, out_path = _check_args(cfg, exps, weights, method, name, overwrite, tune_bias, tune_thresholds,
                                         temperature)
     inp = _load_inputs(cfg, exps, use, echo)
+    inp.shift = _label_shift(inp, label_shift, method, echo)
     fit = _fit_weights(inp, exps, fixed, method, bias_folds, cfg.folds.seed, echo)
     what = _decision_kind(inp, tune_bias, tune_thresholds, temperature, echo)
     dec = _tune_decision(inp, fit, fixed, method, what, bias_folds, cfg.folds.seed, echo)
