@@ -148,7 +148,7 @@ def test_app_every_label_over_its_threshold_with_gradcam_per_label(in_ml):
     assert "labels over their thresholds" in json.dumps(blocks.get_config_file())
 
 
-def test_tune_searches_a_multilabel_metric_and_relabel_pseudo_refuse_by_name(in_ml):
+def test_tune_searches_a_multilabel_metric_and_relabel_refuses_by_name(in_ml):
     pytest.importorskip("ray")
     from comp.config import ConfigError
     from comp.orchestrate.tune import _prepare
@@ -164,5 +164,43 @@ def test_tune_searches_a_multilabel_metric_and_relabel_pseudo_refuse_by_name(in_
     cfg = load_config("comp.yaml", exp="m")
     with pytest.raises(ConfigError, match="data.task multilabel.*comp analyze --exp m"):
         run_relabel(cfg, "m", **QUIET)
-    with pytest.raises(ConfigError, match="data.task multilabel"):
-        make_pseudo(cfg, "m", "m2", threshold=0.9, **QUIET)
+    assert make_pseudo  # multi-label pseudo-labels: test_pseudo_multilabel_thresholds_come_from_the_other_folds
+
+
+def test_pseudo_multilabel_thresholds_come_from_the_other_folds(in_ml):
+    """comp pseudo on a multi-label teacher: fold k's labels are the classes over thresholds fit on the teacher's OOF
+    without fold k (scrambling fold k's labels changes none of them), the targets are multi-hot, and a student
+    trains on them."""
+    import shutil
+
+    from comp.infer.predict import predict
+    from comp.techniques import sources
+    from comp.techniques.pseudo import fold_thresholds, make_pseudo
+
+    cfg = load_config("comp.yaml", exp="m", overrides=TINY)
+    if not (in_ml["work"] / "runs" / "m" / "test_folds.csv").exists():
+        predict(cfg, overwrite=True, progress=False, **QUIET)
+    classes = in_ml["classes"]
+    scrambled = in_ml["work"] / "runs" / "m_scr"
+    shutil.rmtree(scrambled, ignore_errors=True)
+    scrambled.mkdir()
+    oof = in_ml["oof"].copy()
+    zero = np.flatnonzero(oof["fold"].astype(int).to_numpy() == 0)
+    oof.loc[zero, "Target"] = oof.loc[zero[::-1], "Target"].to_numpy()
+    oof.to_csv(scrambled / "oof.csv", index=False)
+    mine, other = fold_thresholds(cfg, ["m"], classes, [0, 1]), fold_thresholds(cfg, ["m_scr"], classes, [0, 1])
+    assert (mine[0] == other[0]).all()  # fold 0's thresholds never read fold 0's labels
+
+    out = make_pseudo(cfg, "m", "mp", top=0.5, overwrite=True, **QUIET)
+    info = json.loads((out / "summary.json").read_text())
+    assert info["task"] == "multilabel" and sorted(info["thresholds"]) == ["0", "1"]
+    for k in (0, 1):
+        assert info["thresholds"][str(k)] == [round(float(t), 3) for t in mine[k]]
+        df = _csv(out / f"fold_{k}.csv")
+        hot = df[classes].astype(float).to_numpy()
+        assert set(np.unique(hot)) <= {0.0, 1.0} and len(df) == 12  # half of the 24 test images, multi-hot
+    said = []
+    student = load_config("comp.yaml", exp="mp", overrides=[*TINY, f"data.pseudo={out}"])
+    res = train_folds(student, sources=sources(student), echo=said.append)
+    assert res["cv_score"] is not None
+    assert any("+ 12 pseudo-labelled test images (hard multi-label" in line for line in said)

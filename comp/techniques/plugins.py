@@ -67,6 +67,14 @@ class PseudoSource(Source):
         ps, classes = self.pseudo.folds[k], pool.classes
         probs = ps[classes].to_numpy(np.float64)
         soft = self.pseudo.soft
+        if pool.hot is not None:  # multi-label: per-class targets (multi-hot decisions, or the sigmoids), as they are
+            fr = replace(fr, rows=np.concatenate([fr.rows, pool.position(self.key, ps["id"])]),
+                         targets=np.concatenate([fr.targets, probs]).astype(np.float32))
+            labels = ", ".join(f"{c} {n:.0f}" for c, n in zip(classes, probs.sum(0)))
+            pool.echo(f"fold {k}: + {len(ps)} pseudo-labelled test images ({'soft' if soft else 'hard'} multi-label "
+                      f"targets of teacher {self.pseudo.teacher}'s fold-{k} model and thresholds; labels per class "
+                      f"{labels})")
+            return replace(fr, counts=dict(fr.counts, pseudo=len(ps)))
         fr = fr.add(pool.position(self.key, ps["id"]), probs if soft else probs.argmax(1), soft, len(classes))
         pool.echo(f"fold {k}: + {len(ps)} pseudo-labelled test images ({'soft' if soft else 'hard'} labels of "
                   f"teacher {self.pseudo.teacher}'s fold-{k} model; per class {per_class(classes, probs.argmax(1))})")

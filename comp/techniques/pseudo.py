@@ -10,6 +10,12 @@ Selection, per fold: ``threshold`` keeps rows whose top probability reaches it; 
 most confident rows. Hard labels are the teacher's argmax; ``soft`` keeps the teacher's probabilities (trained on
 with soft-target cross-entropy).
 
+Multi-label (data.task multilabel): a test image's labels are the classes whose probability reaches fold k's
+per-class thresholds, fit (comp.infer.multilabel.fit_thresholds, data.metric or macro F1) on the teacher's OOF rows
+outside fold k only, so fold k's labels choose none of them. Its confidence is that of its least sure decision:
+min over classes of p (a label) or 1 - p (no label); ``threshold``/``top`` select on it. Hard targets are the
+multi-hot decisions; ``soft`` keeps the sigmoids.
+
 Writes ``folds/pseudo/NEW/fold_k.csv`` (``<id>``, ``confidence``, one probability column per class: one-hot when
 hard), ``summary.json`` (counts per class and fold, the confidence histogram) and ``confidence.png``; and
 ``configs/NEW.yaml`` (the teacher's experiment settings plus ``data.pseudo``) when that file does not exist yet.
@@ -116,7 +122,11 @@ def fold_safe_weights(cfg: Config, members: list[str]) -> dict[int, np.ndarray]:
 
 def select(probs: np.ndarray, threshold: float | None, top: float | None) -> np.ndarray:
     """Row positions kept: top probability >= threshold, or the ``top`` fraction most confident (ties: row order)."""
-    conf = probs.max(1)
+    return select_by(probs.max(1), threshold, top)
+
+
+def select_by(conf: np.ndarray, threshold: float | None, top: float | None) -> np.ndarray:
+    """Row positions kept: confidence >= threshold, or the ``top`` fraction most confident (ties: row order)."""
     if threshold is not None:
         return np.flatnonzero(conf >= threshold)
     n = int(round(top * len(conf)))
@@ -136,10 +146,6 @@ def make_pseudo(
     """Write ``folds/pseudo/<exp>/`` from ``source`` (an experiment or a submission name); returns the folder."""
     check_exp_name(exp)
     check_exp_name(source, "--from")
-    if cfg.data.task == "multilabel":
-        raise ConfigError("comp pseudo keeps the teacher's argmax per test image and does not decide several labels "
-                          "per image (data.task multilabel) yet; train on the given labels, and leave data.pseudo "
-                          "empty")
     if (threshold is None) == (top is None):
         raise ConfigError("choose one of --threshold P (keep rows whose top probability reaches P) or --top F "
                           "(keep the fraction F most confident rows)")
@@ -155,11 +161,17 @@ def make_pseudo(
     classes, per_fold, ids, what, members = teacher_folds(cfg, source)
     id_col = cfg.data.id_col
     summary = {"teacher": source, "teacher_is": what, "soft": soft, "threshold": threshold, "top": top,
-               "folds_digest": folds_digest(cfg), "n_test": len(ids), "folds": {}}
+               "folds_digest": folds_digest(cfg), "n_test": len(ids), "folds": {}, "task": cfg.data.task}
+    cuts = fold_thresholds(cfg, members, classes, sorted(per_fold)) if cfg.data.task == "multilabel" else None
+    if cuts is not None:
+        summary["thresholds"] = {str(k): [round(float(t), 3) for t in v] for k, v in cuts.items()}
+        echo("multi-label: each fold's labels are the classes at or over its thresholds, fit on the teacher's OOF "
+             "without that fold's rows")
     echo(f"pseudo {exp}: teacher {what}, {'soft' if soft else 'hard'} labels, "
-         + (f"top probability >= {threshold}" if threshold is not None else f"the {top:.0%} most confident"))
+         + (f"{'top probability' if cfg.data.task != 'multilabel' else 'confidence'} >= {threshold}"
+            if threshold is not None else f"the {top:.0%} most confident"))
     with atomic_dir(out) as tmp:  # built aside, renamed into place whole: no file of an older folder survives
-        _write_folder(tmp, per_fold, ids, classes, id_col, summary, threshold, top, soft, echo)
+        _write_folder(tmp, per_fold, ids, classes, id_col, summary, threshold, top, soft, echo, cuts)
     cfg_path = Path(cfg.base_dir) / "configs" / f"{exp}.yaml"
     if not cfg_path.exists():
         teacher_cfg = Path(cfg.base_dir) / "configs" / f"{members[0]}.yaml"
@@ -174,36 +186,78 @@ def make_pseudo(
     return out
 
 
+def fold_thresholds(cfg: Config, members: list[str], classes: list[str], folds: list[int]) -> dict[int, np.ndarray]:
+    """Multi-label: fold k's per-class thresholds, fit on the teacher members' mean OOF over the rows of the other
+    folds (data.metric when it is a decision metric, else macro F1). The plain rule (a label where p reaches its
+    threshold): a pseudo-label's targets are exactly those decisions."""
+    from comp.infer.multilabel import FAST, Rule, fit_thresholds
+    from comp.runs import oof_hot, run_dir
+
+    d = cfg.data
+    oofs = [read_csv_str(run_dir(m) / "oof.csv").set_index(d.id_col) for m in members]
+    ids = oofs[0].index
+    probs = np.mean([o.loc[ids, classes].to_numpy(np.float64) for o in oofs], axis=0)
+    y = oof_hot(oofs[0][d.label_col], classes, " " if d.label_cols else d.label_sep)
+    fold = oofs[0]["fold"].astype(int).to_numpy()
+    metric = d.metric if d.metric in FAST else "macro_f1"
+    rule = Rule(np.full(len(classes), 0.5))
+    return {k: fit_thresholds(probs[fold != k], y[fold != k], metric, rule) for k in folds}
+
+
+def confidence(p: np.ndarray, cuts: np.ndarray | None) -> np.ndarray:
+    """Per image: the top probability, or (multi-label, ``cuts``) that of its least sure decision."""
+    if cuts is None:
+        return p.max(1)
+    return np.where(p >= cuts, p, 1 - p).min(1)
+
+
+def _targets(p: np.ndarray, cuts: np.ndarray | None, soft: bool) -> np.ndarray:
+    if soft:
+        return p
+    if cuts is None:
+        return np.eye(p.shape[1])[p.argmax(1)]
+    return (p >= cuts).astype(np.float64)
+
+
 def _write_folder(folder: Path, per_fold: dict[int, np.ndarray], ids: pd.Index, classes: list[str], id_col: str,
                   summary: dict, threshold: float | None, top: float | None, soft: bool,
-                  echo: Callable[[str], None]) -> None:
+                  echo: Callable[[str], None], cuts: dict[int, np.ndarray] | None = None) -> None:
     """fold_k.csv, confidence.png and summary.json of a pseudo-label folder, into ``folder``."""
     from comp.reports.page import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
+    confs = []
     for k, p in per_fold.items():
-        keep = select(p, threshold, top)
-        q = p[keep] if soft else np.eye(len(classes))[p[keep].argmax(1)]
-        df = pd.concat([pd.DataFrame({id_col: np.asarray(ids)[keep], "confidence": p[keep].max(1)}),
+        cut = None if cuts is None else cuts[k]
+        conf = confidence(p, cut)
+        confs.append(conf)
+        keep = select_by(conf, threshold, top)
+        q = _targets(p[keep], cut, soft)
+        df = pd.concat([pd.DataFrame({id_col: np.asarray(ids)[keep], "confidence": conf[keep]}),
                         pd.DataFrame(q, columns=classes)], axis=1)
         write_csv(folder / f"fold_{k}.csv", df, float_format="%.6g")
-        counts = pd.Series(np.asarray(classes, object)[p[keep].argmax(1)]).value_counts()
-        hist, _ = np.histogram(p.max(1), bins=BINS)
+        if cut is None:
+            counts = pd.Series(np.asarray(classes, object)[p[keep].argmax(1)]).value_counts()
+        else:  # labels per class (an image counts once for each of its labels)
+            counts = pd.Series((p[keep] >= cut).sum(0), index=classes)
+        hist, _ = np.histogram(conf, bins=BINS)
         summary["folds"][str(k)] = {"kept": len(keep), "per_class": {c: int(counts.get(c, 0)) for c in classes},
                                     "confidence_hist": hist.tolist()}
-        ax.hist(p.max(1), bins=BINS, histtype="step", label=f"fold {k} ({len(keep)} kept)")
+        ax.hist(conf, bins=BINS, histtype="step", label=f"fold {k} ({len(keep)} kept)")
         echo(f"  fold {k}: {len(keep)} of {len(ids)} test rows; per class: "
              + ", ".join(f"{c} {int(counts.get(c, 0))}" for c in classes))
     summary["bins"] = BINS.tolist()
-    conf = np.concatenate([p.max(1) for p in per_fold.values()])
+    conf = np.concatenate(confs)
     edges = [0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0]
     hist, _ = np.histogram(conf, bins=edges)
-    echo("  confidence of the teacher's fold models (top probability, all folds' test rows): "
+    echo(f"  confidence of the teacher's fold models ({'top probability' if cuts is None else 'least sure decision'}"
+         f", all folds' test rows): "
          + ", ".join(f"{a:g}-{b:g} {n}" for a, b, n in zip(edges[:-1], edges[1:], hist)))
     if threshold is not None:
         ax.axvline(threshold, color="grey", ls=":")
-    ax.set_xlabel("teacher's top probability (each fold model's own)")
+    ax.set_xlabel("teacher's top probability (each fold model's own)" if cuts is None else
+                  "teacher's confidence: its least sure label decision (each fold model's own)")
     ax.set_ylabel("test images")
     ax.legend(fontsize=8)
     save_figure(fig, folder / "confidence.png")

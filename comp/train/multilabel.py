@@ -142,7 +142,7 @@ def evaluate_logits(logits: torch.Tensor, y_val: np.ndarray, metric, classes) ->
 def check_multilabel_config(cfg) -> None:
     """What multi-label training does not do yet: named, so it is never silently ignored."""
     t = cfg.train
-    for key, on in (("train.teacher", t.teacher), ("data.relabel", cfg.data.relabel), ("data.pseudo", cfg.data.pseudo)):
+    for key, on in (("train.teacher", t.teacher), ("data.relabel", cfg.data.relabel)):
         if on:
             raise ConfigError(f"{key} is not supported with data.task multilabel yet; leave it empty")
     create_multilabel_loss(t, np.ones(2), 4)
