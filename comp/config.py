@@ -95,7 +95,7 @@ class AugmentConfig:
 @dataclass
 class TrainConfig:
     epochs: Optional[int] = None  # None: 30 from scratch, 10 fine-tuning (SCRATCH / FINETUNE below)
-    batch_size: Optional[int] = None  # None: 64 on CPU; on a GPU the largest that fits (a memory probe)
+    batch_size: Optional[int] = None  # None: CPU 128 from 2048 rows, else 64; GPU: the largest that fits (a probe)
     lr: Optional[float] = None  # None: 3e-3 from scratch, 5e-4 fine-tuning
     seed: int = 42
     optimizer: str = "adamw"  # timm create_optimizer_v2 names

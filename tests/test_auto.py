@@ -53,8 +53,16 @@ def test_plan_stages_by_budget():
     s = big.stage("search")
     assert s.planned_s > 0 and big.trials >= 3 and big.search_epochs >= ap.MIN_EPOCHS
     assert f"{big.trials} trials" in s.why
-    assert big.stage("second").planned_s > 0 and big.stage("refit").planned_s > 0
-    assert big.stage("best").planned_s > 0.3 * big.stage("search").planned_s
+    assert big.stage("refit").planned_s > 0 and big.stage("best").planned_s > 0.3 * big.stage("search").planned_s
+    # On a CPU under 30 minutes the second member's time goes to the folds' epochs; a GPU (or a long budget) has it.
+    assert big.stage("second").planned_s == 0 and "epochs are worth more" in big.stage("second").why
+    gpu = ap.make_plan(_inputs(1200, gpus=1))
+    assert gpu.stage("second").planned_s > 0
+    long = ap.make_plan(_inputs(3600))
+    assert long.stage("second").planned_s > 0
+    # The refit trains for the folds' epochs: both fit their boxes at that count.
+    per = ap.refit_epoch_s(_inputs(1200), big.models[0])
+    assert big.stage("refit").planned_s >= ap.SETUP_S + big.epochs * per - 0.1
     no_ray = ap.make_plan(_inputs(1200, has_ray=False))
     assert no_ray.stage("search").planned_s == 0 and "Ray is not installed" in no_ray.stage("search").why
     assert no_ray.epochs >= big.epochs  # the search's share went to training

@@ -41,6 +41,12 @@ def test_unset_size_fitted_and_user_value_wins(workdir, competition):
     assert any(s.startswith("input.size 32 (median image 28x28") and "set input.size to change" in s for s in said)
     assert any(s.startswith("train.batch_size 64 (no GPU") for s in said)
     assert any(s.startswith("train.num_workers 0") for s in said)
+    from comp.accel import has_accelerator
+
+    if not has_accelerator():  # a CPU: 128 from 2048 rows (1.6x the images/s of 64), 64 below
+        big = load_config(workdir / "comp.yaml", exp="fit-big")
+        fit_defaults(big, lambda: paths * 4, echo=said.append)
+        assert big.train.batch_size == 128 and cfg.train.batch_size == 64
     cfg = load_config(workdir / "comp.yaml", exp="fit", overrides=["input.size=48", "model.pretrained=true"])
     fit_defaults(cfg, lambda: paths, echo=quiet)
     assert cfg.input.size == 48 and "input.size" not in cfg.derived

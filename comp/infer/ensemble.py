@@ -800,4 +800,6 @@ def ensemble(
         "shape": inp.shape,
         "ledger_row": row,
         "n_test": len(sub),
+        "label_shift": inp.shift,
+        "classes": inp.classes,
     }

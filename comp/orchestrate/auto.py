@@ -188,9 +188,13 @@ def _make_plan(a: Auto, models: list[str] | None) -> tuple[ap.Plan, dict]:
     base = [f"input.size={cfg.input.size}", "infer.tta=[identity,hflip]"]
     if "train.label_smoothing" not in mine:
         base.append("train.label_smoothing=0.1")
+    if "train.batch_size" not in mine and cfg.train.batch_size:  # the fitted batch: every stage trains at it
+        base.append(f"train.batch_size={cfg.train.batch_size}")
     cfg = load_config(a.config_path, overrides=base)
     cands = models or ([cfg.model.name] if "model.name" in mine else ap.MODELS_GPU if gpus else ap.MODELS_CPU)
-    batch = min(32, cfg.train.batch_size or 64)  # a probe batch: images/s, not memory
+    # The probe runs at the training batch (a CPU's images/s at 32 differ from those at 128 by 2x); capped at
+    # 128 on a GPU, where it measures images/s, not memory.
+    batch = min(128, cfg.train.batch_size or 64)
     t_img = _decode_seconds(train["path"].tolist()[:20])
     train_ips, infer_ips = ap.probe_models(cfg, cands, len(counts), batch, steps=2)
     small, stem_why = False, ""
@@ -200,7 +204,10 @@ def _make_plan(a: Auto, models: list[str] | None) -> tuple[ap.Plan, dict]:
             base.append("model.stem_stride=1")
             cfg = load_config(a.config_path, overrides=base)
             train_ips, infer_ips = ap.probe_models(cfg, cands, len(counts), batch, steps=2)
-    folds = cfg.folds.n_splits if "folds.n_splits" in mine else (5 if a.budget_s >= 600 else 3)
+    # 5 folds where the machine affords them (a GPU from 10 minutes, a CPU from 30), else 3: on 2 CPU cores a
+    # 15-minute budget gives 3 folds about twice the epochs of 5.
+    long_run = a.budget_s >= 600 if gpus else a.budget_s >= ap.LONG_CPU_S
+    folds = cfg.folds.n_splits if "folds.n_splits" in mine else (5 if long_run else 3)
     inp = ap.PlanInputs(a.budget_s, a.elapsed(), len(train), n_test, folds, train_ips, infer_ips,
                         has_ray=importlib.util.find_spec("ray") is not None, gpus=gpus,
                         views=len(TTA), decode_s_per_image=t_img)
@@ -354,13 +361,14 @@ def _params_text(p: dict) -> str:
 
 
 def _epoch_s(a: Auto, model: str, size: int) -> float:
-    """Seconds of one fold epoch: measured by the search's trials of that model and size, else the probe's estimate
-    (scaled by the pixels when the size differs from the probe's)."""
-    for t in a.choices.get("trials", []):
+    """Seconds of one fold epoch. On a CPU: the probe's estimate at the training batch (scaled by the pixels when
+    the size differs from the probe's); the search's trials ran two at a time on one thread each, which says little
+    of a member alone on every core (a 6.5s estimate from them against 4.5s measured). On a GPU (a trial has its
+    own device): the trials' measured seconds of that model and size, else the probe's."""
+    for t in a.choices.get("trials", []) if a.choices["gpus"] else []:
         p = t["params"]
         if p.get("model.name", model) == model and p.get("input.size", size) == size and t["epochs"]:
-            # Trials share the machine (one CPU thread each under Ray); a member trains alone on every core.
-            return t["seconds"] / t["epochs"] * (1.0 if a.choices["gpus"] else 0.6) + ap.EPOCH_OVERHEAD_S
+            return t["seconds"] / t["epochs"] + ap.EPOCH_OVERHEAD_S
     est = a.plan.epoch_s.get(model) or max(a.plan.epoch_s.values())
     return est * (size / a.choices["size"]) ** 2
 
@@ -426,7 +434,10 @@ def _best(a: Auto, st: ap.Stage) -> str:
     trials = a.choices.get("trials") or []
     params = trials[0]["params"] if trials else {}
     if "auto-a" not in a.choices:
-        avail = a.left() - a.tail_s() - a.plan.stage("second").planned_s - a.plan.stage("refit").planned_s
+        avail = a.left() - a.tail_s() - a.plan.stage("second").planned_s
+        if a.plan.stage("refit").planned_s > 0:  # the refit trains for the folds' epochs: ~k/(k-1) fold epochs each
+            k = a.choices["n_splits"]
+            avail = (avail - ap.SETUP_S) * k / (k + k / (k - 1))
         sets, epochs, why = _member_overrides(a, params, max(avail, st.planned_s * 0.5))
         a.choices["auto-a"] = {"sets": sets, "epochs": epochs, "why": why, "params": params}
         _write_member(a, "auto-a", sets)
@@ -514,11 +525,20 @@ def _ensemble(a: Auto, st: ap.Stage) -> str:
     m = cfg.data.metric
     res = ensemble(cfg, a.choices["members"], weights="auto", tune_bias=m == "macro_f1", tune_thresholds=m == "qwk",
                    temperature=m == "log_loss", name=SUBMISSION, overwrite=True, echo=a.echo,
-                   use=a.choices.get("use", "folds"))
+                   use=a.choices.get("use", "folds"), label_shift="auto" if m == "macro_f1" else "off")
     searched = bool(a.choices.get("trials"))
     rep = res.get("bias_report")
     gain = rep.cv_f1 - rep.argmax_f1 if rep is not None and any(res["bias"]) else 0.0
-    cv = honest_cv(cfg, a.choices["members"], res["weights"], SEARCH_FOLDS if searched else [], gain)
+    shift = res.get("label_shift")
+    weight = shift.weight if shift is not None and shift.applied else None
+    if weight is not None:
+        a.choices["label_shift"] = {c: round(float(q), 4) for c, q in zip(res["classes"], shift.test_prior)}
+    cv = honest_cv(cfg, a.choices["members"], res["weights"], SEARCH_FOLDS if searched else [], gain, weight)
+    # The headline is the ledger's own figure (one nested loop over the rows of the folds the search never saw),
+    # so comp auto, the ledger and comp leaderboard say one number; honest_cv gives the all-folds one beside it.
+    key = "honest" if searched else "all"
+    cv.update({f"{key}_macro_f1": round(float(res["cv_macro_f1"]), 5),
+               f"{key}_score": round(float(res["cv_score"]), 5)})
     cv.update(ledger_cv=res["cv_score"], ledger_cv_macro_f1=res["cv_macro_f1"], weights=res["weights"],
               path=res["path"])
     a.choices["cv"] = cv
@@ -526,11 +546,14 @@ def _ensemble(a: Auto, st: ap.Stage) -> str:
             + ", ".join(f"{e} {w:.2f}" for e, w in zip(a.choices["members"], res["weights"])))
 
 
-def honest_cv(cfg, members: list[str], weights, chosen_on: list[int], bias_gain: float = 0.0) -> dict:
+def honest_cv(cfg, members: list[str], weights, chosen_on: list[int], bias_gain: float = 0.0,
+              class_weight=None) -> dict:
     """Macro F1 (and data.metric) of the blended OOF with the submission's weights, over the folds the search never
     saw and over all folds (optimistic when ``chosen_on`` is not empty). Biases fit on the whole OOF would flatter
     it, so the argmax figure is scored and the biases' cross-validated gain (``bias_gain``, comp ensemble's own
-    estimate) added, as comp ensemble does for its CV."""
+    estimate) added, as comp ensemble does for its CV. ``class_weight``: the label-shift reweighting comp ensemble
+    applied (comp.infer.shift); macro F1 is then the estimated test prior's."""
+    from comp.infer.decision import macro_f1
     from comp.infer.ensemble import load_member
     from comp.metrics import create_metric
 
@@ -545,19 +568,23 @@ def honest_cv(cfg, members: list[str], weights, chosen_on: list[int], bias_gain:
     metric, f1 = create_metric(cfg.data.metric), create_metric("macro_f1")
     keep = ~np.isin(fold, chosen_on)
     out = {"metric": metric.name, "honest_folds": sorted(int(k) for k in set(fold[keep].tolist())),
-           "chosen_on": list(chosen_on), "bias_cv_gain": round(float(bias_gain), 5)}
+           "chosen_on": list(chosen_on), "bias_cv_gain": round(float(bias_gain), 5),
+           "label_shift": class_weight is not None}
     for name, mask in (("honest", keep), ("all", np.ones(len(y), bool))):
-        out[f"{name}_macro_f1"] = round(float(f1.from_labels(y[mask], pred[mask], classes)) + bias_gain, 5)
-        score = metric(y[mask], p[mask], classes) if metric.uses_proba else metric.from_labels(y[mask], pred[mask],
-                                                                                                  classes)
+        f1_value = f1.from_labels(y[mask], pred[mask], classes) if class_weight is None else \
+            macro_f1(y[mask], pred[mask], len(classes), class_weight)
+        out[f"{name}_macro_f1"] = round(float(f1_value) + bias_gain, 5)
+        score = f1_value if metric.name == "macro_f1" else metric(y[mask], p[mask], classes) \
+            if metric.uses_proba else metric.from_labels(y[mask], pred[mask], classes)
         out[f"{name}_score"] = round(float(score) + (bias_gain if metric.name == "macro_f1" else 0.0), 5)
     return out
 
 
 def cv_text(cv: dict) -> str:
+    prior = " at the test's estimated class prior" if cv.get("label_shift") else ""
     if not cv["chosen_on"]:
-        return f"CV macro F1 {cv['all_macro_f1']:.4f} over every fold (nothing was chosen on a fold: no search)"
-    return (f"honest CV macro F1 {cv['honest_macro_f1']:.4f} over folds {cv['honest_folds']} (all folds "
+        return f"CV macro F1{prior} {cv['all_macro_f1']:.4f} over every fold (nothing was chosen on a fold: no search)"
+    return (f"honest CV macro F1{prior} {cv['honest_macro_f1']:.4f} over folds {cv['honest_folds']} (all folds "
             f"{cv['all_macro_f1']:.4f}, optimistic: the search chose on fold {', '.join(map(str, cv['chosen_on']))})")
 
 

@@ -12,15 +12,20 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
-# End-to-end training images/s over the probe's compute-only figure (loader, augmentation, optimizer state,
-# checkpoints); measured on comp sample data on 2 shared CPU cores: 0.5-0.7.
-EFFICIENCY = 0.6
-EPOCH_OVERHEAD_S = 1.5  # per epoch: state + checkpoint writes, metrics, the curves plot
+# End-to-end training images/s over the probe's compute-only figure at the training batch (loader, augmentation,
+# optimizer state, checkpoints). CPU: 0.95-1.04 measured on a quiet 2-core machine (benchmarks/train_throughput.py;
+# comp auto's own folds: 925 img/s end to end against the probe's 896); GPU: the loader and augmentation weigh more
+# against a fast step, planned at 0.6.
+EFFICIENCY_CPU = 1.0
+EFFICIENCY_GPU = 0.6
+EPOCH_OVERHEAD_S = 0.3  # per epoch: state + checkpoint writes, metrics, the curves plot (0.3s measured, CPU)
 SETUP_S = 6.0  # per train_folds call: accelerator, pool, image decode of a small competition
 RAY_START_S = 25.0  # Ray's local start on a loaded 2-core machine (8-20 s idle)
 MARGIN = 0.95  # plan to 95% of the budget; a stage may overrun by a little and the run still ends within +10%
 MAX_EPOCHS = 40
 MIN_EPOCHS = 2
+LONG_CPU_S = 1800  # on CPU, a second member (and 5 folds) only from a 30-minute budget: below it, epochs pay more
+SEARCH_SHARE = {"gpu": 0.35, "cpu": 0.2}  # of the seconds left after the fixed stages
 
 # Candidate models by hardware, fastest first; the probe keeps those that afford MIN_EPOCHS on every fold.
 MODELS_CPU = ["resnet18", "resnet10t"]
@@ -74,12 +79,21 @@ class Plan:
         return cls(**d)
 
 
+def efficiency(inp: PlanInputs) -> float:
+    return EFFICIENCY_GPU if inp.gpus else EFFICIENCY_CPU
+
+
 def fold_epoch_s(inp: PlanInputs, model: str) -> float:
     """Seconds of one epoch of one fold: its training rows end to end, its validation rows, the overhead."""
     k = inp.n_splits
-    train = inp.n_train * (k - 1) / k / (inp.train_ips[model] * EFFICIENCY)
-    val = inp.n_train / k / (inp.infer_ips[model] * EFFICIENCY)
+    train = inp.n_train * (k - 1) / k / (inp.train_ips[model] * efficiency(inp))
+    val = inp.n_train / k / (inp.infer_ips[model] * efficiency(inp))
     return train + val + EPOCH_OVERHEAD_S
+
+
+def refit_epoch_s(inp: PlanInputs, model: str) -> float:
+    """Seconds of one epoch of a full-data run (every row, no validation)."""
+    return inp.n_train / (inp.train_ips[model] * efficiency(inp)) + EPOCH_OVERHEAD_S
 
 
 def predict_s(inp: PlanInputs, model: str) -> float:
@@ -126,11 +140,14 @@ def make_plan(inp: PlanInputs) -> Plan:
 
 
 def _shares(inp: PlanInputs, plan: Plan, left: float) -> tuple[float, float, float, float, dict]:
-    """Split the seconds ``left`` between search, best, second and refit; fills plan.epochs/trials."""
+    """Split the seconds ``left`` between search, best, second and refit; fills plan.epochs/trials.
+
+    The folds and the refit share one epoch count (the refit trains for the folds' epochs), so it is fitted to
+    both at once; the refit is kept when it leaves the folds at least 60% of the epochs they would get alone."""
     first = plan.models[0]
     notes = {}
     trial_min = SETUP_S + MIN_EPOCHS * fold_epoch_s(inp, first)
-    search_s = 0.35 * left if inp.has_ray else 0.0
+    search_s = SEARCH_SHARE["gpu" if inp.gpus else "cpu"] * left if inp.has_ray else 0.0
     par = max(1, inp.gpus)
     if search_s < RAY_START_S + 3 * trial_min / par:
         why = "Ray is not installed" if not inp.has_ray else \
@@ -145,30 +162,37 @@ def _shares(inp: PlanInputs, plan: Plan, left: float) -> tuple[float, float, flo
         notes["search"] = (f"ASHA on fold 0: {plan.trials} trials x {plan.search_epochs} epochs of "
                            f"{', '.join(plan.models)} ({trial_s:.0f}s a full trial)")
     rest = left - search_s
-    second_s = 0.2 * rest if search_s else 0.0
-    refit_s = 0.2 * rest
-    best_s = rest - second_s - refit_s
-    plan.epochs = max(1, epochs_for(inp, first, best_s))
-    used = folds_stage_s(inp, first, plan.epochs)
+    long_run = inp.gpus or inp.budget_s >= LONG_CPU_S
+    second_s = 0.2 * rest if search_s and long_run else 0.0
+    pool = rest - second_s
+    per_fold, per_refit = inp.n_splits * fold_epoch_s(inp, first), refit_epoch_s(inp, first)
+    alone = max(1, epochs_for(inp, first, pool))
+    joint = int(min(MAX_EPOCHS, max(0.0, (pool - 2 * SETUP_S) // (per_fold + per_refit))))
+    if joint >= max(MIN_EPOCHS, 0.6 * alone):
+        plan.epochs, refit_s = joint, SETUP_S + joint * per_refit
+        notes["refit"] = f"every row for the folds' {joint} epochs (~{refit_s:.0f}s)"
+    else:
+        plan.epochs, refit_s = alone, 0.0
+        notes["refit"] = (f"skipped: with a refit the folds would get {joint} epochs, under 60% of their {alone} "
+                          f"alone")
+    best_s = folds_stage_s(inp, first, plan.epochs)
     notes["best"] = (f"{plan.epochs} epochs x {inp.n_splits} folds at ~{fold_epoch_s(inp, first):.1f}s a fold epoch "
                      f"({first})")
-    if best_s - used > 0:  # what the epoch cap left over goes to the optional stages
-        refit_s += (best_s - used) / (2 if second_s else 1)
-        second_s += (best_s - used) / 2 if second_s else 0.0
-        best_s = used
-    refit_need = SETUP_S + plan.epochs * inp.n_train / (inp.train_ips[first] * EFFICIENCY)
-    if refit_s < refit_need:
-        notes["refit"] = f"skipped: a refit needs ~{refit_need:.0f}s, {refit_s:.0f}s left for it"
-        best_s, refit_s = best_s + refit_s, 0.0
+    spare = max(0.0, pool - best_s - refit_s)  # what the epoch cap left over goes to the optional stages
+    if second_s:
+        second_s += spare
+    elif refit_s:
+        refit_s += spare
     else:
-        notes["refit"] = f"every row for the folds' epochs (~{refit_need:.0f}s a model)"
+        best_s += spare
     if second_s and epochs_for(inp, first, second_s - predict_s(inp, first)) < MIN_EPOCHS:
         notes["second"] = f"skipped: {second_s:.0f}s affords under {MIN_EPOCHS} epochs on every fold"
         best_s, second_s = best_s + second_s, 0.0
     elif second_s:
         notes["second"] = "the best trial that differs in model, size or loss, on every fold (and its predict)"
     else:
-        notes["second"] = "skipped: no search to draw a second config from"
+        notes["second"] = ("skipped: no search to draw a second config from" if not search_s else
+                           f"skipped: on a CPU under {LONG_CPU_S // 60} min, the folds' epochs are worth more")
     return search_s, second_s, refit_s, best_s, notes
 
 
