@@ -204,3 +204,33 @@ def test_pseudo_multilabel_thresholds_come_from_the_other_folds(in_ml):
     res = train_folds(student, sources=sources(student), echo=said.append)
     assert res["cv_score"] is not None
     assert any("+ 12 pseudo-labelled test images (hard multi-label" in line for line in said)
+
+
+def test_app_server_answers_every_label_over_its_threshold(in_ml):
+    """`comp app` on a multi-label run, as a real server on loopback: what a client gets for a test image is what
+    the library decides in-process (every label at or over its threshold, with its probability), plus a Grad-CAM."""
+    pytest.importorskip("gradio")
+    from pathlib import Path
+
+    from gradio_client import Client, handle_file
+
+    from comp.serve.app import classify
+    from comp.serve.ensemble import Ensemble
+    from comp.serve.server import AppServer
+
+    ens = Ensemble.load("comp.yaml", ["m"])
+    paths = sorted((in_ml["src"] / "test").glob("*.png"))[:3]
+    env = {"GRADIO_TEMP_DIR": str(in_ml["work"] / "gradio-tmp")}
+    with AppServer(["m"], cwd=in_ml["work"], env=env) as url:
+        client = Client(url, verbose=False)
+        seen = 0
+        for p in paths:
+            want, _, _ = classify(ens, str(p))
+            label, cam, status = client.predict(handle_file(str(p)), api_name="/predict")
+            got = {c["label"]: c["confidence"] for c in label.get("confidences") or []}
+            assert sorted(got) == sorted(want), (got, want, status)
+            assert all(abs(got[c] - want[c]) < 1e-4 for c in want)
+            if want:
+                seen += len(want)
+                assert cam and Path(cam).stat().st_size > 0
+        assert seen >= 1

@@ -30,10 +30,12 @@ PROBE = 50  # ids tried when looking for the image folder and extension
 HINT = """
 # Other sections (defaults shown; see `comp train --help`). Experiments: configs/<exp>.yaml holds
 # model/input/augment/train/infer sections; `--set section.key=value` overrides any key.
+# Left unset, input.size, train.batch_size, lr and epochs are fitted to the data and the machine, and training
+# prints each with its reason (README "Defaults fitted to the data").
 # folds: {n_splits: 5, seed: 42}
 # model: {name: resnet18, pretrained: false}
-# input: {size: 224, resize: stretch}
-# train: {epochs: 10, batch_size: 64, lr: 0.001, loss: ce}
+# input: {size: median image short side, rounded to 32, resize: stretch}
+# train: {epochs: 30 from scratch / 10 fine-tuning, batch_size: 64 (CPU: 128 from 2048 rows), lr: 3e-3 / 5e-4, loss: ce}
 # infer: {tta: [identity]}
 # data.metric: macro_f1 (default), accuracy, log_loss, qwk, roc_auc -- set the competition's own metric.
 """
