@@ -158,6 +158,8 @@ def make_pseudo(
     out = PSEUDO_DIR / exp
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to make it again")
+    if cfg.data.task == "multilabel":
+        check_one_teacher(source)
     classes, per_fold, ids, what, members = teacher_folds(cfg, source)
     id_col = cfg.data.id_col
     summary = {"teacher": source, "teacher_is": what, "soft": soft, "threshold": threshold, "top": top,
@@ -184,6 +186,22 @@ def make_pseudo(
         echo(f"{cfg_path} exists: make sure it sets data.pseudo: {out}")
     echo(f"wrote {out}/fold_k.csv, summary.json, confidence.png; next: comp train --exp {exp} --all-folds")
     return out
+
+
+def check_one_teacher(source: str) -> None:
+    """A multi-label teacher is one experiment: its fold-k thresholds come from its own OOF (a blend's weights would
+    need their own fold-safe search on the multi-label metric, not written yet)."""
+    from comp.infer import ledger
+    from comp.runs import run_dir
+
+    led = ledger.read()
+    sub = led[led["name"] == source]
+    if (run_dir(source) / "oof.csv").exists() or sub.empty:
+        return
+    members = ledger.members(sub.iloc[-1])[0]
+    if len(members) > 1:
+        raise ConfigError(f"--from {source}: a multi-label teacher is one experiment (its fold-k thresholds come from "
+                          f"its own OOF); pass one of {', '.join(members)}")
 
 
 def fold_thresholds(cfg: Config, members: list[str], classes: list[str], folds: list[int]) -> dict[int, np.ndarray]:
