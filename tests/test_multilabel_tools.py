@@ -234,3 +234,18 @@ def test_app_server_answers_every_label_over_its_threshold(in_ml):
                 seen += len(want)
                 assert cam and Path(cam).stat().st_size > 0
         assert seen >= 1
+
+
+def test_fixed_epoch_cv_scores_a_multilabel_run_with_multilabel_metrics(in_ml):
+    """Epoch honesty on a multi-label run: val_epochs.npz holds the multi-hot truth, and the fixed-epoch CV is the
+    multi-label metric of that name (f2 was refused as an unknown multi-class metric, after every fold trained)."""
+    from sklearn.metrics import fbeta_score
+
+    from comp.runs import run_dir
+    from comp.train.epochs import fixed_epoch_cv
+
+    p, y = in_ml["p"], in_ml["y"]
+    for metric, want in (("f2", fbeta_score(y, p >= 0.5, beta=2, average="samples", zero_division=0)),
+                         ("macro_f1", f1_score(y, p >= 0.5, average="macro", zero_division=0))):
+        fixed = fixed_epoch_cv(run_dir("m"), metric)  # one epoch: the fixed epoch is the OOF's own
+        assert fixed is not None and fixed.score == pytest.approx(want, abs=0.02), metric

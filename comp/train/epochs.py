@@ -26,7 +26,7 @@ def record_epoch(fd: Path, epoch: int, ids, y: np.ndarray, probs: np.ndarray, cl
     """Add epoch ``epoch``'s validation probabilities to fd/val_epochs.npz (epochs >= it, from a run that was
     interrupted and resumed, are replaced)."""
     path = Path(fd) / FILE
-    epochs, stack = np.zeros(0, np.int64), np.zeros((0, len(y), len(classes)), np.float16)
+    epochs, stack = np.zeros(0, np.int64), np.zeros((0, len(y), len(classes)), np.float16)  # y: (N,) or (N, C)
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
             if z["probs"].shape[1:] == stack.shape[1:]:
@@ -58,8 +58,10 @@ def fixed_epoch_cv(run: Path, metric: str = "macro_f1") -> FixedEpochCV | None:
                 folds[int(k)] = {n: z[n] for n in ("epochs", "probs", "y", "classes")}
     if len(folds) < 2:
         return None
-    classes = [str(c) for c in next(iter(folds.values()))["classes"]]
-    m = create_metric(metric, classes)
+    first = next(iter(folds.values()))
+    classes = [str(c) for c in first["classes"]]
+    # multi-label runs keep their multi-hot truth (N, C): scored by the multi-label metric of that name
+    m = create_metric(metric, classes, task="multilabel" if first["y"].ndim == 2 else "multiclass")
     curves = {k: {int(e): m(f["y"], f["probs"][i].astype(np.float64), classes) for i, e in enumerate(f["epochs"])}
               for k, f in folds.items()}
     chosen, ys, fixed, own = {}, [], [], []

@@ -697,7 +697,8 @@ def _commit_epoch(s: Session, f: Fold, st: FoldState, epoch: int, train_loss: fl
     if acc.is_main_process:
         if ev is not None:  # what the checkpoint would pick at this epoch, kept for the fixed-epoch CV
             cand = ev_ema if ev_ema is not None and f.cm.better(ev_ema.score, ev.score) else ev
-            record_epoch(f.fd, epoch + 1, f.va["id"], f.va["y"].to_numpy(), cand.probs, s.classes)
+            truth = f.va["y"].to_numpy() if s.pool.hot is None else s.pool.hot[f.va.index.to_numpy()]  # multi-hot
+            record_epoch(f.fd, epoch + 1, f.va["id"], truth, cand.probs, s.classes)
         if new_best:
             _publish(f.fd, f.ema.module if is_ema else f.raw, best_oof, _model_meta(f, st))
         _write_metrics(f.fd, st)
