@@ -425,7 +425,10 @@ def _make_tuner(s: _Search, trainable, resume: bool, grace_period: int, reductio
     run_config = RunConfig(name=EXPERIMENT_NAME, storage_path=str(s.td), callbacks=callbacks, verbose=0,
                            failure_config=rt.FailureConfig(max_failures=1))
     if resume:
-        tuner = Tuner.restore(str(s.state_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        # param_space again: a kill before Ray saved the sampler's state leaves the restored OptunaSearch without
+        # its space ("no search space has been defined"); a saved state, when there is one, replaces it after.
+        tuner = Tuner.restore(str(s.state_dir), trainable=trainable, resume_unfinished=True, resume_errored=True,
+                              param_space=to_tune(s.space))
         echo(f"resuming the search in {s.state_dir}")
         return tuner
     scheduler = ASHAScheduler(time_attr="step", max_t=max_t, grace_period=min(grace_period, max_t),
