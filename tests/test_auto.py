@@ -137,6 +137,9 @@ def test_auto_within_budget(tmp_path, competition):
     c = plan["choices"]
     assert "costs" in c["stem_why"] and (c["stem_stride"] == 1) == c["stem_why"].startswith("stem_stride 1"), c
     assert "what it chose and why" in out and "submissions/auto.csv" in out
+    # On a CPU the chosen model is probed again just before its folds, and their epochs planned from that figure
+    model = c["auto-a"]["params"].get("model.name", plan["plan"]["models"][0])
+    assert c["reprobed"][model] > 0 and f"[auto] {model} probed again before its folds" in out
 
 
 @pytest.mark.slow

@@ -70,6 +70,11 @@ class Auto:
     def left(self) -> float:
         return self.budget_s * ap.MARGIN - self.elapsed()
 
+    def grace_left(self) -> float:
+        """Seconds to the budget + ap.OVERRUN: what an optional stage planned in may still use when the stages before
+        it overran their boxes (the rest of the +10% is for its own estimate's error)."""
+        return self.budget_s * (1 + ap.OVERRUN) - self.elapsed()
+
     def tail_s(self) -> float:
         """Seconds the stages after training still need (predict, ensemble, report)."""
         return sum(self.plan.stage(n).planned_s for n in ("predict", "ensemble", "report"))
@@ -196,14 +201,14 @@ def _make_plan(a: Auto, models: list[str] | None) -> tuple[ap.Plan, dict]:
     # 128 on a GPU, where it measures images/s, not memory.
     batch = min(128, cfg.train.batch_size or 64)
     t_img = _decode_seconds(train["path"].tolist()[:20])
-    train_ips, infer_ips = ap.probe_models(cfg, cands, len(counts), batch, steps=2)
+    train_ips, infer_ips = ap.probe_models(cfg, cands, len(counts), batch)
     small, stem_why = False, ""
     if cfg.input.size <= 64 and "model.stem_stride" not in mine:
         small, stem_why = _sharp_stem(a, base, cands[0], len(counts), batch, train_ips[cands[0]])
         if small:
             base.append("model.stem_stride=1")
             cfg = load_config(a.config_path, overrides=base)
-            train_ips, infer_ips = ap.probe_models(cfg, cands, len(counts), batch, steps=2)
+            train_ips, infer_ips = ap.probe_models(cfg, cands, len(counts), batch)
     # 5 folds where the machine affords them (a GPU from 10 minutes, a CPU from 30), else 3: on 2 CPU cores a
     # 15-minute budget gives 3 folds about twice the epochs of 5.
     long_run = a.budget_s >= 600 if gpus else a.budget_s >= ap.LONG_CPU_S
@@ -213,7 +218,8 @@ def _make_plan(a: Auto, models: list[str] | None) -> tuple[ap.Plan, dict]:
                         views=len(TTA), decode_s_per_image=t_img)
     plan = ap.make_plan(inp)
     imbalance = float(counts.max() / max(1, counts.min()))
-    choices = {"base": base, "n_splits": folds, "size": cfg.input.size, "stem_stride": 1 if small else None,
+    choices = {"base": base, "n_splits": folds, "n_classes": len(counts), "size": cfg.input.size,
+               "stem_stride": 1 if small else None,
                "imbalance": round(imbalance, 2), "user_keys": sorted(mine), "train_ips": train_ips,
                "infer_ips": infer_ips, "n_train": len(train), "n_test": n_test, "gpus": gpus}
     plan.stage("plan").spent_s = round(a.elapsed(), 1)
@@ -228,7 +234,7 @@ def _sharp_stem(a: Auto, base: list[str], model: str, n_classes: int, batch: int
     model's own stem. At equal compute the cheaper stem's extra epochs won on a 28-px `comp sample` CPU run
     (benchmarks/defaults.py, README "Small images kept sharp"); on a GPU the sharp stem is often nearly free."""
     cfg = load_config(a.config_path, overrides=[*base, "model.stem_stride=1"])
-    sharp_ips = ap.probe_models(cfg, [model], n_classes, batch, steps=2)[0][model]
+    sharp_ips = ap.probe_models(cfg, [model], n_classes, batch)[0][model]
     ratio = own_ips / max(sharp_ips, 1e-9)
     if ratio <= STEM_COST_MAX:
         return True, f"stem_stride 1 ({model} costs {ratio:.1f}x its own stem here, <= {STEM_COST_MAX}x)"
@@ -373,6 +379,24 @@ def _epoch_s(a: Auto, model: str, size: int) -> float:
     return est * (size / a.choices["size"]) ** 2
 
 
+def reprobe(a: Auto, model: str) -> None:
+    """On a CPU, probe the chosen model again just before its folds train (Ray's workers are gone, so the machine is
+    as the folds will have it) and plan their epochs from it: a probe made while the machine is busy (a shared host,
+    an install finishing) read 372 img/s where the folds then trained at ~470, and left a sixth of the budget
+    unused."""
+    c = a.choices
+    if c["gpus"] or model in c.setdefault("reprobed", {}):
+        return
+    cfg = a.cfg()
+    train_ips, infer_ips = ap.probe_models(cfg, [model], c.get("n_classes", 10), cfg.train.batch_size or 64)
+    inp = ap.PlanInputs(a.budget_s, 0.0, c["n_train"], c["n_test"], c["n_splits"], train_ips, infer_ips, gpus=0)
+    before = a.plan.epoch_s.get(model)
+    a.plan.epoch_s[model] = round(ap.fold_epoch_s(inp, model), 2)
+    c["reprobed"][model] = round(train_ips[model], 1)
+    a.echo(f"[auto] {model} probed again before its folds: {train_ips[model]:.0f} training img/s (the plan's "
+           f"{c['train_ips'].get(model, 0):.0f}): ~{a.plan.epoch_s[model]:.1f}s a fold epoch (planned {before}s)")
+
+
 def _member_overrides(a: Auto, params: dict, seconds: float, cap: int | None = None) -> tuple[list[str], int, str]:
     """The overrides of a member trained on every fold within ``seconds``, its epochs and the reason."""
     from comp.orchestrate.space import as_set
@@ -434,6 +458,7 @@ def _best(a: Auto, st: ap.Stage) -> str:
     trials = a.choices.get("trials") or []
     params = trials[0]["params"] if trials else {}
     if "auto-a" not in a.choices:
+        reprobe(a, params.get("model.name", a.plan.models[0]))
         avail = a.left() - a.tail_s() - a.plan.stage("second").planned_s
         if a.plan.stage("refit").planned_s > 0:  # the refit trains for the folds' epochs: ~k/(k-1) fold epochs each
             k = a.choices["n_splits"]
@@ -492,8 +517,9 @@ def _refit(a: Auto, st: ap.Stage) -> str:
 
     members = a.choices["members"]
     need = sum(_refit_s(a, e) for e in members if not (runs.full_dir(e, 0) / "done.json").exists())
-    if need > a.left() - a.tail_s():
-        return f"skipped: refitting {', '.join(members)} needs ~{need:.0f}s, {a.left() - a.tail_s():.0f}s left"
+    if need > a.grace_left() - a.tail_s():
+        return (f"skipped: refitting {', '.join(members)} needs ~{need:.0f}s, {a.grace_left() - a.tail_s():.0f}s "
+                f"left to the budget + {ap.OVERRUN:.0%}")
     for e in members:
         cfg = load_config(a.config_path, exp=e)
         train_full(cfg, seeds=1, resume=True, skip_bad=a.choices.get("skip_bad", False), echo=a.echo,
