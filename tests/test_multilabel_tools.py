@@ -188,7 +188,7 @@ def test_pseudo_multilabel_thresholds_come_from_the_other_folds(in_ml):
     zero = np.flatnonzero(oof["fold"].astype(int).to_numpy() == 0)
     oof.loc[zero, "Target"] = oof.loc[zero[::-1], "Target"].to_numpy()
     oof.to_csv(scrambled / "oof.csv", index=False)
-    mine, other = fold_thresholds(cfg, ["m"], classes, [0, 1]), fold_thresholds(cfg, ["m_scr"], classes, [0, 1])
+    mine, other = fold_thresholds(cfg, "m", classes, [0, 1]), fold_thresholds(cfg, "m_scr", classes, [0, 1])
     assert (mine[0] == other[0]).all()  # fold 0's thresholds never read fold 0's labels
 
     out = make_pseudo(cfg, "m", "mp", top=0.5, overwrite=True, **QUIET)

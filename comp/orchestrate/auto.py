@@ -44,6 +44,7 @@ SEARCH_FOLDS = [0]
 STEM_COST_MAX = 1.5  # the sharp small-image stem is auto's choice only when it costs at most this x the own stem
 TTA = ["identity", "hflip"]
 SUBMISSION = "auto"
+MAX_REFIT_SEEDS = 3  # the time the estimates left after the refit buys more seeds of it, up to this many
 
 
 class StageCut(Exception):
@@ -380,21 +381,24 @@ def _epoch_s(a: Auto, model: str, size: int) -> float:
 
 
 def reprobe(a: Auto, model: str) -> None:
-    """On a CPU, probe the chosen model again just before its folds train (Ray's workers are gone, so the machine is
-    as the folds will have it) and plan their epochs from it: a probe made while the machine is busy (a shared host,
-    an install finishing) read 372 img/s where the folds then trained at ~470, and left a sixth of the budget
-    unused."""
+    """On a CPU, probe the chosen model again just before its folds train and plan their epochs from the faster of
+    the two readings. A busy machine only ever slows a probe (a shared host, an install finishing, Ray's workers
+    still exiting): one probe read 372 img/s where the folds then trained at ~456, another 518 where they trained
+    at ~565 (the plan's probe had read 612), and each left a sixth to a fifth of the budget unused."""
     c = a.choices
     if c["gpus"] or model in c.setdefault("reprobed", {}):
         return
     cfg = a.cfg()
     train_ips, infer_ips = ap.probe_models(cfg, [model], c.get("n_classes", 10), cfg.train.batch_size or 64)
+    c["reprobed"][model] = round(train_ips[model], 1)
+    train_ips[model] = max(train_ips[model], c["train_ips"].get(model, 0.0))
+    infer_ips[model] = max(infer_ips[model], c["infer_ips"].get(model, 0.0))
     inp = ap.PlanInputs(a.budget_s, 0.0, c["n_train"], c["n_test"], c["n_splits"], train_ips, infer_ips, gpus=0)
     before = a.plan.epoch_s.get(model)
     a.plan.epoch_s[model] = round(ap.fold_epoch_s(inp, model), 2)
-    c["reprobed"][model] = round(train_ips[model], 1)
-    a.echo(f"[auto] {model} probed again before its folds: {train_ips[model]:.0f} training img/s (the plan's "
-           f"{c['train_ips'].get(model, 0):.0f}): ~{a.plan.epoch_s[model]:.1f}s a fold epoch (planned {before}s)")
+    a.echo(f"[auto] {model} probed again before its folds: {c['reprobed'][model]:.0f} training img/s now, "
+           f"{c['train_ips'].get(model, 0):.0f} in the plan; the faster gives ~{a.plan.epoch_s[model]:.1f}s a fold "
+           f"epoch (planned {before}s)")
 
 
 def _member_overrides(a: Auto, params: dict, seconds: float, cap: int | None = None) -> tuple[list[str], int, str]:
@@ -509,6 +513,14 @@ def _refit_s(a: Auto, exp: str) -> float:
     return ap.SETUP_S + epochs * float(np.mean(secs)) * k / (k - 1)
 
 
+def _seed_s(a: Auto, exp: str) -> float:
+    """Seconds of one more refit seed: what full_s0 took, measured (else the folds' estimate)."""
+    path = runs.full_dir(exp, 0) / "metrics.csv"
+    if not path.exists():
+        return _refit_s(a, exp)
+    return ap.SETUP_S + float(pd.read_csv(path)["seconds"].sum())
+
+
 def _refit(a: Auto, st: ap.Stage) -> str:
     if st.planned_s <= 0:
         return st.why
@@ -520,12 +532,23 @@ def _refit(a: Auto, st: ap.Stage) -> str:
     if need > a.grace_left() - a.tail_s():
         return (f"skipped: refitting {', '.join(members)} needs ~{need:.0f}s, {a.grace_left() - a.tail_s():.0f}s "
                 f"left to the budget + {ap.OVERRUN:.0%}")
+    seeds = a.choices.setdefault("refit_seeds", 1)
     for e in members:
         cfg = load_config(a.config_path, exp=e)
-        train_full(cfg, seeds=1, resume=True, skip_bad=a.choices.get("skip_bad", False), echo=a.echo,
+        train_full(cfg, seeds=seeds, resume=True, skip_bad=a.choices.get("skip_bad", False), echo=a.echo,
                    sources=sources(cfg))
     a.choices["use"] = "both"
-    return f"{', '.join(members)} on every row (~{need:.0f}s planned); the test uses folds and full models 50/50"
+    # What the estimates left over buys another seed of the same recipe (never more epochs: the folds' CV chose them)
+    one = sum(_seed_s(a, e) for e in members)
+    while seeds < MAX_REFIT_SEEDS and one <= a.left() - a.tail_s():
+        seeds = a.choices["refit_seeds"] = seeds + 1
+        a.save()
+        for e in members:
+            cfg = load_config(a.config_path, exp=e)
+            train_full(cfg, seeds=seeds, resume=True, skip_bad=a.choices.get("skip_bad", False), echo=a.echo,
+                       sources=sources(cfg))
+    return (f"{', '.join(members)} on every row, {seeds} seed(s) (~{need:.0f}s planned for one); the test uses the "
+            f"folds and the full models 50/50")
 
 
 # ---------------------------------------------------------------- stages: predict, ensemble, report

@@ -14,10 +14,10 @@ import time
 from dataclasses import asdict, dataclass, field
 
 # End-to-end training images/s over the probe's compute-only figure at the training batch (loader, augmentation,
-# optimizer state, checkpoints). CPU: comp auto's folds trained resnet10t at 32 px at ~456 img/s end to end against
-# 534-643 from the probe on the same (shared, 2-core) machine: 0.71-0.85, planned at 0.8 (an earlier machine read
-# 0.95-1.04 against a shorter, colder probe); GPU: the loader and augmentation weigh more against a fast step.
-EFFICIENCY_CPU = 0.8
+# optimizer state, checkpoints). CPU, comp auto's resnet10t folds at 32 px on a shared 2-core machine: ~565 img/s
+# end to end against the probe's 612 (0.92), ~456 against 534-643 (0.71-0.85); planned at 0.85 (an earlier machine
+# read 0.95-1.04 against a shorter, colder probe). GPU: the loader and augmentation weigh more against a fast step.
+EFFICIENCY_CPU = 0.85
 EFFICIENCY_GPU = 0.6
 EPOCH_OVERHEAD_S = 0.3  # per epoch: state + checkpoint writes, metrics, the curves plot (0.3s measured, CPU)
 SETUP_S = 6.0  # per train_folds call: accelerator, pool, image decode of a small competition

@@ -63,6 +63,10 @@ def teacher_folds(cfg: Config, source: str) -> tuple[list[str], dict[int, np.nda
         row = sub.iloc[-1]
         members, weights = ledger.members(row)
         what = f"submission {source} ({', '.join(f'{m} x {w:.2f}' for m, w in zip(members, weights))})"
+        if len(members) > 1 and cfg.data.task == "multilabel":
+            raise ConfigError(f"--from {source}: a multi-label teacher is one experiment (its fold-k thresholds come "
+                              f"from its own OOF; a blend's weights would need their own fold-safe search on the "
+                              f"multi-label metric); pass one of {', '.join(members)}")
         if len(members) > 1 and json.loads(row.get("options") or "{}").get("weights", "auto") == "auto":
             by_fold = fold_safe_weights(cfg, members)  # the ledger's auto weights saw every fold's labels
             what += "; weights searched again without each fold's rows"
@@ -158,13 +162,11 @@ def make_pseudo(
     out = PSEUDO_DIR / exp
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to make it again")
-    if cfg.data.task == "multilabel":
-        check_one_teacher(source)
     classes, per_fold, ids, what, members = teacher_folds(cfg, source)
     id_col = cfg.data.id_col
     summary = {"teacher": source, "teacher_is": what, "soft": soft, "threshold": threshold, "top": top,
                "folds_digest": folds_digest(cfg), "n_test": len(ids), "folds": {}, "task": cfg.data.task}
-    cuts = fold_thresholds(cfg, members, classes, sorted(per_fold)) if cfg.data.task == "multilabel" else None
+    cuts = fold_thresholds(cfg, members[0], classes, sorted(per_fold)) if cfg.data.task == "multilabel" else None
     if cuts is not None:
         summary["thresholds"] = {str(k): [round(float(t), 3) for t in v] for k, v in cuts.items()}
         echo("multi-label: each fold's labels are the classes at or over its thresholds, fit on the teacher's OOF "
@@ -188,35 +190,18 @@ def make_pseudo(
     return out
 
 
-def check_one_teacher(source: str) -> None:
-    """A multi-label teacher is one experiment: its fold-k thresholds come from its own OOF (a blend's weights would
-    need their own fold-safe search on the multi-label metric, not written yet)."""
-    from comp.infer import ledger
-    from comp.runs import run_dir
-
-    led = ledger.read()
-    sub = led[led["name"] == source]
-    if (run_dir(source) / "oof.csv").exists() or sub.empty:
-        return
-    members = ledger.members(sub.iloc[-1])[0]
-    if len(members) > 1:
-        raise ConfigError(f"--from {source}: a multi-label teacher is one experiment (its fold-k thresholds come from "
-                          f"its own OOF); pass one of {', '.join(members)}")
-
-
-def fold_thresholds(cfg: Config, members: list[str], classes: list[str], folds: list[int]) -> dict[int, np.ndarray]:
-    """Multi-label: fold k's per-class thresholds, fit on the teacher members' mean OOF over the rows of the other
-    folds (data.metric when it is a decision metric, else macro F1). The plain rule (a label where p reaches its
+def fold_thresholds(cfg: Config, teacher: str, classes: list[str], folds: list[int]) -> dict[int, np.ndarray]:
+    """Multi-label: fold k's per-class thresholds, fit on the teacher's OOF over the rows of the other folds
+    (data.metric when it is a decision metric, else macro F1). The plain rule (a label where p reaches its
     threshold): a pseudo-label's targets are exactly those decisions."""
     from comp.infer.multilabel import FAST, Rule, fit_thresholds
     from comp.runs import oof_hot, run_dir
 
     d = cfg.data
-    oofs = [read_csv_str(run_dir(m) / "oof.csv").set_index(d.id_col) for m in members]
-    ids = oofs[0].index
-    probs = np.mean([o.loc[ids, classes].to_numpy(np.float64) for o in oofs], axis=0)
-    y = oof_hot(oofs[0][d.label_col], classes, " " if d.label_cols else d.label_sep)
-    fold = oofs[0]["fold"].astype(int).to_numpy()
+    oof = read_csv_str(run_dir(teacher) / "oof.csv").set_index(d.id_col)
+    probs = oof[classes].to_numpy(np.float64)
+    y = oof_hot(oof[d.label_col], classes, " " if d.label_cols else d.label_sep)
+    fold = oof["fold"].astype(int).to_numpy()
     metric = d.metric if d.metric in FAST else "macro_f1"
     rule = Rule(np.full(len(classes), 0.5))
     return {k: fit_thresholds(probs[fold != k], y[fold != k], metric, rule) for k in folds}
