@@ -532,21 +532,21 @@ def _refit(a: Auto, st: ap.Stage) -> str:
     if need > a.grace_left() - a.tail_s():
         return (f"skipped: refitting {', '.join(members)} needs ~{need:.0f}s, {a.grace_left() - a.tail_s():.0f}s "
                 f"left to the budget + {ap.OVERRUN:.0%}")
+    def fit(seeds: int) -> None:  # finished seeds are skipped (resume)
+        for e in members:
+            cfg = load_config(a.config_path, exp=e)
+            train_full(cfg, seeds=seeds, resume=True, skip_bad=a.choices.get("skip_bad", False), echo=a.echo,
+                       sources=sources(cfg))
+
     seeds = a.choices.setdefault("refit_seeds", 1)
-    for e in members:
-        cfg = load_config(a.config_path, exp=e)
-        train_full(cfg, seeds=seeds, resume=True, skip_bad=a.choices.get("skip_bad", False), echo=a.echo,
-                   sources=sources(cfg))
+    fit(seeds)
     a.choices["use"] = "both"
     # What the estimates left over buys another seed of the same recipe (never more epochs: the folds' CV chose them)
     one = sum(_seed_s(a, e) for e in members)
     while seeds < MAX_REFIT_SEEDS and one <= a.left() - a.tail_s():
         seeds = a.choices["refit_seeds"] = seeds + 1
         a.save()
-        for e in members:
-            cfg = load_config(a.config_path, exp=e)
-            train_full(cfg, seeds=seeds, resume=True, skip_bad=a.choices.get("skip_bad", False), echo=a.echo,
-                       sources=sources(cfg))
+        fit(seeds)
     return (f"{', '.join(members)} on every row, {seeds} seed(s) (~{need:.0f}s planned for one); the test uses the "
             f"folds and the full models 50/50")
 
