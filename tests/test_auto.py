@@ -136,6 +136,11 @@ def test_auto_within_budget(tmp_path, competition):
     # The sharp stem only where the probe measured it cheap enough (on these 2 cores it costs several x: own stem)
     c = plan["choices"]
     assert "costs" in c["stem_why"] and (c["stem_stride"] == 1) == c["stem_why"].startswith("stem_stride 1"), c
+    # channels_last only where the probe measured it faster, and then every member trains with it
+    cl = "train.channels_last=true" in c["base"]
+    assert c["layout_why"] and cl == c["layout_why"].startswith("train.channels_last"), c
+    run_cfg = yaml.safe_load((cwd / "runs" / "auto-a" / "config.yaml").read_text())
+    assert run_cfg["train"]["channels_last"] is cl
     assert "what it chose and why" in out and "submissions/auto.csv" in out
     # On a CPU the chosen model is probed again just before its folds, and their epochs planned from that figure
     model = c["auto-a"]["params"].get("model.name", plan["plan"]["models"][0])

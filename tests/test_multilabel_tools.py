@@ -249,3 +249,17 @@ def test_fixed_epoch_cv_scores_a_multilabel_run_with_multilabel_metrics(in_ml):
                          ("macro_f1", f1_score(y, p >= 0.5, average="macro", zero_division=0))):
         fixed = fixed_epoch_cv(run_dir("m"), metric)  # one epoch: the fixed epoch is the OOF's own
         assert fixed is not None and fixed.score == pytest.approx(want, abs=0.02), metric
+
+
+def test_pseudo_refuses_a_blended_multilabel_teacher_by_name(in_ml):
+    """A ledger row blending two multi-label experiments is refused as a teacher, naming its members: its weights
+    would need their own fold-safe search on the multi-label metric."""
+    from comp.config import ConfigError
+    from comp.infer import ledger
+    from comp.techniques.pseudo import make_pseudo
+
+    ledger.append("blend2", ["m", "m2"], [0.5, 0.5], 0.5, {"task": "multilabel", "weights": "auto"})
+    cfg = load_config("comp.yaml", exp="m", overrides=TINY)
+    with pytest.raises(ConfigError, match=r"--from blend2: a multi-label teacher is one experiment.*pass one of m, m2"):
+        make_pseudo(cfg, "blend2", "mp2", top=0.5, overwrite=True, **QUIET)
+    assert not (in_ml["work"] / "folds" / "pseudo" / "mp2").exists()
