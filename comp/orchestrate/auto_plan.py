@@ -254,7 +254,8 @@ def _probe_model(cfg, name: str, num_classes: int, dev, channels_last: bool):
 def channels_last_gain(cfg, name: str, num_classes: int, batch: int, min_s: float = 2 * PROBE_MIN_S) -> float:
     """Training images/s of ``name`` channels_last over contiguous, from steps of the two taken in turn for at
     least ``min_s`` seconds (medians of each). Taken in turn, a shared host's slow minute slows both alike: two
-    probes one after the other read 0.93x where the interleaved steps read 1.10-1.17x (2 cores, 32 px)."""
+    probes one after the other read 0.93x for resnet18, the steps in turn 0.95x; resnet10t 1.06-1.10x (2 cores,
+    32 px, batch 128)."""
     import torch
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -292,7 +293,7 @@ def _train_step(model, opt, x, y, dev):
 
 
 def _timed(fn, dev, min_s: float, min_steps: int = 2, warmup: int = 2) -> float:
-    """Seconds of one call of ``fn``: the median of calls made for at least ``min_s`` seconds after two warm-ups
+    """Seconds of one call of ``fn``: the median of calls made for at least ``min_s`` seconds after ``warmup`` calls
     (the first calls pay for allocation and kernel selection; a median shrugs off one slow call on a busy host)."""
     import torch
 
