@@ -272,7 +272,7 @@ def channels_last_gain(cfg, name: str, num_classes: int, batch: int, min_s: floa
     start = time.perf_counter()
     while len(times[0]) < 3 or time.perf_counter() - start < min_s:
         for i, fn in enumerate(steps):
-            times[i].append(_timed(fn, dev, 0.0, min_steps=1, warmup=0))
+            times[i].append(_call_s(fn, dev))
     return statistics.median(times[0]) / max(1e-9, statistics.median(times[1]))
 
 
@@ -292,22 +292,28 @@ def _train_step(model, opt, x, y, dev):
     opt.step()
 
 
-def _timed(fn, dev, min_s: float, min_steps: int = 2, warmup: int = 2) -> float:
-    """Seconds of one call of ``fn``: the median of calls made for at least ``min_s`` seconds after ``warmup`` calls
+def _timed(fn, dev, min_s: float, min_steps: int = 2) -> float:
+    """Seconds of one call of ``fn``: the median of calls made for at least ``min_s`` seconds after two warm-ups
     (the first calls pay for allocation and kernel selection; a median shrugs off one slow call on a busy host)."""
-    import torch
-
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
-    for _ in range(warmup):
+    for _ in range(2):
         fn()
-    sync()
+    _sync(dev)
     times, start = [], time.perf_counter()
     while len(times) < min_steps or time.perf_counter() - start < min_s:
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
+        times.append(_call_s(fn, dev))
     return max(1e-6, statistics.median(times))
+
+
+def _call_s(fn, dev) -> float:
+    """Seconds of one call of ``fn``, the device synchronised after it."""
+    t0 = time.perf_counter()
+    fn()
+    _sync(dev)
+    return time.perf_counter() - t0
+
+
+def _sync(dev) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
