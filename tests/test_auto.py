@@ -1,5 +1,6 @@
 """comp auto: the plan's arithmetic, a short budgeted run end to end, and a kill during the fold stage + --resume."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -66,6 +67,26 @@ def test_plan_stages_by_budget():
     no_ray = ap.make_plan(_inputs(1200, has_ray=False))
     assert no_ray.stage("search").planned_s == 0 and "Ray is not installed" in no_ray.stage("search").why
     assert no_ray.epochs >= big.epochs  # the search's share went to training
+
+
+def test_the_folds_come_before_a_refit_and_five_folds_where_they_afford_the_epochs():
+    """The CV measures the folds, never a refit: a refit only gets what the folds' epoch cap leaves. 5 folds (each
+    model on 80% of the rows) where every fold still affords FIVE_FOLD_EPOCHS epochs, else 3."""
+    slow = ap.make_plan(_inputs(900, ips=300))
+    assert slow.epochs < ap.MAX_EPOCHS and slow.stage("refit").planned_s == 0
+    assert "the folds can use the time" in slow.stage("refit").why
+    fast = ap.make_plan(_inputs(1200, ips=4000))
+    assert fast.epochs == ap.MAX_EPOCHS and fast.stage("refit").planned_s > 0
+    assert fast.stage("best").planned_s >= ap.folds_stage_s(_inputs(1200, ips=4000), fast.models[0], 40) - 0.1
+    assert "cap leaves" in fast.stage("refit").why
+    assert ap.fold_count(_inputs(900, ips=300))[0] == 3 and "under 20" in ap.fold_count(_inputs(900, ips=300))[1]
+    k, why = ap.fold_count(_inputs(900, ips=2000))
+    assert k == 5 and "80% of the rows" in why
+    # the count is the fastest candidate's: resnet18 alone would not afford 5 where resnet10t (2x its speed) does
+    both = _inputs(900, ips=600)
+    assert ap.fold_count(both)[0] == 5
+    alone = dataclasses.replace(both, train_ips={"resnet18": 600}, infer_ips={"resnet18": 2400})
+    assert ap.fold_count(alone)[0] == 3
 
 
 def test_a_member_chosen_by_the_search_is_scored_on_the_folds_it_never_saw(tmp_path, competition):

@@ -25,7 +25,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -218,21 +218,21 @@ def _make_plan(a: Auto, models: list[str] | None) -> tuple[ap.Plan, dict]:
             base.append("train.channels_last=true")
             cfg = load_config(a.config_path, overrides=base)
             train_ips, infer_ips = ap.probe_models(cfg, cands, len(counts), batch)
-    # 5 folds where the machine affords them (a GPU from 10 minutes, a CPU from 30), else 3: on 2 CPU cores a
-    # 15-minute budget gives 3 folds about twice the epochs of 5.
-    long_run = a.budget_s >= 600 if gpus else a.budget_s >= ap.LONG_CPU_S
-    folds = cfg.folds.n_splits if "folds.n_splits" in mine else (5 if long_run else 3)
-    inp = ap.PlanInputs(a.budget_s, a.elapsed(), len(train), n_test, folds, train_ips, infer_ips,
+    inp = ap.PlanInputs(a.budget_s, a.elapsed(), len(train), n_test, cfg.folds.n_splits, train_ips, infer_ips,
                         has_ray=importlib.util.find_spec("ray") is not None, gpus=gpus,
                         views=len(TTA), decode_s_per_image=t_img)
+    folds, folds_why = (cfg.folds.n_splits, "folds.n_splits from comp.yaml") if "folds.n_splits" in mine \
+        else ap.fold_count(inp)
+    inp = replace(inp, n_splits=folds)
     plan = ap.make_plan(inp)
+    plan.stage("folds").why = folds_why
     imbalance = float(counts.max() / max(1, counts.min()))
     choices = {"base": base, "n_splits": folds, "n_classes": len(counts), "size": cfg.input.size,
                "stem_stride": 1 if small else None,
                "imbalance": round(imbalance, 2), "user_keys": sorted(mine), "train_ips": train_ips,
                "infer_ips": infer_ips, "n_train": len(train), "n_test": n_test, "gpus": gpus}
     plan.stage("plan").spent_s = round(a.elapsed(), 1)
-    choices["stem_why"], choices["layout_why"] = stem_why, layout_why
+    choices["stem_why"], choices["layout_why"], choices["folds_why"] = stem_why, layout_why, folds_why
     plan.stage("plan").chose = (f"input.size {cfg.input.size}" + "".join(f"; {w}" for w in (stem_why, layout_why) if w)
                                 + "; " + ", ".join(f"{m} {v:.0f} img/s" for m, v in train_ips.items()))
     return plan, choices
@@ -481,10 +481,9 @@ def _best(a: Auto, st: ap.Stage) -> str:
     params = trials[0]["params"] if trials else {}
     if "auto-a" not in a.choices:
         reprobe(a, params.get("model.name", a.plan.models[0]))
-        avail = a.left() - a.tail_s() - a.plan.stage("second").planned_s
-        if a.plan.stage("refit").planned_s > 0:  # the refit trains for the folds' epochs: ~k/(k-1) fold epochs each
-            k = a.choices["n_splits"]
-            avail = (avail - ap.SETUP_S) * k / (k + k / (k - 1))
+        # The folds first (the CV measures them); a planned refit keeps its box, which only ever holds what the
+        # folds' epoch cap left (auto_plan._refit_share)
+        avail = a.left() - a.tail_s() - a.plan.stage("second").planned_s - a.plan.stage("refit").planned_s
         sets, epochs, why = _member_overrides(a, params, max(avail, st.planned_s * 0.5))
         a.choices["auto-a"] = {"sets": sets, "epochs": epochs, "why": why, "params": params}
         _write_member(a, "auto-a", sets)
@@ -539,8 +538,10 @@ def _seed_s(a: Auto, exp: str) -> float:
 
 
 def _refit(a: Auto, st: ap.Stage) -> str:
-    if st.planned_s <= 0:
-        return st.why
+    epochs = a.choices.get("auto-a", {}).get("epochs", 0)
+    if st.planned_s <= 0 and epochs < ap.MAX_EPOCHS:  # the plan's epochs were its first model's: say the folds' own
+        return (f"skipped: the folds used the time ({epochs} epochs, under the {ap.MAX_EPOCHS} cap); the CV measures "
+                f"the folds, never a refit" if epochs else st.why)
     from comp.techniques import sources
     from comp.train import train_full
 
