@@ -54,16 +54,17 @@ def test_plan_stages_by_budget():
     s = big.stage("search")
     assert s.planned_s > 0 and big.trials >= 3 and big.search_epochs >= ap.MIN_EPOCHS
     assert f"{big.trials} trials" in s.why
-    assert big.stage("refit").planned_s > 0 and big.stage("best").planned_s > 0.3 * big.stage("search").planned_s
+    assert big.stage("best").planned_s > 0.3 * big.stage("search").planned_s
     # On a CPU under 30 minutes the second member's time goes to the folds' epochs; a GPU (or a long budget) has it.
     assert big.stage("second").planned_s == 0 and "epochs are worth more" in big.stage("second").why
     gpu = ap.make_plan(_inputs(1200, gpus=1))
     assert gpu.stage("second").planned_s > 0
     long = ap.make_plan(_inputs(3600))
     assert long.stage("second").planned_s > 0
-    # The refit trains for the folds' epochs: both fit their boxes at that count.
-    per = ap.refit_epoch_s(_inputs(1200), big.models[0])
-    assert big.stage("refit").planned_s >= ap.SETUP_S + big.epochs * per - 0.1
+    # The refit (where the folds' epoch cap leaves time for one) trains for the folds' epochs: both fit their boxes.
+    fast = ap.make_plan(_inputs(1200, ips=4000))
+    per = ap.refit_epoch_s(_inputs(1200, ips=4000), fast.models[0])
+    assert fast.stage("refit").planned_s >= ap.SETUP_S + fast.epochs * per - 0.1 > 0
     no_ray = ap.make_plan(_inputs(1200, has_ray=False))
     assert no_ray.stage("search").planned_s == 0 and "Ray is not installed" in no_ray.stage("search").why
     assert no_ray.epochs >= big.epochs  # the search's share went to training
@@ -77,7 +78,7 @@ def test_the_folds_come_before_a_refit_and_five_folds_where_they_afford_the_epoc
     assert "the folds can use the time" in slow.stage("refit").why
     fast = ap.make_plan(_inputs(1200, ips=4000))
     assert fast.epochs == ap.MAX_EPOCHS and fast.stage("refit").planned_s > 0
-    assert fast.stage("best").planned_s >= ap.folds_stage_s(_inputs(1200, ips=4000), fast.models[0], 40) - 0.1
+    assert fast.stage("best").planned_s >= ap.folds_stage_s(_inputs(1200, ips=4000), fast.models[0], ap.MAX_EPOCHS) - 0.1
     assert "cap leaves" in fast.stage("refit").why
     k, why = ap.fold_count(_inputs(900, ips=300))
     assert k == 3 and f"under {ap.FIVE_FOLD_EPOCHS}" in why
