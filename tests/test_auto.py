@@ -76,9 +76,10 @@ def test_the_folds_come_before_a_refit_and_five_folds_where_they_afford_the_epoc
     slow = ap.make_plan(_inputs(900, ips=300))
     assert slow.epochs < ap.MAX_EPOCHS and slow.stage("refit").planned_s == 0
     assert "the folds can use the time" in slow.stage("refit").why
-    fast = ap.make_plan(_inputs(1200, ips=4000))
+    fast_in = _inputs(1200, ips=4000)
+    fast = ap.make_plan(fast_in)
     assert fast.epochs == ap.MAX_EPOCHS and fast.stage("refit").planned_s > 0
-    assert fast.stage("best").planned_s >= ap.folds_stage_s(_inputs(1200, ips=4000), fast.models[0], ap.MAX_EPOCHS) - 0.1
+    assert fast.stage("best").planned_s >= ap.folds_stage_s(fast_in, fast.models[0], ap.MAX_EPOCHS) - 0.1
     assert "cap leaves" in fast.stage("refit").why
     k, why = ap.fold_count(_inputs(900, ips=300))
     assert k == 3 and f"under {ap.FIVE_FOLD_EPOCHS}" in why
