@@ -61,10 +61,6 @@ def test_plan_stages_by_budget():
     assert gpu.stage("second").planned_s > 0
     long = ap.make_plan(_inputs(3600))
     assert long.stage("second").planned_s > 0
-    # The refit (where the folds' epoch cap leaves time for one) trains for the folds' epochs: both fit their boxes.
-    fast = ap.make_plan(_inputs(1200, ips=4000))
-    per = ap.refit_epoch_s(_inputs(1200, ips=4000), fast.models[0])
-    assert fast.stage("refit").planned_s >= ap.SETUP_S + fast.epochs * per - 0.1 > 0
     no_ray = ap.make_plan(_inputs(1200, has_ray=False))
     assert no_ray.stage("search").planned_s == 0 and "Ray is not installed" in no_ray.stage("search").why
     assert no_ray.epochs >= big.epochs  # the search's share went to training
@@ -81,6 +77,9 @@ def test_the_folds_come_before_a_refit_and_five_folds_where_they_afford_the_epoc
     assert fast.epochs == ap.MAX_EPOCHS and fast.stage("refit").planned_s > 0
     assert fast.stage("best").planned_s >= ap.folds_stage_s(fast_in, fast.models[0], ap.MAX_EPOCHS) - 0.1
     assert "cap leaves" in fast.stage("refit").why
+    # The refit trains for the folds' epochs: both fit their boxes at that count.
+    per = ap.refit_epoch_s(fast_in, fast.models[0])
+    assert fast.stage("refit").planned_s >= ap.SETUP_S + fast.epochs * per - 0.1 > 0
     k, why = ap.fold_count(_inputs(900, ips=300))
     assert k == 3 and f"under {ap.FIVE_FOLD_EPOCHS}" in why
     k, why = ap.fold_count(_inputs(900, ips=2000))
