@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass, field
 # End-to-end training images/s over the probe's compute-only figure at the training batch (loader, augmentation,
 # optimizer state, checkpoints). CPU, comp auto's resnet10t folds at 32 px on a shared 2-core machine: ~565 img/s
 # end to end against the probe's 612 (0.92), ~456 against 534-643 (0.71-0.85); four later 15-min runs' fold epochs
-# fit 0.88-1.05 of the faster of two probes, and planned at 0.85 each ended 2-18% early. Planned at 0.9 (an earlier
-# machine read 0.95-1.04 against a shorter, colder probe). GPU: the loader and augmentation weigh more.
+# fit 0.88-1.05 of the faster of two probes, and planned at 0.85 each ended 2-18% early. Planned at 0.9: the next
+# two runs' folds ran 11% over (0.85 read) and 13% under their boxes (an earlier machine read 0.95-1.04 against
+# a shorter, colder probe). GPU: the loader and augmentation weigh more.
 EFFICIENCY_CPU = 0.9
 EFFICIENCY_GPU = 0.6
 EPOCH_OVERHEAD_S = 0.3  # per epoch: state + checkpoint writes, metrics, the curves plot (0.3s measured, CPU)
