@@ -95,6 +95,9 @@ class AugmentConfig:
 @dataclass
 class TrainConfig:
     epochs: Optional[int] = None  # None: 30 from scratch, 10 fine-tuning (SCRATCH / FINETUNE below)
+    # {fold: epochs}: these folds train that many epochs instead (comp auto re-fits the folds still to train to fold
+    # 0's measured seconds). A fold not started yet may change it without --overwrite (comp.runs.check_run).
+    fold_epochs: Optional[dict] = None
     batch_size: Optional[int] = None  # None: CPU 128 from 2048 rows, else 64; GPU: the largest that fits (a probe)
     lr: Optional[float] = None  # None: 3e-3 from scratch, 5e-4 fine-tuning
     seed: int = 42
@@ -426,6 +429,13 @@ def validate(cfg: Config) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    for k, n in (t.fold_epochs or {}).items():
+        if not (_is_int(k) and k >= 0 and _is_int(n) and n >= 1):
+            raise ConfigError(f"train.fold_epochs: {k!r}: {n!r} must map a fold number (0, 1, ...) to at least 1 "
+                              f"epoch, e.g. {{1: 40, 2: 40}}")
+        if t.warmup_epochs is not None and t.warmup_epochs >= n:
+            raise ConfigError(f"train.fold_epochs: fold {k}'s {n} epochs must exceed train.warmup_epochs "
+                              f"({t.warmup_epochs})")
     if cfg.data.label_cols is not None and len(cfg.data.label_cols) < 2:
         raise ConfigError("data.label_cols must name at least 2 one-hot columns (or be left empty for data.label_col)")
     validate_task(cfg)
@@ -436,6 +446,19 @@ def validate(cfg: Config) -> None:
 
 
 MULTILABEL_METRICS = ("macro_f1", "micro_f1", "samples_f1", "f2", "map", "roc_auc")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def fold_config(cfg: Config, fold: int) -> Config:
+    """``cfg`` as fold ``fold`` trains it: train.epochs is that fold's (train.fold_epochs, else train.epochs), and
+    train.fold_epochs is gone, so a fold's state digest reads only its own length."""
+    epochs = (cfg.train.fold_epochs or {}).get(fold, cfg.train.epochs)
+    out = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs, fold_epochs=None))
+    out.derived = dict(cfg.derived)
+    return out
 
 
 def validate_task(cfg: Config) -> None:

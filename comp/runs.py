@@ -148,6 +148,25 @@ def _defaults() -> dict:
     return _comparable(yaml.safe_load(dump_config(Config())))
 
 
+def _per_fold(d: dict) -> dict:
+    """_comparable, with train.fold_epochs as a mapping (empty when unset) so that _diff names each fold's entry."""
+    d = _comparable(d)
+    if isinstance(d.get("train"), dict):
+        d["train"]["fold_epochs"] = d["train"].get("fold_epochs") or {}
+    return d
+
+
+def _unstarted_fold_epochs(change: str, exp: str) -> bool:
+    """A change of train.fold_epochs for a fold with nothing written yet: it changes what that fold will compute,
+    never what any fold computed (comp auto re-fits the epochs of the folds still to train)."""
+    key = change.split(":", 1)[0]
+    k = key.removeprefix("train.fold_epochs.")
+    if key == k or not k.isdigit():
+        return False
+    fd = fold_dir(exp, int(k))
+    return not fd.exists() or all(p.name in RUNNER_FILES or p.name.startswith("lock.") for p in fd.iterdir())
+
+
 def check_run(cfg: Config, overwrite: bool = False) -> list[str]:
     """Differences between ``runs/<exp>/config.yaml`` and ``cfg`` (empty when none or no run yet).
 
@@ -157,7 +176,8 @@ def check_run(cfg: Config, overwrite: bool = False) -> list[str]:
     if not path.exists():
         return []
     old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    changes = _diff(_comparable(old), _comparable(yaml.safe_load(dump_config(cfg))), defaults=_defaults())
+    changes = _diff(_per_fold(old), _per_fold(yaml.safe_load(dump_config(cfg))), defaults=_per_fold(_defaults()))
+    changes = [c for c in changes if not _unstarted_fold_epochs(c, cfg.exp)]
     if changes and not overwrite:
         shown = "; ".join(changes[:5]) + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else "")
         raise ConfigError(

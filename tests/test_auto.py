@@ -168,6 +168,13 @@ def test_auto_within_budget(tmp_path, competition):
     # On a CPU the chosen model is probed again just before its folds, and their epochs planned from that figure
     model = c["auto-a"]["params"].get("model.name", plan["plan"]["models"][0])
     assert c["reprobed"][model] > 0 and f"[auto] {model} probed again before its folds" in out
+    # Fold 0 trains alone first; the later folds' epochs are fitted to its measured seconds an epoch
+    a = c["auto-a"]
+    assert c["measured_epoch_s"] and "[auto] auto-a: fold 0 took" in out and set(a["fold_epochs"]) == {"1", "2"}, c
+    for j, n in a["fold_epochs"].items():
+        assert len(pd.read_csv(cwd / "runs" / "auto-a" / f"fold_{j}" / "metrics.csv")) == n
+    assert run_cfg["train"].get("fold_epochs") == ({int(j): n for j, n in a["fold_epochs"].items()}
+                                                  if any(n != a["epochs"] for n in a["fold_epochs"].values()) else None)
 
 
 @pytest.mark.slow

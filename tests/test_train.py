@@ -112,6 +112,20 @@ def test_changed_config_is_refused_unless_overwrite(folded):
                     echo=quiet)
 
 
+def test_fold_epochs_train_the_later_folds_longer_and_change_only_for_folds_not_started(folded):
+    train_folds(tiny_cfg(folded, "fe", "train.epochs=1"), [0], echo=quiet)
+    msgs = []
+    res = train_folds(tiny_cfg(folded, "fe", "train.epochs=1", "train.fold_epochs={1: 2}"), [0, 1], echo=msgs.append)
+    assert res["folds"][0]["epochs_run"] == 1 and res["folds"][1]["epochs_run"] == 2  # fold 0 kept, not refused
+    assert any(m.startswith("fold 1:") and "epochs 2 |" in m for m in msgs)
+    conf = yaml.safe_load((folded / "runs" / "fe" / "config.yaml").read_text())
+    assert conf["train"]["epochs"] == 1 and conf["train"]["fold_epochs"] == {1: 2}
+    with pytest.raises(ConfigError, match=r"different config \(train\.fold_epochs\.0: '<missing>' -> 3\)"):
+        train_folds(tiny_cfg(folded, "fe", "train.epochs=1", "train.fold_epochs={0: 3, 1: 2}"), [2], echo=quiet)
+    with pytest.raises(ConfigError, match=r"train\.fold_epochs: 1: 0 must map a fold number"):
+        tiny_cfg(folded, "fe", "train.fold_epochs={1: 0}")
+
+
 def test_interrupted_fold_needs_resume_or_overwrite(folded):
     cfg = tiny_cfg(folded, "intr", "train.stop_after_epochs=1")
     res = train_folds(cfg, [0], echo=quiet)

@@ -386,10 +386,14 @@ def _params_text(p: dict) -> str:
 
 
 def _epoch_s(a: Auto, model: str, size: int) -> float:
-    """Seconds of one fold epoch. On a CPU: the probe's estimate at the training batch (scaled by the pixels when
+    """Seconds of one fold epoch: fold 0's measured seconds when that model and size trained already
+    (refit_fold_epochs). Else on a CPU: the probe's estimate at the training batch (scaled by the pixels when
     the size differs from the probe's); the search's trials ran two at a time on one thread each, which says little
     of a member alone on every core (a 6.5s estimate from them against 4.5s measured). On a GPU (a trial has its
     own device): the trials' measured seconds of that model and size, else the probe's."""
+    measured = a.choices.get("measured_epoch_s", {}).get(f"{model}@{size}")
+    if measured:  # the first member's fold 0 (refit_fold_epochs): the whole pipeline, timed over minutes
+        return float(measured)
     for t in a.choices.get("trials", []) if a.choices["gpus"] else []:
         p = t["params"]
         if p.get("model.name", model) == model and p.get("input.size", size) == size and t["epochs"]:
@@ -456,9 +460,9 @@ def _write_member(a: Auto, exp: str, sets: list[str]) -> None:
                + yaml.safe_dump(member_values(sets, n_trials), sort_keys=False, allow_unicode=True))
 
 
-def _train_member(a: Auto, exp: str, deadline: float | None) -> dict:
-    """comp train --exp EXP --all-folds (resuming what a kill left); past ``deadline`` (elapsed seconds) the stage
-    is cut after the epoch that crossed it."""
+def _train_member(a: Auto, exp: str, deadline: float | None, folds: list[int] | None = None) -> dict:
+    """comp train --exp EXP --all-folds (``folds``: --fold each; resuming what a kill left); past ``deadline``
+    (elapsed seconds) the stage is cut after the epoch that crossed it."""
     from comp.techniques import sources
     from comp.train import train_folds
 
@@ -469,11 +473,48 @@ def _train_member(a: Auto, exp: str, deadline: float | None) -> dict:
         if deadline is not None and a.elapsed() > deadline:
             raise StageCut(f"fold {fold} epoch {int(row['epoch'])} ended at {a.elapsed():.0f}s")
 
-    out = train_folds(cfg, resume=True, skip_bad=a.choices.get("skip_bad", False), echo=a.echo, on_epoch=on_epoch,
-                      sources=sources(cfg))
-    if out.get("cv_score") is None:
+    out = train_folds(cfg, folds=folds, resume=True, skip_bad=a.choices.get("skip_bad", False), echo=a.echo,
+                      on_epoch=on_epoch, sources=sources(cfg))
+    if folds is None and out.get("cv_score") is None:
         raise StageCut("not every fold finished")
     return out
+
+
+def refit_fold_epochs(a: Auto, exp: str) -> None:
+    """Train fold 0 alone, then fit the epochs of the folds still to train (train.fold_epochs) to fold 0's measured
+    seconds an epoch and the time left to the member's box (``until_s``). The probe's estimate of a fold epoch was
+    off by 11% one way and 13% the other on two 15-minute CPU runs (a shared host's speed drifts by the minute);
+    fold 0's own epochs measure the whole pipeline over minutes. Timings only: no label is read."""
+    c = a.choices[exp]
+    if "fold_epochs" in c or "until_s" not in c or {"train.epochs", "train.fold_epochs"} & set(a.choices["user_keys"]):
+        return
+    k = a.choices["n_splits"]
+    t0, before = a.elapsed(), runs.fold_done(exp, 0)
+    _train_member(a, exp, deadline=None, folds=[0])
+    done = runs.fold_done(exp, 0) or {}
+    per = float(done.get("seconds", 0.0)) / max(1, int(done.get("epochs_run", 0)))
+    if per <= 0:
+        return
+    setup = ap.SETUP_S if before is not None else max(0.0, a.elapsed() - t0 - float(done["seconds"]))
+    left = c["until_s"] - a.elapsed() - setup
+    epochs = int(max(ap.MIN_EPOCHS, min(ap.MAX_EPOCHS, left // ((k - 1) * per)))) if k > 1 else c["epochs"]
+    fold_epochs = {j: epochs for j in range(1, k) if runs.fold_done(exp, j) is None}
+    model, size = _model_of(a, c["params"]), int(c["params"].get("input.size", a.choices["size"]))
+    planned = _epoch_s(a, model, size)
+    a.choices.setdefault("measured_epoch_s", {})[f"{model}@{size}"] = round(per, 3)
+    if fold_epochs and any(n != c["epochs"] for n in fold_epochs.values()):
+        c["sets"] = [*c["sets"], "train.fold_epochs={" + ", ".join(f"{j}: {n}" for j, n in fold_epochs.items()) + "}"]
+        _write_member(a, exp, c["sets"])
+    c["fold_epochs"] = {str(j): n for j, n in fold_epochs.items()}
+    c["why"] += (f"; fold 0 measured {per:.2f}s an epoch, so folds {sorted(fold_epochs)} train {epochs} epochs in "
+                 f"the {max(0.0, left):.0f}s left")
+    a.echo(f"[auto] {exp}: fold 0 took {per:.2f}s an epoch (planned {planned:.2f}s); folds {sorted(fold_epochs)} "
+           f"get {epochs} epochs (fold 0 had {c['epochs']}) to end by {c['until_s']:.0f}s")
+    a.save()
+
+
+def _model_of(a: Auto, params: dict) -> str:
+    return params.get("model.name", a.plan.models[0])
 
 
 def _best(a: Auto, st: ap.Stage) -> str:
@@ -485,9 +526,11 @@ def _best(a: Auto, st: ap.Stage) -> str:
         # folds' epoch cap left (auto_plan._refit_share)
         avail = a.left() - a.tail_s() - a.plan.stage("second").planned_s - a.plan.stage("refit").planned_s
         sets, epochs, why = _member_overrides(a, params, max(avail, st.planned_s * 0.5))
-        a.choices["auto-a"] = {"sets": sets, "epochs": epochs, "why": why, "params": params}
+        a.choices["auto-a"] = {"sets": sets, "epochs": epochs, "why": why, "params": params,
+                               "until_s": round(a.elapsed() + max(avail, st.planned_s * 0.5), 1)}
         _write_member(a, "auto-a", sets)
         a.save()
+    refit_fold_epochs(a, "auto-a")
     out = _train_member(a, "auto-a", deadline=None)
     a.choices["members"] = ["auto-a"]
     src = f"the search's best ({trials[0]['trial']})" if trials else "the fitted defaults"

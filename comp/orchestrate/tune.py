@@ -336,6 +336,9 @@ def _check_search(config_path: str | Path, exp: str, space_path: str | Path, tri
     cfg = load_config(config_path, exp=exp, overrides=overrides)
     check_config(cfg)
     check_space(space, config_path, exp, overrides)
+    if cfg.train.fold_epochs or "train.fold_epochs" in space:
+        raise ConfigError("train.fold_epochs: comp tune trains every trial's folds for train.epochs (ASHA needs one "
+                          "epoch budget); leave train.fold_epochs empty")
     if "train.epochs" in space:
         raise ConfigError("train.epochs cannot be searched: ASHA needs one epoch budget for every trial (set it "
                           "with --set train.epochs=N)")

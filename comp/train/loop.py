@@ -42,7 +42,7 @@ from sklearn.metrics import f1_score
 
 from comp import runs
 from comp.accel import fresh_state, has_accelerator, resolve_precision
-from comp.config import Config, ConfigError
+from comp.config import Config, ConfigError, fold_config
 from comp.console import progress_bar
 from comp.data.cache import load_images
 from comp.data.competition import load_train
@@ -334,7 +334,8 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     images = _decode(cfg, accelerator, pool.paths) if todo else None
     s = Session(cfg, accelerator, pool, images, say, on_epoch, sources)
     pool.helper = partial(train_helper, s)  # e.g. data.relabel's pair models, trained when a fold needs them
-    results, interrupted = _run_units(s, [(k, s, None) for k in folds], resume, overwrite)
+    units = [(k, replace(s, cfg=fold_config(cfg, k)), None) for k in folds]  # train.fold_epochs
+    results, interrupted = _run_units(s, units, resume, overwrite)
     out = {"folds": results, "cv_macro_f1": None, "run_dir": str(runs.run_dir(cfg.exp)), "interrupted": interrupted}
     if not interrupted and accelerator.is_main_process:
         oof_path = runs.run_dir(cfg.exp) / "oof.csv"
