@@ -91,6 +91,14 @@ def test_the_folds_come_before_a_refit_and_five_folds_where_they_afford_the_epoc
     assert ap.fold_count(alone)[0] == 3
 
 
+def test_later_folds_fit_the_time_left_at_fold_0s_measured_epoch():
+    assert ap.later_fold_epochs(440, 2, 4.77, 47) == 46  # run 13: fold 0 measured, folds 1-2 fitted
+    assert ap.later_fold_epochs(440, 2, 4.0, 47) == 55  # faster than planned: more epochs
+    assert ap.later_fold_epochs(1e6, 2, 4.0, 47) == ap.MAX_EPOCHS
+    assert ap.later_fold_epochs(100, 2, 4.0, 47) == 23  # far slower: never under half of fold 0's
+    assert ap.later_fold_epochs(-5, 2, 4.0, 3) == ap.MIN_EPOCHS
+
+
 def test_a_member_chosen_by_the_search_is_scored_on_the_folds_it_never_saw(tmp_path, competition):
     """Issue 20's honest CV survives the choice: a member whose settings came from auto's search (on fold 0) carries
     the search's provenance into its config, so train, the ledger and the leaderboard score folds 1..K-1."""

@@ -497,7 +497,7 @@ def refit_fold_epochs(a: Auto, exp: str) -> None:
         return
     setup = ap.SETUP_S if before is not None else max(0.0, a.elapsed() - t0 - float(done["seconds"]))
     left = c["until_s"] - a.elapsed() - setup
-    epochs = int(max(ap.MIN_EPOCHS, min(ap.MAX_EPOCHS, left // ((k - 1) * per)))) if k > 1 else c["epochs"]
+    epochs = ap.later_fold_epochs(left, k - 1, per, c["epochs"])
     fold_epochs = {j: epochs for j in range(1, k) if runs.fold_done(exp, j) is None}
     model, size = _model_of(a, c["params"]), int(c["params"].get("input.size", a.choices["size"]))
     planned = _epoch_s(a, model, size)

@@ -122,6 +122,14 @@ def epochs_for(inp: PlanInputs, model: str, seconds: float) -> int:
     return int(max(0, min(MAX_EPOCHS, math.floor((seconds - SETUP_S) / per))))
 
 
+def later_fold_epochs(left_s: float, folds: int, epoch_s: float, first: int) -> int:
+    """Epochs of each of ``folds`` folds still to train in ``left_s`` at the measured ``epoch_s``, within
+    [MIN_EPOCHS, MAX_EPOCHS] and never under half of the first fold's ``first``: a fold that short would pull the CV
+    down more than the minutes it saves are worth."""
+    fit = math.floor(max(0.0, left_s) / (max(1, folds) * epoch_s))
+    return int(max(MIN_EPOCHS, first // 2, min(MAX_EPOCHS, fit)))
+
+
 def fold_count(inp: PlanInputs) -> tuple[int, str]:
     """(n_splits, why): 5 where every fold affords FIVE_FOLD_EPOCHS epochs of the fastest candidate, else 3. The
     folds' models are what the CV measures and what the submission averages: at 5 each trains on 80% of the rows,
