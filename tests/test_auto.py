@@ -16,6 +16,7 @@ from conftest import write_config
 
 from comp.orchestrate import auto_plan as ap
 from comp.orchestrate.auto import parse_budget
+from comp.orchestrate.leaderboard import epochs_text
 
 
 def _inputs(budget_s, ips=2000.0, has_ray=True, **kw):
@@ -92,6 +93,8 @@ def test_the_folds_come_before_a_refit_and_five_folds_where_they_afford_the_epoc
 
 
 def test_later_folds_fit_the_time_left_at_fold_0s_measured_epoch():
+    assert epochs_text({"epochs": 47, "fold_epochs": {2: 44, 1: 46}}) == "47; fold 1: 46, fold 2: 44"
+    assert epochs_text({"epochs": 47, "fold_epochs": None}) == 47
     assert ap.later_fold_epochs(440, 2, 4.77, 47) == 46  # run 13: fold 0 measured, folds 1-2 fitted
     assert ap.later_fold_epochs(440, 2, 4.0, 47) == 55  # faster than planned: more epochs
     assert ap.later_fold_epochs(1e6, 2, 4.0, 47) == ap.MAX_EPOCHS
@@ -183,6 +186,8 @@ def test_auto_within_budget(tmp_path, competition):
         assert len(pd.read_csv(cwd / "runs" / "auto-a" / f"fold_{j}" / "metrics.csv")) == n
     assert run_cfg["train"].get("fold_epochs") == ({int(j): n for j, n in a["fold_epochs"].items()}
                                                   if any(n != a["epochs"] for n in a["fold_epochs"].values()) else None)
+    shown = str(epochs_text(run_cfg["train"]))  # comp leaderboard's epochs column
+    assert shown == str(a["epochs"]) or shown.startswith(f"{a['epochs']}; fold 1: "), shown
 
 
 @pytest.mark.slow

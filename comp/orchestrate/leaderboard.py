@@ -100,7 +100,7 @@ def experiment_row(rd: Path, root: Path, ledger: pd.DataFrame) -> dict:
         "folds": f"{len(scores)}/{len(folds)}",
         "model": m.get("name", ""),
         "input": i.get("size"),
-        "epochs": t.get("epochs"),
+        "epochs": epochs_text(t),
         "loss": loss,
         "augment": aug,
         "images_per_s": round(float(np.mean(ips)), 1) if ips else None,
@@ -108,6 +108,14 @@ def experiment_row(rd: Path, root: Path, ledger: pd.DataFrame) -> dict:
         "params_m": round(params / 1e6, 3) if params else None,
         "submissions": sub_text,
     }
+
+
+def epochs_text(train: dict):
+    """runs/E/config.yaml's train.epochs, or with train.fold_epochs each listed fold's own: "47; fold 1: 46"."""
+    per = train.get("fold_epochs") or {}
+    if not per:
+        return train.get("epochs")
+    return f"{train.get('epochs')}; " + ", ".join(f"fold {k}: {n}" for k, n in sorted(per.items()))
 
 
 def leaderboard(runs_dir: str | Path | None = None, ledger_path: str | Path = "submissions/ledger.csv",
