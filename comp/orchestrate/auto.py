@@ -387,12 +387,12 @@ def _params_text(p: dict) -> str:
 
 def _epoch_s(a: Auto, model: str, size: int) -> float:
     """Seconds of one fold epoch: fold 0's measured seconds when that model and size trained already
-    (refit_fold_epochs). Else on a CPU: the probe's estimate at the training batch (scaled by the pixels when
+    (fit_later_fold_epochs). Else on a CPU: the probe's estimate at the training batch (scaled by the pixels when
     the size differs from the probe's); the search's trials ran two at a time on one thread each, which says little
     of a member alone on every core (a 6.5s estimate from them against 4.5s measured). On a GPU (a trial has its
     own device): the trials' measured seconds of that model and size, else the probe's."""
     measured = a.choices.get("measured_epoch_s", {}).get(f"{model}@{size}")
-    if measured:  # the first member's fold 0 (refit_fold_epochs): the whole pipeline, timed over minutes
+    if measured:  # the first member's fold 0 (fit_later_fold_epochs): the whole pipeline, timed over minutes
         return float(measured)
     for t in a.choices.get("trials", []) if a.choices["gpus"] else []:
         p = t["params"]
@@ -427,7 +427,7 @@ def _member_overrides(a: Auto, params: dict, seconds: float, cap: int | None = N
     """The overrides of a member trained on every fold within ``seconds``, its epochs and the reason."""
     from comp.orchestrate.space import as_set
 
-    model = params.get("model.name", a.plan.models[0])
+    model = _model_of(a, params)
     if "model.name" not in a.choices["user_keys"]:
         params = {"model.name": model, **params}
     size = int(params.get("input.size", a.choices["size"]))
@@ -480,7 +480,7 @@ def _train_member(a: Auto, exp: str, deadline: float | None, folds: list[int] | 
     return out
 
 
-def refit_fold_epochs(a: Auto, exp: str) -> None:
+def fit_later_fold_epochs(a: Auto, exp: str) -> None:
     """Train fold 0 alone, then fit the epochs of the folds still to train (train.fold_epochs) to fold 0's measured
     seconds an epoch and the time left to the member's box (``until_s``). The probe's estimate of a fold epoch was
     off by 11% one way and 13% the other on two 15-minute CPU runs (a shared host's speed drifts by the minute);
@@ -521,16 +521,17 @@ def _best(a: Auto, st: ap.Stage) -> str:
     trials = a.choices.get("trials") or []
     params = trials[0]["params"] if trials else {}
     if "auto-a" not in a.choices:
-        reprobe(a, params.get("model.name", a.plan.models[0]))
+        reprobe(a, _model_of(a, params))
         # The folds first (the CV measures them); a planned refit keeps its box, which only ever holds what the
         # folds' epoch cap left (auto_plan._refit_share)
         avail = a.left() - a.tail_s() - a.plan.stage("second").planned_s - a.plan.stage("refit").planned_s
-        sets, epochs, why = _member_overrides(a, params, max(avail, st.planned_s * 0.5))
+        box = max(avail, st.planned_s * 0.5)
+        sets, epochs, why = _member_overrides(a, params, box)
         a.choices["auto-a"] = {"sets": sets, "epochs": epochs, "why": why, "params": params,
-                               "until_s": round(a.elapsed() + max(avail, st.planned_s * 0.5), 1)}
+                               "until_s": round(a.elapsed() + box, 1)}
         _write_member(a, "auto-a", sets)
         a.save()
-    refit_fold_epochs(a, "auto-a")
+    fit_later_fold_epochs(a, "auto-a")
     out = _train_member(a, "auto-a", deadline=None)
     a.choices["members"] = ["auto-a"]
     src = f"the search's best ({trials[0]['trial']})" if trials else "the fitted defaults"
