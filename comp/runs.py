@@ -68,12 +68,16 @@ def full_dir(exp: str, i: int) -> Path:
 RUNNER_FILES = {"train.log", "lock", "job.json"}
 
 
+def _runner_file(p: Path) -> bool:
+    return p.name in RUNNER_FILES or p.name.startswith("lock.")
+
+
 def clear_fold_dir(fd: Path) -> None:
     """Remove a fold's training outputs (a restart from scratch), keeping the runner's RUNNER_FILES."""
     if not fd.exists():
         return
     for p in fd.iterdir():
-        if p.name in RUNNER_FILES or p.name.startswith("lock."):
+        if _runner_file(p):
             continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
@@ -164,7 +168,7 @@ def _unstarted_fold_epochs(change: str, exp: str) -> bool:
     if key == k or not k.isdigit():
         return False
     fd = fold_dir(exp, int(k))
-    return not fd.exists() or all(p.name in RUNNER_FILES or p.name.startswith("lock.") for p in fd.iterdir())
+    return not fd.exists() or all(_runner_file(p) for p in fd.iterdir())
 
 
 def check_run(cfg: Config, overwrite: bool = False) -> list[str]:
