@@ -97,7 +97,7 @@ class TrainConfig:
     epochs: Optional[int] = None  # None: 30 from scratch, 10 fine-tuning (SCRATCH / FINETUNE below)
     # {fold: epochs}: these folds train that many epochs instead (comp auto re-fits the folds still to train to fold
     # 0's measured seconds). A fold not started yet may change it without --overwrite (comp.runs.check_run).
-    fold_epochs: Optional[dict] = None
+    fold_epochs: Optional[dict[int, int]] = None
     batch_size: Optional[int] = None  # None: CPU 128 from 2048 rows, else 64; GPU: the largest that fits (a probe)
     lr: Optional[float] = None  # None: 3e-3 from scratch, 5e-4 fine-tuning
     seed: int = 42
@@ -254,7 +254,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return value
+        kt, vt = typing.get_args(tp) or (Any, Any)
+        return {_check_type(k, kt, f"{where} key {k!r}"): _check_type(v, vt, f"{where}.{k}") for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
@@ -430,7 +431,7 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise ConfigError(msg)
     for k, n in (t.fold_epochs or {}).items():
-        if not (_is_int(k) and k >= 0 and _is_int(n) and n >= 1):
+        if not (k >= 0 and n >= 1):
             raise ConfigError(f"train.fold_epochs: {k!r}: {n!r} must map a fold number (0, 1, ...) to at least 1 "
                               f"epoch, e.g. {{1: 40, 2: 40}}")
         if t.warmup_epochs is not None and t.warmup_epochs >= n:
@@ -446,10 +447,6 @@ def validate(cfg: Config) -> None:
 
 
 MULTILABEL_METRICS = ("macro_f1", "micro_f1", "samples_f1", "f2", "map", "roc_auc")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def fold_config(cfg: Config, fold: int) -> Config:
