@@ -51,6 +51,13 @@ def test_plan_stages_by_budget():
     small = ap.make_plan(_inputs(120, ips=300))
     assert small.stage("search").planned_s == 0 and "skipped" in small.stage("search").why
     assert small.stage("second").planned_s == 0
+    # A search that affords under MIN_TRIALS is skipped (ASHA would stop all but the first after an epoch): the
+    # plan's 15-minute CPU figures (5 trials) give its time to the folds, and auto's measured defaults train
+    few = ap.make_plan(_inputs(900, ips=300))
+    assert few.trials == 0 and few.stage("search").planned_s == 0
+    assert f"5 trials of 5 epochs, under {ap.MIN_TRIALS}" in few.stage("search").why
+    assert few.epochs > ap.make_plan(_inputs(1800, ips=300)).search_epochs  # the folds got the search's share
+    assert few.models[0] == "resnet10t"  # fastest first: the plan's figures and the defaults are the fastest's
     big = ap.make_plan(_inputs(1200))
     s = big.stage("search")
     assert s.planned_s > 0 and big.trials >= 3 and big.search_epochs >= ap.MIN_EPOCHS
@@ -178,6 +185,10 @@ def test_auto_within_budget(tmp_path, competition):
     assert "what it chose and why" in out and "submissions/auto.csv" in out
     # On a CPU the chosen model is probed again just before its folds, and their epochs planned from that figure
     model = c["auto-a"]["params"].get("model.name", plan["plan"]["models"][0])
+    if not c.get("trials"):  # no search in 2 minutes: auto's measured defaults, the fastest candidate
+        assert "auto's measured defaults (no search)" in out and model == plan["plan"]["models"][0]
+        assert c["auto-a"]["params"]["augment.preset"] == "light" and run_cfg["augment"]["preset"] == "light"
+        assert run_cfg["train"]["lr"] == c["auto-a"]["params"]["train.lr"] and not run_cfg["search"]["folds"]
     assert c["reprobed"][model] > 0 and f"[auto] {model} probed again before its folds" in out
     # Fold 0 trains alone first; the later folds' epochs are fitted to its measured seconds an epoch
     a = c["auto-a"]

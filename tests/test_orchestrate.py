@@ -361,6 +361,28 @@ def test_tune_resume_refuses_a_search_folder_others_can_write(workdir):
         os.chdir(old)
 
 
+@pytest.mark.timeout(300)
+def test_tune_runs_the_start_config_first_then_draws(workdir):
+    """comp auto's measured defaults are the search's first trial (Optuna's enqueued point), so every draw is ranked
+    against them; a key outside the space is not the search's to set."""
+    make_folds(load_config(workdir / "comp.yaml"), n_splits=2, **QUIET)
+    (workdir / "s.yaml").write_text("train.lr: {loguniform: [1e-4, 1e-2]}\naugment.preset: {choice: [none, light]}\n")
+    script = ("import sys; from comp.orchestrate.tune import tune; "
+              f"tune('comp.yaml', 's', 's.yaml', trials=2, overrides={[*TINY[:-1], 'train.epochs=1']!r}, "
+              "start={'train.lr': 0.00123, 'augment.preset': 'none', 'model.name': 'resnet18'}, "
+              "echo=lambda s: None)")
+    p = subprocess.Popen([sys.executable, "-c", script], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, start_new_session=True, env=dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1"))
+    out = finish(p, 240)
+    assert p.returncode == 0, out[-3000:]
+    df = pd.read_csv(workdir / "runs" / "s-tune" / "results.csv").set_index("trial")
+    assert df.loc["trial_000", "train.lr"] == pytest.approx(0.00123, rel=1e-6), df
+    assert df.loc["trial_000", "augment.preset"] == "none"
+    assert df.loc["trial_001", "train.lr"] != pytest.approx(0.00123, rel=1e-3)  # the next one is drawn
+    assert "model.name" not in df.columns
+    assert load_config(workdir / "comp.yaml", exp="s-best").model.name == "test_resnet"
+
+
 # ---------------------------------------------------------------- leaderboard
 
 

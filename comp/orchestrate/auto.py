@@ -5,7 +5,7 @@
     folds     comp folds (an existing folds file is kept)
     search    comp tune with ASHA on fold 0 over input size, model, lr, augmentation, loss (and the balanced
               sampler when classes are imbalanced); Ray's time box stops it
-    best      the best trial's config (else the fitted defaults) on every fold: runs/auto-a
+    best      the best trial's config (else auto's measured defaults, start_params) on every fold: runs/auto-a
     second    the best trial that differs in model, size or loss, on every fold (runs/auto-b), when there is time
     refit     comp train --full of each member, when there is time
     predict   comp predict with TTA, test and OOF (and --use both after a refit)
@@ -334,6 +334,27 @@ def search_space(a: Auto) -> dict:
     return {k: v for k, v in space.items() if k not in mine and len(next(iter(v.values()))) > 1}
 
 
+def start_params(a: Auto) -> dict:
+    """auto's measured defaults: what the best stage trains when there is no search, and the search's first trial
+    (so every draw is ranked against them). The fastest candidate (plan.models[0]: more epochs in the box), the
+    fitted size and stem, the from-scratch or fine-tuning lr (comp.config), the light preset, ce+soft_f1 where the
+    metric is an F1 and the balanced sampler when the largest class is 3x the smallest. Every 15-minute CPU search of
+    15 runs on `comp sample` data (3-5 trials) chose these (at lr 2.7e-3). Multi-label runs keep their loss and
+    sampler. Keys the user set are left out: theirs win."""
+    from comp.config import FINETUNE, SCRATCH
+
+    c, cfg = a.choices, a.cfg()
+    tuned = cfg.model.pretrained or bool(cfg.model.pretrained_file)
+    p = {"model.name": a.plan.models[0], "input.size": c["size"], "train.lr": (FINETUNE if tuned else SCRATCH)["lr"],
+         "augment.preset": "light", "train.loss": "ce+soft_f1" if "f1" in cfg.data.metric else "ce",
+         "train.sampler": "balanced" if c["imbalance"] >= 3 else "random"}
+    if c.get("stem_stride") == 1:
+        p["model.stem_stride"] = 1
+    if cfg.data.task == "multilabel":
+        del p["train.loss"], p["train.sampler"]
+    return {k: v for k, v in p.items() if k not in set(c["user_keys"])}
+
+
 def _search(a: Auto, st: ap.Stage) -> str:
     if st.planned_s <= 0:
         return st.why
@@ -350,7 +371,8 @@ def _search(a: Auto, st: ap.Stage) -> str:
     resume = (tune_dir(SEARCH_EXP) / "ray").exists()
     out = tune(a.config_path, SEARCH_EXP, path, trials=a.plan.trials, folds=SEARCH_FOLDS, metric="val_score",
                overrides=[*a.choices["base"], f"train.epochs={a.plan.search_epochs}"], address=a.address,
-               resume=resume, gpus_per_trial=1 if a.choices["gpus"] else 0, echo=a.echo, time_budget_s=box)
+               resume=resume, gpus_per_trial=1 if a.choices["gpus"] else 0, echo=a.echo, time_budget_s=box,
+               start=start_params(a))
     df = out["results"]
     scored = df[df["val_score"].notna()]
     if not len(scored):
@@ -519,7 +541,7 @@ def _model_of(a: Auto, params: dict) -> str:
 
 def _best(a: Auto, st: ap.Stage) -> str:
     trials = a.choices.get("trials") or []
-    params = trials[0]["params"] if trials else {}
+    params = trials[0]["params"] if trials else start_params(a)
     if "auto-a" not in a.choices:
         reprobe(a, _model_of(a, params))
         # The folds first (the CV measures them); a planned refit keeps its box, which only ever holds what the
@@ -534,7 +556,7 @@ def _best(a: Auto, st: ap.Stage) -> str:
     fit_later_fold_epochs(a, "auto-a")
     out = _train_member(a, "auto-a", deadline=None)
     a.choices["members"] = ["auto-a"]
-    src = f"the search's best ({trials[0]['trial']})" if trials else "the fitted defaults"
+    src = f"the search's best ({trials[0]['trial']})" if trials else "auto's measured defaults (no search)"
     return (f"{src}: {_params_text(params) or 'defaults'}; {a.choices['auto-a']['why']}; CV {out['metric']} "
             f"{out['cv_score']:.4f}")
 

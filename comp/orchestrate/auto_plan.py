@@ -35,8 +35,10 @@ LONG_CPU_S = 1800  # on CPU, a second member only from a 30-minute budget: below
 FIVE_FOLD_EPOCHS = 30  # 5 folds (each model on 80% of the rows, 3: 67%) where each affords this many epochs;
 # below it, 3 folds x more epochs scored higher (15m CPU: 3 x 40 epochs 0.9047 hold-out, 5 x 21 0.9015)
 SEARCH_SHARE = {"gpu": 0.35, "cpu": 0.2}  # of the seconds left after the fixed stages
+MIN_TRIALS = 6  # a search that affords fewer is skipped: every 15-minute CPU search of 15 runs had 3-5 trials,
+# ASHA stopped all but the first after one epoch, and the first (the same config each time) won every one
 
-# Candidate models by hardware, fastest first; the probe keeps those that afford MIN_EPOCHS on every fold.
+# Candidate models by hardware; the probe keeps those that afford MIN_EPOCHS on every fold, fastest first.
 MODELS_CPU = ["resnet18", "resnet10t"]
 MODELS_GPU = ["resnet18", "resnet50", "convnext_nano", "efficientnet_b0"]
 
@@ -146,7 +148,8 @@ def make_plan(inp: PlanInputs) -> Plan:
     usable = inp.budget_s * MARGIN - inp.spent_s
     plan = Plan()
     affordable = [m for m in inp.train_ips if epochs_for(inp, m, usable * 0.4) >= MIN_EPOCHS]
-    plan.models = affordable or [min(inp.train_ips, key=lambda m: fold_epoch_s(inp, m))]
+    plan.models = sorted(affordable, key=lambda m: fold_epoch_s(inp, m)) or [
+        min(inp.train_ips, key=lambda m: fold_epoch_s(inp, m))]  # fastest first: the plan's figures are its
     plan.epoch_s = {m: round(fold_epoch_s(inp, m), 2) for m in inp.train_ips}
     first = plan.models[0]
     n_img = inp.n_train + inp.n_test
@@ -175,19 +178,19 @@ def _shares(inp: PlanInputs, plan: Plan, left: float) -> tuple[float, float, flo
     folds' epoch cap leaves (see _refit_share)."""
     first = plan.models[0]
     notes = {}
-    trial_min = SETUP_S + MIN_EPOCHS * fold_epoch_s(inp, first)
     search_s = SEARCH_SHARE["gpu" if inp.gpus else "cpu"] * left if inp.has_ray else 0.0
-    par = max(1, inp.gpus)
-    if search_s < RAY_START_S + 3 * trial_min / par:
-        why = "Ray is not installed" if not inp.has_ray else \
-            f"{search_s:.0f}s for it, under the {RAY_START_S + 3 * trial_min / par:.0f}s of Ray's start and 3 trials"
-        notes["search"] = f"skipped: {why}; the fitted defaults are used"
+    search_epochs = int(max(MIN_EPOCHS, min(20, epochs_for(inp, first, 0.55 * left) // 2 or MIN_EPOCHS)))
+    trial_s = SETUP_S + search_epochs * fold_epoch_s(inp, first)
+    # ASHA (reduction 2) stops about half of the trials at each rung: a trial costs ~0.5 of a full one.
+    trials = int(min(24, max(0.0, search_s - RAY_START_S) * max(1, inp.gpus) / (0.5 * trial_s)))
+    if not inp.has_ray or trials < MIN_TRIALS:
+        why = "Ray is not installed" if not inp.has_ray else (
+            f"{search_s:.0f}s for it afford {trials} trials of {search_epochs} epochs, under {MIN_TRIALS}: so few "
+            "pick by one fold's noise")
+        notes["search"] = f"skipped: {why}; auto's measured defaults train, and every fold scores the CV"
         search_s = 0.0
     else:
-        plan.search_epochs = int(max(MIN_EPOCHS, min(20, epochs_for(inp, first, 0.55 * left) // 2 or MIN_EPOCHS)))
-        trial_s = SETUP_S + plan.search_epochs * fold_epoch_s(inp, first)
-        # ASHA (reduction 2) stops about half of the trials at each rung: a trial costs ~0.5 of a full one.
-        plan.trials = int(max(3, min(24, (search_s - RAY_START_S) * par / (0.5 * trial_s))))
+        plan.search_epochs, plan.trials = search_epochs, trials
         notes["search"] = (f"ASHA on fold 0: {plan.trials} trials x {plan.search_epochs} epochs of "
                            f"{', '.join(plan.models)} ({trial_s:.0f}s a full trial)")
     rest = left - search_s

@@ -314,6 +314,7 @@ class _Search:
     td: Path  # runs/<exp>-tune, absolute
     state_dir: Path  # Ray Tune's experiment state in it
     time_budget_s: float | None = None  # Ray stops the search (its running trials too) after this many seconds
+    start: dict | None = None  # the first trial's values (comp auto's measured defaults); the rest are drawn
 
     @property
     def epochs(self) -> int:
@@ -417,7 +418,8 @@ def _prepare(config_path: str | Path, exp: str, space_path: str | Path, trials: 
 
 
 def _make_tuner(s: _Search, trainable, resume: bool, grace_period: int, reduction_factor: int, seed: int, echo):
-    """Ray Tune's Tuner: restored from runs/<exp>-tune/ray with --resume, else a new OptunaSearch + ASHA search."""
+    """Ray Tune's Tuner: restored from runs/<exp>-tune/ray with --resume, else a new OptunaSearch + ASHA search whose
+    first trial is ``s.start`` (a known-good config, so the search ranks every draw against it) when given."""
     from ray import tune as rt
     from ray.tune import RunConfig, TuneConfig, Tuner
     from ray.tune.schedulers import ASHAScheduler
@@ -439,7 +441,8 @@ def _make_tuner(s: _Search, trainable, resume: bool, grace_period: int, reductio
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search = OptunaSearch(seed=seed)
+    start = {k: v for k, v in (s.start or {}).items() if k in s.space}
+    search = OptunaSearch(seed=seed, points_to_evaluate=[start] if start else None)
     return Tuner(trainable, param_space=to_tune(s.space),
                  tune_config=TuneConfig(metric=s.metric, mode=s.mode, search_alg=search, scheduler=scheduler,
                                         num_samples=s.trials, time_budget_s=s.time_budget_s),
@@ -500,10 +503,11 @@ def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int 
          metric: str = "val_macro_f1", overrides=(), address: str | None = None, resume: bool = False,
          cpus_per_trial: int | None = None, gpus_per_trial: float | None = None, grace_period: int = 1,
          reduction_factor: int = 2, seed: int = 0, echo: Callable[[str], None] = print,
-         time_budget_s: float | None = None) -> dict:
+         time_budget_s: float | None = None, start: dict | None = None) -> dict:
     """Search ``space_path`` over ``trials`` trials of ``exp``; see the module docstring. Returns {"results"
     (DataFrame), "best" (row dict), "best_config" (path), "importances", "seconds", "ray_start_seconds"}.
-    ``time_budget_s``: the search's time box (comp auto); trials still running then are stopped."""
+    ``time_budget_s``: the search's time box (comp auto); trials still running then are stopped. ``start``: the
+    first trial's values (keys of the space), e.g. comp auto's measured defaults."""
     from comp.orchestrate import require
 
     require("ray", "ray.tune", "optuna")
@@ -511,7 +515,7 @@ def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int 
         importlib.import_module(m)
     t0 = time.perf_counter()
     s = _prepare(config_path, exp, space_path, trials, folds, metric, overrides, resume)
-    s.time_budget_s = time_budget_s
+    s.time_budget_s, s.start = time_budget_s, start
     echo(f"comp tune {exp}: {trials} trials of {len(s.space)} parameters ({', '.join(s.space)}), folds {s.folds}, "
          f"{s.epochs} epochs each, {metric} ({s.mode}); ASHA grace {grace_period}, reduction {reduction_factor}")
     # Save the search's state after every controller step, not every few seconds ("auto"): a kill between a
