@@ -4,7 +4,8 @@
     check     comp check (bad rows are left out of every later stage when there are any)
     folds     comp folds (an existing folds file is kept)
     search    comp tune with ASHA on fold 0 over input size, model, lr, augmentation, loss (and the balanced
-              sampler when classes are imbalanced); Ray's time box stops it
+              sampler when classes are imbalanced), auto's measured defaults its first trial; Ray's time box stops
+              it; skipped where it affords under auto_plan.MIN_TRIALS trials
     best      the best trial's config (else auto's measured defaults, start_params) on every fold: runs/auto-a
     second    the best trial that differs in model, size or loss, on every fold (runs/auto-b), when there is time
     refit     comp train --full of each member, when there is time
@@ -15,7 +16,8 @@
 Every stage is comp's own library call, so its files are the usual ones. ``runs/auto/plan.json`` holds the plan and
 the progress (written atomically after every change); ``resume`` continues after a kill and never redoes a stage
 marked done. Honest CV: the search chose on fold 0 only, so the CV reported first is over the other folds; the
-all-folds figure is printed beside it, labelled optimistic.
+all-folds figure is printed beside it, labelled optimistic. Without a search nothing was chosen on a fold, and
+every fold scores the CV.
 """
 
 from __future__ import annotations
