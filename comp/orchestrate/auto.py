@@ -378,7 +378,7 @@ def _search(a: Auto, st: ap.Stage) -> str:
     df = out["results"]
     scored = df[df["val_score"].notna()]
     if not len(scored):
-        return "skipped: no trial finished an epoch in its time box; the fitted defaults are used"
+        return "skipped: no trial finished an epoch in its time box; auto's measured defaults train"
     scored = scored.sort_values("val_score", ascending=not _greater(a))
     keys = list(space)
     a.choices["trials"] = [{"trial": r["trial"], "score": float(r["val_score"]), "epochs": int(r["epochs"]),
