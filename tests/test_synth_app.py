@@ -106,9 +106,12 @@ def test_app_make_an_image_tab_in_chromium(run, tmp_path):
             wait = WebDriverWait(driver, 90, poll_frequency=0.25)
             tab = wait.until(lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
                                         if "make an image" in b.text])[0]
-            tab.click()
+            # The page still lays out (a table loads) while the tab is found: a native click there was intercepted
+            # once in CI by a <td> drawn over it. A DOM click on the element itself does not miss.
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", tab)
             wait.until(lambda d: d.find_element(By.ID, "synth-make").is_displayed())
-            driver.find_element(By.ID, "synth-make").click()
+            make = driver.find_element(By.ID, "synth-make")
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", make)
             sizes = wait.until(lambda d: d.execute_script(
                 "return Array.from(document.querySelectorAll('#synth-gallery img'))"
                 ".filter(i => i.complete && i.naturalWidth > 0).map(i => [i.naturalWidth, i.naturalHeight])"))
