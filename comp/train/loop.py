@@ -40,9 +40,9 @@ import pandas as pd
 import torch
 from sklearn.metrics import f1_score
 
-from comp import runs
+from comp import runs, weights
 from comp.accel import fresh_state, has_accelerator, resolve_precision
-from comp.config import Config, ConfigError, fold_config
+from comp.config import Config, ConfigError, fold_config, resolve
 from comp.console import progress_bar
 from comp.data.cache import load_images
 from comp.data.competition import load_train
@@ -76,6 +76,9 @@ from comp.train.state import (
     save_state,
     unit_name,
 )
+
+NAN_CHECK_UPDATES = 50  # a non-finite loss is looked for on the host every this many optimizer updates (and at an
+# epoch's end): a per-step .item() would stall a GPU's queue once per step
 
 
 class TrainingError(RuntimeError):
@@ -505,6 +508,7 @@ def _flat_config(cfg: Config) -> dict:
 def _banner(s: Session, name: str, model, n_train: int, n_val: int, steps: int) -> str:
     c, t, a = s.cfg, s.cfg.train, s.accelerator
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    w = weights.resolve(c.model.name, c.model.pretrained, resolve(c, c.model.pretrained_file))
     aug = "pipeline (cpu)" if c.augment.pipeline else f"{c.augment.preset} ({c.augment.on})"
     if c.augment.mixup or c.augment.cutmix:
         aug += f" + mixup {c.augment.mixup}/cutmix {c.augment.cutmix}"
@@ -515,7 +519,7 @@ def _banner(s: Session, name: str, model, n_train: int, n_val: int, steps: int) 
     extras = [x for x, on in (("ema", t.ema), ("channels_last", t.channels_last), ("compile", t.compile)) if on]
     return (
         f"{name}: {n_train} train / {n_val} val images | model {c.model.name} ({n_params:.2f}M params"
-        f"{', pretrained' if c.model.pretrained or c.model.pretrained_file else ''}) | input {c.input.size}px "
+        f", {'pretrained ' + w.why if w.pretrained else 'from scratch'}) | input {c.input.size}px "
         f"{c.input.resize} | epochs {t.epochs} | batch {t.batch_size} x {a.num_processes} processes x "
         f"{t.accum_steps} accum, {steps} steps/epoch | lr {t.lr:g} {t.optimizer} wd {t.weight_decay:g} | "
         f"scheduler {t.scheduler}, warmup {warmup_epochs(t)} epochs | loss {loss} | sampler {t.sampler} | "
@@ -634,6 +638,7 @@ def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float,
     lr = current_lr(optimizer)
     model.train()
     loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
+    first_bad = torch.full((), -1, device=acc.device, dtype=torch.long)  # the first non-finite step, on the device
     seen, t0 = 0, time.perf_counter()
     bar = progress_bar(f.train_loader, desc=f"{f.name} epoch {epoch + 1}/{t.epochs}",
                        enabled=acc.is_local_main_process)
@@ -646,9 +651,7 @@ def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float,
             with acc.autocast():
                 logits = model(x)
             loss = f.criterion(logits, target) if f.teacher is None else f.criterion(logits, target, f.teacher[r])
-            # One tiny all-reduce: every rank stops together, before the bad step touches the weights.
-            if acc.reduce((~torch.isfinite(loss.detach())).float(), "sum").item() > 0:
-                raise TrainingError(_nan_message(f.name, epoch, step, st, t))
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
             acc.backward(loss)
             if t.grad_clip is not None and acc.sync_gradients:
                 acc.clip_grad_norm_(model.parameters(), t.grad_clip)
@@ -661,10 +664,13 @@ def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float,
                 f.scheduler.step_update(st.num_updates)
             if f.ema is not None:
                 f.ema.update(f.raw, step=st.num_updates)
+            if st.num_updates % NAN_CHECK_UPDATES == 0:
+                _check_finite(s, f, st, epoch, first_bad)
         loss_sum += loss.detach().double() * len(x)
         seen += len(x)
         if t.step_delay:
             time.sleep(t.step_delay)
+    _check_finite(s, f, st, epoch, first_bad)
     seconds = time.perf_counter() - t0
     tot = acc.reduce(torch.tensor([loss_sum.item(), float(seen)], device=acc.device), "sum").cpu()
     return float(tot[0] / tot[1]), float(tot[1]) / seconds, lr
@@ -852,6 +858,16 @@ def _release(acc, f: Fold, compiled: bool) -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _check_finite(s: Session, f: Fold, st: FoldState, epoch: int, first_bad: torch.Tensor) -> None:
+    """Raise TrainingError when a rank saw a non-finite loss: one small gather every NAN_CHECK_UPDATES optimizer
+    updates and at the epoch's end, never a host sync per step. Every rank calls it at the same updates, so all stop
+    together; the weights a bad step touched are never saved (the epoch's commit comes after)."""
+    bad = s.accelerator.gather(first_bad.view(1)).cpu()
+    bad = bad[bad >= 0]
+    if len(bad):
+        raise TrainingError(_nan_message(f.name, epoch, int(bad.min()), st, s.cfg.train))
 
 
 def _nan_message(name: str, epoch: int, step: int, st: FoldState, t) -> str:

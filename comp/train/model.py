@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -10,38 +11,58 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
+from comp import weights
 from comp.config import Config, ConfigError, resolve
 from comp.files import atomic_path, write_text
 
 
-def create_model(cfg: Config, num_classes: int) -> torch.nn.Module:
-    """timm model ``model.name`` with ``num_classes`` outputs.
-
-    ``model.pretrained`` loads hub weights (needs a network); ``model.pretrained_file`` loads a local
-    safetensors or timm checkpoint offline. A classifier of another size in the file is dropped and the new head
-    starts fresh.
-    """
+def create_model(cfg: Config, num_classes: int, echo: Optional[Callable[[str], None]] = None) -> torch.nn.Module:
+    """timm model ``model.name`` with ``num_classes`` outputs, started as comp.weights says (a local file, the hub
+    cache, the hub, or from scratch; ``echo`` is told which and why). A classifier of another size in the weights is
+    dropped and the new head starts at ``model.head_init_scale`` x timm's init (0 for a pretrained backbone)."""
     m = cfg.model
     kwargs = dict(num_classes=num_classes, drop_rate=m.drop_rate)
     if m.drop_path_rate:
         kwargs["drop_path_rate"] = m.drop_path_rate
-    pretrained = m.pretrained
-    if m.pretrained_file:
-        path = resolve(cfg, m.pretrained_file)
-        if not path.exists():
-            raise ConfigError(f"model.pretrained_file: {path} does not exist")
-        pretrained = True
-        kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
+    path = resolve(cfg, m.pretrained_file)
+    if path is not None and not path.exists():
+        raise ConfigError(f"model.pretrained_file: {path} does not exist")
+    w = weights.resolve(m.name, m.pretrained, path)
+    name = m.name
+    if w.source in ("file", "hub-cache"):
+        name = w.name
+        kwargs["pretrained_cfg_overlay"] = dict(file=w.path)
+    if echo is not None:
+        echo(f"model {m.name}: {w.describe()}")
     try:
-        model = timm.create_model(m.name, pretrained=pretrained, **kwargs)
+        model = timm.create_model(name, pretrained=w.pretrained, **kwargs)
     except RuntimeError as e:
         if "Unknown model" in str(e):
             near = timm.list_models(f"*{m.name.split('.')[0][:6]}*")[:8]
             raise ConfigError(f"model.name: unknown timm model {m.name!r}; similar names: {near}") from None
         raise
+    scale = m.head_init_scale if m.head_init_scale is not None else (0.0 if w.pretrained else None)
+    kept = w.pretrained and num_classes == (getattr(model, "pretrained_cfg", None) or {}).get("num_classes")
+    if scale is not None and not kept:  # the weights' own head (as many classes) is kept as it is
+        init_head(model, scale)
     if m.stem_stride is not None:
         keep_resolution(model, m.stem_stride)
     return model
+
+
+def init_head(model: torch.nn.Module, scale: float) -> None:
+    """The classifier's weights x ``scale`` and its bias 0 (timm train.py's --head-init-scale / --head-init-bias 0).
+    At 0 every logit starts at 0, so the first loss is ln(classes) whatever the backbone's features: timm's own
+    init for EfficientNet scales by fan-out, suited to 1,000 classes, and with ImageNet features a new 10-class head
+    started at a loss of 13.8."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    layers = [head] if isinstance(head, (torch.nn.Linear, torch.nn.Conv2d)) else \
+        [x for x in (head.modules() if isinstance(head, torch.nn.Module) else []) if isinstance(x, torch.nn.Linear)]
+    with torch.no_grad():
+        for layer in layers[-1:]:
+            layer.weight.mul_(scale)
+            if layer.bias is not None:
+                layer.bias.zero_()
 
 
 def keep_resolution(model: torch.nn.Module, stem_stride: int) -> torch.nn.Module:
