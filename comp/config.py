@@ -72,7 +72,8 @@ class ModelConfig:
     head_init_scale: Optional[float] = None
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
-    freeze_epochs: int = 0  # train only the head for this many epochs, then unfreeze
+    freeze_epochs: int = 0  # train only the head for this many epochs (a linear probe: BN statistics kept), then all
+    freeze_bn: bool = False  # batch-norm statistics stay the pretrained ones (BN in eval mode); scale and shift train
     freeze_stages: int = 0  # keep the stem and the first N stages frozen for the whole run
     # 1: first convolution stride 1 and no max-pool (small images keep their resolution); 2: no max-pool;
     # None: the model's own stem (ResNet: /4)
@@ -108,6 +109,8 @@ class TrainConfig:
     seed: int = 42
     optimizer: str = "adamw"  # timm create_optimizer_v2 names
     weight_decay: float = 0.05
+    # lr x layer_decay^(depth from the head) per layer group (timm param_groups_layer_decay); None or 1: one lr
+    layer_decay: Optional[float] = None
     momentum: float = 0.9
     scheduler: str = "cosine"  # timm create_scheduler_v2 names: cosine, step, exponential, plateau, ...
     warmup_epochs: Optional[int] = None  # None: derived from epochs (about 10%, 0 for runs under 5 epochs)
@@ -419,6 +422,7 @@ def validate(cfg: Config) -> None:
         (t.lr > 0, "train.lr must be positive"),
         (t.accum_steps >= 1, "train.accum_steps must be at least 1"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+        (t.layer_decay is None or 0 < t.layer_decay <= 1, "train.layer_decay must be in (0, 1] (or left empty)"),
         (0 < t.ema_decay < 1, "train.ema_decay must be in (0, 1)"),
         (t.warmup_epochs is None or 0 <= t.warmup_epochs < t.epochs,
          "train.warmup_epochs must be smaller than train.epochs (or left empty to derive it)"),

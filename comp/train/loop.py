@@ -194,6 +194,14 @@ def set_backbone_trainable(model: torch.nn.Module, trainable: bool, keep_frozen:
             p.requires_grad_(trainable)
 
 
+def keep_norm_stats(model: torch.nn.Module) -> None:
+    """Batch-norm layers in eval mode: their running statistics stay as they are (model.freeze_bn, and the linear
+    probe of model.freeze_epochs); their scale and shift still train when they require grad."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def _sync_buffers(module: torch.nn.Module, accelerator) -> None:
     """Batch-norm statistics drift apart across processes; evaluate (and save) rank 0's everywhere."""
     if accelerator.num_processes > 1:
@@ -634,9 +642,12 @@ def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float,
     f.train_loader.set_epoch(epoch)
     if f.batch_aug is not None:
         f.batch_aug.set_epoch(epoch)
-    set_backbone_trainable(f.raw, epoch >= s.cfg.model.freeze_epochs, f.frozen)
+    probe = epoch < s.cfg.model.freeze_epochs
+    set_backbone_trainable(f.raw, not probe, f.frozen)
     lr = current_lr(optimizer)
     model.train()
+    if probe or s.cfg.model.freeze_bn:
+        keep_norm_stats(f.raw)
     loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
     first_bad = torch.full((), -1, device=acc.device, dtype=torch.long)  # the first non-finite step, on the device
     seen, t0 = 0, time.perf_counter()

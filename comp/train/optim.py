@@ -30,12 +30,18 @@ def warmup_epochs(t: TrainConfig) -> int:
 
 
 def create_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
-    """timm ``create_optimizer_v2(opt=train.optimizer)``: no weight decay on norms and biases.
+    """timm ``create_optimizer_v2(opt=train.optimizer)``: no weight decay on norms and biases; with train.layer_decay
+    each layer group's lr is scaled by decay^(its depth from the head) (timm's schedulers keep the scales).
 
     Only parameters that require grad at this point are optimised (freeze stages before, not after).
     """
     check_names(t)
-    return create_optimizer_v2(model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, momentum=t.momentum)
+    decay = t.layer_decay if t.layer_decay not in (None, 1.0) else None
+    if decay is not None and not hasattr(model, "group_matcher"):
+        raise ConfigError(f"train.layer_decay: {type(model).__name__} does not describe its layers (no group_matcher); "
+                          f"leave it empty")
+    return create_optimizer_v2(model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, momentum=t.momentum,
+                               layer_decay=decay)
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, t: TrainConfig, updates_per_epoch: int):
