@@ -69,7 +69,11 @@ def cli():
 @click.option("--n-test", default=500, show_default=True, help="test images")
 @click.option("--imbalance", default=1.0, show_default=True, help="largest/smallest class ratio (long tail)")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["png", "jpg"]), default="png", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["png", "jpg"]),
+              help="image files (default: png; --kind photo writes jpg only)")
+@click.option("--kind", type=click.Choice(["fashion", "photo"]), default="fashion", show_default=True,
+              help="fashion: the source's 28 px grey images; photo: colour JPEGs of 300-700 px, cluttered, some "
+              "stored sideways with an EXIF Orientation tag")
 @click.option(
     "--from", "from_dir", type=click.Path(exists=True, file_okay=False), help="folder with Fashion-MNIST IDX files"
 )
@@ -79,19 +83,24 @@ def cli():
               help="--multilabel files: hpa (Id,Target of indices), planet (image_name,tags of names), ranzcr "
               "(one 0/1 column per class)")
 @user_errors
-def sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite, multilabel, layout):
+def sample(out, n_train, n_test, imbalance, seed, fmt, kind, from_dir, overwrite, multilabel, layout):
     """Build a small real Kaggle-style competition in OUT (with the held-out OUT/solution.csv)."""
     from comp.data.sample import make_sample
     from comp.data.sample_multilabel import make_multilabel_sample
 
     try:
         if multilabel:
-            info = make_multilabel_sample(out, layout, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite)
+            if kind != "fashion":
+                raise ValueError("--multilabel builds mosaics of the small grey images; drop --kind photo")
+            info = make_multilabel_sample(out, layout, n_train, n_test, imbalance, seed, fmt or "png", from_dir,
+                                          overwrite)
         else:
-            info = make_sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite)
+            info = make_sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite, kind=kind)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"source: {info.source}")
+    if not multilabel:
+        click.echo(info.describe())
     click.echo(f"wrote {info.out}: {info.n_train} train, {info.n_test} test images, {len(info.classes)} classes")
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(info.counts.items(), key=lambda kv: -kv[1]))
     click.echo(f"train {'label' if multilabel else 'class'} counts: {counts}")

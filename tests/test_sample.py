@@ -1,14 +1,19 @@
-"""comp sample: a real Kaggle-style competition (Fashion-MNIST, else scikit-learn digits)."""
+"""comp sample: a real Kaggle-style competition (Fashion-MNIST, else scikit-learn digits), as the small grey
+images or as photo-like colour JPEGs (--kind photo)."""
+
+import io
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, ImageOps
 
 from comp.cli import cli
 from comp.data import sample
+from comp.data.images import load_rgb
 from comp.data.sample import FASHION_CLASSES, load_source, make_sample
+from comp.data.sample_photo import photo_bytes
 
 
 def _csv(path):
@@ -79,3 +84,84 @@ def test_digits_fallback(tmp_path, monkeypatch):
     assert set(_csv(info.out / "train.csv")["label"]) == set(classes)
     with pytest.raises(FileNotFoundError, match="--from"):
         load_source(empty)
+    photo = make_sample(tmp_path / "dp", n_train=20, n_test=10, seed=0, kind="photo")
+    with Image.open(photo.out / "train_images" / "tr_000000.jpg") as im:
+        assert im.format == "JPEG" and min(im.size) >= 300
+
+
+# ------------------------------------------------------------------ --kind photo
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    return make_sample(tmp_path_factory.mktemp("photo") / "comp", n_train=40, n_test=20, imbalance=4.0, seed=2,
+                       kind="photo")
+
+
+def _jpegs(root):
+    return sorted((root / "train_images").iterdir()) + sorted((root / "test_images").iterdir())
+
+
+def test_photo_is_colour_jpegs_of_varied_size_with_a_long_tail(photo):
+    files = _jpegs(photo.out)
+    assert len(files) == 60 and all(f.suffix == ".jpg" for f in files)
+    sizes = []
+    for f in files:
+        with Image.open(f) as im:
+            assert im.format == "JPEG" and im.mode == "RGB"
+            sizes.append(ImageOps.exif_transpose(im).size)
+            rgb = np.asarray(im.convert("RGB")).astype(int)
+        assert 300 <= min(im.size) and max(im.size) <= 700
+        assert np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean() > 8  # colour, not grey
+    assert len(set(sizes)) > 50 and len({round(w / h, 1) for w, h in sizes}) > 10  # sizes and aspects vary
+    assert photo.kind == "photo" and 300 <= photo.sides[0] < photo.sides[1] <= 700
+    assert "photo" in photo.describe() and f"{photo.sideways} stored sideways" in photo.describe()
+    counts = _csv(photo.out / "train.csv")["label"].value_counts()
+    assert counts.sum() == 40 and counts.max() >= 4 * counts.min()  # asked for 4x
+    test_counts = _csv(photo.out / "solution.csv")["label"].value_counts()
+    assert len(test_counts) == 10 and (test_counts == 2).all()  # balanced hold-out
+    assert sorted(_csv(photo.out / "sample_submission.csv")["image_id"]) == [f.stem for f in files[40:]]
+
+
+def test_photo_sideways_files_are_upright_after_exif_transpose(photo):
+    turned = 0
+    for f in _jpegs(photo.out):
+        with Image.open(f) as im:
+            tag = im.getexif().get(0x0112)
+            upright = ImageOps.exif_transpose(im).size
+            if tag is None:
+                continue
+            assert tag in (3, 6, 8)
+            turned += 1
+            assert im.size == (upright[::-1] if tag in (6, 8) else upright)
+        assert load_rgb(f).shape == (upright[1], upright[0], 3)  # comp's loader turns it back
+    assert turned == photo.sideways == 6  # 10% of 40 and of 20
+
+
+@pytest.mark.parametrize("tag", [6, 8, 3])
+def test_photo_exif_tag_undoes_the_stored_turn(tag):
+    item = np.zeros((28, 28), np.uint8)
+    item[4:24, 8:14] = 255  # an asymmetric item: a wrong turn would not match
+    ref, size = photo_bytes(item, np.random.default_rng(7))
+    turned, same = photo_bytes(item, np.random.default_rng(7), orientation=tag)
+    assert same == size
+    a = np.asarray(Image.open(io.BytesIO(ref))).astype(int)
+    with Image.open(io.BytesIO(turned)) as im:
+        assert im.getexif()[0x0112] == tag
+        b = np.asarray(ImageOps.exif_transpose(im)).astype(int)
+    assert a.shape == b.shape and np.abs(a - b).mean() < 3  # the same picture, up to JPEG loss
+
+
+def test_photo_same_seed_same_bytes_and_cli(tmp_path):
+    a = make_sample(tmp_path / "a", n_train=20, n_test=10, seed=4, kind="photo")
+    r = CliRunner().invoke(cli, ["sample", str(tmp_path / "b"), "--kind", "photo", "--n-train", "20", "--n-test",
+                                 "10", "--seed", "4"])
+    assert r.exit_code == 0, r.output
+    assert "kind: photo" in r.output and "px a side" in r.output
+    assert "3 stored sideways" in r.output  # 10% of 20 and of 10
+    for x, y in zip(_jpegs(a.out), _jpegs(tmp_path / "b"), strict=True):
+        assert x.name == y.name and x.read_bytes() == y.read_bytes()
+    c = make_sample(tmp_path / "c", n_train=20, n_test=10, seed=5, kind="photo")
+    assert (a.out / "train_images/tr_000000.jpg").read_bytes() != (c.out / "train_images/tr_000000.jpg").read_bytes()
+    r = CliRunner().invoke(cli, ["sample", str(tmp_path / "d"), "--kind", "photo", "--format", "png"])
+    assert r.exit_code == 1 and "JPEG" in r.output

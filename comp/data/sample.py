@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from comp.data.sample_photo import PhotoStats, write_photos
 from comp.files import write_csv
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -25,6 +26,9 @@ FASHION_FILES = {
 }
 
 
+KINDS = ("fashion", "photo")
+
+
 @dataclass
 class SampleInfo:
     out: Path
@@ -33,6 +37,17 @@ class SampleInfo:
     n_test: int
     classes: list[str]
     counts: dict
+    kind: str = "fashion"
+    sides: tuple[int, int] | None = None  # photo: the smallest and largest image side written
+    sideways: int = 0  # photo: images stored turned, with an EXIF Orientation tag
+
+    def describe(self) -> str:
+        """One line on what the images are."""
+        if self.kind != "photo":
+            return f"kind: {self.kind} (the source's own small grey images)"
+        lo, hi = self.sides or (0, 0)
+        return (f"kind: photo: colour JPEGs of {lo}-{hi} px a side (varied aspect) on cluttered backgrounds; "
+                f"{self.sideways} stored sideways with an EXIF Orientation tag")
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -117,29 +132,52 @@ def _save(img: np.ndarray, path: Path, fmt: str) -> None:
         im.save(path)
 
 
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
+        if not ((out / "train.csv").exists() and (out / "solution.csv").exists()):
+            raise FileExistsError(f"{out} is not an earlier `comp sample` folder; --overwrite replaces only those")
+
+
+def _write_images(kind: str, images: np.ndarray, folder: Path, ids: list[str], fmt: str, seed: int,
+                  stream: int) -> Optional[PhotoStats]:
+    folder.mkdir(parents=True)
+    paths = [folder / f"{i}.{fmt}" for i in ids]
+    if kind == "photo":
+        return write_photos(images, paths, seed, stream)
+    for img, path in zip(images, paths):
+        _save(img, path, fmt)
+    return None
+
+
 def make_sample(
     out: str | Path,
     n_train: int = 2000,
     n_test: int = 500,
     imbalance: float = 1.0,
     seed: int = 0,
-    fmt: str = "png",
+    fmt: Optional[str] = None,
     from_dir: Optional[str | Path] = None,
     overwrite: bool = False,
+    kind: str = "fashion",
 ) -> SampleInfo:
     """Write OUT/{train.csv, train_images/, test_images/, sample_submission.csv, solution.csv}.
 
     Ids carry no extension (``tr_000001`` names ``train_images/tr_000001.png``), as in many Kaggle
     competitions. ``solution.csv`` is the held-out truth: only ``comp score`` should ever read it.
+    kind: ``fashion`` (the source's own 28 px grey images, ``fmt`` png (default) or jpg) or ``photo``
+    (photo-like colour JPEGs of 300-700 px, :mod:`comp.data.sample_photo`).
     """
+    if kind not in KINDS:
+        raise ValueError(f"Unknown --kind {kind!r}, expected one of {KINDS}")
+    fmt = fmt or ("jpg" if kind == "photo" else "png")
     if fmt not in ("png", "jpg"):
         raise ValueError(f"--format {fmt!r}: expected png or jpg")
+    if kind == "photo" and fmt != "jpg":
+        raise ValueError("--kind photo writes JPEGs (camera-like, with EXIF orientation); drop --format png")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
-        if not ((out / "train.csv").exists() and (out / "solution.csv").exists()):
-            raise FileExistsError(f"{out} is not an earlier `comp sample` folder; --overwrite replaces only those")
+    _check_out(out, overwrite)
     source, classes, xtr, ytr, xte, yte = load_source(Path(from_dir) if from_dir else None)
     k = len(classes)
     rng = np.random.default_rng(seed)
@@ -149,14 +187,10 @@ def make_sample(
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    (tmp / "train_images").mkdir(parents=True)
-    (tmp / "test_images").mkdir(parents=True)
     train_ids = [f"tr_{i:06d}" for i in range(len(tr))]
     test_ids = [f"te_{i:06d}" for i in range(len(te))]
-    for i, j in zip(train_ids, tr):
-        _save(xtr[j], tmp / "train_images" / f"{i}.{fmt}", fmt)
-    for i, j in zip(test_ids, te):
-        _save(xte[j], tmp / "test_images" / f"{i}.{fmt}", fmt)
+    stats = [_write_images(kind, xtr[tr], tmp / "train_images", train_ids, fmt, seed, stream=0),
+             _write_images(kind, xte[te], tmp / "test_images", test_ids, fmt, seed, stream=1)]
     train = pd.DataFrame({"image_id": train_ids, "label": [classes[c] for c in ytr[tr]]})
     write_csv(tmp / "train.csv", train)
     write_csv(tmp / "sample_submission.csv", pd.DataFrame({"image_id": test_ids, "label": classes[0]}))
@@ -166,4 +200,9 @@ def make_sample(
         shutil.rmtree(out)
     tmp.rename(out)
     counts = train["label"].value_counts().to_dict()
-    return SampleInfo(out=out, source=source, n_train=len(tr), n_test=len(te), classes=classes, counts=counts)
+    info = SampleInfo(out=out, source=source, n_train=len(tr), n_test=len(te), classes=classes, counts=counts,
+                      kind=kind)
+    if kind == "photo":
+        info.sides = (min(s.min_side for s in stats), max(s.max_side for s in stats))
+        info.sideways = sum(s.sideways for s in stats)
+    return info
