@@ -1,4 +1,5 @@
-"""The one shared loader: awkward-but-valid files become upright 8-bit RGB; broken ones raise ImageProblem."""
+"""The one shared loader: awkward-but-valid files become upright 8-bit RGB; broken ones raise ImageProblem; a JPEG
+bound for a small model input decodes at reduced size (draft) to nearly the same input."""
 
 import numpy as np
 import pytest
@@ -13,7 +14,10 @@ from bad_images import (
 )
 from PIL import Image
 
-from comp.data.images import ImageProblem, load_rgb
+from comp.data.cache import load_images
+from comp.data.images import ImageProblem, draft, load_rgb
+from comp.data.preprocess import resize
+from comp.data.sample_photo import photo_bytes
 
 
 def _check_rgb(a: np.ndarray) -> None:
@@ -79,3 +83,52 @@ def test_broken_files_raise_problem_codes(tmp_path):
     Image.fromarray(pattern(1)).save(tmp_path / "ok.png")
     with pytest.raises(ImageProblem, match="max_pixels"):
         load_rgb(tmp_path / "ok.png", max_pixels=100)
+
+
+# ------------------------------------------------------------------ JPEG draft decoding
+
+
+def _photo(path, orientation=1, seed=3):
+    """A photo-sample JPEG (300-700 px a side) of a Fashion-MNIST-like blob."""
+    item = np.zeros((28, 28), np.uint8)
+    item[3:25, 6:22] = 220
+    data, size = photo_bytes(item, np.random.default_rng(seed), orientation)
+    path.write_bytes(data)
+    return size  # upright (w, h)
+
+
+@pytest.mark.parametrize("target", [64, 128])
+@pytest.mark.parametrize("mode", ["stretch", "crop", "letterbox"])
+def test_draft_decode_matches_the_full_decode_after_resizing(tmp_path, target, mode):
+    path = tmp_path / "p.jpg"
+    w, h = _photo(path)
+    with Image.open(path) as im:
+        assert draft(im, target) and im.size[0] < w and im.size[1] < h  # decoded at 1/2..1/8 scale
+        assert min(im.size) >= target
+    small = load_rgb(path, target=target)
+    assert small.shape[0] < h and min(small.shape[:2]) >= target
+    diff = np.abs(resize(small, target, mode).astype(int) - resize(load_rgb(path), target, mode).astype(int))
+    assert diff.mean() < 3, diff.mean()
+
+
+def test_draft_keeps_exif_rotation_and_skips_what_it_cannot_shrink(tmp_path):
+    path = tmp_path / "side.jpg"
+    w, h = _photo(path, orientation=6)
+    a = load_rgb(path, target=64)
+    assert a.shape[0] < h and (a.shape[0] > a.shape[1]) == (h > w)  # upright, and smaller
+    assert np.abs(resize(a, 64).astype(int) - resize(load_rgb(path), 64).astype(int)).mean() < 3
+    with Image.open(path) as im:
+        assert not draft(im, min(w, h) // 2 + 1)  # target over half the short side: full decode
+        assert not draft(im, None)
+    Image.open(path).convert("RGB").save(tmp_path / "p.png")
+    with Image.open(tmp_path / "p.png") as im:
+        assert not draft(im, 32)  # only JPEGs decode at reduced size
+
+
+def test_the_decode_cache_decodes_jpegs_in_draft(tmp_path):
+    paths = [tmp_path / f"{i}.jpg" for i in range(3)]
+    for i, p in enumerate(paths):
+        _photo(p, orientation=(1, 8, 3)[i], seed=i)
+    arr = load_images(paths, 48, "crop", cache="memory", workers=1, progress=False)
+    for p, got in zip(paths, arr):
+        assert np.array_equal(got, resize(load_rgb(p, target=48), 48, "crop"))

@@ -161,6 +161,26 @@ def test_app_library_vit_gradcam_and_blends_with_ledger_weights(in_run):
     assert both.cam_model()[0].exp == "base"  # the fold model the blend weighs most
 
 
+def test_app_decodes_a_large_jpeg_small_as_predict_does_and_shows_its_own_size(in_run, tmp_path):
+    from comp.data.cache import load_images
+    from comp.data.preprocess import resize
+    from comp.data.sample_photo import photo_bytes
+    from comp.serve.app import classify
+    from comp.serve.ensemble import Ensemble
+
+    item = np.zeros((28, 28), np.uint8)
+    item[4:24, 6:22] = 200
+    data, (w, h) = photo_bytes(item, np.random.default_rng(1), orientation=6)  # stored sideways
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+    ens = Ensemble.load("comp.yaml", ["base"])
+    rgb = ens.load_image(path)
+    assert rgb.shape[0] < h / 2 and min(rgb.shape[:2]) >= ens.input_side == 32  # decoded at reduced size
+    assert np.array_equal(resize(rgb, 32), load_images([path], 32, cache="none", progress=False)[0])  # as predict
+    _, _, status = classify(ens, str(path))
+    assert status.startswith(f"photo.jpg, {w}x{h}: **"), status  # the file's upright size, not the decoded one
+
+
 # ---------------------------------------------------------------- a real `comp app` server
 
 

@@ -43,7 +43,8 @@ SPARE_BYTES = 256 << 20  # free space left beside a new cache file
 
 
 def cache_key(paths: Sequence[str], size: int, mode: str) -> str:
-    h = hashlib.sha1(f"{size}|{mode}|{len(paths)}".encode())
+    # "draft": JPEGs decoded at reduced size (comp.data.images.draft); caches from the full decode are not reused.
+    h = hashlib.sha1(f"{size}|{mode}|{len(paths)}|draft".encode())
     for p in paths:
         st = os.stat(p)
         h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -51,7 +52,7 @@ def cache_key(paths: Sequence[str], size: int, mode: str) -> str:
 
 
 def _decode(path: str, size: int, mode: str, max_pixels: int) -> np.ndarray:
-    return resize(load_rgb(path, max_pixels), size, mode)
+    return resize(load_rgb(path, max_pixels, target=size), size, mode)
 
 
 def cgroup_memory_limit(root: Path = CGROUP_ROOT) -> int | None:

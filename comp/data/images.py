@@ -1,6 +1,7 @@
 """The one image loader every command uses: any file Pillow reads becomes an upright 8-bit RGB array.
 
-CMYK, RGBA, palette, 16-bit, grayscale and EXIF-rotated images are normal inputs, not errors. Zero-byte,
+CMYK, RGBA, palette, 16-bit, grayscale and EXIF-rotated images are normal inputs, not errors. A JPEG that will
+be shrunk to a model input of at most half its short side is decoded at 1/2-1/8 scale (``target``). Zero-byte,
 truncated, non-image and over-large files raise :class:`ImageProblem` with a short problem code.
 """
 
@@ -17,6 +18,7 @@ Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 DEFAULT_MAX_PIXELS = 89_478_485
+DRAFT_FORMATS = ("JPEG", "MPO")  # Pillow's draft() scales these in the decoder; the others decode in full
 
 
 class ImageProblem(Exception):
@@ -64,8 +66,20 @@ def to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im)
 
 
-def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open and fully decode ``path``; raise ImageProblem for anything unusable."""
+def draft(im: Image.Image, target: int | None) -> bool:
+    """Before ``load()``: let a JPEG decode at 1/2, 1/4 or 1/8 scale in the DCT domain (Pillow's ``draft``) when
+    ``target`` is at most half its short side, several times faster; both sides stay >= ``target``, so the
+    resize to the model input that follows still only shrinks. True when a smaller decode was set up."""
+    if not target or im.format not in DRAFT_FORMATS or min(im.size) < 2 * target:
+        return False
+    before = im.size
+    im.draft("RGB", (target, target))
+    return im.size != before
+
+
+def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, target: int | None = None) -> Image.Image:
+    """Open and decode ``path`` (a JPEG at reduced size when ``target`` allows, see :func:`draft`); raise
+    ImageProblem for anything unusable."""
     path = Path(path)
     try:
         size = os.path.getsize(path)
@@ -85,6 +99,7 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         raise ImageProblem(
             "too_large", f"{w}x{h} = {w * h:,} pixels is over data.max_pixels={max_pixels:,} (decompression bomb?)"
         )
+    draft(im, target)
     load_pixels(im, path)
     return im
 
@@ -101,7 +116,8 @@ def load_pixels(im: Image.Image, path: str | Path, shown: str | None = None) -> 
         raise ImageProblem(problem, f"{shown}: {msg}") from None
 
 
-def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode ``path`` to an upright uint8 RGB array (H, W, 3)."""
-    with open_image(path, max_pixels) as im:
+def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, target: int | None = None) -> np.ndarray:
+    """Decode ``path`` to an upright uint8 RGB array (H, W, 3). ``target``: the square side it will be resized
+    to next; a JPEG of at least twice that short side is decoded smaller (both sides still >= target)."""
+    with open_image(path, max_pixels, target) as im:
         return np.ascontiguousarray(to_rgb(im))

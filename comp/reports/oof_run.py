@@ -68,7 +68,8 @@ def input_batch(paths: list[str], meta: dict, cfg: Config):
 
     s = meta["input_size"]
     size = int(s[-1] if isinstance(s, (list, tuple)) else s)
-    rgb = np.stack([resize(load_rgb(p, cfg.data.max_pixels), size, meta.get("resize", "stretch")) for p in paths])
+    mode = meta.get("resize", "stretch")
+    rgb = np.stack([resize(load_rgb(p, cfg.data.max_pixels, target=size), size, mode) for p in paths])
     return rgb, to_tensor_batch(rgb, meta["mean"], meta["std"])
 
 

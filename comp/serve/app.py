@@ -41,7 +41,7 @@ from comp.serve.uploads import (  # noqa: E402
     DATA_URL_FOLDER,
     DEFAULT_MAX_PIXELS,
     guard_pillow,
-    load_upload,
+    read_upload,
     save_data_url,
 )
 
@@ -118,12 +118,12 @@ def classify(ens: Ensemble, path: str | None, top_k: int = TOP_K, max_pixels: in
     if not path:
         return None, None, "Upload an image, take one with the webcam, or paste one."
     try:
-        rgb = load_upload(path, min(max_pixels, ens.max_pixels))
+        rgb, (w, h) = read_upload(path, min(max_pixels, ens.max_pixels), target=ens.input_side)
     except ImageProblem as e:
         name = Path(path).name
         return None, None, f"**Can't use this image** ({e.problem}): {e.detail.replace(str(path), name)}"
     if ens.multilabel:
-        return classify_labels(ens, rgb, Path(path).name)
+        return classify_labels(ens, rgb, f"{Path(path).name}, {w}x{h}")
     with ens.lock:  # Grad-CAM hooks the shared model: one image at a time
         probs = ens.predict(rgb)
         order = np.argsort(-probs, kind="stable")[:top_k]
@@ -133,12 +133,11 @@ def classify(ens: Ensemble, path: str | None, top_k: int = TOP_K, max_pixels: in
         except Exception as e:  # noqa: BLE001 - the prediction stands without its picture
             traceback.print_exc(file=sys.stderr)
             heat, note = None, f"Grad-CAM failed ({type(e).__name__}; the server's log has the details)"
-    h, w = rgb.shape[:2]
     return label, heat, (f"{Path(path).name}, {w}x{h}: **{ens.classes[order[0]]}** ({probs[order[0]]:.6f}). "
                          f"{note}")
 
 
-def classify_labels(ens: Ensemble, rgb: np.ndarray, name: str) -> tuple[dict, np.ndarray | None, str]:
+def classify_labels(ens: Ensemble, rgb: np.ndarray, shown: str) -> tuple[dict, np.ndarray | None, str]:
     """Multi-label: ({label: probability} of every label at or over its threshold, the Grad-CAM of each, status
     naming each label with its probability and threshold, and where the thresholds came from)."""
     with ens.lock:
@@ -152,8 +151,7 @@ def classify_labels(ens: Ensemble, rgb: np.ndarray, name: str) -> tuple[dict, np
     th = ens.rule.thresholds
     label = {ens.classes[c]: float(probs[c]) for c in chosen}
     said = ", ".join(f"**{ens.classes[c]}** ({probs[c]:.4f} >= {th[c]:.2f})" for c in chosen) or "**no label**"
-    h, w = rgb.shape[:2]
-    return label, heat, f"{name}, {w}x{h}: {said}; thresholds: {ens.rule.source}. {note}"
+    return label, heat, f"{shown}: {said}; thresholds: {ens.rule.source}. {note}"
 
 
 def guarded(fn):

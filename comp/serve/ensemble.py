@@ -1,8 +1,9 @@
 """An experiment's fold ensemble, or a blend of experiments, loaded once and applied to one image at a time.
 
 This is what ``comp app`` serves. It computes what ``comp predict`` computes for a test image: the image is
-decoded by the shared loader (:func:`comp.images.load_rgb`, so the same files are refused as by ``comp check``),
-resized to each fold model's input size and resize mode, normalised with the fold's mean/std, seen through the
+decoded by the shared loader (:func:`comp.images.load_rgb`, so the same files are refused as by ``comp check``;
+a large JPEG at reduced size for the largest fold input, as ``comp predict`` decodes it), resized to each fold
+model's input size and resize mode, normalised with the fold's mean/std, seen through the
 experiment's TTA views (``runs/E/predict.json``'s test views, else ``infer.tta``), softmaxed and averaged over
 views, then folds. Several experiments are blended with the weights and method of the latest
 ``submissions/ledger.csv`` row whose members are exactly those experiments (equal weights when there is none).
@@ -165,6 +166,8 @@ class Ensemble:
         self.device = torch.device(device)
         self.lock = threading.Lock()  # for callers that mix predict and grad_cam across threads (the app)
         self.max_pixels = members[0].cfg.data.max_pixels
+        # JPEGs are decoded for the largest fold input (as comp predict does for each size): every resize shrinks.
+        self.input_side = max(fm.size for m in members for fm in m.folds)
         self.multilabel = any(fm.meta.get("task") == "multilabel" for m in members for fm in m.folds)
         self.rule = ledger_rule([m.exp for m in members], classes, members[0].cfg) if self.multilabel else None
 
@@ -194,9 +197,10 @@ class Ensemble:
     # ------------------------------------------------------------ prediction
 
     def load_image(self, path: str | Path) -> np.ndarray:
-        """The upright uint8 RGB image, or ImageProblem (as ``comp check`` reports it)."""
+        """The upright uint8 RGB image (a large JPEG decoded at reduced size, >= ``input_side``), or ImageProblem
+        (as ``comp check`` reports it)."""
         try:
-            return load_rgb(path, self.max_pixels)
+            return load_rgb(path, self.max_pixels, target=self.input_side)
         except ImageProblem:
             raise
         except Exception as e:  # noqa: BLE001 - as comp check: a decoder bug is a corrupt image, not a crash

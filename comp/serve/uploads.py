@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from comp.data.competition import IMAGE_EXTS
-from comp.data.images import ImageProblem, load_pixels, to_rgb
+from comp.data.images import ImageProblem, draft, load_pixels, to_rgb
 from comp.files import write_bytes
 
 # Pillow format -> the extension comp gives a decoded data URL of that format.
@@ -34,6 +34,7 @@ FORMATS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "BMP": ".bmp", "GIF": "
 OPEN_FORMATS = ["BMP", "GIF", "JPEG", "PNG", "TIFF", "WEBP"]  # Pillow's plugins for them (JPEG's opens MPO)
 EXTENSIONS = tuple(IMAGE_EXTS)  # what comp init / comp check read
 DEFAULT_MAX_PIXELS = 25_000_000
+EXIF_ORIENTATION = 0x0112
 MAX_BYTES = 64 * 2**20  # also Gradio's max_file_size for uploads
 DATA_URL_FOLDER = "comp-app"
 
@@ -87,9 +88,20 @@ def open_upload(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
 
 def load_upload(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The upload as an upright uint8 RGB array, decoded only after :func:`open_upload` accepted its header."""
+    return read_upload(path, max_pixels)[0]
+
+
+def read_upload(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, target: int | None = None
+                ) -> tuple[np.ndarray, tuple[int, int]]:
+    """(the upload as an upright uint8 RGB array, its upright (width, height) in the file). ``target``: the model
+    input side; a JPEG of at least twice that short side is decoded at reduced size (:func:`draft`)."""
     with open_upload(path, max_pixels) as im:
+        w, h = im.size
+        draft(im, target)
         load_pixels(im, path, shown=Path(path).name)
-        return np.ascontiguousarray(to_rgb(im))
+        if im.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8):  # stored turned a quarter (read once loaded: PNG's
+            w, h = h, w                                         # getexif would decode without load_pixels' checks)
+        return np.ascontiguousarray(to_rgb(im)), (w, h)
 
 
 def save_data_url(url: str, folder: str | Path, max_bytes: int = MAX_BYTES) -> Path:
