@@ -1,19 +1,23 @@
 """The decoded-image cache on a shared node: the memory budget honours the cgroup limit and the jobs sharing the
-node; a disk cache is built once under a lock (real processes), checks the free space first, leaves no temp file
-when its build fails; `comp clean` skips a cache that a running process uses."""
+node (and a training run over it reads a disk cache); a disk cache is built once under a lock (real processes), checks
+the free space first, leaves no temp file when its build fails; `comp clean` skips a cache that a running process
+uses; a decode in a log prints a progress line every few seconds and a summary."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from comp.config import ConfigError
+from comp.data import cache
 from comp.data.cache import cgroup_memory_limit, jobs_per_node, load_images, memory_budget
 from comp.data.competition import DataError
 from comp.data.images import ImageProblem
@@ -62,6 +66,41 @@ def test_auto_goes_to_disk_when_the_nodes_jobs_leave_too_little_memory(competiti
     monkeypatch.setenv("COMP_JOBS_PER_NODE", "1")
     mem = load_images(paths, 16, cache="auto", cache_dir=tmp_path / "m", progress=False)
     assert not isinstance(mem, np.memmap) and np.array_equal(mem, arr)
+
+
+def test_training_over_the_memory_budget_trains_from_a_disk_cache(workdir, monkeypatch):
+    """train.cache: auto with each job's share of memory a few bytes: one real epoch reads a runs/.cache file."""
+    from train_utils import make_folds_file, quiet, tiny_cfg
+
+    from comp.train.loop import train_folds
+
+    make_folds_file(workdir)
+    monkeypatch.setenv("COMP_JOBS_PER_NODE", str(1 << 40))
+    cfg = tiny_cfg(workdir, "disk", "train.epochs=1")
+    assert cfg.train.cache == "auto"
+    res = train_folds(cfg, [0], echo=quiet)
+    files = list((workdir / "runs" / ".cache").glob("*.u8"))
+    assert len(files) == 1 and files[0].stat().st_size == 600 * 32 * 32 * 3  # every train row, decoded once
+    fold = workdir / "runs" / "disk" / "fold_0"
+    assert (fold / "model.safetensors").exists() and len(pd.read_csv(fold / "metrics.csv")) == 1
+    assert res["folds"][0]["score"] > 0
+
+
+def test_a_decode_in_a_log_prints_progress_lines_and_a_summary(competition, monkeypatch, capsys):
+    paths = _paths(competition, 40)
+    load_images(paths, 16, cache="memory", workers=2, progress=True, desc="decode (once)")
+    out = capsys.readouterr().out.splitlines()  # not a terminal: no bar, and at the default 10 s no line either
+    assert len(out) == 1 and re.fullmatch(r"decode \(once\): decoded 40 images at 16px in \d+ s \(\d+ img/s\)",
+                                          out[0]), out
+    monkeypatch.setattr(cache, "LOG_EVERY", 0.0)  # a line after every image
+    load_images(paths, 16, cache="memory", workers=2, progress=True, desc="decode (once)")
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 40, out  # 39 progress lines, then the summary
+    for k, line in enumerate(out[:-1], 1):
+        assert re.fullmatch(rf"decode \(once\): {k}/40 images, \d+ img/s, ~\d+ s left", line), line
+    assert out[-1].startswith("decode (once): decoded 40 images at 16px")
+    load_images(paths, 16, cache="memory", progress=False)
+    assert capsys.readouterr().out == ""
 
 
 def test_no_free_space_is_a_clear_error_before_any_decoding(competition, tmp_path):
