@@ -129,13 +129,16 @@ class TrainConfig:
     precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: bf16 on GPU that has it, else fp32
     ema: bool = False
     ema_decay: float = 0.998
-    channels_last: bool = False
+    channels_last: Optional[bool] = None  # None: fitted (a probe takes it when it is faster here), else false
     compile: bool = False
     # val_score: data.metric (the best-epoch criterion); the others as metrics.csv names them
     early_stopping_metric: Literal["val_score", "val_macro_f1", "val_loss", "val_acc"] = "val_score"
     patience: Optional[int] = None  # epochs without improvement before stopping; None = never stop early
     num_workers: Optional[int] = None  # None: 0 on machines with <= 2 cores (workers would steal compute)
     cache: Literal["auto", "memory", "disk", "none"] = "auto"
+    # input.size (and train.epochs) left unset for images above 64 px: fitted so that every fold trains in about
+    # this many minutes on this machine (a throughput probe at candidate sizes; comp.train.fit)
+    fit_minutes: float = 60.0
     trackers: list[str] = field(default_factory=list)  # tensorboard, wandb, mlflow (when installed)
     decay_epochs: Optional[float] = None  # step/multistep: epochs between decays (None: a third of the run)
     decay_rate: Optional[float] = None  # step: lr factor per decay (None: 0.1; exponential: to 1% by the end)
@@ -152,6 +155,9 @@ class TrainConfig:
 class InferConfig:
     tta: list[str] = field(default_factory=lambda: ["identity"])
     batch_size: int = 128
+    # predict at this input size (None: the model's training size); above it, the FixRes effect (Touvron et al. 2019):
+    # a model trained on random crops and flips sees objects larger than at test time
+    size: Optional[int] = None
     at_least_one: bool = False  # multilabel: an image with no label above its threshold gets its most likely one
     top_k: Optional[int] = None  # multilabel: at most this many labels per image (the most likely)
 
@@ -221,6 +227,10 @@ def fit_schedule(cfg: Config) -> None:
             setattr(cfg.train, key, table[key])
             cfg.derived[f"train.{key}"] = f"{table[key]:g} ({why}; set train.{key} to change)"
 
+
+# Keys fitted where a run starts when the user leaves them unset (comp.config.fit_schedule, comp.train.defaults); a
+# run with a recorded config keeps its own values of them, and a re-run that leaves them unset is no config change.
+FITTED_KEYS = ("model.pretrained", "train.lr", "train.epochs", "input.size", "train.batch_size", "train.channels_last")
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if not f.metadata.get("internal")}
 EXPERIMENT_SECTIONS = ("model", "input", "augment", "train", "infer")
@@ -422,12 +432,15 @@ def validate(cfg: Config) -> None:
         (t.lr > 0, "train.lr must be positive"),
         (t.accum_steps >= 1, "train.accum_steps must be at least 1"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+        (t.fit_minutes > 0, "train.fit_minutes must be positive"),
         (t.layer_decay is None or 0 < t.layer_decay <= 1, "train.layer_decay must be in (0, 1] (or left empty)"),
         (0 < t.ema_decay < 1, "train.ema_decay must be in (0, 1)"),
         (t.warmup_epochs is None or 0 <= t.warmup_epochs < t.epochs,
          "train.warmup_epochs must be smaller than train.epochs (or left empty to derive it)"),
         (cfg.data.max_pixels > 0, "data.max_pixels must be positive"),
         (cfg.infer.batch_size >= 1, "infer.batch_size must be at least 1"),
+        (cfg.infer.size is None or cfg.infer.size >= 8, "infer.size must be at least 8 pixels (or empty: the training "
+                                                         "size)"),
         (bool(cfg.infer.tta), "infer.tta must name at least one view, e.g. [identity]"),
         (cfg.model.freeze_epochs >= 0 and cfg.model.freeze_stages >= 0, "model.freeze_* must be >= 0"),
         (t.grad_clip is None or t.grad_clip > 0, "train.grad_clip must be positive (or left empty for none)"),

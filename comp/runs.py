@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from comp.config import Config, ConfigError, dump_config
+from comp.config import FITTED_KEYS, Config, ConfigError, dump_config
 from comp.files import write_csv, write_text
 
 RUNS_DIR = Path("runs")
@@ -172,15 +172,22 @@ def _unstarted_fold_epochs(change: str, exp: str) -> bool:
 
 
 def check_run(cfg: Config, overwrite: bool = False) -> list[str]:
-    """Differences between ``runs/<exp>/config.yaml`` and ``cfg`` (empty when none or no run yet).
+    """Differences between ``runs/<exp>/config.yaml`` and ``cfg`` (empty when none or no run yet). A key the user left
+    unset (None, or fitted where the config was built: cfg.derived) is no difference: the run keeps its recorded value.
 
     Raises ConfigError naming --overwrite when they differ and ``overwrite`` is False."""
     rd = run_dir(cfg.exp)
     path = rd / "config.yaml"
     if not path.exists():
         return []
-    old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    changes = _diff(_per_fold(old), _per_fold(yaml.safe_load(dump_config(cfg))), defaults=_per_fold(_defaults()))
+    old = _per_fold(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    new = _per_fold(yaml.safe_load(dump_config(cfg)))
+    for key in FITTED_KEYS:  # left unset: the run keeps what it fitted (comp.train.defaults)
+        section, _, name = key.partition(".")
+        unset = key in cfg.derived or (new.get(section) or {}).get(name) is None
+        if unset and name in (old.get(section) or {}) and isinstance(new.get(section), dict):
+            new[section][name] = old[section][name]
+    changes = _diff(old, new, defaults=_per_fold(_defaults()))
     changes = [c for c in changes if not _unstarted_fold_epochs(c, cfg.exp)]
     if changes and not overwrite:
         shown = "; ".join(changes[:5]) + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else "")

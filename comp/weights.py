@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Optional
 
 HUB_TIMEOUT_S = 2.0
+# The pretrained candidates of comp auto (fastest first on the hardware); comp init says which have weights here.
+CANDIDATES_CPU = ("tf_efficientnet_lite0", "mobilenetv3_large_100", "resnet18")
+CANDIDATES_GPU = ("tf_efficientnet_lite0", "efficientnet_b0", "convnext_nano", "resnet50")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
 
@@ -121,3 +124,16 @@ def resolve(name: str, pretrained, pretrained_file: Optional[str]) -> Weights:
     if hub_answers():
         return Weights("hub", name, None, f"from the hub (no weights for {name} in the cache; the hub answered)")
     return Weights("scratch", name, None, f"no weights for {name} in the hub cache and the hub did not answer")
+
+
+def describe_candidates(gpu: bool) -> str:
+    """Which of comp auto's pretrained candidates have weights on this machine, in one line (comp init)."""
+    names = CANDIDATES_GPU if gpu else CANDIDATES_CPU
+    found = {m: resolve(m, "auto", None) for m in names}
+    have = [f"{m} ({w.why.removeprefix('from ')})" for m, w in found.items() if w.pretrained]
+    none = [m for m, w in found.items() if not w.pretrained]
+    why = next((found[m].why for m in none), "")
+    return ("pretrained weights here: " + (", ".join(have) if have else "none")
+            + (f"; none for {', '.join(none)} ({why.split(' and ', 1)[-1] if ' and ' in why else why})" if none else "")
+            + ("" if have else "; comp auto and comp train start from scratch (scripts/lite0_weights.py puts real "
+               "ImageNet weights for tf_efficientnet_lite0 in the hub cache offline)"))

@@ -82,3 +82,30 @@ def test_stem_stride_trains_and_predicts(tmp_path_factory, competition):
         assert fm.meta["stem_stride"] == 1 and fm.meta["input_size"] == 32
         model = load_model(cfg, fm, torch.device("cpu"))
         assert model.forward_features(torch.zeros(1, 3, 32, 32)).shape[-1] > 1
+
+
+def test_size_and_epochs_fitted_to_the_machine_and_the_budget(monkeypatch):
+    """Images above 64 px: a throughput probe at each candidate size, the largest that affords half the default
+    epochs within train.fit_minutes (the estimate printed with it); a tiny budget gets the smallest size."""
+    from comp.config import from_dict
+    from comp.train import probe
+    from comp.train.fit import fit_to_machine
+
+    monkeypatch.setattr(probe, "PROBE_MIN_S", 0.05)  # short probes: the choice, not the figures, is tested
+    roomy = from_dict({"model": {"name": "test_resnet", "pretrained": False}, "train": {"fit_minutes": 600}})
+    why = fit_to_machine(roomy, 300, 3, 10, 128, "median image 500x400")
+    assert roomy.input.size == 128 and roomy.train.epochs == SCRATCH["epochs"]
+    assert "3 folds x 30 epochs" in why and "min in all" in why and "64px" in why and "96px" in why, why
+    assert roomy.train.batch_size in (32, 64, 128) and "the fastest here at 96px" in roomy.derived["train.batch_size"]
+    assert isinstance(roomy.train.channels_last, bool) and "channels_last at 96px" in \
+        roomy.derived["train.channels_last"]
+    tight = from_dict({"model": {"name": "test_resnet", "pretrained": False},
+                       "train": {"fit_minutes": 0.2, "batch_size": 32, "channels_last": False}})
+    why = fit_to_machine(tight, 30000, 3, 10, 128, "")
+    assert tight.input.size == 64 and 1 <= tight.train.epochs < SCRATCH["epochs"], why
+    assert "what train.fit_minutes affords at 64px" in tight.derived["train.epochs"]
+    assert "train.batch_size" not in tight.derived and "train.channels_last" not in tight.derived  # the user's win
+    mine = from_dict({"model": {"name": "test_resnet", "pretrained": False},
+                      "train": {"fit_minutes": 0.2, "epochs": 2, "batch_size": 32, "channels_last": False}})
+    fit_to_machine(mine, 30000, 3, 10, 128, "")
+    assert mine.train.epochs == 2 and "train.epochs" not in mine.derived

@@ -16,11 +16,13 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from comp import weights
+from comp.accel import has_accelerator
 from comp.config import Config, ConfigError, from_dict, load_config
 from comp.data.competition import IMAGE_EXTS, DataError, load_test, load_train, onehot_labels, read_csv_str, wide_labels
 from comp.data.init_multilabel import column_task, wide_target
 from comp.data.multilabel import check_label_cells, label_classes, split_labels, wide_sep
-from comp.data.sizes import fitted_size, summarize_sizes
+from comp.data.sizes import FIT_MIN_SIDE, fitted_size, summarize_sizes
 from comp.files import write_text
 
 ID_NAMES = ("image_id", "id", "image", "image_name", "filename", "file_name", "file", "img", "name", "path")
@@ -514,8 +516,6 @@ def _detect_folders(root: Path, train_dir: str | None, test_dir: str | None, why
 
 def image_sizes(cfg: Config) -> str:
     """What the training images' headers say about their size, and the input size training will fit from it."""
-    from comp.accel import has_accelerator
-
     try:
         paths = [p for p in load_train(cfg)["path"] if p]
     except (DataError, ConfigError, OSError) as e:
@@ -524,8 +524,11 @@ def image_sizes(cfg: Config) -> str:
     if s is None:
         return f"image sizes: no header of {len(paths)} training images could be read (comp check names the files)"
     size = fitted_size(s.median_short, has_accelerator())
-    return (f"image sizes: {s.describe()}, short side {s.median_short} (headers of {s.n} training images); "
-            f"training uses input.size {size} unless you set it")
+    head = f"image sizes: {s.describe()}, short side {s.median_short} (headers of {s.n} training images); "
+    if size <= FIT_MIN_SIDE:
+        return head + f"training uses input.size {size} unless you set it"
+    return head + (f"unless you set input.size, training fits it to this machine (a throughput probe from "
+                   f"{FIT_MIN_SIDE} to {size}px) and train.fit_minutes, and prints the estimate before it starts")
 
 
 def init_competition(
@@ -564,6 +567,7 @@ def init_competition(
     for line in why:
         echo(f"  {line}")
     echo(f"  {image_sizes(cfg)}")
+    echo(f"  {weights.describe_candidates(has_accelerator())}")
     echo(f"wrote {config_path} (data.root: {data['root']})")
     echo("next: comp check" + ("" if os.path.samefile(base, Path.cwd()) else f" -c {config_path}"))
     return cfg

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 MIN_SIZE, MAX_SIZE, MAX_SIZE_CPU = 32, 384, 224
+FIT_MIN_SIDE = 64  # images fitted above this size get size and epochs from a probe of the machine (comp.train.fit)
 
 
 def fitted_size(median_short: int, gpu: bool) -> int:

@@ -201,11 +201,18 @@ def predict_images(
     return out
 
 
-def decode(cfg: Config, paths: list[str], fm: FoldModel, desc: str, accelerator, progress: bool) -> np.ndarray:
+def predict_size(cfg: Config, fm: FoldModel, onnx: bool = False) -> int:
+    """The input size a model predicts at: infer.size when set (not for an ONNX export: its graph has its size),
+    else its training size."""
+    return fm.size if onnx or cfg.infer.size is None else cfg.infer.size
+
+
+def decode(cfg: Config, paths: list[str], fm: FoldModel, desc: str, accelerator, progress: bool,
+           size: int | None = None) -> np.ndarray:
     # The main process decodes first: a disk cache is then written once and read by the others.
     with accelerator.main_process_first():
         return load_images(
-            paths, fm.size, fm.resize, max_pixels=cfg.data.max_pixels, cache=cfg.train.cache,
+            paths, size or fm.size, fm.resize, max_pixels=cfg.data.max_pixels, cache=cfg.train.cache,
             progress=progress, desc=desc,
         )
 
@@ -230,9 +237,10 @@ def run_models(
     total = sum(len(r) for r in rows_per_model)
     bar = progress_bar(total=total, desc=desc, unit="img", enabled=progress)
     for fm, rows in zip(models, rows_per_model):
-        key = (fm.size, fm.resize)
+        size = predict_size(cfg, fm, onnx=exports is not None)
+        key = (size, fm.resize)
         if key not in decoded:
-            decoded[key] = decode(cfg, paths, fm, f"decode {desc} {fm.size}px", accelerator, progress)
+            decoded[key] = decode(cfg, paths, fm, f"decode {desc} {size}px", accelerator, progress, size)
         if exports is not None:  # onnxruntime: normalisation and softmax (multi-label: sigmoid) are in the graph
             t0 = time.perf_counter()
             outs.append(exports[fm.fold].predict(decoded[key], rows, views, cfg.infer.batch_size, bar))

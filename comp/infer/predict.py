@@ -42,7 +42,15 @@ from comp.config import Config, ConfigError
 from comp.data.competition import DataError, load_test, load_train, read_csv_str
 from comp.files import write_csv, write_text
 from comp.infer.decision import macro_f1
-from comp.infer.models import FoldModel, Timing, check_same_classes, find_fold_models, find_full_models, run_models
+from comp.infer.models import (
+    FoldModel,
+    Timing,
+    check_same_classes,
+    find_fold_models,
+    find_full_models,
+    predict_size,
+    run_models,
+)
 from comp.infer.tta import check_views
 from comp.metrics import cv_score
 from comp.runs import oof_hot, run_dir
@@ -70,6 +78,11 @@ def _check_paths(df: pd.DataFrame, what: str, fix: str) -> None:
         raise DataError(f"{what} id {missing['id'].iloc[0]!r}: {missing['path'].iloc[0]} not found ({len(missing)} of "
                         f"{len(df)} {what} ids name no file); check data.{what}_dir, data.id_has_ext and data.ext"
                         f"{' / data.test_ext' if what == 'test' else ''} in comp.yaml, or {fix}")
+
+
+def _size_text(cfg: Config, fm: FoldModel, onnx: bool) -> str:
+    size = predict_size(cfg, fm, onnx)
+    return f"{size}px" + (f" (infer.size; trained at {fm.size}px)" if size != fm.size else "")
 
 
 def predict(
@@ -113,7 +126,7 @@ def predict(
         where = "onnxruntime (CPU)" if exports is not None else str(accelerator.device)
         which = f"folds {[m.fold for m in fold_models]}" if fold_models else ""
         which += (", " if which else "") + (f"full models {[m.name for m in full_models]}" if full_models else "")
-        echo(f"predict {cfg.exp}: {which}, views {views}, {models[0].size}px, "
+        echo(f"predict {cfg.exp}: {which}, views {views}, {_size_text(cfg, models[0], exports is not None)}, "
              f"{accelerator.num_processes} process(es) on {where}")
     timing = Timing()
 

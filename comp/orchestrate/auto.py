@@ -38,6 +38,7 @@ from comp import runs
 from comp.config import ConfigError, load_config, read_yaml
 from comp.files import write_text
 from comp.orchestrate import auto_plan as ap
+from comp.train.probe import channels_last_gain, probe_models
 
 AUTO_DIR = runs.RUNS_DIR / "auto"
 SEARCH_EXP = "auto-search"
@@ -181,10 +182,12 @@ def _resume(config_path: Path, echo, t0: float) -> Auto:
 
 
 def _make_plan(a: Auto, models: list[str] | None) -> tuple[ap.Plan, dict]:
-    """The fitted base config, the probe of the candidate models and the plan (the 'plan' stage)."""
+    """The fitted base config, the candidate models (pretrained ones where weights are found), the input size, the
+    probe of the candidates and the plan (the 'plan' stage)."""
     import torch
 
     from comp.data.competition import load_test, load_train
+    from comp.data.sizes import FIT_MIN_SIDE
     from comp.train.defaults import fit_defaults
 
     cfg = load_config(a.config_path)
@@ -194,50 +197,125 @@ def _make_plan(a: Auto, models: list[str] | None) -> tuple[ap.Plan, dict]:
     fit_defaults(cfg, lambda: train["path"].tolist(), echo=a.echo, probe=False)
     counts = train["label"].value_counts()
     gpus = a.gpus if a.gpus is not None else torch.cuda.device_count()
-    base = [f"input.size={cfg.input.size}", "infer.tta=[identity,hflip]"]
+    base = ["infer.tta=[identity,hflip]"]
     if "train.label_smoothing" not in mine:
         base.append("train.label_smoothing=0.1")
+    cands, tuned, models_why = candidates(cfg, mine, gpus, models)
+    c = {"n_classes": len(counts), "n_train": len(train), "n_test": n_test, "gpus": gpus, "tuned": tuned,
+         "user_keys": sorted(mine), "t_img": _decode_seconds(train["path"].tolist()[:20]), "models_why": models_why}
+    a.echo(f"[auto] models: {models_why}")
+    if cfg.input.size > FIT_MIN_SIDE and "input.size" not in mine:
+        cfg, base = _fit_size(a, base, cands, c, top=cfg.input.size)
+    else:
+        cfg, base = _small_images(a, base, cands, c, cfg)
+    train_ips, infer_ips = probe_models(cfg, cands, len(counts), _probe_batch(cfg))
+    inp = _inputs(a, c, cfg.folds.n_splits, train_ips, infer_ips)
+    folds, folds_why = (cfg.folds.n_splits, "folds.n_splits from comp.yaml") if "folds.n_splits" in mine \
+        else ap.fold_count(inp)
+    plan = ap.make_plan(replace(inp, n_splits=folds))
+    plan.stage("folds").why = folds_why
+    c.update(base=base, n_splits=folds, size=cfg.input.size, imbalance=round(float(counts.max() / max(1, counts.min())),
+             2), train_ips=train_ips, infer_ips=infer_ips, folds_why=folds_why)
+    plan.stage("plan").spent_s = round(a.elapsed(), 1)
+    plan.stage("plan").chose = (f"input.size {cfg.input.size}" + "".join(
+        f"; {c[k]}" for k in ("size_why", "stem_why", "layout_why", "batch_why") if c.get(k))
+        + "; " + ", ".join(f"{m} {v:.0f} img/s" for m, v in train_ips.items()))
+    return plan, c
+
+
+def _inputs(a: Auto, c: dict, folds: int, train_ips: dict, infer_ips: dict) -> ap.PlanInputs:
+    return ap.PlanInputs(a.budget_s, a.elapsed(), c["n_train"], c["n_test"], folds, train_ips, infer_ips,
+                         has_ray=importlib.util.find_spec("ray") is not None, gpus=c["gpus"], views=len(TTA),
+                         decode_s_per_image=c["t_img"])
+
+
+def _probe_batch(cfg) -> int:
+    """The probe runs at the training batch (a CPU's images/s at 32 differ from those at 128 by 2x); capped at 128
+    on a GPU, where it measures images/s, not memory."""
+    return min(128, cfg.train.batch_size or 64)
+
+
+def candidates(cfg, mine: set, gpus: int, models: list[str] | None) -> tuple[list[str], bool, str]:
+    """(models, fine-tuning, why): the pretrained candidates whose weights are found (the hub cache, or a hub that
+    answers), fastest first; else the from-scratch ones. --models or comp.yaml's model.name win."""
+    from comp import weights
+
+    if models or "model.name" in mine:
+        names = models or [cfg.model.name]
+        tuned = all(weights.resolve(m, cfg.model.pretrained, None).pretrained for m in names)
+        return names, tuned, f"{', '.join(names)} (as asked)"
+    pool = ap.PRETRAINED_GPU if gpus else ap.PRETRAINED_CPU
+    found = {m: weights.resolve(m, "auto", None) for m in pool} if "model.pretrained" not in mine \
+        or cfg.model.pretrained else {}
+    have = [m for m, w in found.items() if w.pretrained]
+    if have:
+        none = [m for m in pool if m not in have]
+        return have, True, (f"fine-tuning {', '.join(f'{m} ({found[m].why})' for m in have)}"
+                            + (f"; no weights for {', '.join(none)}" if none else "")
+                            + f"; {ap.FINETUNE_WHY}")
+    scratch = ap.MODELS_GPU if gpus else ap.MODELS_CPU
+    return scratch, False, (f"from scratch: {', '.join(scratch)} (no weights found for {', '.join(pool)}: "
+                            f"{found[pool[0]].why if found else 'model.pretrained is false'})")
+
+
+def _fit_size(a: Auto, base: list[str], cands: list[str], c: dict, top: int):
+    """Large images: the layout and (CPU) batch from probes at the reference size, then the largest candidate size
+    whose folds afford auto_plan's minimum epochs (fine-tuning or from scratch) within the plan, probed smallest first
+    (comp.train.fit's sizes); a pretrained model predicts above it (auto_plan.FIXRES). Returns (cfg, base)."""
+    from comp.train import fit, probe
+
+    mine, n = set(c["user_keys"]), c["n_classes"]
+    sizes = list(range(fit.FIRST, top + 1, fit.STEP)) or [top]
+    ref = next((s for s in sizes if s >= fit.REF_SIZE), sizes[-1])
+    cfg = load_config(a.config_path, overrides=[*base, f"input.size={ref}"])
+    fit.fit_layout(cfg, n, ref)
+    if not c["gpus"] and "train.batch_size" not in mine:
+        fit.fit_cpu_batch(cfg, n, ref, c["n_train"] * 2 // 3)
+    base += [f"train.channels_last={str(bool(cfg.train.channels_last)).lower()}"] * ("train.channels_last" not in mine)
+    base += [f"train.batch_size={cfg.train.batch_size}"] * bool("train.batch_size" not in mine and cfg.train.batch_size)
+    c["layout_why"], c["batch_why"] = (cfg.derived.get(k, "") for k in ("train.channels_last", "train.batch_size"))
+    batch, need = _probe_batch(cfg), ap.MIN_FOLD_EPOCHS["finetune" if c["tuned"] else "scratch"]
+    ref_ips = probe.probe_models(cfg, cands, n, batch)[0]
+    fast = max(ref_ips, key=ref_ips.get)
+    rows = []
+    for s in sizes:
+        tr, inf = probe.probe_model(cfg, fast, n, s, batch, bool(cfg.train.channels_last))
+        plan = ap.make_plan(_inputs(a, c, 3, {fast: tr}, {fast: inf}))
+        rows.append((s, plan.epochs, plan.epoch_s[fast]))
+        if plan.epochs < need:
+            break
+    fits = [r for r in rows if r[1] >= need]
+    size = (fits[-1] if fits else rows[0])[0]
+    base.append(f"input.size={size}")
+    shown = "; ".join(f"{s}px {e} epochs x 3 folds at {t:.0f}s" for s, e, t in rows)
+    c["size_why"] = (f"the largest size whose folds afford {need} epochs of {fast} here ({shown}); images up to {top}")
+    if c["tuned"] and "infer.size" not in mine:
+        base.append(f"infer.size={ap.fixres_size(size, top)}")
+        c["size_why"] += f"; predicts at {ap.fixres_size(size, top)}px ({ap.FIXRES_WHY})"
+    return load_config(a.config_path, overrides=base), base
+
+
+def _small_images(a: Auto, base: list[str], cands: list[str], c: dict, cfg):
+    """Small images (the header size): the sharp stem and channels_last where they pay, the fitted batch."""
+    mine, n = set(c["user_keys"]), c["n_classes"]
+    base.append(f"input.size={cfg.input.size}")
     if "train.batch_size" not in mine and cfg.train.batch_size:  # the fitted batch: every stage trains at it
         base.append(f"train.batch_size={cfg.train.batch_size}")
     cfg = load_config(a.config_path, overrides=base)
-    cands = models or ([cfg.model.name] if "model.name" in mine else ap.MODELS_GPU if gpus else ap.MODELS_CPU)
-    # The probe runs at the training batch (a CPU's images/s at 32 differ from those at 128 by 2x); capped at
-    # 128 on a GPU, where it measures images/s, not memory.
-    batch = min(128, cfg.train.batch_size or 64)
-    t_img = _decode_seconds(train["path"].tolist()[:20])
-    train_ips, infer_ips = ap.probe_models(cfg, cands, len(counts), batch)
-    small, stem_why = False, ""
+    batch = _probe_batch(cfg)
+    train_ips = probe_models(cfg, cands, n, batch)[0]
+    c["stem_stride"] = None
     if cfg.input.size <= 64 and "model.stem_stride" not in mine:
-        small, stem_why = _sharp_stem(a, base, cands[0], len(counts), batch, train_ips[cands[0]])
+        small, c["stem_why"] = _sharp_stem(a, base, cands[0], n, batch, train_ips[cands[0]])
         if small:
             base.append("model.stem_stride=1")
+            c["stem_stride"] = 1
             cfg = load_config(a.config_path, overrides=base)
-            train_ips, infer_ips = ap.probe_models(cfg, cands, len(counts), batch)
-    layout_why = ""
+            train_ips = probe_models(cfg, cands, n, batch)[0]
     if "train.channels_last" not in mine:
-        cl, layout_why = _channels_last(a, base, max(train_ips, key=train_ips.get), len(counts), batch)
-        if cl:
-            base.append("train.channels_last=true")
-            cfg = load_config(a.config_path, overrides=base)
-            train_ips, infer_ips = ap.probe_models(cfg, cands, len(counts), batch)
-    inp = ap.PlanInputs(a.budget_s, a.elapsed(), len(train), n_test, cfg.folds.n_splits, train_ips, infer_ips,
-                        has_ray=importlib.util.find_spec("ray") is not None, gpus=gpus,
-                        views=len(TTA), decode_s_per_image=t_img)
-    folds, folds_why = (cfg.folds.n_splits, "folds.n_splits from comp.yaml") if "folds.n_splits" in mine \
-        else ap.fold_count(inp)
-    inp = replace(inp, n_splits=folds)
-    plan = ap.make_plan(inp)
-    plan.stage("folds").why = folds_why
-    imbalance = float(counts.max() / max(1, counts.min()))
-    choices = {"base": base, "n_splits": folds, "n_classes": len(counts), "size": cfg.input.size,
-               "stem_stride": 1 if small else None,
-               "imbalance": round(imbalance, 2), "user_keys": sorted(mine), "train_ips": train_ips,
-               "infer_ips": infer_ips, "n_train": len(train), "n_test": n_test, "gpus": gpus}
-    plan.stage("plan").spent_s = round(a.elapsed(), 1)
-    choices["stem_why"], choices["layout_why"], choices["folds_why"] = stem_why, layout_why, folds_why
-    plan.stage("plan").chose = (f"input.size {cfg.input.size}" + "".join(f"; {w}" for w in (stem_why, layout_why) if w)
-                                + "; " + ", ".join(f"{m} {v:.0f} img/s" for m, v in train_ips.items()))
-    return plan, choices
+        cl, c["layout_why"] = _channels_last(a, base, max(train_ips, key=train_ips.get), n, batch)
+        base.append(f"train.channels_last={str(cl).lower()}")
+    return load_config(a.config_path, overrides=base), base
 
 
 def _sharp_stem(a: Auto, base: list[str], model: str, n_classes: int, batch: int, own_ips: float) -> tuple[bool, str]:
@@ -245,7 +323,7 @@ def _sharp_stem(a: Auto, base: list[str], model: str, n_classes: int, batch: int
     model's own stem. At equal compute the cheaper stem's extra epochs won on a 28-px `comp sample` CPU run
     (benchmarks/defaults.py, README "Small images kept sharp"); on a GPU the sharp stem is often nearly free."""
     cfg = load_config(a.config_path, overrides=[*base, "model.stem_stride=1"])
-    sharp_ips = ap.probe_models(cfg, [model], n_classes, batch)[0][model]
+    sharp_ips = probe_models(cfg, [model], n_classes, batch)[0][model]
     ratio = own_ips / max(sharp_ips, 1e-9)
     if ratio <= STEM_COST_MAX:
         return True, f"stem_stride 1 ({model} costs {ratio:.1f}x its own stem here, <= {STEM_COST_MAX}x)"
@@ -255,9 +333,9 @@ def _sharp_stem(a: Auto, base: list[str], model: str, n_classes: int, batch: int
 
 def _channels_last(a: Auto, base: list[str], model: str, n_classes: int, batch: int) -> tuple[bool, str]:
     """``train.channels_last`` when ``model`` trains at least CL_GAIN_MIN x faster with it, measured with the two
-    layouts' steps in turn (ap.channels_last_gain). On 2 CPU cores at 32 px resnet10t trained 1.06-1.10x faster
+    layouts' steps in turn (probe.channels_last_gain). On 2 CPU cores at 32 px resnet10t trained 1.06-1.10x faster
     channels_last and resnet18 0.95x; on a GPU with bf16 it is usually faster, but not for every model."""
-    gain = ap.channels_last_gain(load_config(a.config_path, overrides=base), model, n_classes, batch)
+    gain = channels_last_gain(load_config(a.config_path, overrides=base), model, n_classes, batch)
     if gain >= CL_GAIN_MIN:
         return True, f"train.channels_last ({model} trains {gain:.2f}x faster with it here)"
     return False, f"contiguous tensors ({model} trains {gain:.2f}x with channels_last, under {CL_GAIN_MIN}x)"
@@ -326,8 +404,9 @@ def search_space(a: Auto) -> dict:
     c, mine, size = a.choices, set(a.choices["user_keys"]), a.choices["size"]
     top = ap.MAX_SIZE if c["gpus"] else 224
     bigger = min(top, size + 32 if size <= 96 else 32 * round(1.5 * size / 32))
+    lrs = [1e-4, 3e-3] if c.get("tuned") else [1e-3, 1e-2]  # fine-tuning, from scratch
     space = {"model.name": {"choice": list(a.plan.models)}, "input.size": {"choice": sorted({size, bigger})},
-             "train.lr": {"loguniform": [1e-3, 1e-2]}, "augment.preset": {"choice": ["light", "medium"]},
+             "train.lr": {"loguniform": lrs}, "augment.preset": {"choice": ["light", "medium"]},
              "train.loss": {"choice": ["ce", "ce+soft_f1"]}}
     if c.get("stem_stride") == 1:  # small images: a sharp stem against the model's own (upscaling is input.size)
         space["model.stem_stride"] = {"choice": [1, 4]}
@@ -339,14 +418,15 @@ def search_space(a: Auto) -> dict:
 def start_params(a: Auto) -> dict:
     """auto's measured defaults: what the best stage trains when there is no search, and the search's first trial
     (so every draw is ranked against them). The fastest candidate (plan.models[0]: more epochs in the box), the
-    fitted size and stem, the from-scratch or fine-tuning lr (comp.config), the light preset, ce+soft_f1 where the
+    fitted size and stem, the from-scratch or fine-tuning lr (comp.config: a pretrained candidate fine-tunes), the light
+    preset, ce+soft_f1 where the
     metric is an F1 and the balanced sampler when the largest class is 3x the smallest. Every 15-minute CPU search of
     15 runs on `comp sample` data (3-5 trials) chose these (at lr 2.7e-3). Multi-label runs keep their loss and
     sampler. Keys the user set are left out: theirs win."""
     from comp.config import FINETUNE, SCRATCH
 
     c, cfg = a.choices, a.cfg()
-    tuned = cfg.model.pretrained or bool(cfg.model.pretrained_file)
+    tuned = c.get("tuned", cfg.model.pretrained or bool(cfg.model.pretrained_file))
     p = {"model.name": a.plan.models[0], "input.size": c["size"], "train.lr": (FINETUNE if tuned else SCRATCH)["lr"],
          "augment.preset": "light", "train.loss": "ce+soft_f1" if "f1" in cfg.data.metric else "ce",
          "train.sampler": "balanced" if c["imbalance"] >= 3 else "random"}
@@ -435,7 +515,7 @@ def reprobe(a: Auto, model: str) -> None:
     if c["gpus"] or model in c.setdefault("reprobed", {}):
         return
     cfg = a.cfg()
-    train_ips, infer_ips = ap.probe_models(cfg, [model], c.get("n_classes", 10), cfg.train.batch_size or 64)
+    train_ips, infer_ips = probe_models(cfg, [model], c.get("n_classes", 10), cfg.train.batch_size or 64)
     c["reprobed"][model] = round(train_ips[model], 1)
     train_ips[model] = max(train_ips[model], c["train_ips"].get(model, 0.0))
     infer_ips[model] = max(infer_ips[model], c["infer_ips"].get(model, 0.0))

@@ -10,18 +10,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import statistics
-import time
 from dataclasses import asdict, dataclass, field
 
-# End-to-end training images/s over the probe's compute-only figure at the training batch (loader, augmentation,
-# optimizer state, checkpoints). CPU, comp auto's resnet10t folds at 32 px on a shared 2-core machine: ~565 img/s
-# end to end against the probe's 612 (0.92), ~456 against 534-643 (0.71-0.85); four later 15-min runs' fold epochs
-# fit 0.88-1.05 of the faster of two probes, and planned at 0.85 each ended 2-18% early. Planned at 0.9: the next
-# two runs' folds ran 11% over (0.85 read) and 13% under their boxes (an earlier machine read 0.95-1.04 against
-# a shorter, colder probe). GPU: the loader and augmentation weigh more.
-EFFICIENCY_CPU = 0.9
-EFFICIENCY_GPU = 0.6
+from comp.train.probe import EFFICIENCY_CPU, EFFICIENCY_GPU
+from comp.weights import CANDIDATES_CPU, CANDIDATES_GPU
+
 EPOCH_OVERHEAD_S = 0.3  # per epoch: state + checkpoint writes, metrics, the curves plot (0.3s measured, CPU)
 SETUP_S = 6.0  # per train_folds call: accelerator, pool, image decode of a small competition
 RAY_START_S = 25.0  # Ray's local start on a loaded 2-core machine (8-20 s idle)
@@ -30,7 +23,6 @@ MARGIN = 0.98  # plan to 98% of the budget; a stage may overrun by a little and 
 OVERRUN = 0.03  # an optional stage (refit) still starts when its estimate ends it by the budget + 3%
 MAX_EPOCHS = 60  # time binds before it: the plain loop gained +0.022 hold-out from 40 to 90 epochs (15m, CPU), and
 # at 40 a 15-min CPU run's folds stopped with 100s to spare
-PROBE_MIN_S = 1.0  # seconds of timed training steps per model in the probe (inference: half)
 MIN_EPOCHS = 2
 LONG_CPU_S = 1800  # on CPU, a second member only from a 30-minute budget: below it, the folds' epochs pay more
 FIVE_FOLD_EPOCHS = 30  # 5 folds (each model on 80% of the rows, 3: 67%) where each affords this many epochs;
@@ -39,9 +31,17 @@ SEARCH_SHARE = {"gpu": 0.35, "cpu": 0.2}  # of the seconds left after the fixed 
 MIN_TRIALS = 6  # a search that affords fewer is skipped: every 15-minute CPU search of 15 runs had 3-5 trials,
 # ASHA stopped all but the first after one epoch, and the first (the same config each time) won every one
 
-# Candidate models by hardware; the probe keeps those that afford MIN_EPOCHS on every fold, fastest first.
+# Candidate models by hardware; the probe keeps those that afford MIN_EPOCHS on every fold, fastest first. The
+# pretrained ones are fine-tuned when their weights are found (comp.weights: the local hub cache, or a hub that
+# answers); else the from-scratch ones train.
+PRETRAINED_CPU, PRETRAINED_GPU = list(CANDIDATES_CPU), list(CANDIDATES_GPU)
 MODELS_CPU = ["resnet18", "resnet10t"]
 MODELS_GPU = ["resnet18", "resnet50", "convnext_nano", "efficientnet_b0"]
+FINETUNE_WHY = "fine-tuning is preferred: it beat training from scratch at equal time on photos (docs/benchmarks.md)"
+# Large images: the largest input size whose folds afford this many epochs (comp auto's _fit_size)
+MIN_FOLD_EPOCHS = {"finetune": 6, "scratch": 20}
+FIXRES = 4 / 3  # a pretrained model predicts at this x its training size (rounded to 32, within the images' size)
+FIXRES_WHY = "the FixRes effect: a lite0 fine-tuned at 96px scored +0.05 hold-out macro F1 predicted at 128px"
 
 
 @dataclass
@@ -243,111 +243,6 @@ def format_plan(plan: Plan, budget_s: float) -> str:
     return "\n".join(lines)
 
 
-def probe_models(cfg, models: list[str], num_classes: int, batch: int, min_s: float = PROBE_MIN_S) -> tuple[dict, dict]:
-    """Compute-only training and inference images/s of each model at cfg.input.size (random tensors, the device
-    training would use, bf16 on GPU, channels_last when cfg.train.channels_last); two warm-up steps first, then
-    steps for at least ``min_s`` seconds."""
-    import torch
-
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    train_ips, infer_ips = {}, {}
-    x = torch.randn(batch, 3, cfg.input.size, cfg.input.size, device=dev)
-    if cfg.train.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, num_classes, (batch,), device=dev)
-    for name in models:
-        train_ips[name], infer_ips[name] = _probe_one(cfg, name, num_classes, x, y, min_s)
-    return train_ips, infer_ips
-
-
-def _probe_one(cfg, name: str, num_classes: int, x, y, min_s: float) -> tuple[float, float]:
-    import torch
-
-    model, opt = _probe_model(cfg, name, num_classes, x.device, cfg.train.channels_last)
-    train = len(x) / _timed(lambda: _train_step(model, opt, x, y, x.device), x.device, min_s)
-    model.eval()
-    with torch.no_grad():
-        infer = len(x) / _timed(lambda: _forward(model, x, x.device), x.device, min_s / 2)
-    return train, infer
-
-
-def _probe_model(cfg, name: str, num_classes: int, dev, channels_last: bool):
-    """(model, AdamW) of timm ``name`` as training would build it, from scratch, on ``dev``."""
-    import torch
-
-    from comp.train.model import create_model
-
-    c = copy.deepcopy(cfg)
-    c.model.name, c.model.pretrained, c.model.pretrained_file = name, False, None
-    model = create_model(c, num_classes).to(dev)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-
-def channels_last_gain(cfg, name: str, num_classes: int, batch: int, min_s: float = 2 * PROBE_MIN_S) -> float:
-    """Training images/s of ``name`` channels_last over contiguous, from steps of the two taken in turn for at
-    least ``min_s`` seconds (medians of each). Taken in turn, a shared host's slow minute slows both alike: two
-    probes one after the other read 0.93x for resnet18, the steps in turn 0.95x; resnet10t 1.06-1.10x (2 cores,
-    32 px, batch 128)."""
-    import torch
-
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    x = torch.randn(batch, 3, cfg.input.size, cfg.input.size, device=dev)
-    y = torch.randint(0, num_classes, (batch,), device=dev)
-    steps = []
-    for cl in (False, True):
-        model, opt = _probe_model(cfg, name, num_classes, dev, cl)
-        xb = x.contiguous(memory_format=torch.channels_last) if cl else x
-        steps.append(lambda m=model, o=opt, xb=xb: _train_step(m, o, xb, y, dev))
-    times = ([], [])
-    for fn in steps:  # warm-ups
-        _timed(fn, dev, 0.0, min_steps=1)
-    start = time.perf_counter()
-    while len(times[0]) < 3 or time.perf_counter() - start < min_s:
-        for i, fn in enumerate(steps):
-            times[i].append(_call_s(fn, dev))
-    return statistics.median(times[0]) / max(1e-9, statistics.median(times[1]))
-
-
-def _forward(model, x, dev):
-    import torch
-
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-        return model(x)
-
-
-def _train_step(model, opt, x, y, dev):
-    import torch
-
-    opt.zero_grad(set_to_none=True)
-    loss = torch.nn.functional.cross_entropy(_forward(model, x, dev).float(), y)
-    loss.backward()
-    opt.step()
-
-
-def _timed(fn, dev, min_s: float, min_steps: int = 2) -> float:
-    """Seconds of one call of ``fn``: the median of calls made for at least ``min_s`` seconds after two warm-ups
-    (the first calls pay for allocation and kernel selection; a median shrugs off one slow call on a busy host)."""
-    for _ in range(2):
-        fn()
-    _sync(dev)
-    times, start = [], time.perf_counter()
-    while len(times) < min_steps or time.perf_counter() - start < min_s:
-        times.append(_call_s(fn, dev))
-    return max(1e-6, statistics.median(times))
-
-
-def _call_s(fn, dev) -> float:
-    """Seconds of one call of ``fn``, the device synchronised after it."""
-    t0 = time.perf_counter()
-    fn()
-    _sync(dev)
-    return time.perf_counter() - t0
-
-
-def _sync(dev) -> None:
-    import torch
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+def fixres_size(size: int, top: int) -> int:
+    """The size a pretrained model trained at ``size`` predicts at (FIXRES x, a multiple of 32, at most ``top``)."""
+    return int(max(size, min(top, 32 * round(size * FIXRES / 32))))

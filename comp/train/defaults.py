@@ -22,8 +22,8 @@ import yaml
 
 from comp import runs
 from comp.accel import has_accelerator
-from comp.config import Config
-from comp.data.sizes import MAX_SIZE, MAX_SIZE_CPU, fitted_size, summarize_sizes
+from comp.config import FITTED_KEYS, Config
+from comp.data.sizes import FIT_MIN_SIDE, MAX_SIZE, MAX_SIZE_CPU, fitted_size, summarize_sizes
 
 CPU_BATCH = 64
 CPU_BATCH_LARGE = 128  # from CPU_LARGE_ROWS training rows: measured 627 vs 382 img/s compute-only (2 cores)
@@ -86,20 +86,22 @@ def probe_batch(cfg: Config, num_classes: int, n_train: int) -> tuple[int, str]:
 
 
 def fit_defaults(cfg: Config, paths: Callable[[], Sequence[str]], num_classes: int = 10,
-                 echo: Callable[[str], None] = print, probe: bool = True, workers: int | None = None) -> dict:
-    """Fill the unset input.size and train.batch_size of ``cfg`` in place (see the module docstring), print every
-    derived value with its reason; returns {key: reason} of what was derived (also in ``cfg.derived``)."""
-    old = _recorded(cfg.exp)
+                 echo: Callable[[str], None] = print, probe: bool = True, workers: int | None = None,
+                 folds: int | None = None) -> dict:
+    """Fill the unset input.size, train.epochs, train.batch_size and train.channels_last of ``cfg`` in place (see the
+    module docstring), print every derived value with its reason; returns {key: reason} of what was derived (also in
+    ``cfg.derived``). With ``folds`` (and ``probe``), images larger than FIT_MIN_SIDE get their size and epochs from a
+    throughput probe of this machine (comp.train.fit), so that ``folds`` folds train within train.fit_minutes."""
+    _keep_recorded(cfg, _recorded(cfg.exp))
     if cfg.input.size is None:
-        if (old.get("input") or {}).get("size"):
-            cfg.input.size, why = int(old["input"]["size"]), f"as recorded in runs/{cfg.exp}/config.yaml"
-        else:
-            cfg.input.size, why = fit_size(cfg, paths())
+        cfg.input.size, why = fit_size(cfg, paths())
+        if folds and probe and cfg.input.size > FIT_MIN_SIDE:
+            from comp.train.fit import fit_to_machine
+
+            why = fit_to_machine(cfg, len(paths()), folds, num_classes, cfg.input.size, why)
         cfg.derived["input.size"] = f"{cfg.input.size} ({why}; set input.size to change)"
     if cfg.train.batch_size is None:
-        if (old.get("train") or {}).get("batch_size"):
-            b, why = int(old["train"]["batch_size"]), f"as recorded in runs/{cfg.exp}/config.yaml"
-        elif has_accelerator() and probe:
+        if has_accelerator() and probe:
             import torch
 
             b, why = probe_batch(cfg, num_classes, len(paths())) if torch.cuda.is_available() else (CPU_BATCH, "")
@@ -112,6 +114,20 @@ def fit_defaults(cfg: Config, paths: Callable[[], Sequence[str]], num_classes: i
         rule = "0 on <= 2 cores: workers would take cores from the model" if cores <= 2 else "half the cores, <= 4"
         cfg.derived["train.num_workers"] = f"{workers} ({cores} cores: {rule}; set train.num_workers to " \
                                            f"change)"
+    if cfg.train.channels_last is None:
+        cfg.train.channels_last = False
     for key, why in cfg.derived.items():
         echo(f"{key} {why}")
     return dict(cfg.derived)
+
+
+def _keep_recorded(cfg: Config, old: dict) -> None:
+    """A run with a recorded config (runs/E/config.yaml: a resumed fold, a later fold, a refit) keeps every value it
+    fitted for a key the user left unset: the same weights, lr, epochs, size, batch and layout."""
+    for section, _, key in (k.partition(".") for k in FITTED_KEYS):
+        value = (old.get(section) or {}).get(key)
+        if value is None or value == "auto":
+            continue
+        if f"{section}.{key}" in cfg.derived or getattr(getattr(cfg, section), key) is None:
+            setattr(getattr(cfg, section), key, value)
+            cfg.derived[f"{section}.{key}"] = f"{value} (as recorded in runs/{cfg.exp}/config.yaml)"

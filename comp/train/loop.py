@@ -326,7 +326,7 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     pool = make_pool(cfg, skip_bad, say, sources, accelerator)
     table, classes = pool.table, pool.classes
     fit_defaults(cfg, lambda: pool.paths, len(classes), say, probe=accelerator.num_processes == 1,
-                 workers=num_workers(cfg))
+                 workers=num_workers(cfg), folds=int(table["fold"].nunique()))
     cm = competition_metric(cfg, classes)
     all_folds = sorted(table["fold"].unique().tolist())
     folds = all_folds if folds is None else list(dict.fromkeys(folds))
