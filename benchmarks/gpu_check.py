@@ -8,6 +8,10 @@ Rows:
                   device-batch augmentation (benchmarks/train_throughput.py, fold 0 of a Fashion-MNIST sample)
   train+compile   the same with train.compile
   predict TTA     comp predict with identity+hflip / the same forward passes on device tensors
+  fine-tune       `comp train --fold 0` of tf_efficientnet_lite0 with its real ImageNet weights
+                  (scripts/lite0_weights.py into a private hub cache, HF_HUB_OFFLINE=1) at 224 px on a
+                  `comp sample --kind photo` competition: training images/s end to end, fold 0's macro F1 and its
+                  hold-out macro F1, wall time
   comp auto       `comp auto --budget 4m` on a Fashion-MNIST sample: honest CV and hold-out macro F1, wall time
 """
 
@@ -27,9 +31,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 FULL = dict(model="resnet50", size=224, batch=128, precision="bf16", n_train=5120, epochs=3, compile="off,on",
-            predict_n=2000, auto_budget="4m", auto_n=5000, auto_models=None)
+            predict_n=2000, auto_budget="4m", auto_n=5000, auto_models=None, ft_n=3000, ft_size=224, ft_epochs=3)
 DRY = dict(model="test_resnet", size=32, batch=32, precision="auto", n_train=200, epochs=2, compile="off",
-           predict_n=100, auto_budget="40s", auto_n=300, auto_models="test_resnet")
+           predict_n=100, auto_budget="40s", auto_n=300, auto_models="test_resnet", ft_n=60, ft_size=64, ft_epochs=1)
 
 
 def _env() -> dict:
@@ -113,6 +117,49 @@ def predict_row(p: dict, work: Path) -> tuple:
             f"{p['model']} {p['size']}px")
 
 
+def finetune_row(p: dict, work: Path) -> tuple:
+    """comp train --fold 0 of pretrained tf_efficientnet_lite0 (real ImageNet weights, offline) on photos."""
+    d = work / "finetune"
+    env = dict(_env(), HF_HOME=str(work / "hf"), HF_HUB_OFFLINE="1")
+    py = [sys.executable, "-m", "comp"]
+    d.mkdir(parents=True, exist_ok=True)
+    got = subprocess.run([sys.executable, str(ROOT / "scripts" / "lite0_weights.py")], env=env, capture_output=True,
+                         text=True)
+    if got.returncode:
+        return ("fine-tune", "failed", "", "", (got.stdout + got.stderr)[-300:].replace("\n", " "))
+    for args in (["sample", "data", "--kind", "photo", "--n-train", str(p["ft_n"]), "--n-test", str(p["ft_n"] // 3)],
+                 ["init", "data"], ["folds", "--n-splits", "3"]):
+        subprocess.run([*py, *args], cwd=d, env=env, check=True, capture_output=True)
+    sets = ["model.name=tf_efficientnet_lite0", f"input.size={p['ft_size']}", f"train.epochs={p['ft_epochs']}",
+            "infer.tta=[identity,hflip]"]
+    t = time.perf_counter()
+    out = subprocess.run([*py, "train", "--exp", "ft", "--fold", "0", *(a for s in sets for a in ("--set", s))],
+                         cwd=d, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    (work / "finetune.log").write_text(out.stdout + out.stderr)
+    if out.returncode or "pretrained: from the local hub cache" not in out.stdout:
+        return ("fine-tune", "failed", "", "", (out.stdout + out.stderr)[-300:].replace("\n", " "))
+    import pandas as pd
+
+    m = pd.read_csv(d / "runs" / "ft" / "fold_0" / "metrics.csv")
+    subprocess.run([*py, "predict", "--exp", "ft", "--fold", "0"], cwd=d, env=env, capture_output=True)
+    hold = _holdout(d, d / "runs" / "ft" / "test_fold0.csv")
+    return ("fine-tune", f"{m['images_per_s'].iloc[-1]:.0f} img/s", f"F1 {m['val_macro_f1'].max():.3f}",
+            f"{wall:.0f}s", f"tf_efficientnet_lite0 {p['ft_size']}px pretrained, {p['ft_epochs']} epochs, fold 0 of "
+            f"{p['ft_n']} photos; hold-out F1 {hold}")
+
+
+def _holdout(d: Path, test_csv: Path) -> str:
+    import pandas as pd
+    from sklearn.metrics import f1_score
+
+    if not test_csv.exists():
+        return "-"
+    probs = pd.read_csv(test_csv, dtype={"image_id": str}).set_index("image_id")
+    sol = pd.read_csv(d / "data" / "solution.csv", dtype=str).set_index("image_id")
+    return f"{f1_score(sol['label'], probs.loc[sol.index].idxmax(axis=1), average='macro'):.3f}"
+
+
 def auto_row(p: dict, work: Path) -> tuple:
     """comp auto --budget on a Fashion-MNIST sample (10x imbalance): honest CV, hold-out macro F1, wall time."""
     d = work / "auto"
@@ -152,7 +199,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.keep or tmp).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        rows = train_rows(p, work) + [predict_row(p, work), auto_row(p, work)]
+        rows = train_rows(p, work) + [predict_row(p, work), finetune_row(p, work), auto_row(p, work)]
     print(f"\ncomp GPU check on {dev} (torch {torch.__version__}){' --dry-run' if args.dry_run else ''}, "
           f"{time.perf_counter() - t0:.0f}s")
     print(f"{'row':<14} {'end to end':>14} {'compute-only':>14} {'ratio':>6}  setting")

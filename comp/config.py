@@ -111,6 +111,9 @@ class TrainConfig:
     weight_decay: float = 0.05
     # lr x layer_decay^(depth from the head) per layer group (timm param_groups_layer_decay); None or 1: one lr
     layer_decay: Optional[float] = None
+    # progressive resizing (FFCV, fastai): the first epoch trains at this fraction of input.size, growing in steps of
+    # 16 px to input.size for the last quarter of the epochs; validation always at input.size. None: off
+    progressive: Optional[float] = None
     momentum: float = 0.9
     scheduler: str = "cosine"  # timm create_scheduler_v2 names: cosine, step, exponential, plateau, ...
     warmup_epochs: Optional[int] = None  # None: derived from epochs (about 10%, 0 for runs under 5 epochs)
@@ -433,6 +436,7 @@ def validate(cfg: Config) -> None:
         (t.accum_steps >= 1, "train.accum_steps must be at least 1"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (t.fit_minutes > 0, "train.fit_minutes must be positive"),
+        (t.progressive is None or 0 < t.progressive <= 1, "train.progressive must be in (0, 1] (or left empty)"),
         (t.layer_decay is None or 0 < t.layer_decay <= 1, "train.layer_decay must be in (0, 1] (or left empty)"),
         (0 < t.ema_decay < 1, "train.ema_decay must be in (0, 1)"),
         (t.warmup_epochs is None or 0 <= t.warmup_epochs < t.epochs,

@@ -254,3 +254,54 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch, competition):
     assert r.exit_code != 0 and "--budget 'soon'" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(cli, ["auto", "--budget", "5m", "--resume"])
     assert r.exit_code != 0 and "no comp auto run to continue" in r.output
+
+
+def _photo_workdir(tmp_path) -> Path:
+    from comp.data.init import init_competition
+    from comp.data.sample import make_sample
+
+    make_sample(tmp_path / "data", n_train=150, n_test=40, imbalance=2.0, seed=5, kind="photo")
+    init_competition(tmp_path / "data", tmp_path / "comp.yaml", echo=lambda _m: None)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_auto_on_photos_fine_tunes_the_weights_it_finds(tmp_path, lite0_hub):
+    """Issue 34: with ImageNet weights for tf_efficientnet_lite0 in the (offline) hub cache, comp auto on photos of
+    300-700 px fine-tunes them, at a size its probes fit to the budget, and predicts above that size."""
+    from comp.config import FINETUNE
+
+    cwd = _photo_workdir(tmp_path)
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(Path(__file__).parents[1]))
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "comp", "auto", "--budget", "3m"], cwd=cwd, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = _finish(p, timeout=400)
+    assert p.returncode == 0, out[-3000:]
+    assert time.perf_counter() - t0 <= 180 * 1.1, out[-3000:]
+    assert "[auto] models: fine-tuning tf_efficientnet_lite0 (from the local hub cache" in out, out[:3000]
+    plan = json.loads((cwd / "runs" / "auto" / "plan.json").read_text())
+    c = plan["choices"]
+    assert plan["plan"]["models"] == ["tf_efficientnet_lite0"] and c["tuned"]
+    assert c["size"] in (64, 96, 128, 160, 192, 224) and "the largest size whose folds afford" in c["size_why"]
+    infer = next(int(s.split("=")[1]) for s in c["base"] if s.startswith("infer.size="))
+    assert infer > c["size"], c["base"]
+    run_cfg = yaml.safe_load((cwd / "runs" / "auto-a" / "config.yaml").read_text())
+    assert run_cfg["model"]["pretrained"] is True and run_cfg["train"]["lr"] == FINETUNE["lr"]
+    first = pd.read_csv(cwd / "runs" / "auto-a" / "fold_0" / "metrics.csv")["train_loss"].iloc[0]
+    assert first < 2.6, first  # a zeroed head: the first epoch starts at ln(classes) = 2.30, never timm's 13.8
+    _check_outputs(cwd, cwd / "data")
+
+
+def test_auto_candidates_fine_tune_what_has_weights_else_train_from_scratch(lite0_hub, monkeypatch, tmp_path):
+    from comp.config import from_dict
+    from comp.orchestrate.auto import candidates
+
+    cfg = from_dict({})
+    names, tuned, why = candidates(cfg, set(), 0, None)
+    assert names == ["tf_efficientnet_lite0"] and tuned and "no weights for mobilenetv3_large_100, resnet18" in why
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))  # a machine with no weights
+    names, tuned, why = candidates(cfg, set(), 0, None)
+    assert names == ap.MODELS_CPU and not tuned and why.startswith("from scratch")
+    names, tuned, _ = candidates(from_dict({"model": {"name": "resnet18"}}), {"model.name"}, 0, None)
+    assert names == ["resnet18"] and not tuned

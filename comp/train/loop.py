@@ -524,7 +524,11 @@ def _banner(s: Session, name: str, model, n_train: int, n_val: int, steps: int) 
     loss += f" (smoothing {t.label_smoothing})" if t.label_smoothing else ""
     loss += f", class weights {t.class_weights}" if t.class_weights else ""
     loss += f" + distill {t.teacher} (alpha {t.distill_alpha:g}, T {t.distill_t:g})" if t.teacher else ""
-    extras = [x for x, on in (("ema", t.ema), ("channels_last", t.channels_last), ("compile", t.compile)) if on]
+    extras = [x for x, on in (("ema", t.ema), ("channels_last", t.channels_last), ("compile", t.compile),
+                              (f"layer_decay {t.layer_decay}", t.layer_decay),
+                              (f"progressive from {t.progressive}x", t.progressive),
+                              ("freeze_bn", c.model.freeze_bn),
+                              (f"freeze_epochs {c.model.freeze_epochs}", c.model.freeze_epochs)) if on]
     return (
         f"{name}: {n_train} train / {n_val} val images | model {c.model.name} ({n_params:.2f}M params"
         f", {'pretrained ' + w.why if w.pretrained else 'from scratch'}) | input {c.input.size}px "
@@ -651,10 +655,13 @@ def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float,
     loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
     first_bad = torch.full((), -1, device=acc.device, dtype=torch.long)  # the first non-finite step, on the device
     seen, t0 = 0, time.perf_counter()
+    size = epoch_size(s.cfg.input.size, t.progressive, epoch, t.epochs)
     bar = progress_bar(f.train_loader, desc=f"{f.name} epoch {epoch + 1}/{t.epochs}",
                        enabled=acc.is_local_main_process)
     for step, (u8, y, r) in enumerate(bar):
         x = to_tensor_batch(u8, f.mean, f.std, t.channels_last, augment=f.batch_aug)
+        if size < x.shape[-1]:  # train.progressive
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         target = y
         if f.mixup is not None and len(x) % 2 == 0:
             x, target = f.mixup(x, y)
@@ -869,6 +876,16 @@ def _release(acc, f: Fold, compiled: bool) -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def epoch_size(size: int, progressive: float | None, epoch: int, epochs: int) -> int:
+    """The input size of ``epoch`` (0-based): train.progressive's fraction of ``size`` at the first epoch, growing
+    linearly in steps of 16 px to ``size`` for the last quarter of the epochs; ``size`` when it is off."""
+    if not progressive or progressive >= 1 or epochs < 2:
+        return size
+    ramp = max(1, math.ceil(0.75 * epochs) - 1)  # epochs ramp .. epochs-1 train at the full size
+    start = progressive * size
+    return int(min(size, max(16, 16 * round((start + (size - start) * min(1.0, epoch / ramp)) / 16))))
 
 
 def _check_finite(s: Session, f: Fold, st: FoldState, epoch: int, first_bad: torch.Tensor) -> None:
