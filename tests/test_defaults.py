@@ -109,3 +109,23 @@ def test_size_and_epochs_fitted_to_the_machine_and_the_budget(monkeypatch):
                       "train": {"fit_minutes": 0.2, "epochs": 2, "batch_size": 32, "channels_last": False}})
     fit_to_machine(mine, 30000, 3, 10, 128, "")
     assert mine.train.epochs == 2 and "train.epochs" not in mine.derived
+
+
+def test_a_rerun_that_leaves_fitted_keys_unset_is_no_config_change(workdir, competition):
+    """The fitted values are recorded in runs/E/config.yaml; a later command with the same (unset) keys compares
+    equal (comp launch's check before its jobs), and a resumed run takes the recorded values back."""
+    from comp import runs
+
+    paths = sorted(str(p) for p in (competition / "train_images").glob("*.png"))
+    cfg = load_config(workdir / "comp.yaml", exp="again")
+    fit_defaults(cfg, lambda: paths, echo=quiet)
+    cfg.train.channels_last, cfg.train.epochs = True, 7  # as a machine fit would have recorded them
+    runs.prepare_run(cfg, echo=quiet)
+    fresh = load_config(workdir / "comp.yaml", exp="again")
+    assert fresh.input.size is None and fresh.train.batch_size is None and fresh.train.channels_last is None
+    assert runs.check_run(fresh) == []
+    fit_defaults(fresh, lambda: paths, echo=quiet)
+    assert (fresh.train.epochs, fresh.train.channels_last, fresh.input.size) == (7, True, cfg.input.size)
+    assert "as recorded" in fresh.derived["train.epochs"]
+    with pytest.raises(ValueError, match=r"train.batch_size: \d+ -> 7"):
+        runs.check_run(load_config(workdir / "comp.yaml", exp="again", overrides=["train.batch_size=7"]))
