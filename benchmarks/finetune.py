@@ -4,7 +4,8 @@ Data: `comp sample --kind photo` (colour JPEGs of 300-700 px, objects at varied 
 sideways; --n-train 2000, 1,000 balanced hold-out, imbalance 5), 3 stratified folds. Each variant is fold 0 of
 tf_efficientnet_lite0 with its real ImageNet weights (the hub cache, HF_HUB_OFFLINE=1; scripts/lite0_weights.py),
 trained by `comp train` at --size px for --epochs epochs, batch 64, light augmentation, and scored on fold 0's
-validation rows at its last epoch (no epoch chosen) and on the hold-out (`comp predict --fold 0`, identity view).
+validation rows at its last epoch (no epoch chosen) and on the hold-out (`comp predict --fold 0`, identity view), at
+its training size and at 4/3 of it (holdout_fixres: infer.size, the FixRes effect).
 Every variant runs with --seeds seeds (train.seed 1, 2, ...); the table gives each run and the mean.
 
     base        head zeroed, AdamW lr 5e-4, weight decay 0.05, cosine, warmup by comp's rule, BN trained
@@ -44,6 +45,10 @@ PARTS = {
     "bn": [("freeze_bn", ["model.freeze_bn=true"])],
     "wd": [("weight_decay 0.01", ["train.weight_decay=0.01"]), ("weight_decay 1e-4", ["train.weight_decay=1e-4"])],
     "scratch": [("from scratch, lr 3e-3", ["model.pretrained=false", "train.lr=3e-3"])],
+    # size against epochs at about equal training time (a fold epoch's cost grows ~2x a step of 32 px here)
+    "sizes": [("64px x 12 epochs", ["input.size=64", "train.epochs=12"]),
+              ("128px x 3 epochs", ["input.size=128", "train.epochs=3"]),
+              ("128px x 4 epochs, progressive from 0.5", ["input.size=128", "train.epochs=4", "train.progressive=0.5"])],
 }
 
 
@@ -64,16 +69,25 @@ def hub() -> None:
         raise SystemExit(r.stdout + r.stderr)
 
 
+def fixres(size: int) -> int:
+    return int(32 * round(size * 4 / 3 / 32))
+
+
 def run(where: Path, exp: str, sets: list[str]) -> dict:
     t0 = time.perf_counter()
     args = [a for s in sets for a in ("--set", s)]
     comp(where, "train", "--exp", exp, "--fold", "0", "--resume", *args)
+    train_s = time.perf_counter() - t0
+    size = int(next(s for s in reversed(sets) if s.startswith("input.size=")).split("=")[1])
+    comp(where, "predict", "--exp", exp, "--fold", "0", "--tta", "identity", "--overwrite", "--set",
+         f"infer.size={fixres(size)}", "--set", "train.cache=disk")
+    above = holdout_of(where, f"runs/{exp}/test_fold0.csv")
     comp(where, "predict", "--exp", exp, "--fold", "0", "--tta", "identity", "--overwrite")
     m = pd.read_csv(where / "runs" / exp / "fold_0" / "metrics.csv")
     done = json.loads((where / "runs" / exp / "fold_0" / "done.json").read_text())
     return {"last_val": float(m["val_macro_f1"].iloc[-1]), "best_val": float(done["score"]),
             "first_loss": float(m["train_loss"].iloc[0]),
-            "holdout": holdout_of(where, f"runs/{exp}/test_fold0.csv"), "wall_s": time.perf_counter() - t0}
+            "holdout": holdout_of(where, f"runs/{exp}/test_fold0.csv"), "holdout_fixres": above, "train_s": train_s}
 
 
 def main() -> None:
