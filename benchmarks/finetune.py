@@ -9,8 +9,9 @@ its training size and at 4/3 of it (holdout_fixres: infer.size, the FixRes effec
 Every variant runs with --seeds seeds (train.seed 1, 2, ...); the table gives each run and the mean.
 
     base        head zeroed, AdamW lr 5e-4, weight decay 0.05, cosine, warmup by comp's rule, BN trained
-    --parts     lr (1e-4 .. 2e-3), lr_high (3e-3, 5e-3), head (timm's own init), warmup, layer_decay, probe (freeze_epochs 1),
-                bn (model.freeze_bn), wd, scratch (the same model and size from scratch, at its own lr 3e-3)
+    --parts     lr (1e-4 .. 2e-3), lr_high (3e-3, 5e-3), head (timm's own init), warmup, layer_decay, probe
+                (freeze_epochs 1), bn (model.freeze_bn), wd, scratch (the same model and size from scratch, at its own
+                lr 3e-3), sizes (size against epochs at about equal time, progressive resizing)
 
     python benchmarks/finetune.py [--dir bench-finetune] [--size 96] [--epochs 5] [--seeds 2] [--parts lr,head]
         [--set train.lr=1e-3 ...]   (--set: the base of every variant, e.g. the best lr once measured)
@@ -48,7 +49,8 @@ PARTS = {
     # size against epochs at about equal training time (a fold epoch's cost grows ~2x a step of 32 px here)
     "sizes": [("64px x 12 epochs", ["input.size=64", "train.epochs=12"]),
               ("128px x 3 epochs", ["input.size=128", "train.epochs=3"]),
-              ("128px x 4 epochs, progressive from 0.5", ["input.size=128", "train.epochs=4", "train.progressive=0.5"])],
+              ("128px x 4 epochs, progressive from 0.5",
+               ["input.size=128", "train.epochs=4", "train.progressive=0.5"])],
 }
 
 
