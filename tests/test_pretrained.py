@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from sklearn.datasets import load_sample_image
 
 from comp import weights
-from comp.config import from_dict
+from comp.config import FINETUNE, from_dict
 from comp.train.model import create_model
 
 
@@ -36,7 +36,7 @@ def test_auto_uses_the_hub_cache_and_says_so(lite0_hub, tmp_path):
     cfg = from_dict({"model": {"name": "tf_efficientnet_lite0"}})
     assert cfg.model.pretrained is True
     assert "from the local hub cache (timm/tf_efficientnet_lite0.in1k)" in cfg.derived["model.pretrained"]
-    assert cfg.train.lr == 5e-4 and "fine-tuning" in cfg.derived["train.lr"]
+    assert cfg.train.lr == FINETUNE["lr"] and "fine-tuning" in cfg.derived["train.lr"]
     model = create_model(cfg, 1000)
     ref = timm.create_model("tf_efficientnet_lite0", pretrained=True)
     assert torch.equal(model.conv_stem.weight, ref.conv_stem.weight)  # the real weights, not a random init

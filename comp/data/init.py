@@ -35,9 +35,9 @@ HINT = """
 # Left unset, input.size, train.batch_size, lr and epochs are fitted to the data and the machine, and training
 # prints each with its reason (README "Defaults fitted to the data").
 # folds: {n_splits: 5, seed: 42}
-# model: {name: resnet18, pretrained: false}
-# input: {size: median image short side, rounded to 32, resize: stretch}
-# train: {epochs: 30 from scratch / 10 fine-tuning, batch_size: 64 (CPU: 128 from 2048 rows), lr: 3e-3 / 5e-4, loss: ce}
+# model: {name: resnet18, pretrained: auto (hub weights when the local cache has them, else from scratch)}
+# input: {size: small images: their median short side; larger: fitted to this machine and train.fit_minutes}
+# train: {epochs: 30 from scratch / 10 fine-tuning, batch_size: 64 (CPU: 128 from 2048 rows), lr: 3e-3 / 2e-3, loss: ce}
 # infer: {tta: [identity]}
 # data.metric: macro_f1 (default), accuracy, log_loss, qwk, roc_auc -- set the competition's own metric.
 """

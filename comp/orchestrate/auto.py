@@ -210,6 +210,7 @@ def _make_plan(a: Auto, models: list[str] | None) -> tuple[ap.Plan, dict]:
         cfg, base = _small_images(a, base, cands, c, cfg)
     train_ips, infer_ips = probe_models(cfg, cands, len(counts), _probe_batch(cfg))
     inp = _inputs(a, c, cfg.folds.n_splits, train_ips, infer_ips)
+    inp = replace(inp, infer_scale=((cfg.infer.size or cfg.input.size) / cfg.input.size) ** 2)
     folds, folds_why = (cfg.folds.n_splits, "folds.n_splits from comp.yaml") if "folds.n_splits" in mine \
         else ap.fold_count(inp)
     plan = ap.make_plan(replace(inp, n_splits=folds))
@@ -280,7 +281,8 @@ def _fit_size(a: Auto, base: list[str], cands: list[str], c: dict, top: int):
     rows = []
     for s in sizes:
         tr, inf = probe.probe_model(cfg, fast, n, s, batch, bool(cfg.train.channels_last))
-        plan = ap.make_plan(_inputs(a, c, 3, {fast: tr}, {fast: inf}))
+        scale = (ap.fixres_size(s, top) / s) ** 2 if c["tuned"] and "infer.size" not in mine else 1.0
+        plan = ap.make_plan(replace(_inputs(a, c, 3, {fast: tr}, {fast: inf}), infer_scale=scale))
         rows.append((s, plan.epochs, plan.epoch_s[fast]))
         if plan.epochs < need:
             break

@@ -57,6 +57,7 @@ class PlanInputs:
     gpus: int = 0
     views: int = 2  # TTA views of predict (test and OOF)
     decode_s_per_image: float = 0.002
+    infer_scale: float = 1.0  # predict's pixels over training's (infer.size / input.size squared: FixRes)
 
 
 @dataclass
@@ -112,7 +113,7 @@ def predict_s(inp: PlanInputs, model: str) -> float:
     """comp predict --oof with TTA: every test image through every fold model and the refit, every train image
     once, per view; two calls (folds, then folds + full)."""
     images = (inp.n_test * (inp.n_splits + 1) + inp.n_train) * inp.views
-    return images / inp.infer_ips[model] + 2 * SETUP_S
+    return images * inp.infer_scale / inp.infer_ips[model] + 2 * SETUP_S
 
 
 def folds_stage_s(inp: PlanInputs, model: str, epochs: int) -> float:
