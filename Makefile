@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 export NO_ALBUMENTATIONS_UPDATE := 1
 DEMO := demo
-DEMO_ARGS ?= --n-train 3000 --n-test 1000 --imbalance 5
+DEMO_ARGS ?= --n-train 1500 --n-test 500 --imbalance 5
 
 .PHONY: install test test-fast demo lint bench clean
 

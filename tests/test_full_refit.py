@@ -25,6 +25,7 @@ from comp.data.competition import DataError
 from comp.data.folds import make_folds
 from comp.infer import ledger
 from comp.techniques import sources
+from comp.train.defaults import fit_defaults
 from comp.train.loop import train_folds, train_full
 from comp.train.refit import full_epochs, plan_full
 from comp.train.state import check_state
@@ -176,7 +177,9 @@ def test_full_run_stopped_in_seed_1_resumes_in_a_new_process_to_the_same_weights
     rec = json.loads((state / "trainer.json").read_text())
     assert rec["fold"] == "full_s1" and rec["epoch"] == 1 and not (run / "full_s1" / "done.json").exists()
     # The state belongs to seed 1's run: refused for another full run, or for the config of another seed.
-    digests = [runs.config_digest(c) for c in plan_full(tiny_cfg(cwd, "e", "train.epochs=1"), 2).configs]
+    cfg = tiny_cfg(cwd, "e", "train.epochs=1")
+    fit_defaults(cfg, lambda: [], echo=quiet, probe=False)  # as comp train --full does: the recorded fitted values
+    digests = [runs.config_digest(c) for c in plan_full(cfg, 2).configs]
     assert rec["config_digest"] == digests[1] != digests[0]
     with pytest.raises(ConfigError, match="holds the state of full_s1, not of full_s0"):
         check_state(state, "full_s0", digests[1])

@@ -208,7 +208,11 @@ def _make_plan(a: Auto, models: list[str] | None) -> tuple[ap.Plan, dict]:
         cfg, base = _fit_size(a, base, cands, c, top=cfg.input.size)
     else:
         cfg, base = _small_images(a, base, cands, c, cfg)
-    train_ips, infer_ips = probe_models(cfg, cands, len(counts), _probe_batch(cfg))
+    probed = c.get("probed", {}).get(str(cfg.input.size))
+    if probed and cands == [c["probed"]["model"]]:  # the size's probe of the one candidate: not probed twice
+        train_ips, infer_ips = {cands[0]: probed[0]}, {cands[0]: probed[1]}
+    else:
+        train_ips, infer_ips = probe_models(cfg, cands, len(counts), _probe_batch(cfg))
     inp = _inputs(a, c, cfg.folds.n_splits, train_ips, infer_ips)
     inp = replace(inp, infer_scale=((cfg.infer.size or cfg.input.size) / cfg.input.size) ** 2)
     folds, folds_why = (cfg.folds.n_splits, "folds.n_splits from comp.yaml") if "folds.n_splits" in mine \
@@ -276,20 +280,23 @@ def _fit_size(a: Auto, base: list[str], cands: list[str], c: dict, top: int):
     base += [f"train.batch_size={cfg.train.batch_size}"] * bool("train.batch_size" not in mine and cfg.train.batch_size)
     c["layout_why"], c["batch_why"] = (cfg.derived.get(k, "") for k in ("train.channels_last", "train.batch_size"))
     batch, need = _probe_batch(cfg), ap.MIN_FOLD_EPOCHS["finetune" if c["tuned"] else "scratch"]
-    ref_ips = probe.probe_models(cfg, cands, n, batch)[0]
-    fast = max(ref_ips, key=ref_ips.get)
-    rows = []
+    ref_train, ref_infer = probe.probe_models(cfg, cands, n, batch)
+    fast = max(ref_train, key=ref_train.get)
+    rows, c["probed"] = [], {"model": fast}
+    folds = cfg.folds.n_splits if "folds.n_splits" in mine else 3
     for s in sizes:
-        tr, inf = probe.probe_model(cfg, fast, n, s, batch, bool(cfg.train.channels_last))
+        tr, inf = (ref_train[fast], ref_infer[fast]) if s == ref else \
+            probe.probe_model(cfg, fast, n, s, batch, bool(cfg.train.channels_last))
+        c["probed"][str(s)] = [tr, inf]
         scale = (ap.fixres_size(s, top) / s) ** 2 if c["tuned"] and "infer.size" not in mine else 1.0
-        plan = ap.make_plan(replace(_inputs(a, c, 3, {fast: tr}, {fast: inf}), infer_scale=scale))
+        plan = ap.make_plan(replace(_inputs(a, c, folds, {fast: tr}, {fast: inf}), infer_scale=scale))
         rows.append((s, plan.epochs, plan.epoch_s[fast]))
         if plan.epochs < need:
             break
     fits = [r for r in rows if r[1] >= need]
     size = (fits[-1] if fits else rows[0])[0]
     base.append(f"input.size={size}")
-    shown = "; ".join(f"{s}px {e} epochs x 3 folds at {t:.0f}s" for s, e, t in rows)
+    shown = "; ".join(f"{s}px {e} epochs x {folds} folds at {t:.0f}s a fold epoch" for s, e, t in rows)
     c["size_why"] = (f"the largest size whose folds afford {need} epochs of {fast} here ({shown}); images up to {top}")
     if c["tuned"] and "infer.size" not in mine:
         base.append(f"infer.size={ap.fixres_size(size, top)}")
