@@ -9,7 +9,8 @@ its training size and at 4/3 of it (holdout_fixres: infer.size, the FixRes effec
 Every variant runs with --seeds seeds (train.seed 1, 2, ...); the table gives each run and the mean.
 
     base        head zeroed, AdamW lr 5e-4, weight decay 0.05, cosine, warmup by comp's rule, BN trained
-    --parts     lr (1e-4 .. 2e-3), lr_high (3e-3, 5e-3), head (timm's own init), warmup, layer_decay, probe
+    --parts     lr (1e-4 .. 2e-3), lr_high (3e-3, 5e-3), head (timm's own init), old (timm's init and lr 5e-4: the
+                defaults before issue 34), warmup, layer_decay, probe
                 (freeze_epochs 1), bn (model.freeze_bn), wd, scratch (the same model and size from scratch, at its own
                 lr 3e-3), sizes (size against epochs at about equal time, progressive resizing)
 
@@ -40,6 +41,8 @@ PARTS = {
            ("lr 2e-3", ["train.lr=2e-3"])],
     "lr_high": [("lr 3e-3", ["train.lr=3e-3"]), ("lr 5e-3", ["train.lr=5e-3"])],
     "head": [("timm's head init", ["model.head_init_scale=1.0"])],
+    "old": [("comp's defaults before issue 34: timm's head, lr 5e-4",
+             ["model.head_init_scale=1.0", "train.lr=5e-4"])],
     "warmup": [("no warmup", ["train.warmup_epochs=0"])],
     "layer_decay": [("layer_decay 0.75", ["train.layer_decay=0.75"])],
     "probe": [("freeze_epochs 1 (linear probe first)", ["model.freeze_epochs=1"])],
