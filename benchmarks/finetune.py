@@ -36,6 +36,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # the weights come from the local hub cache;
 sys.path.insert(0, str(Path(__file__).parent))
 from techniques import comp, holdout_of  # noqa: E402
 
+from comp.orchestrate.auto_plan import fixres_size  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = {
     "lr": [("lr 1e-4", ["train.lr=1e-4"]), ("lr 2.5e-4", ["train.lr=2.5e-4"]), ("lr 1e-3", ["train.lr=1e-3"]),
@@ -75,10 +77,6 @@ def hub() -> None:
         raise SystemExit(r.stdout + r.stderr)
 
 
-def fixres(size: int) -> int:
-    return int(32 * round(size * 4 / 3 / 32))
-
-
 def run(where: Path, exp: str, sets: list[str]) -> dict:
     t0 = time.perf_counter()
     args = [a for s in sets for a in ("--set", s)]
@@ -86,7 +84,7 @@ def run(where: Path, exp: str, sets: list[str]) -> dict:
     train_s = time.perf_counter() - t0
     size = int(next(s for s in reversed(sets) if s.startswith("input.size=")).split("=")[1])
     comp(where, "predict", "--exp", exp, "--fold", "0", "--tta", "identity", "--overwrite", "--set",
-         f"infer.size={fixres(size)}", "--set", "train.cache=disk")
+         f"infer.size={fixres_size(size, top=10**6)}", "--set", "train.cache=disk")
     above = holdout_of(where, f"runs/{exp}/test_fold0.csv")
     comp(where, "predict", "--exp", exp, "--fold", "0", "--tta", "identity", "--overwrite")
     m = pd.read_csv(where / "runs" / exp / "fold_0" / "metrics.csv")

@@ -67,7 +67,7 @@ step "comp train --exp base --all-folds   (configs/base.yaml)"
 "$COMP" train --exp base --all-folds ${SETS[@]+"${SETS[@]}"}
 [ -f runs/base/oof.csv ] || { echo "demo: training did not finish (no runs/base/oof.csv)" >&2; exit 1; }
 SIZE=$("$PY" -c "import yaml; print(yaml.safe_load(open('runs/base/config.yaml'))['input']['size'])")
-ABOVE=$(( (SIZE * 4 / 3 + 16) / 32 * 32 ))
+ABOVE=$("$PY" -c "from comp.orchestrate.auto_plan import fixres_size; print(fixres_size($SIZE, top=10**6))")
 SETS+=(--set "infer.size=$ABOVE")
 
 step "comp predict --exp base --oof --set infer.size=$ABOVE   (trained at ${SIZE}px; TTA views from infer.tta, test and OOF alike)"
