@@ -68,10 +68,10 @@ step "comp train --exp base --all-folds   (configs/base.yaml)"
 [ -f runs/base/oof.csv ] || { echo "demo: training did not finish (no runs/base/oof.csv)" >&2; exit 1; }
 SIZE=$("$PY" -c "import yaml; print(yaml.safe_load(open('runs/base/config.yaml'))['input']['size'])")
 ABOVE=$("$PY" -c "from comp.orchestrate.auto_plan import fixres_size; print(fixres_size($SIZE, top=10**6))")
-SETS+=(--set "infer.size=$ABOVE")
+PSETS=(${SETS[@]+"${SETS[@]}"} --set "infer.size=$ABOVE")  # predict only: train --full keeps the recipe
 
 step "comp predict --exp base --oof --set infer.size=$ABOVE   (trained at ${SIZE}px; TTA views from infer.tta, test and OOF alike)"
-"$COMP" predict --exp base --oof ${SETS[@]+"${SETS[@]}"}
+"$COMP" predict --exp base --oof "${PSETS[@]}"
 
 step "comp ensemble --exp base --tune-bias"
 "$COMP" ensemble --exp base --name demo_argmax
@@ -79,7 +79,7 @@ step "comp ensemble --exp base --tune-bias"
 
 step "comp train --exp base --full   (every row, epochs from the folds' best epochs; CV stays the folds')"
 "$COMP" train --exp base --full ${SETS[@]+"${SETS[@]}"}
-"$COMP" predict --exp base --use full ${SETS[@]+"${SETS[@]}"}
+"$COMP" predict --exp base --use full "${PSETS[@]}"
 "$COMP" ensemble --exp base --use full --tune-bias --name demo_full
 
 step "comp score"
