@@ -111,6 +111,19 @@ def test_size_and_epochs_fitted_to_the_machine_and_the_budget(monkeypatch):
     assert mine.train.epochs == 2 and "train.epochs" not in mine.derived
 
 
+def test_a_fine_tuned_size_needs_three_epochs_a_fold_as_in_comp_auto():
+    """comp train's size rule for pretrained weights is comp auto's: the size whose folds afford 3 epochs (a
+    fine-tuned backbone needs pixels more than epochs), where from scratch it is half the default epochs."""
+    from comp.config import FINETUNE, from_dict
+    from comp.orchestrate.auto_plan import MIN_FOLD_EPOCHS
+    from comp.train.fit import min_fold_epochs
+
+    tuned = from_dict({"model": {"name": "test_resnet", "pretrained": True}})
+    assert min_fold_epochs(tuned, FINETUNE["epochs"]) == 3 == MIN_FOLD_EPOCHS["finetune"]
+    scratch = from_dict({"model": {"name": "test_resnet", "pretrained": False}})
+    assert min_fold_epochs(scratch, SCRATCH["epochs"]) == 15
+
+
 def test_a_rerun_that_leaves_fitted_keys_unset_is_no_config_change(workdir, competition):
     """The fitted values are recorded in runs/E/config.yaml; a later command with the same (unset) keys compares
     equal (comp launch's check before its jobs), and a resumed run takes the recorded values back."""

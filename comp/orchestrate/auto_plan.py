@@ -12,6 +12,7 @@ import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 
+from comp.train.fit import MIN_FINETUNE_EPOCHS
 from comp.train.probe import EFFICIENCY_CPU, EFFICIENCY_GPU
 from comp.weights import CANDIDATES_CPU, CANDIDATES_GPU
 
@@ -38,10 +39,9 @@ PRETRAINED_CPU, PRETRAINED_GPU = list(CANDIDATES_CPU), list(CANDIDATES_GPU)
 MODELS_CPU = ["resnet18", "resnet10t"]
 MODELS_GPU = ["resnet18", "resnet50", "convnext_nano", "efficientnet_b0"]
 FINETUNE_WHY = "fine-tuning is preferred: it beat training from scratch at equal time on photos (docs/benchmarks.md)"
-# Large images: the largest input size whose folds afford this many epochs (comp auto's _fit_size). A pretrained
-# backbone needs pixels more than epochs: on 5,000 photos (docs/benchmarks.md), at equal time a fold, lite0 at 64 px x
-# 17 epochs scored 0.42 single-model hold-out macro F1 where 96 px x 7 epochs scored 0.61 (under 6, 64 px was chosen).
-MIN_FOLD_EPOCHS = {"finetune": 3, "scratch": 20}
+# Large images: the largest input size whose folds afford this many epochs (comp auto's _fit_size; fine-tuning: the
+# same rule as comp train's, comp.train.fit.MIN_FINETUNE_EPOCHS, and why).
+MIN_FOLD_EPOCHS = {"finetune": MIN_FINETUNE_EPOCHS, "scratch": 20}
 FIXRES = 4 / 3  # a pretrained model predicts at this x its training size (rounded to 32, within the images' size)
 FIXRES_WHY = "the FixRes effect: a lite0 fine-tuned at 96px scored +0.05 hold-out macro F1 predicted at 128px"
 

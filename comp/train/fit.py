@@ -7,8 +7,8 @@ user left unset: every fold of the experiment should train within ``train.fit_mi
     batch        on a CPU, train.batch_size when unset: the fastest of 32, 64 and 128 images a step at that size
                  (lite0 at 96 px, 2 cores: 129, 106 and 61 img/s), keeping >= 16 steps an epoch
     size         a probe at each candidate (smallest first, stopping once one affords too few epochs): the largest
-                 whose folds afford at least half the default epochs (10 fine-tuning, 30 from scratch; all of them
-                 when the user set train.epochs), else the smallest
+                 whose folds afford MIN_FINETUNE_EPOCHS (3) when fine-tuning, half the default epochs (15) from
+                 scratch, or all of them when the user set train.epochs; else the smallest
     epochs       the default, or what the budget affords at that size when less (train.epochs unset)
 
 The estimate (folds x epochs x a fold epoch's seconds) is printed before training, with each candidate's figures.
@@ -31,6 +31,9 @@ GPU_PROBE_BATCH = 64  # a GPU's batch comes later, from a memory probe at the ch
 EPOCH_OVERHEAD_S = 0.3  # state, checkpoint and metrics writes of an epoch
 SETUP_S = 10.0  # the run's start: accelerator, model, the first decode's setup
 DECODE_S = 0.004  # seconds to decode one training image once (300-700 px JPEGs, draft decoding, 2 cores)
+# A pretrained backbone needs pixels more than epochs: on 5,000 photos (docs/benchmarks.md), at equal time a fold,
+# lite0 at 64 px x 17 epochs scored 0.42 single-model hold-out macro F1 where 96 px x 7 epochs scored 0.61.
+MIN_FINETUNE_EPOCHS = 3
 
 
 @dataclass
@@ -65,7 +68,7 @@ def fit_to_machine(cfg: Config, n_rows: int, folds: int, num_classes: int, top: 
     batch = cfg.train.batch_size or GPU_PROBE_BATCH
     user_epochs = "train.epochs" not in cfg.derived
     target = cfg.train.epochs
-    need = target if user_epochs else max(1, math.ceil(target / 2))
+    need = target if user_epochs else min_fold_epochs(cfg, target)
     budget = cfg.train.fit_minutes * 60 - SETUP_S - n_rows * DECODE_S
     costs = []
     for s in sizes:
@@ -89,6 +92,13 @@ def fit_to_machine(cfg: Config, n_rows: int, folds: int, num_classes: int, top: 
             f"({cfg.model.name}, {best.train_ips:.0f} img/s training at batch {batch}"
             f"{', channels_last' if cfg.train.channels_last else ''}); probed: {'; '.join(other) or 'no other size'}; "
             f"{header_why}")
+
+
+def min_fold_epochs(cfg: Config, default_epochs: int) -> int:
+    """The fewest epochs a candidate size must afford on every fold (train.epochs unset): 3 fine-tuning, else half the
+    default."""
+    tuned = cfg.model.pretrained is True or bool(cfg.model.pretrained_file)
+    return min(default_epochs, MIN_FINETUNE_EPOCHS) if tuned else max(1, math.ceil(default_epochs / 2))
 
 
 def fit_layout(cfg: Config, num_classes: int, size: int) -> None:
