@@ -139,3 +139,43 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         os.replace(path, old)
     _commit(tmp, path, 0o777)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def digest_file(path: str | Path) -> str | None:
+    """sha256 of a file's bytes (None when it is missing)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except FileNotFoundError:
+        return None
+    return h.hexdigest()[:20]
+
+
+def recipe_path(out: str | Path) -> Path:
+    """Where ``record_recipe`` keeps what made ``out``: a hidden file beside it."""
+    out = Path(out)
+    return out.parent / f".{out.name}.recipe.json"
+
+
+def _canonical(recipe: dict) -> str:
+    import json
+
+    return json.dumps(recipe, sort_keys=True, default=str, indent=1)
+
+
+def same_recipe(out: str | Path, recipe: dict) -> bool:
+    """True when ``out`` exists and ``record_recipe`` recorded this very recipe for it: a second run of the command
+    that made it, with the same arguments and inputs, has nothing to do."""
+    try:
+        return Path(out).exists() and recipe_path(out).read_text(encoding="utf-8") == _canonical(recipe)
+    except OSError:
+        return False
+
+
+def record_recipe(out: str | Path, recipe: dict) -> None:
+    """Record what made ``out`` (the arguments that matter and a digest of each input file), after writing it."""
+    write_text(recipe_path(out), _canonical(recipe))

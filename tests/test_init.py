@@ -40,10 +40,21 @@ def test_sample_competition_is_detected(competition, tmp_path, monkeypatch):
     train = load_train(cfg)
     assert len(train) == 600 and train["path"].notna().all()
     assert len(load_test(cfg)) == 150
-    # an existing config is kept unless --overwrite
+    # issue 35: the same command again is a no-op (the file and the user's edits in it kept); another folder is refused
+    with open(tmp_path / "comp.yaml", "a", encoding="utf-8") as f:
+        f.write("model: {name: resnet10t}\n")
+    edited = (tmp_path / "comp.yaml").read_bytes()
     r = CliRunner().invoke(cli, ["init", str(competition)])
-    assert r.exit_code == 1 and "--overwrite" in r.output
+    assert r.exit_code == 0 and "already describes" in r.output and "nothing written" in r.output, r.output
+    assert (tmp_path / "comp.yaml").read_bytes() == edited
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("train.csv", "train_images", "test_images", "sample_submission.csv"):
+        (other / name).symlink_to(competition / name)
+    r = CliRunner().invoke(cli, ["init", str(other)])
+    assert r.exit_code == 1 and "--overwrite" in r.output and "describes" in r.output
     assert CliRunner().invoke(cli, ["init", str(competition), "--overwrite"]).exit_code == 0
+    assert (tmp_path / "comp.yaml").read_bytes() != edited
 
 
 def test_root_is_relative_to_the_config_folder(competition, tmp_path, monkeypatch):
@@ -130,3 +141,30 @@ def test_class_per_folder_tree(tmp_path, nested, monkeypatch):
     train = load_train(cfg)
     assert sorted(set(train["label"])) == sorted(classes) and len(train) == 9
     assert run_check(cfg, out_dir=None, echo=quiet, progress=False).ok
+
+
+KOREAN = ["티셔츠", "바지", "풀오버", "드레스", "코트", "샌들", "셔츠", "운동화", "가방", "앵클 부츠"]
+
+
+def test_spaced_class_names_with_trailing_spaces_stay_single_label(competition, tmp_path, monkeypatch):
+    """Issue 35: class names that hold a space ("앵클 부츠", as "Ankle boot"), one row in seven with a trailing space
+    (a spreadsheet export): 10 classes, single-label, the stripped cells counted, the evidence printed."""
+    from comp.data.sample import FASHION_CLASSES
+
+    root = tmp_path / "ko"
+    root.mkdir()
+    for name in ("train_images", "test_images", "sample_submission.csv"):
+        (root / name).symlink_to(competition / name)
+    train = pd.read_csv(competition / "train.csv", dtype=str)
+    ko = dict(zip(FASHION_CLASSES, KOREAN))
+    train["label"] = [ko[v] + (" " if i % 7 == 3 else "") for i, v in enumerate(train["label"])]
+    train.to_csv(root / "train.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["init", str(root)])
+    assert r.exit_code == 0, r.output
+    n = sum(i % 7 == 3 for i in range(len(train)))
+    assert "task: multilabel" not in r.output and "classes: 10 in" in r.output, r.output
+    assert f"whitespace: stripped around {n} cells of train.csv (label {n})" in r.output
+    assert "task: single-label" in r.output and "'앵클 부츠'" in r.output
+    cfg = load_config(tmp_path / "comp.yaml")
+    assert cfg.data.task != "multilabel" and sorted(set(load_train(cfg)["label"])) == sorted(KOREAN)

@@ -78,7 +78,13 @@ def test_init_stops_when_it_cannot_tell(tmp_path, layouts):
     d.mkdir()
     (d / "train").symlink_to(layouts["hpa"] / "train")
     ids = _csv(layouts["hpa"] / "train.csv")["Id"][:40]
-    labels = (["Ankle boot", "Ankle shoe", "Bag"] * 14)[:40]  # 'Ankle' shared, fewer cells than words
+    # 'Ankle' is shared, but 'boot' and 'shoe' are found in no other cell: names that hold a space, one class each
+    labels = (["Ankle boot", "Ankle shoe", "Bag"] * 14)[:40]
+    pd.DataFrame({"Id": ids, "label": labels}).to_csv(d / "train.csv", index=False)
+    data, why = detect(d)
+    assert "task" not in data and any("task: single-label" in w and "'Ankle boot'" in w for w in why), why
+    # every word is found in two cells, none alone, as many cells as words: multi-label or three two-word names
+    labels = (["red cat", "red dog", "cat dog"] * 14)[:40]
     pd.DataFrame({"Id": ids, "label": labels}).to_csv(d / "train.csv", index=False)
     with pytest.raises(DataError, match="--task multiclass|multilabel"):
         detect(d)

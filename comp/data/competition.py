@@ -153,7 +153,7 @@ def load_train(cfg: Config) -> pd.DataFrame:
         labels = onehot_labels(raw, list(d.label_cols), csv)
     df = pd.DataFrame({"id": raw[d.id_col].str.strip(), "label": labels})
     if d.group_col:
-        df["group"] = raw[d.group_col]
+        df["group"] = raw[d.group_col].str.strip()  # "p1 " is patient p1: one group, never split across folds
     paths = [safe_join(train_dir, image_name(cfg, i)) for i in df["id"]]
     # object dtype: pandas 3 would store None as NaN in a str column, and later steps test ``path is None``
     df["path"] = pd.Series([str(p) if p is not None else None for p in paths], dtype=object, index=df.index)

@@ -277,7 +277,21 @@ def _pick_columns(train: pd.DataFrame, train_csv: Path, sample: pd.DataFrame | N
             check_label_cells(labels, " ", train_csv, label_col)
             ml.update(task="multilabel", label_sep=" ")
             why.append(f"task: multilabel ({reason}; else pass --task multiclass)")
+        elif reason:
+            why.append(f"task: single-label ({reason}; else pass --task multilabel)")
     return id_col, label_col, label_cols, labels
+
+
+def _strip_cells(train: pd.DataFrame, train_csv: Path, why: list[str]) -> pd.DataFrame:
+    """train.csv's cells with whitespace around them stripped (a spreadsheet export's "Ankle boot "), as every
+    later stage reads them; says how many cells changed."""
+    stripped = train.apply(lambda c: c.str.strip())
+    changed = (stripped != train).sum()
+    if changed.sum():
+        cols = ", ".join(f"{c} {n}" for c, n in changed.items() if n)
+        why.append(f"whitespace: stripped around {changed.sum()} cells of {train_csv.name} ({cols}); comp reads "
+                   f"them stripped at every stage")
+    return stripped
 
 
 def _describe_labels(root: Path, train_csv: Path, train: pd.DataFrame, labels: pd.Series, group_col: str | None,
@@ -374,6 +388,7 @@ def detect(
     if train.empty or len(train.columns) < 2:
         raise DataError(f"{train_csv}: expected a header and rows with an id and a label column")
     why.append(f"layout: csv ({train_csv.name} lists the train images)")
+    train = _strip_cells(train, train_csv, why)
     sample_csv = _pick_csv(root, ("sample_submission", "sample", "submission"), exclude=("solution",))
     sample = read_csv_str(sample_csv) if sample_csv else None
     sample_name = sample_csv.name if sample_csv else ""
@@ -531,6 +546,24 @@ def image_sizes(cfg: Config) -> str:
                    f"{FIT_MIN_SIDE} to {size}px) and train.fit_minutes, and prints the estimate before it starts")
 
 
+def _already_set_up(config_path: Path, root: Path, data: dict, echo: Callable[[str], None]) -> Config:
+    """A second `comp init DIR` where config_path already describes DIR: nothing written, the file (and any edit in
+    it) kept, what detection would now write differently listed. Another competition's config is refused."""
+    try:
+        old = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}).get("data") or {}
+    except (yaml.YAMLError, AttributeError, UnicodeDecodeError):
+        old = {}
+    old_root = (config_path.resolve().parent / str(old.get("root", ""))).resolve() if old.get("root") else None
+    if old_root != root.resolve():
+        raise FileExistsError(f"{config_path} exists and describes {old_root or 'no data.root'}, not {root}; pass "
+                              f"--overwrite to replace it (or -c OTHER.yaml)")
+    differ = [f"data.{k}: {old.get(k)!r} (detected now: {v!r})" for k, v in data.items() if old.get(k) != v]
+    echo(f"{config_path} already describes {root}: nothing written (pass --overwrite to detect it again)")
+    if differ:
+        echo(f"  kept as the file has it: {'; '.join(differ)}")
+    return load_config(config_path)
+
+
 def init_competition(
     directory: str | Path,
     config_path: str | Path = "comp.yaml",
@@ -549,11 +582,11 @@ def init_competition(
     if not root.is_dir():
         raise DataError(f"{root} is not a folder")
     config_path = Path(config_path)
-    if config_path.exists() and not overwrite:
-        raise FileExistsError(f"{config_path} exists; pass --overwrite to replace it (or -c OTHER.yaml)")
     data, why = detect(root, id_col, label_col, group_col, train_dir, test_dir, label_cols, task)
     base = config_path.resolve().parent
     data = {"root": _rel(root, base), **data}
+    if config_path.exists() and not overwrite:
+        return _already_set_up(config_path, root, data, echo)
     if data.get("test_dir") and data.get("layout") == "csv":  # test.csv and the sample must agree: say so now
         _check_test_files(from_dict({"data": data}, base_dir=str(base)), echo)
     text = (f"# written by `comp init {directory}`; edit freely (unknown keys are errors)\n"

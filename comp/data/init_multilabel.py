@@ -2,10 +2,13 @@
 
     wide      every class column of a wide sample submission is a 0/1 column of train.csv and some row has
               other than exactly one 1 (RANZCR, CheXpert): the target is those columns
-    column    the label column's cells split on spaces into names that combine freely: some name appears in
-              several distinct cells and there are more distinct cells than names (HPA's "0 5 25", Planet's
-              "haze primary"). Names that merely hold a space ("Ankle boot": its words never appear apart) stay
-              one class; anything in between stops and names ``--task``.
+    column    the label column's cells (whitespace around them stripped) split on spaces into names that combine
+              freely, evidence single-label data cannot give: (nearly) every cell of several names is made of names
+              that each appear in other cells too, and either there are more distinct cells than names or some
+              name stands alone in one cell and in a combination in another (HPA's "0 5 25", Planet's "haze
+              primary"). A cell with a word found in no other cell is a name that holds a space ("Ankle boot",
+              "앵클 부츠"): when every cell of several words is one, each is one class. Anything in between
+              stops and names ``--task``.
 
 ``--task multiclass`` turns both off, ``--task multilabel`` forces them.
 """
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
 import pandas as pd
 
 from comp.data.competition import DataError
@@ -52,28 +54,33 @@ def wide_target(train: pd.DataFrame, id_col: str, group_col: str | None, sample:
 
 
 def column_task(labels: pd.Series, col: str, task: str | None, sep: str = " ") -> tuple[bool, str]:
-    """(multi-label?, why) for a label column; a DataError naming --task when the cells can't tell."""
+    """(multi-label?, the evidence) for a label column; a DataError naming --task when the cells can't tell."""
     if task == "multilabel":
         return True, f"--task multilabel: {col}'s cells are class names separated by {sep!r}"
     if task == "multiclass":
         return False, ""
-    values = pd.unique(labels.astype(str))
+    values = [str(v) for v in pd.unique(labels.astype(str).str.strip())]
     split = [split_labels(v, sep) for v in values]
-    if all(len(s) <= 1 for s in split):
+    several = [(v, s) for v, s in zip(values, split) if len(s) > 1]
+    if not several:
         return False, ""
     where = defaultdict(set)
     for v, names in zip(values, split):
         for n in names:
             where[n].add(v)
-    shared = [n for n, vs in where.items() if len(vs) > 1]
-    if not shared:
-        return False, ""  # names with spaces in them ("Ankle boot"): one class each
-    per_row = np.array([len(s) for s in split])
-    if len(values) > len(where):
-        return True, (f"its cells are space-separated names ({len(where)} distinct, up to {per_row.max()} per "
-                      f"image, {len(values)} combinations): a multi-label target")
+    free = [v for v, s in several if all(len(where[n]) > 1 for n in s)]
+    whole = [v for v, s in several if v not in free]
+    alone = {s[0] for s in split if len(s) == 1} & {n for _, s in several for n in s}
+    if not free:
+        return False, (f"{len(several)} distinct cells hold a space, and each has a word found in no other cell "
+                       f"(e.g. {whole[0]!r}): one class each")
+    per_row = max(len(s) for s in split)
+    evidence = (f"{len(where)} distinct names in {len(values)} distinct cells, up to {per_row} per image; "
+                f"{len(free)} of {len(several)} cells of several names are made of names found in other cells too"
+                + (f", and {sorted(alone)[0]!r} stands alone in one cell and in a combination in another" if alone
+                   else ""))
+    if len(free) >= 0.9 * len(several) and (len(values) > len(where) or alone):
+        return True, f"its cells are space-separated names: {evidence}"
     raise DataError(
-        f"could not tell whether '{col}' holds one class per row or several separated by spaces: "
-        f"{len(values)} distinct cells, and the word {shared[0]!r} appears in several of them (e.g. "
-        f"{sorted(where[shared[0]])[:3]}). Pass {TASK_FLAG}"
-    )
+        f"could not tell whether '{col}' holds one class per row or several separated by spaces: {evidence}"
+        + (f"; yet {whole[0]!r} has a word found in no other cell" if whole else "") + f". Pass {TASK_FLAG}")

@@ -34,7 +34,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from comp.config import Config, ConfigError
 from comp.data.competition import DataError, label_map, load_test, read_csv_str
-from comp.files import write_csv
+from comp.files import digest_file, record_recipe, same_recipe, write_csv
 from comp.infer import ledger
 from comp.infer.decision import (
     apply_temperature,
@@ -765,6 +765,32 @@ def ensemble(
 
     data.task multilabel: comp.infer.multilabel.ensemble_multilabel (mean blend, per-class thresholds).
     """
+    recipe = _recipe(cfg, exps, weights, method, tune_bias, tune_thresholds, temperature, use, label_shift,
+                     bias_folds)
+    out = SUBMISSIONS_DIR / f"{name}.csv"
+    if name and re.fullmatch(r"[\w.-]+", name) and not overwrite and same_recipe(out, recipe):
+        echo(f"{out} already made by this blend of the same predictions; nothing to do (pass --overwrite to blend "
+             f"again)")
+        return {"path": str(out), "name": name, "members": list(exps), "already": True}
+    res = _blend(cfg, exps, weights, method, tune_bias, name, overwrite, bias_folds, echo, tune_thresholds,
+                 temperature, use, label_shift)
+    record_recipe(out, recipe)
+    return res
+
+
+def _recipe(cfg: Config, exps, weights, method, tune_bias, tune_thresholds, temperature, use, label_shift,
+            bias_folds) -> dict:
+    """What a submission is made from: the options and each member's OOF and test predictions (comp.files)."""
+    files = [run_dir(e) / f for e in exps for f in ("oof.csv", output_name(use))]
+    return {"command": "ensemble", "exps": list(exps), "weights": str(weights), "method": method,
+            "tune_bias": tune_bias, "tune_thresholds": tune_thresholds, "temperature": temperature, "use": use,
+            "label_shift": label_shift, "bias_folds": bias_folds, "data": cfg.to_dict()["data"],
+            "folds_seed": cfg.folds.seed, "inputs": {str(f): digest_file(f) for f in files}}
+
+
+def _blend(cfg: Config, exps, weights, method, tune_bias, name, overwrite, bias_folds, echo, tune_thresholds,
+           temperature, use, label_shift) -> dict:
+    """comp ensemble's work, once _recipe says it is not done yet."""
     if cfg.data.task == "multilabel":
         return _multilabel(cfg, exps, weights, method, tune_bias, temperature, name, overwrite, bias_folds, echo, use)
     exps, fixed, out_path = _check_args(cfg, exps, weights, method, name, overwrite, tune_bias, tune_thresholds,

@@ -26,6 +26,7 @@ numbers, every row is checked to arrive exactly once, and only the main process 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -40,7 +41,7 @@ import pandas as pd
 from comp.accel import inference_accelerator
 from comp.config import Config, ConfigError
 from comp.data.competition import DataError, load_test, load_train, read_csv_str
-from comp.files import write_csv, write_text
+from comp.files import digest_file, recipe_path, record_recipe, same_recipe, write_csv, write_text
 from comp.infer.decision import macro_f1
 from comp.infer.models import (
     FoldModel,
@@ -108,14 +109,23 @@ def predict(
     views, folds = _check_request(cfg, tta, oof, use, folds)
     run = run_dir(cfg.exp)
     outs = [run / output_name(use, k) for k in folds] or [run / output_name(use)]
-    for out_path in outs:
-        if out_path.exists() and not overwrite:
-            raise FileExistsError(f"{out_path} already exists; pass --overwrite to replace it")
     fold_models, full_models, oof_df = _choose_models(run, use, folds, oof)
     models = fold_models + full_models
     check_same_classes(models)
     classes = list(models[0].meta["classes"])
     exports = _exports(cfg.exp, engine, models, full_models)
+    test = load_test(cfg)
+    recipe = _recipe(cfg, views, oof, use, folds, engine, models, test)
+    if not overwrite and all(same_recipe(p, recipe) for p in outs + ([run / "oof.csv"] if oof else [])):
+        echo(f"predict {cfg.exp}: {', '.join(str(p) for p in outs)} already made by the same models, views and test "
+             f"images; nothing to do (pass --overwrite to predict again)")
+        done = read_csv_str(outs[0])
+        done.attrs["timing"], done.attrs["files"] = Timing(), [str(p) for p in outs]
+        return done
+    for out_path in outs:
+        if out_path.exists() and not overwrite:
+            raise FileExistsError(f"{out_path} already exists, made {_made_by(out_path)}; pass --overwrite to "
+                                  f"replace it")
 
     accelerator = inference_accelerator(cfg.train.precision)
     if exports is not None and accelerator.num_processes > 1:
@@ -130,7 +140,6 @@ def predict(
              f"{accelerator.num_processes} process(es) on {where}")
     timing = Timing()
 
-    test = load_test(cfg)
     if test.empty:
         raise DataError("no test images to predict (sample_submission.csv / data.test_dir is empty)")
     _check_paths(test, "test", "run `comp check` to see why")
@@ -148,6 +157,8 @@ def predict(
     if main:
         out = Written(outs, results, models, fold_models, folds, how, views, timing)
         _write_outputs(cfg, run, out, use, engine, test, probs, oof, echo)
+        for path in outs + ([run / "oof.csv"] if oof else []):
+            record_recipe(path, recipe)
         if oof_report:
             echo(oof_report)
     accelerator.wait_for_everyone()
@@ -155,6 +166,18 @@ def predict(
     result.attrs["timing"] = timing
     result.attrs["files"] = [str(p) for p in outs]
     return result
+
+
+def _recipe(cfg: Config, views, oof: bool, use: str, folds, engine: str, models, test: pd.DataFrame) -> dict:
+    """What a prediction is made from: the request, each model's weights and the test ids (comp.files recipes)."""
+    ids = hashlib.sha256("\n".join(test["id"].astype(str)).encode()).hexdigest()[:20]
+    return {"command": "predict", "views": views, "oof": oof, "use": use, "folds": folds, "engine": engine,
+            "infer_size": cfg.infer.size, "models": {m.name: digest_file(m.path) for m in models}, "test_ids": ids}
+
+
+def _made_by(path: Path) -> str:
+    """'by other models or views' when a recipe was recorded for ``path``, else 'before recipes were recorded'."""
+    return "by other models, views or test images" if recipe_path(path).exists() else "by an earlier command"
 
 
 def _check_request(cfg: Config, tta, oof: bool, use: str, folds) -> tuple[list[str], list[int]]:

@@ -137,6 +137,10 @@ def run_auto(config_path: str | Path = "comp.yaml", budget: str | float = "20m",
         raise ConfigError(f"--budget {budget}: at least 30s (a plan, one short training and a submission)")
     if resume and overwrite:
         raise ConfigError("--resume continues comp auto and --overwrite starts it again: pass one of them")
+    if not resume and not overwrite and _same_budget(budget_s):
+        echo(f"[auto] {AUTO_DIR / 'plan.json'} holds a run with this budget: the same command again continues it "
+             f"(done stages are kept; --overwrite starts again)")
+        resume = True
     a = _resume(config_path, echo, t0) if resume else _start(config_path, budget_s, gpus, address, overwrite, models,
                                                             echo, t0)
     stages = {"check": _check, "folds": _folds, "search": _search, "best": _best, "second": _second,
@@ -149,6 +153,14 @@ def run_auto(config_path: str | Path = "comp.yaml", budget: str | float = "20m",
         _run_stage(a, st, stages[st.name])
     echo(format_summary(a))
     return {"plan": a.plan.to_dict(), "choices": a.choices, "spent_s": a.elapsed(), "budget_s": a.budget_s}
+
+
+def _same_budget(budget_s: float) -> bool:
+    """runs/auto/plan.json exists and was planned for ``budget_s`` seconds."""
+    try:
+        return float(json.loads((AUTO_DIR / "plan.json").read_text(encoding="utf-8"))["budget_s"]) == budget_s
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _start(config_path: Path, budget_s: float, gpus, address, overwrite: bool, models, echo, t0: float) -> Auto:

@@ -315,6 +315,7 @@ class _Search:
     state_dir: Path  # Ray Tune's experiment state in it
     time_budget_s: float | None = None  # Ray stops the search (its running trials too) after this many seconds
     start: dict | None = None  # the first trial's values (comp auto's measured defaults); the rest are drawn
+    finished: bool = False  # runs/<exp>-tune holds this search, every trial ended (_finished)
 
     @property
     def epochs(self) -> int:
@@ -396,17 +397,19 @@ def _prepare(config_path: str | Path, exp: str, space_path: str | Path, trials: 
     workdir = Path.cwd().resolve()
     td = (workdir / tune_dir(exp))
     state_dir = td / EXPERIMENT_NAME
+    search = json.dumps({"space": {k: {kd: a} for k, (kd, a) in space.items()}, "trials": trials, "folds": folds,
+                         "metric": metric, "overrides": overrides, "config": str(config_path)}, indent=2)
+    finished = _finished(td, search, trials)
     if resume and not state_dir.exists():
         raise ConfigError(f"--resume: {state_dir} not found; there is no search of {exp} to continue")
-    if resume:
+    if resume and not finished:
         check_trusted(td)
-    if not resume and state_dir.exists():
+    if not resume and state_dir.exists() and not finished:
         raise ConfigError(f"{td} holds an earlier search of {exp}: pass --resume to continue it, or remove {td} "
                           f"to start a new one")
     td.mkdir(parents=True, exist_ok=True)
-    write_text(td / "search.json", json.dumps({"space": {k: {kd: a} for k, (kd, a) in space.items()},
-                                               "trials": trials, "folds": folds, "metric": metric,
-                                               "overrides": overrides, "config": str(config_path)}, indent=2))
+    if not finished:
+        write_text(td / "search.json", search)
     if metric == "val_score":
         from comp.metrics import create_metric
 
@@ -414,7 +417,18 @@ def _prepare(config_path: str | Path, exp: str, space_path: str | Path, trials: 
     else:
         mode = METRICS[metric]
     return _Search(exp=exp, config_path=config_path, overrides=overrides, space=space, cfg=cfg, folds=folds,
-                   metric=metric, mode=mode, trials=trials, workdir=workdir, td=td, state_dir=state_dir)
+                   metric=metric, mode=mode, trials=trials, workdir=workdir, td=td, state_dir=state_dir,
+                   finished=finished)
+
+
+def _finished(td: Path, search: str, trials: int) -> bool:
+    """runs/<exp>-tune holds this very search (search.json) with every trial ended (results.csv): the same command
+    again has nothing to do."""
+    try:
+        same = (td / "search.json").read_text(encoding="utf-8") == search
+        return same and len(pd.read_csv(td / "results.csv")) >= trials
+    except (OSError, ValueError):
+        return False
 
 
 def _make_tuner(s: _Search, trainable, resume: bool, grace_period: int, reduction_factor: int, seed: int, echo):
@@ -516,6 +530,8 @@ def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int 
     t0 = time.perf_counter()
     s = _prepare(config_path, exp, space_path, trials, folds, metric, overrides, resume)
     s.time_budget_s, s.start = time_budget_s, start
+    if s.finished:
+        return _already_finished(s, echo)
     echo(f"comp tune {exp}: {trials} trials of {len(s.space)} parameters ({', '.join(s.space)}), folds {s.folds}, "
          f"{s.epochs} epochs each, {metric} ({s.mode}); ASHA grace {grace_period}, reduction {reduction_factor}")
     # Save the search's state after every controller step, not every few seconds ("auto"): a kill between a
@@ -528,6 +544,18 @@ def tune(config_path: str | Path, exp: str, space_path: str | Path, trials: int 
     out["seconds"] = time.perf_counter() - t0
     echo(tune_summary(df, out, metric, exp))
     return out
+
+
+def _already_finished(s: _Search, echo: Callable[[str], None]) -> dict:
+    """The finished search's results, read back; nothing run or written."""
+    df = pd.read_csv(s.td / "results.csv")
+    ok = df[df[s.metric].notna()] if s.metric in df.columns else df.iloc[0:0]
+    best = ok.sort_values(s.metric, ascending=s.mode == "min").iloc[0].to_dict() if len(ok) else None
+    path = s.config_path.parent / "configs" / f"{s.exp}-best.yaml"
+    echo(f"comp tune {s.exp}: this search already finished ({len(df)} trials in {s.td / 'results.csv'}); nothing to "
+         f"do" + (f". Best: {best['trial']} {s.metric} {best[s.metric]:.4f} -> {path}" if best else ""))
+    return {"results": df, "best": best, "best_config": str(path), "importances": {}, "seconds": 0.0,
+            "ray_start_seconds": 0.0}
 
 
 def _plain(v):

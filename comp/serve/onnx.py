@@ -175,6 +175,13 @@ def export_fold(cfg: Config, fm: FoldModel, out: Path, opset: int = DEFAULT_OPSE
             "source": {"file": str(fm.path.name), **source_stamp(fm)}}
 
 
+def _exported(info: dict, fm, path: Path, opset: int, dynamic_batch: bool) -> bool:
+    """``path`` exists and export.json says it came from ``fm``'s weights as they are now, with these options."""
+    entry = (info.get("folds") or {}).get(str(fm.fold)) or {}
+    return path.exists() and entry.get("opset") == opset and entry.get("dynamic_batch") == dynamic_batch and \
+        entry.get("source") == {"file": str(fm.path.name), **source_stamp(fm)}
+
+
 def export(cfg: Config, folds: Sequence[int] | None = None, opset: int = DEFAULT_OPSET,
            dynamic_batch: bool = False, overwrite: bool = False, tolerance: float = TOLERANCE,
            echo: Callable[[str], None] = print) -> dict:
@@ -193,11 +200,16 @@ def export(cfg: Config, folds: Sequence[int] | None = None, opset: int = DEFAULT
         models = [have[k] for k in folds]
     out_dir = export_dir(exp)
     targets = [(fm, out_dir / f"fold_{fm.fold}.onnx") for fm in models]
-    exists = [str(p) for _, p in targets if p.exists()]
-    if exists and not overwrite:
-        raise FileExistsError(f"{exists[0]} already exists; pass --overwrite to export again")
     info_path = out_dir / "export.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
+    if not overwrite and all(_exported(info, fm, p, opset, dynamic_batch) for fm, p in targets):
+        echo(f"export {exp}: folds {[fm.fold for fm in models]} already exported from these weights with these "
+             f"options ({info_path}); nothing to do (pass --overwrite to export again)")
+        return info
+    exists = [str(p) for _, p in targets if p.exists()]
+    if exists and not overwrite:
+        raise FileExistsError(f"{exists[0]} already exists, exported from other weights or options; pass "
+                              f"--overwrite to export again")
     fm0 = models[0]
     head = {"exp": exp, "format": "onnx", "classes": fm0.meta["classes"], "size": fm0.size, "resize": fm0.resize,
             "mean": fm0.meta.get("mean"), "std": fm0.meta.get("std"), "model_name": fm0.meta.get("model_name"),

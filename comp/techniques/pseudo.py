@@ -35,7 +35,7 @@ import yaml
 
 from comp.config import Config, ConfigError, check_exp_name, resolve
 from comp.data.competition import DataError, read_csv_str, read_folds
-from comp.files import atomic_dir, write_csv, write_text
+from comp.files import atomic_dir, digest_file, record_recipe, same_recipe, write_csv, write_text
 
 PSEUDO_DIR = Path("folds") / "pseudo"
 BINS = np.round(np.linspace(0, 1, 21), 2)
@@ -160,8 +160,17 @@ def make_pseudo(
     if exp == source:
         raise ConfigError(f"--exp {exp}: name a new experiment, not the teacher")
     out = PSEUDO_DIR / exp
+    teacher = [Path("runs") / source / f for f in ("oof.csv", "test_folds.csv", "test.csv")]
+    recipe = {"command": "pseudo", "from": source, "threshold": threshold, "top": top, "soft": soft,
+              "folds": folds_digest(cfg), "task": cfg.data.task,
+              "teacher": {str(f): digest_file(f) for f in [*teacher, Path("submissions") / f"{source}.csv"]}}
+    if not overwrite and same_recipe(out, recipe):
+        echo(f"{out} already made from teacher {source}'s predictions as they are now, with these options; nothing "
+             f"to do (pass --overwrite to make it again)")
+        return out
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to make it again")
+        raise FileExistsError(f"{out} already exists, made from another teacher, folds or options; pass --overwrite "
+                              f"to make it again")
     classes, per_fold, ids, what, members = teacher_folds(cfg, source)
     id_col = cfg.data.id_col
     summary = {"teacher": source, "teacher_is": what, "soft": soft, "threshold": threshold, "top": top,
@@ -186,6 +195,7 @@ def make_pseudo(
         echo(f"wrote {cfg_path} (the teacher's settings + data.pseudo: {out})")
     else:
         echo(f"{cfg_path} exists: make sure it sets data.pseudo: {out}")
+    record_recipe(out, recipe)
     echo(f"wrote {out}/fold_k.csv, summary.json, confidence.png; next: comp train --exp {exp} --all-folds")
     return out
 

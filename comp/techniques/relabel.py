@@ -48,7 +48,7 @@ import pandas as pd
 
 from comp.config import Config, ConfigError, resolve
 from comp.data.competition import DataError, load_train, read_csv_str
-from comp.files import write_csv, write_text
+from comp.files import digest_file, record_recipe, same_recipe, write_csv, write_text
 from comp.train.rows import FoldRows, Pool
 
 ACCEPT = {"accept", "yes", "y", "1", "true"}
@@ -143,6 +143,11 @@ def run_relabel(
                         f"finish the run first: comp train --exp {exp} --all-folds")
     out = Path(out or Path("reports") / exp)
     csv_path = out / "relabel.csv"
+    recipe = {"command": "relabel", "exp": exp, "gallery": gallery, "oof": digest_file(run / "oof.csv")}
+    if not overwrite and same_recipe(csv_path, recipe):
+        echo(f"{csv_path} already made from {run / 'oof.csv'} as it is now; nothing to do (any marks in it are kept; "
+             f"pass --overwrite to write it again)")
+        return csv_path
     if csv_path.exists() and not overwrite:
         raise FileExistsError(f"{csv_path} already exists (it may hold your accept/drop marks); pass --overwrite "
                               f"to write it again, or --out to write elsewhere")
@@ -170,6 +175,7 @@ def run_relabel(
                "pairs": {f"{i} -> {j}": int(per.loc[i, j]) for i in per.index for j in per.columns if per.loc[i, j]},
                "seconds": round(time.time() - t0, 2)}
     write_text(out / "relabel.json", json.dumps(summary, indent=2, ensure_ascii=False, default=float))
+    record_recipe(csv_path, recipe)
     echo(f"wrote {csv_path} (mark accept or drop in its 'accept' column, then set data.relabel: {csv_path} in a "
          f"new experiment) and {page} ({time.time() - t0:.1f} s)")
     return csv_path

@@ -140,11 +140,12 @@ def check_folder(cfg: Config, out: Path, opts: SynthOptions, classes: list[str],
     if out.exists() and overwrite:
         shutil.rmtree(out)
     elif out.exists():
-        if not resume:
-            raise FileExistsError(f"{out} already exists; pass --resume to continue it or --overwrite to make it "
-                                  f"again")
         path = out / "summary.json"
         old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        same = all(old.get(k) == summary[k] for k in ("folds_digest", "classes", "input_size", "options"))
+        if not resume and not same:  # the same command again continues it (its finished folds are kept)
+            raise FileExistsError(f"{out} already exists, made with other folds or options; pass --resume to "
+                                  f"continue it or --overwrite to make it again")
         if old.get("folds_digest") != digest:
             raise DataError(f"{out} was made for another folds file than {cfg.folds.file} (digest "
                             f"{old.get('folds_digest')!r}, now {digest!r}): its generators saw other folds' rows "
@@ -174,6 +175,10 @@ def make_synth(cfg: Config, opts: SynthOptions, folds: list[int] | None = None, 
     bad = [k for k in (folds or []) if k not in all_folds]
     if bad:
         raise ConfigError(f"--fold {bad[0]}: {cfg.folds.file} has folds {all_folds}")
+    if all((out / f"fold_{k}" / "images.csv").exists() for k in folds or all_folds):
+        echo(f"{out}: every fold's images already made with these folds and options; nothing to do (pass "
+             f"--overwrite to make them again)")
+        return out
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
     size = gen_size(cfg.input.size, opts.max_size)
