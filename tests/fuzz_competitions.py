@@ -88,8 +88,9 @@ def draw(seed: int) -> Spec:
                 test_missing=bool(rng.random() < 0.1))
 
 
-def _targets(spec: Spec, rng, n: int) -> np.ndarray:
-    """n x classes 0/1: one 1 a row (multiclass), else 1-3 (each class alone in some row, and in combinations)."""
+def _targets(spec: Spec, rng, n: int, tiny: bool) -> np.ndarray:
+    """n x classes 0/1: one 1 a row (multiclass), else 1-3 (each class alone in some row, and in combinations);
+    with ``tiny`` the last class keeps 1-2 rows."""
     k = len(spec.classes)
     y = np.zeros((n, k), int)
     for i in range(n):
@@ -97,7 +98,7 @@ def _targets(spec: Spec, rng, n: int) -> np.ndarray:
             y[i, i % k] = 1
         else:
             y[i, rng.choice(k, size=int(rng.integers(1, min(3, k) + 1)), replace=False)] = 1
-    if spec.tiny:  # the last class keeps 1-2 rows
+    if tiny:
         last = np.flatnonzero(y[:, -1])
         y[last[int(rng.integers(1, 3)):], -1] = 0
         empty = y.sum(1) == 0
@@ -137,7 +138,7 @@ def write(spec: Spec, out: Path, n_train: int = 36, n_test: int = 10) -> None:
     rng = np.random.default_rng(spec.seed + 10_000)
     out.mkdir(parents=True)
     n = n_train + n_test
-    y = _targets(spec, rng, n)
+    y = np.concatenate([_targets(spec, rng, n_train, spec.tiny), _targets(spec, rng, n_test, False)])
     stems = [f"{i:04d}" if spec.numeric_ids else f"img_{i}" for i in rng.permutation(n)]
     exts = [".jpg" if spec.mixed_ext and rng.random() < 0.5 else ".png" for _ in stems]
     if not spec.id_ext and spec.mixed_ext:
@@ -204,13 +205,19 @@ def _read_as(spec: Spec, work: Path) -> tuple[str, int]:
     return "multiclass", len(cfg.data.label_cols) if cfg.data.label_cols else len(class_names(train["label"]))
 
 
-def _submission_problem(folder: Path, work: Path) -> str | None:
+def _submission_problem(spec: Spec, folder: Path, work: Path) -> str | None:
+    """What is wrong with the submission: its columns, its ids, or a label that is not one of the classes as
+    written (a class '007' submitted as '7')."""
     sample = pd.read_csv(folder / "sample_submission.csv", dtype=str, keep_default_na=False, encoding="utf-8-sig")
     sub = pd.read_csv(work / "submissions" / "fz.csv", dtype=str, keep_default_na=False)
     if list(sub.columns) != list(sample.columns):
         return f"columns {list(sub.columns)} != the sample's {list(sample.columns)}"
     if sorted(sub.iloc[:, 0].str.strip()) != sorted(sample.iloc[:, 0].str.strip()):
         return "ids differ from the sample's"
+    if "label" in sub.columns:
+        names = {n for cell in sub["label"] for n in (cell.split() if spec.task == "multilabel" else [cell])}
+        if not names <= set(spec.classes):
+            return f"labels {sorted(names - set(spec.classes))[:5]} are not among the classes {spec.classes}"
     return None
 
 
@@ -235,6 +242,8 @@ def run_one(seed: int, root: Path) -> Outcome:
             r = _invoke(args)
             if r.exit_code != 0:
                 kind, text = _failure(step, r)
+                if step == "score" and kind == "clear-error":  # comp score refused comp's own submission
+                    kind = "bad-submission"
                 return Outcome(spec, kind, step, text, time.perf_counter() - t0)
             if step == "init":
                 task, k = _read_as(spec, work)
@@ -242,7 +251,7 @@ def run_one(seed: int, root: Path) -> Outcome:
                     return Outcome(spec, "misread", step, f"read as {task} with {k} classes:\n{r.output[-1500:]}",
                                    time.perf_counter() - t0)
             if step == "ensemble":
-                bad = _submission_problem(folder, work)
+                bad = _submission_problem(spec, folder, work)
                 if bad:
                     return Outcome(spec, "bad-submission", step, bad, time.perf_counter() - t0)
         return Outcome(spec, "ok", seconds=time.perf_counter() - t0)

@@ -127,11 +127,11 @@ def test_ensemble_writes_checked_submission_and_ledger(workdir, cfg):
     assert opts["method"] == "mean"
     assert list(rows.columns) == list(ledger.COLUMNS)
 
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        ensemble(cfg, ["good"], name="first", echo=lines.append)
     before = sub_path.read_bytes()
-    r = CliRunner().invoke(cli, ["ensemble", "--exp", "good", "--name", "first"])
-    assert r.exit_code == 1 and "--overwrite" in r.output and sub_path.read_bytes() == before
+    with pytest.raises(FileExistsError, match="--overwrite"):  # another blend under the same name
+        ensemble(cfg, ["good"], name="first", method="geometric", echo=lines.append)
+    r = CliRunner().invoke(cli, ["ensemble", "--exp", "poor", "--exp", "good", "--name", "first"])  # the same
+    assert r.exit_code == 0 and "nothing to do" in r.output and sub_path.read_bytes() == before, r.output
     assert len(ledger.read(workdir / "submissions/ledger.csv")) == 1
 
     r = CliRunner().invoke(cli, ["ensemble", "--exp", "good", "--exp", "poor", "--weights", "1,0",

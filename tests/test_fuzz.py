@@ -5,12 +5,13 @@ The long run (200 folders and more) is `python tests/fuzz_competitions.py --n 20
 import pytest
 from fuzz_competitions import draw, run_one
 
-SEEDS = range(30)
+# 30 seeds, and those that found a fault in the long run: 119 and 163 (a class '007' or '010' submitted as 7 or 10)
+SEEDS = [*range(30), 119, 163]
 
 
 def test_the_generator_varies_what_the_issue_lists():
     """The subset covers both tasks, every layout and each kind of awkward input, so a fault in one is met here."""
-    specs = [draw(s) for s in SEEDS]
+    specs = [draw(s) for s in range(30)]
     assert {(s.task, s.layout) for s in specs} == {("multiclass", "column"), ("multiclass", "onehot"),
                                                     ("multilabel", "column"), ("multilabel", "wide")}
     for flag in ("id_ext", "mixed_ext", "numeric_ids", "bom", "stray", "tiny", "test_extra", "test_missing"):

@@ -69,8 +69,12 @@ def test_predict_writes_fold_averaged_test_csv(workdir):
     np.testing.assert_allclose(out[run["classes"]].to_numpy(), expect, atol=1e-5)
     assert out.attrs["timing"].images == 2 * len(test)
 
+    # issue 35: the same request again is a no-op (nothing written); another one is refused naming --overwrite
+    stamp, said = path.stat().st_mtime_ns, []
+    again = predict(cfg, tta=["identity"], echo=said.append)
+    assert "nothing to do" in said[-1] and path.stat().st_mtime_ns == stamp and len(again) == len(df)
     with pytest.raises(FileExistsError, match="--overwrite"):
-        predict(cfg, tta=["identity"], echo=lambda s: None)
+        predict(cfg, tta=["identity", "hflip"], echo=lambda s: None)
     predict(cfg, tta=["identity", "hflip"], overwrite=True, echo=lambda s: None)
     both = pd.read_csv(path)[run["classes"]].to_numpy()
     flipped = images[:, :, ::-1].copy()

@@ -153,8 +153,13 @@ def test_relabel_finds_flipped_labels(tmp_path, monkeypatch):
     page = (work / "reports" / "noisy" / "relabel" / "index.html").read_text(encoding="utf-8")
     assert page.count("Grad-CAM for") >= 12 and "relabel.csv" in page
 
-    # The file is never overwritten silently, and comp analyze keeps it (it shares reports/noisy/).
-    res = CliRunner().invoke(cli, ["relabel", "--exp", "noisy"])
+    # The file is never overwritten silently (the same command again is a no-op that keeps the marks; another
+    # gallery size is refused), and comp analyze keeps it (it shares reports/noisy/).
+    marked = (work / "reports" / "noisy" / "relabel.csv").read_bytes()
+    res = CliRunner().invoke(cli, ["relabel", "--exp", "noisy", "--gallery", "12"])
+    assert res.exit_code == 0 and "nothing to do" in res.output, res.output
+    assert (work / "reports" / "noisy" / "relabel.csv").read_bytes() == marked
+    res = CliRunner().invoke(cli, ["relabel", "--exp", "noisy", "--gallery", "5"])
     assert res.exit_code == 1 and "--overwrite" in res.output
     res = CliRunner().invoke(cli, ["analyze", "--exp", "noisy"])
     assert res.exit_code == 0, res.output

@@ -79,8 +79,10 @@ def test_export_parity_and_onnxruntime_submission_equals_torch(in_run):
     assert inp.elem_type == onnx.TensorProto.UINT8
     assert [d.dim_value for d in inp.shape.dim] == [1, 32, 32, 3]
 
-    # An existing export is kept unless --overwrite.
+    # An existing export is kept unless --overwrite: the same export again is a no-op, another opset is refused.
     res = CliRunner().invoke(cli, ["export", "--exp", "base", "--fold", "0"])
+    assert res.exit_code == 0 and "nothing to do" in res.output, res.output
+    res = CliRunner().invoke(cli, ["export", "--exp", "base", "--fold", "0", "--opset", "18"])
     assert res.exit_code == 1 and "--overwrite" in res.output
 
     res = CliRunner().invoke(cli, ["predict", "--exp", "base", "--engine", "onnxruntime", "--overwrite"])

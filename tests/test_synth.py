@@ -72,11 +72,11 @@ def test_synth_cli_per_fold_files_resume_and_refusals(folded, monkeypatch):
     r = run(cli, ["synth", "--exp", "gb", "--set", "input.size=32", "--channels", "8,16,16", "--steps", "1", *pick,
               "--no-report"])
     assert r.exit_code != 0 and "4 widths for --channels" in r.output and "Traceback" not in r.output, r.output
-    # Outputs are never overwritten silently; --resume skips finished folds.
+    # Outputs are never overwritten silently: the same command again is a no-op, other options are refused.
     r = run(cli, [*base, *pick])
+    assert r.exit_code == 0 and "nothing to do" in r.output, r.output
+    r = run(cli, [*base, "--per-class", "3", "--classes", ",".join(two)])
     assert r.exit_code != 0 and "--resume" in r.output and "--overwrite" in r.output
-    r = run(cli, [*base, *pick, "--resume"])
-    assert r.exit_code == 0 and r.output.count("skipped") == 3, r.output
     r = run(cli, [*base, "--per-class", "3", "--classes", ",".join(two), "--resume"])
     assert r.exit_code != 0 and "other options" in r.output
     r = run(cli, [*base, "--per-class", "2", "--fill-to", "5"])

@@ -157,7 +157,9 @@ def test_pseudo_cli_files_and_errors(workdir):
         assert "fold 0: " in r.output and f"{len(df)} of {n_test} test rows" in r.output
     exp_cfg = yaml.safe_load((workdir / "configs" / "tp.yaml").read_text())
     assert exp_cfg["data"]["pseudo"] == "folds/pseudo/tp" and exp_cfg["model"]["name"] == "test_resnet"
-    r = run(cli, ["pseudo", "--from", "t", "--exp", "tp", "--top", "0.5"])
+    r = run(cli, ["pseudo", "--from", "t", "--exp", "tp", "--top", "0.5", "--soft"])  # the same again: a no-op
+    assert r.exit_code == 0 and "nothing to do" in r.output, r.output
+    r = run(cli, ["pseudo", "--from", "t", "--exp", "tp", "--top", "0.4"])
     assert r.exit_code != 0 and "--overwrite" in r.output
     # A submission of the ledger as the teacher: its members' per-fold predictions, with the ledger's weights.
     ensemble(load_config(workdir / "comp.yaml"), ["t"], name="sub", **QUIET)

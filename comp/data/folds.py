@@ -40,14 +40,12 @@ def _check_counts(df: pd.DataFrame, n_splits: int, grouped: bool, echo: Callable
     small = counts[counts < n_splits]
     if len(small):
         names = ", ".join(f"'{c}' ({n} rows)" for c, n in small.sort_values().items())
-        raise DataError(
-            f"class {names} has fewer rows than --n-splits {n_splits}, so some fold would have none to validate "
-            f"on. Use --n-splits {max(2, int(small.min()))}"
-            + (" or fewer" if small.min() > 2 else "")
-            + ", add images of that class, or drop its rows from train.csv"
-            + (" (classes with a single row can't be split at all)" if small.min() < 2 else "")
-            + "."
-        )
+        way = ("Add images of that class, or drop its rows from train.csv: a class with a single row can't be "
+               "split across folds at all" if small.min() < 2 else
+               f"Use --n-splits {int(small.min())}{' or fewer' if small.min() > 2 else ''}, add images of that "
+               f"class, or drop its rows from train.csv")
+        raise DataError(f"class {names} has fewer rows than --n-splits {n_splits}, so some fold would have none to "
+                        f"validate on. {way}.")
     if grouped:
         n_groups = df["group"].nunique()
         if n_groups < n_splits:

@@ -72,8 +72,10 @@ def column_task(labels: pd.Series, col: str, task: str | None, sep: str = " ") -
     whole = [v for v, s in several if v not in free]
     alone = {s[0] for s in split if len(s) == 1} & {n for _, s in several for n in s}
     if not free:
-        return False, (f"{len(several)} distinct cells hold a space, and each has a word found in no other cell "
-                       f"(e.g. {whole[0]!r}): one class each")
+        many = len(several) > 1
+        return False, (f"{len(several)} distinct cell{'s' if many else ''} hold{'' if many else 's'} a space, and "
+                       f"{'each has' if many else 'it has'} a word found in no other cell (e.g. {whole[0]!r}): "
+                       f"{'one class each' if many else 'one class'}")
     per_row = max(len(s) for s in split)
     evidence = (f"{len(where)} distinct names in {len(values)} distinct cells, up to {per_row} per image; "
                 f"{len(free)} of {len(several)} cells of several names are made of names found in other cells too"

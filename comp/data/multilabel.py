@@ -135,9 +135,11 @@ def check_label_counts(y: np.ndarray, classes: Sequence[str], n_splits: int) -> 
     small = [(c, n) for c, n in zip(classes, counts) if n < n_splits]
     if small:
         names = ", ".join(f"'{c}' ({n} images)" for c, n in small[:8])
+        least = min(n for _, n in small)
+        way = (f"Use fewer folds (--n-splits {least}), add" if least >= 2 else
+               "A label on a single image can't be split across folds at all: add")
         raise DataError(f"label {names} is on fewer images than --n-splits {n_splits}, so some fold would have none "
-                        f"to validate on. Use fewer folds (--n-splits {max(2, min(n for _, n in small))}), add "
-                        "images with that label, or drop it from train.csv.")
+                        f"to validate on. {way} images with that label, or drop it from train.csv.")
 
 
 def task_classes(label_cols: Sequence[str] | None, labels: Iterable[str], sep: str) -> list[str]:

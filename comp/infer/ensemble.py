@@ -369,10 +369,13 @@ def _sample_frame(cfg: Config, classes: list[str]) -> tuple[pd.DataFrame, str, s
 
 
 def _as_sample_writes(labels: np.ndarray, sample: pd.DataFrame, col: str) -> np.ndarray:
-    """Class names typed as the sample's label cells are: ``3`` (not ``3.0``) where the sample writes integers."""
+    """Class names typed as the sample's label cells are: ``3`` (not ``3.0``) where the sample writes integers. A name
+    written as an integer stays as written: ``007`` is the class 007, never 7 (found by the competition fuzzer)."""
     cells = sample[col].astype(str).str.strip()
     if len(cells) and cells.str.fullmatch(r"-?\d+").all():
         def as_int(x):
+            if re.fullmatch(r"-?\d+", str(x)):
+                return x
             try:
                 f = float(x)
             except ValueError:

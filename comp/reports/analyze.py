@@ -28,7 +28,7 @@ import pandas as pd
 from comp import runs
 from comp.config import Config
 from comp.data.competition import DataError, load_train
-from comp.files import write_csv, write_text
+from comp.files import recipe_path, write_csv, write_text
 from comp.reports.analyze_multilabel import run_analyze_multilabel
 from comp.reports.oof_run import curves_section, fold_models, make_cams, oof_classes, read_run_oof
 from comp.reports.page import (
@@ -158,7 +158,7 @@ def run_analyze(
     echo(f"analyze: {exp}: {len(oof):,} OOF rows, {o.k} classes, folds {folds_seen} -> {out}")
 
     # comp relabel writes beside the analysis (reports/E/relabel.csv with a person's marks): keep it.
-    with report_dir(out, keep=("relabel.csv", "relabel.json", "relabel")) as tmp:
+    with report_dir(out, keep=("relabel.csv", recipe_path("relabel.csv").name, "relabel.json", "relabel")) as tmp:
         rep = Report(f"comp analyze — {exp}", f"{run} — {len(oof):,} out-of-fold predictions, {o.k} classes")
         ov = rep.section("Overview", "overview")
         f, macro, acc = _per_class_section(rep, tmp, o)

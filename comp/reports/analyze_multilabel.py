@@ -21,7 +21,7 @@ import pandas as pd
 from comp import runs
 from comp.config import Config
 from comp.data.competition import DataError, load_train
-from comp.files import write_csv, write_text
+from comp.files import recipe_path, write_csv, write_text
 from comp.reports.oof_run import curves_section, fold_models, make_cams, oof_classes, read_run_oof
 from comp.reports.page import Img, Report, report_dir, thumb_src
 
@@ -86,7 +86,7 @@ def run_analyze_multilabel(cfg: Config, exp: str, out: Path, run: Path, echo: Ca
     classes, y, probs = ml_arrays(cfg, oof, meta0.get("classes"))
     folds_seen = sorted(oof["fold"].astype(int).unique().tolist())
     echo(f"analyze: {exp}: {len(oof):,} OOF rows, {len(classes)} labels (multi-label), folds {folds_seen} -> {out}")
-    with report_dir(out, keep=("relabel.csv", "relabel.json", "relabel")) as tmp:
+    with report_dir(out, keep=("relabel.csv", recipe_path("relabel.csv").name, "relabel.json", "relabel")) as tmp:
         rep = Report(f"comp analyze — {exp}", f"{run} — {len(oof):,} out-of-fold predictions, {len(classes)} labels "
                      "per image (multi-label)")
         ov = rep.section("Overview", "overview")
