@@ -7,7 +7,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 DEMO := demo
 DEMO_ARGS ?= --n-train 1500 --n-test 500 --imbalance 5
 
-.PHONY: install test test-fast demo lint bench clean
+.PHONY: install test test-fast demo lint docs bench clean
 
 install: $(BIN)/comp
 
@@ -19,12 +19,16 @@ $(BIN)/comp: setup.py
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
-test: install
+test: install docs
 	$(BIN)/ruff check comp tests benchmarks
 	$(BIN)/python -m pytest -q
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The manual (docs/, mkdocs.yml) -> site/; --strict: a broken link or anchor fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 
 lint: install
 	$(BIN)/ruff check comp tests benchmarks
@@ -37,4 +41,4 @@ bench: install
 	$(BIN)/python benchmarks/predict_throughput.py
 
 clean:
-	rm -rf $(DEMO) runs reports folds/folds.csv submissions/*.csv
+	rm -rf $(DEMO) runs reports site folds/folds.csv submissions/*.csv

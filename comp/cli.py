@@ -43,8 +43,16 @@ def load(config_path: str, exp: str | None = None, overrides=(), require_data: b
 def cli():
     """comp: from an image-classification competition folder to a scored submission.
 
+    Start here: the whole pipeline within a time budget.
+
     \b
-    comp sample demo/comp            # a small real competition (Fashion-MNIST)
+    comp init data/comp              # writes comp.yaml (every detected choice printed with its reason)
+    comp auto --budget 20m           # -> submissions/auto.csv, reports/auto/index.html
+
+    Or step by step:
+
+    \b
+    comp sample demo/comp            # a small real competition (Fashion-MNIST; --kind photo for JPEG photos)
     comp init demo/comp              # writes comp.yaml
     comp check                       # validates every row and image
     comp folds                       # folds/folds.csv

@@ -209,9 +209,10 @@ class Config:
 
 
 # Default lr and epochs when the user sets neither, by how the model starts. From scratch (`comp sample`, 28 px,
-# README "Defaults fitted to the data"): a short run at 1e-3 underfits. Fine-tuning (docs/benchmarks.md, the photo
-# sample, tf_efficientnet_lite0 with ImageNet weights at 96 px, 6 epochs, batch 32, two seeds): hold-out macro F1
-# 0.070 at 1e-4, 0.200 at 2.5e-4, 0.335 at 5e-4, 0.424 at 1e-3, 0.448 at 2e-3, 0.420 at 3e-3, 0.341 at 5e-3.
+# docs/configuration.md "Defaults fitted to the data"): a short run at 1e-3 underfits. Fine-tuning
+# (docs/benchmarks.md, the photo sample, tf_efficientnet_lite0 with ImageNet weights at 96 px, 6 epochs, batch 32,
+# two seeds): hold-out macro F1 0.070 at 1e-4, 0.200 at 2.5e-4, 0.335 at 5e-4, 0.424 at 1e-3, 0.448 at 2e-3,
+# 0.420 at 3e-3, 0.341 at 5e-3.
 # The 10 fine-tuning epochs are not measured: train.fit_minutes and comp auto fit the epochs to the time.
 SCRATCH = {"lr": 3e-3, "epochs": 30}
 FINETUNE = {"lr": 2e-3, "epochs": 10}

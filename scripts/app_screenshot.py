@@ -1,4 +1,4 @@
-"""The README's screenshot of ``comp app``: a real server, headless Chromium with the network blocked, one test
+"""The screenshot in the README and the manual (docs/app.png) of ``comp app``: a real server, headless Chromium with the network blocked, one test
 image uploaded through the page's file input, captured once the prediction and its Grad-CAM are shown.
 
     .venv/bin/python scripts/app_screenshot.py --workdir demo --exp base --out docs/app.png   # after `make demo`

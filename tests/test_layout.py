@@ -1,4 +1,4 @@
-"""The shape of the package, read from its source with ``ast`` (README "Layout").
+"""The shape of the package, read from its source with ``ast`` (docs/layout.md).
 
 Fails, naming the file and line, on:
 - an import cycle between comp's modules;

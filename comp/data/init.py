@@ -33,7 +33,7 @@ HINT = """
 # Other sections (defaults shown; see `comp train --help`). Experiments: configs/<exp>.yaml holds
 # model/input/augment/train/infer sections; `--set section.key=value` overrides any key.
 # Left unset, input.size, train.batch_size, lr and epochs are fitted to the data and the machine, and training
-# prints each with its reason (README "Defaults fitted to the data").
+# prints each with its reason (docs/configuration.md "Defaults fitted to the data").
 # folds: {n_splits: 5, seed: 42}
 # model: {name: resnet18, pretrained: auto (hub weights when the local cache has them, else from scratch)}
 # input: {size: small images: their median short side; larger: fitted to this machine and train.fit_minutes}

@@ -342,7 +342,8 @@ def _small_images(a: Auto, base: list[str], cands: list[str], c: dict, cfg):
 def _sharp_stem(a: Auto, base: list[str], model: str, n_classes: int, batch: int, own_ips: float) -> tuple[bool, str]:
     """Small images: keep resolution through the stem (``model.stem_stride 1``) only when it costs at most 1.5x the
     model's own stem. At equal compute the cheaper stem's extra epochs won on a 28-px `comp sample` CPU run
-    (benchmarks/defaults.py, README "Small images kept sharp"); on a GPU the sharp stem is often nearly free."""
+    (benchmarks/defaults.py, docs/configuration.md "Small images kept sharp"); on a GPU the sharp stem is often
+    nearly free."""
     cfg = load_config(a.config_path, overrides=[*base, "model.stem_stride=1"])
     sharp_ips = probe_models(cfg, [model], n_classes, batch)[0][model]
     ratio = own_ips / max(sharp_ips, 1e-9)

@@ -16,7 +16,7 @@ Every random parameter comes from a ``torch.Generator`` on the batch's device, s
 Why hand-written on torch primitives rather than torchvision.transforms.v2 or kornia: v2 draws one set of
 parameters per call, so a batch is either augmented identically or looped per image; kornia draws per sample
 but from the global RNG and costs several times more per batch at small image sizes
-(benchmarks/augment_batch.py prints the three side by side; figures in the README).
+(benchmarks/augment_batch.py prints the three side by side; figures in docs/results.md).
 """
 
 from __future__ import annotations
