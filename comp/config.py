@@ -118,7 +118,7 @@ class TrainConfig:
     scheduler: str = "cosine"  # timm create_scheduler_v2 names: cosine, step, exponential, plateau, ...
     warmup_epochs: Optional[int] = None  # None: derived from epochs (about 10%, 0 for runs under 5 epochs)
     min_lr: float = 0.0
-    loss: str = "ce"  # ce, focal, soft_f1, ce+soft_f1, bce
+    loss: str = "ce"  # ce, focal, soft_f1, ce+soft_f1, bce; multi-label: bce, asl, focal, soft_f1, bce+soft_f1
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
     soft_f1_weight: float = 0.5  # weight of soft_f1 in ce+soft_f1 (bce+soft_f1 with data.task multilabel)
