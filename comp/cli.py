@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 
 import click
@@ -16,20 +15,19 @@ def config_option(f):
     return click.option("-c", "--config", "config_path", default="comp.yaml", show_default=True, help=CONFIG_HELP)(f)
 
 
-def user_errors(f):
-    """Errors a user must fix print as one clear line and exit 1, without a traceback."""
+class CompGroup(click.Group):
+    """The one place errors are caught: a CompError (comp.errors: anything the user must fix) prints as one line,
+    ``Error: ...``, and exits with its exit_code (1); anything else is a bug and keeps its traceback."""
 
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        from comp.config import ConfigError
-        from comp.data.competition import DataError
+    def invoke(self, ctx):
+        from comp.errors import CompError
 
         try:
-            return f(*args, **kwargs)
-        except (ConfigError, DataError, FileExistsError, FileNotFoundError) as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
+            return super().invoke(ctx)
+        except CompError as e:
+            err = click.ClickException(str(e))
+            err.exit_code = e.exit_code
+            raise err from None
 
 
 def load(config_path: str, exp: str | None = None, overrides=(), require_data: bool = True):
@@ -38,7 +36,7 @@ def load(config_path: str, exp: str | None = None, overrides=(), require_data: b
     return load_config(config_path, exp=exp, overrides=overrides, require_data=require_data)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CompGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="comp")
 def cli():
     """comp: from an image-classification competition folder to a scored submission.
@@ -90,7 +88,6 @@ def cli():
 @click.option("--layout", type=click.Choice(["hpa", "planet", "ranzcr"]), default="hpa", show_default=True,
               help="--multilabel files: hpa (Id,Target of indices), planet (image_name,tags of names), ranzcr "
               "(one 0/1 column per class)")
-@user_errors
 def sample(out, n_train, n_test, imbalance, seed, fmt, kind, from_dir, overwrite, multilabel, layout):
     """Build a small real Kaggle-style competition in OUT (with the held-out OUT/solution.csv)."""
     from comp.data.sample import make_sample
@@ -127,7 +124,6 @@ def sample(out, n_train, n_test, imbalance, seed, fmt, kind, from_dir, overwrite
 @click.option("--overwrite", is_flag=True, help="replace an existing config file")
 @click.option("--task", type=click.Choice(["multiclass", "multilabel"]),
               help="one class per image, or several (default: detected from train.csv and the sample)")
-@user_errors
 def init(directory, id_col, label_col, label_cols, group_col, train_dir, test_dir, config_path, overwrite, task):
     """Write comp.yaml for the competition in DIRECTORY, saying what was detected.
 
@@ -146,7 +142,6 @@ def init(directory, id_col, label_col, label_cols, group_col, train_dir, test_di
 @config_option
 @click.option("--out", default="reports", show_default=True, help="folder for check.csv")
 @click.option("--workers", type=int, help="decoding processes (default: all cores)")
-@user_errors
 def check(config_path, out, workers):
     """Validate every row and image; exit 1 if anything is wrong (details in reports/check.csv)."""
     from comp.data.check import run_check
@@ -161,7 +156,6 @@ def check(config_path, out, workers):
 @click.option("--seed", type=int, help="split seed (default folds.seed)")
 @click.option("--skip-bad", is_flag=True, help="leave out rows that `comp check` flags")
 @click.option("--overwrite", is_flag=True, help="replace an existing folds file")
-@user_errors
 def folds(config_path, n_splits, seed, skip_bad, overwrite):
     """Stratified (grouped when data.group_col is set) K folds -> folds/folds.csv."""
     from comp.data.folds import make_folds
@@ -178,7 +172,6 @@ def folds(config_path, n_splits, seed, skip_bad, overwrite):
               help="headline metric (default: data.metric of the config when there is one, else macro_f1)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @config_option
-@user_errors
 def score(submission, solution, sample_submission, metric, as_json, config_path):
     """Score SUBMISSION against --solution: the competition's metric, macro F1, accuracy, per-class table.
 
@@ -188,16 +181,13 @@ def score(submission, solution, sample_submission, metric, as_json, config_path)
 
     from comp.data.competition import label_map
     from comp.infer.multilabel_score import format_multilabel, score_any
-    from comp.infer.score import SubmissionError, format_report
+    from comp.infer.score import format_report
 
     cfg = load(config_path) if Path(config_path).exists() else None
     metric = metric or (cfg.data.metric if cfg else "macro_f1")
     task = cfg.data.task if cfg and cfg.data.task == "multilabel" else None
     sep = cfg.data.label_sep if task and not cfg.data.label_cols else " "
-    try:
-        result = score_any(submission, solution, sample_submission, metric=metric, task=task, sep=sep)
-    except SubmissionError as e:
-        raise click.ClickException(str(e)) from None
+    result = score_any(submission, solution, sample_submission, metric=metric, task=task, sep=sep)
     names = label_map(cfg) if cfg else {}
     if as_json:
         import json
@@ -226,7 +216,6 @@ def train_options(f):
 @click.option("--full", is_flag=True, help="train on every row with EXP's recipe, for the epochs its folds chose "
               "-> runs/EXP/full_sI/ (no OOF); needs EXP's folds finished")
 @click.option("--seeds", type=int, default=1, show_default=True, help="--full: models to train (seed train.seed + I)")
-@user_errors
 def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, skip_bad, full, seeds):
     """Train one model per fold -> runs/EXP/fold_K/ and runs/EXP/oof.csv.
 
@@ -240,17 +229,14 @@ def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, s
     """
     from comp.orchestrate.locks import train_guard
     from comp.techniques import sources
-    from comp.train.loop import TrainingError, train_folds, train_full
+    from comp.train.loop import train_folds, train_full
 
     if full:
         if fold_ids or all_folds:
             raise click.UsageError("--full trains on every row (no folds): leave out --fold/--all-folds")
-        try:
-            cfg = load(config_path, exp, overrides)
-            train_full(cfg, seeds=seeds, resume=resume, overwrite=overwrite, skip_bad=skip_bad, echo=click.echo,
-                       sources=sources(cfg))
-        except TrainingError as e:
-            raise click.ClickException(str(e)) from None
+        cfg = load(config_path, exp, overrides)
+        train_full(cfg, seeds=seeds, resume=resume, overwrite=overwrite, skip_bad=skip_bad, echo=click.echo,
+                   sources=sources(cfg))
         return
     if seeds != 1:
         raise click.UsageError("--seeds goes with --full (fold models take train.seed)")
@@ -261,11 +247,8 @@ def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, s
     cfg = load(config_path, exp, overrides)
     folds = None if all_folds else list(fold_ids)
     guard = train_guard(cfg.exp, folds)  # a fold held by a running `comp launch` is refused
-    try:
-        train_folds(cfg, folds=folds, resume=resume, overwrite=overwrite, skip_bad=skip_bad, echo=click.echo,
-                    sources=sources(cfg), on_epoch=guard)
-    except TrainingError as e:
-        raise click.ClickException(str(e)) from None
+    train_folds(cfg, folds=folds, resume=resume, overwrite=overwrite, skip_bad=skip_bad, echo=click.echo,
+                sources=sources(cfg), on_epoch=guard)
 
 
 @cli.command()
@@ -273,7 +256,6 @@ def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, s
 @click.option("--dry-run", is_flag=True, help="list what would be removed, with sizes, and remove nothing")
 @click.option("--keep-cache", is_flag=True, help="keep runs/.cache (decoded images, shared by all experiments)")
 @click.option("--unfinished", is_flag=True, help="also remove unfinished folds' states (they can't be resumed then)")
-@user_errors
 def clean(exp, dry_run, keep_cache, unfinished):
     """Remove finished folds' state/ folders and the caches under runs/.cache (--dry-run lists and sizes them)."""
     from comp.train.clean import clean as run_clean
@@ -288,7 +270,6 @@ def clean(exp, dry_run, keep_cache, unfinished):
 @click.option("--start-lr", default=1e-7, show_default=True)
 @click.option("--end-lr", default=10.0, show_default=True)
 @click.option("--skip-bad", is_flag=True, help="leave out rows that `comp check` flags")
-@user_errors
 def lr_find(config_path, exp, overrides, fold_id, steps, start_lr, end_lr, skip_bad):
     """Learning-rate range test on one fold -> runs/EXP/lr_find.{png,csv} and a suggested train.lr."""
     from comp.techniques import sources
@@ -307,19 +288,6 @@ def address_option(f):
                         "private local Ray on this machine and stop it after)")(f)
 
 
-def orchestrate_errors(f):
-    """Orchestration errors a user must fix (RuntimeError from Ray set-up included) print as one line."""
-
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        from comp.train.loop import TrainingError
-
-        try:
-            return f(*args, **kwargs)
-        except TrainingError as e:
-            raise click.ClickException(str(e)) from None
-
-    return user_errors(wrapper)
 
 
 @cli.command()
@@ -336,7 +304,6 @@ def orchestrate_errors(f):
 @click.option("--live/--no-live", default=None, help="redraw one table in place (default: when on a terminal)")
 @click.option("--job-timeout", type=float, default=None, metavar="SECONDS",
               help="kill a job that trains longer than this (all its attempts) and report it as failed")
-@orchestrate_errors
 def launch(config_path, exps, fold_ids, all_folds, overrides, gpus_per_job, cpus_per_job, address, max_retries,
            then_predict, live, job_timeout):
     """Train (experiment x fold) jobs on Ray: each a `comp train --exp E --fold K` process.
@@ -378,7 +345,6 @@ def launch(config_path, exps, fold_ids, all_folds, overrides, gpus_per_job, cpus
 @click.option("--seed", default=0, show_default=True, help="Optuna sampler seed")
 @address_option
 @click.option("--resume", is_flag=True, help="continue an interrupted search")
-@orchestrate_errors
 def tune(config_path, exp, space_path, trials, folds_, metric, overrides, cpus_per_trial, gpus_per_trial,
          grace_period, reduction_factor, seed, address, resume):
     """Hyper-parameter search with Ray Tune (Optuna sampler + ASHA) -> runs/EXP-tune/, configs/EXP-best.yaml.
@@ -414,7 +380,6 @@ def tune(config_path, exp, space_path, trials, folds_, metric, overrides, cpus_p
 @click.option("--resume", is_flag=True, help="continue after a kill (runs/auto/plan.json); done stages are kept")
 @click.option("--overwrite", is_flag=True, help="start again: removes runs/auto*, configs/auto-*.yaml")
 @click.option("--models", help="candidate timm models, comma-separated (default: a list fitted to the hardware)")
-@orchestrate_errors
 def auto(config_path, budget, gpus, address, resume, overwrite, models):
     """From comp.yaml to submissions/auto.csv within a time budget: plan -> check -> folds -> search (fold 0) ->
     best config on every fold -> second config -> full refit -> TTA predict -> ensemble -> report.
@@ -435,7 +400,6 @@ def auto(config_path, budget, gpus, address, resume, overwrite, models):
 @click.option("--ledger", "ledger_path", default="submissions/ledger.csv", show_default=True)
 @click.option("--out", default="reports/leaderboard.html", show_default=True)
 @click.option("--trials", is_flag=True, help="also list comp tune trials (runs/EXP-tune/trial_NNN)")
-@user_errors
 def leaderboard(runs_dir, ledger_path, out, trials):
     """Every experiment in runs/: CV and fold spread, model, input, epochs, loss, augmentation, speed, time,
     parameters, submissions -> table + reports/leaderboard.html."""
@@ -461,7 +425,6 @@ def leaderboard(runs_dir, ledger_path, out, trials):
               "weighing half -> test_both.csv")
 @click.option("--fold", "fold_ids", type=int, multiple=True,
               help="only this fold's model -> runs/EXP/test_foldK.csv (repeatable: one file each)")
-@user_errors
 def predict(config_path, exp, overrides, tta, oof, overwrite, engine, use, fold_ids):
     """Test predictions of EXP's fold models with TTA -> runs/EXP/test.csv.
 
@@ -498,7 +461,6 @@ def predict(config_path, exp, overrides, tta, oof, overwrite, engine, use, fold_
 @click.option("--label-shift", type=click.Choice(["off", "on", "auto"]), default="off", show_default=True,
               help="macro_f1: estimate the test's class prior from the blend's test predictions and tune and score "
               "for it (auto: only when it differs from train.csv's by 0.05 of total variation)")
-@user_errors
 def ensemble(config_path, exps, weights, method, tune_bias, tune_thresholds, temperature, name, overwrite, use,
              label_shift):
     """Blend experiments into submissions/NAME.csv and log it in submissions/ledger.csv.
@@ -533,7 +495,6 @@ def ensemble(config_path, exps, weights, method, tune_bias, tune_thresholds, tem
 @click.option("--near", "near_threshold", type=int, default=3, show_default=True,
               help="phash bits that may differ for a near duplicate")
 @click.option("--workers", type=int, help="processes (default: all cores)")
-@user_errors
 def eda(config_path, out, max_images, near_threshold, workers):
     """Data report: class counts, sizes, colours, duplicates and leakage -> OUT/index.html.
 
@@ -549,7 +510,6 @@ def eda(config_path, out, max_images, near_threshold, workers):
 @config_option
 @click.option("--exp", required=True)
 @click.option("--out", help="default reports/EXP")
-@user_errors
 def analyze(config_path, exp, out):
     """Error analysis of EXP's OOF: confusion matrix, confident mistakes, Grad-CAM -> OUT/index.html."""
     from comp.reports.analyze import run_analyze
@@ -560,24 +520,6 @@ def analyze(config_path, exp, out):
 # ---------------------------------------------------------------- serving
 
 
-def serve_errors(f):
-    """user_errors, plus a missing serving package and a failed export as one line."""
-
-    @functools.wraps(f)
-    @user_errors
-    def wrapper(*args, **kwargs):
-        try:
-            return f(*args, **kwargs)
-        except ImportError as e:
-            if "pip install" in str(e):
-                raise click.ClickException(str(e)) from None
-            raise
-        except RuntimeError as e:
-            if type(e).__name__ == "ExportError":
-                raise click.ClickException(str(e)) from None
-            raise
-
-    return wrapper
 
 
 @cli.command()
@@ -599,7 +541,6 @@ def serve_errors(f):
 @click.option("--cache-ttl", default=3600, show_default=True,
               help="seconds uploads and Grad-CAM files are kept on the server")
 @click.option("--top-k", default=5, show_default=True, help="classes shown")
-@serve_errors
 def app(config_path, exps, port, host, share, auth, max_pixels, examples, queue_size, cache_ttl, top_k):
     """Serve a Gradio app of EXP's fold ensemble: upload/webcam/paste -> top-k, Grad-CAM, examples, info.
 
@@ -625,7 +566,6 @@ def app(config_path, exps, port, host, share, auth, max_pixels, examples, queue_
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset")
 @click.option("--dynamic-batch", is_flag=True, help="any batch size (default: batch 1)")
 @click.option("--overwrite", is_flag=True, help="replace existing exports")
-@serve_errors
 def export(config_path, exp, fmt, fold_ids, all_folds, opset, dynamic_batch, overwrite):
     """Export EXP's fold models -> runs/EXP/export/fold_K.onnx + export.json, checked against torch.
 
@@ -653,7 +593,6 @@ def export(config_path, exp, fmt, fold_ids, all_folds, opset, dynamic_batch, ove
 @click.option("--out", help="default reports/EXP (relabel.csv there, the gallery in OUT/relabel/)")
 @click.option("--gallery", type=int, default=60, show_default=True, help="suspects shown with Grad-CAM")
 @click.option("--overwrite", is_flag=True, help="replace an existing relabel.csv (and the marks in it)")
-@user_errors
 def relabel(config_path, exp, out, gallery, overwrite):
     """Likely label errors in EXP's OOF (confident learning) -> OUT/relabel.csv + a Grad-CAM gallery.
 
@@ -678,7 +617,6 @@ def relabel(config_path, exp, out, gallery, overwrite):
 @click.option("--top", type=float, help="or keep this fraction of the most confident test rows (e.g. 0.5)")
 @click.option("--soft", is_flag=True, help="keep the teacher's probabilities (soft-target cross-entropy)")
 @click.option("--overwrite", is_flag=True, help="replace an existing folds/pseudo/EXP/")
-@user_errors
 def pseudo(config_path, source, exp, threshold, top, soft, overwrite):
     """Fold-safe pseudo-labels of the test set for a new experiment -> folds/pseudo/EXP/ + configs/EXP.yaml.
 
@@ -721,7 +659,6 @@ def pseudo(config_path, source, exp, threshold, top, soft, overwrite):
 @click.option("--overwrite", is_flag=True, help="replace an existing folds/synth/EXP/")
 @click.option("--report/--no-report", default=True, show_default=True,
               help="measure the images with runs/EXP's fold classifiers -> reports/EXP/synth/index.html")
-@user_errors
 def synth(config_path, exp, overrides, per_class, fill_to, classes, fold_ids, kind, steps, batch_size, lr, channels,
           sample_steps, guidance, seed, max_minutes, resume, overwrite, report):
     """Fold-safe synthetic images: a class-conditional generator per fold -> folds/synth/EXP/fold_k/.

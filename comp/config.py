@@ -18,8 +18,10 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from comp.errors import CompError
 
-class ConfigError(ValueError):
+
+class ConfigError(CompError, ValueError):
     """A config key or value a user must fix; the message names the key."""
 
 

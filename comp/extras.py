@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 
+from comp.errors import MissingExtra
+
 
 def require(*modules: str) -> None:
     """Import ``modules`` or raise ImportError saying which pip install brings them."""
@@ -15,7 +17,7 @@ def require(*modules: str) -> None:
         except ImportError:
             missing.append(m)
     if missing:
-        raise ImportError(
+        raise MissingExtra(
             f"{', '.join(missing)} not installed; serving needs the 'serve' extra: "
             f"pip install -e \".[serve]\" (or: pip install {' '.join(m.replace('_', '-') for m in missing)})"
         )

@@ -89,9 +89,10 @@ def cli_reference() -> str:
 
     lines = [HEAD, "# Command reference", "",
              "Every command's usage, help and options, as `comp COMMAND --help` prints them.", ""]
+    top = click.Context(cli, info_name="comp", **cli.context_settings)  # -h/--help, as `comp X --help` has it
     for name in sorted(cli.commands):
         cmd = cli.commands[name]
-        ctx = click.Context(cmd, info_name=f"comp {name}")
+        ctx = click.Context(cmd, info_name=name, parent=top)
         lines += [f"## `comp {name}`", "", "```", cmd.get_usage(ctx).strip(), "```", "",
                   *_help(cmd.help), "| option | meaning |", "|---|---|"]
         for p in cmd.get_params(ctx):

@@ -43,3 +43,29 @@ def test_user_error_is_one_clean_line(tmp_path, monkeypatch):
     assert r.exit_code == 1
     assert r.output.startswith("Error: config file nowhere.yaml not found")
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_one_error_type_caught_once_in_the_cli(tmp_path, monkeypatch):
+    """Issue 36: every error a user must fix is a CompError, caught in one place (comp.cli.CompGroup) and printed as
+    one line with its exit code; none is told apart by its class name or its text."""
+    from pathlib import Path
+
+    import comp.cli
+    from comp.config import ConfigError
+    from comp.data.competition import DataError
+    from comp.errors import CompError, MissingExtra, MissingInput, OutputExists
+    from comp.infer.score import SubmissionError
+    from comp.orchestrate.locks import LockedError
+    from comp.serve.onnx import ExportError
+    from comp.train.loop import TrainingError
+
+    for kind in (ConfigError, DataError, SubmissionError, TrainingError, ExportError, LockedError, OutputExists,
+                 MissingInput, MissingExtra):
+        assert issubclass(kind, CompError) and kind.exit_code == 1, kind
+    src = Path(comp.cli.__file__).read_text(encoding="utf-8")
+    assert src.count("except CompError") == 1 and "type(e).__name__" not in src and "in str(e)" not in src
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "comp.yaml").write_text("train: {epochs: -3}\n")
+    r = CliRunner().invoke(cli, ["folds"])
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and "Traceback" not in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and isinstance(r.exception, SystemExit)

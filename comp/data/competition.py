@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 
 from comp.config import Config, ConfigError
+from comp.errors import CompError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-class DataError(ValueError):
+class DataError(CompError, ValueError):
     """A problem with the competition files a user must fix; the message names the file, column or row."""
 
 

@@ -20,6 +20,7 @@ from comp.config import Config, resolve
 from comp.data.check import clean_train
 from comp.data.competition import DataError, read_csv_str
 from comp.data.multilabel import fold_multilabel
+from comp.errors import OutputExists
 from comp.files import write_csv, write_text
 
 
@@ -112,7 +113,7 @@ def make_folds(
                  "pass --overwrite to make it again")
             return existing
         how = ", ".join(f"{k}={v}" for k, v in made.items()) if meta else "unknown settings"
-        raise FileExistsError(
+        raise OutputExists(
             f"{path} exists (made with {how}); asked for n_splits={n_splits}, seed={seed}, "
             f"group_col={d.group_col}. Pass --overwrite to replace it (runs trained on the old folds won't match)."
         )

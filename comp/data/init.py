@@ -23,6 +23,7 @@ from comp.data.competition import IMAGE_EXTS, DataError, load_test, load_train, 
 from comp.data.init_multilabel import column_task, wide_target
 from comp.data.multilabel import check_label_cells, label_classes, split_labels, wide_sep
 from comp.data.sizes import FIT_MIN_SIDE, fitted_size, summarize_sizes
+from comp.errors import OutputExists
 from comp.files import write_text
 
 ID_NAMES = ("image_id", "id", "image", "image_name", "filename", "file_name", "file", "img", "name", "path")
@@ -555,7 +556,7 @@ def _already_set_up(config_path: Path, root: Path, data: dict, echo: Callable[[s
         old = {}
     old_root = (config_path.resolve().parent / str(old.get("root", ""))).resolve() if old.get("root") else None
     if old_root != root.resolve():
-        raise FileExistsError(f"{config_path} exists and describes {old_root or 'no data.root'}, not {root}; pass "
+        raise OutputExists(f"{config_path} exists and describes {old_root or 'no data.root'}, not {root}; pass "
                               f"--overwrite to replace it (or -c OTHER.yaml)")
     differ = [f"data.{k}: {old.get(k)!r} (detected now: {v!r})" for k, v in data.items() if old.get(k) != v]
     echo(f"{config_path} already describes {root}: nothing written (pass --overwrite to detect it again)")

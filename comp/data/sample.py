@@ -14,6 +14,7 @@ import pandas as pd
 from PIL import Image
 
 from comp.data.sample_photo import PhotoStats, write_photos
+from comp.errors import MissingInput, OutputExists
 from comp.files import write_csv
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -84,7 +85,7 @@ def load_source(from_dir: Optional[Path] = None):
     if fm is not None:
         return (f"Fashion-MNIST ({folder})", FASHION_CLASSES, *fm)
     if from_dir:
-        raise FileNotFoundError(
+        raise MissingInput(
             f"--from {from_dir}: expected Fashion-MNIST IDX files there "
             f"({', '.join(s + '.gz' for v in FASHION_FILES.values() for s in v)})"
         )
@@ -135,9 +136,9 @@ def _save(img: np.ndarray, path: Path, fmt: str) -> None:
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
+            raise OutputExists(f"{out} exists and is not empty; choose another folder or pass --overwrite")
         if not ((out / "train.csv").exists() and (out / "solution.csv").exists()):
-            raise FileExistsError(f"{out} is not an earlier `comp sample` folder; --overwrite replaces only those")
+            raise OutputExists(f"{out} is not an earlier `comp sample` folder; --overwrite replaces only those")
 
 
 def _write_images(kind: str, images: np.ndarray, folder: Path, ids: list[str], fmt: str, seed: int,

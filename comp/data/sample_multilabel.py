@@ -25,6 +25,7 @@ import pandas as pd
 from PIL import Image
 
 from comp.data.sample import FASHION_CLASSES, SampleInfo, load_source
+from comp.errors import OutputExists
 from comp.files import write_csv
 
 LAYOUTS = ("hpa", "planet", "ranzcr")
@@ -109,9 +110,9 @@ def make_multilabel_sample(out: str | Path, layout: str = "hpa", n_train: int = 
     train_csv, sample_csv, train_dir, test_dir, prefix = FILES[layout]
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
+            raise OutputExists(f"{out} exists and is not empty; choose another folder or pass --overwrite")
         if not ((out / train_csv).exists() and (out / "solution.csv").exists()):
-            raise FileExistsError(f"{out} is not an earlier `comp sample` folder; --overwrite replaces only those")
+            raise OutputExists(f"{out} is not an earlier `comp sample` folder; --overwrite replaces only those")
     source, classes, xtr, ytr, xte, yte = load_source(Path(from_dir) if from_dir else None)
     rng = np.random.default_rng(seed)
     names = _names(layout, classes)

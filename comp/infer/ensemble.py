@@ -34,6 +34,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from comp.config import Config, ConfigError
 from comp.data.competition import DataError, label_map, load_test, read_csv_str
+from comp.errors import OutputExists
 from comp.files import digest_file, record_recipe, same_recipe, write_csv
 from comp.infer import ledger
 from comp.infer.decision import (
@@ -458,7 +459,7 @@ def _check_args(cfg: Config, exps: Sequence[str], weights, method: str, name: st
                               f"wrong figure (set data.metric: {want}, or leave {flag} out)")
     out_path = SUBMISSIONS_DIR / f"{name}.csv"
     if out_path.exists() and not overwrite:
-        raise FileExistsError(f"{out_path} already exists; choose another --name or pass --overwrite to replace it")
+        raise OutputExists(f"{out_path} already exists; choose another --name or pass --overwrite to replace it")
     return exps, fixed, out_path
 
 

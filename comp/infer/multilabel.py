@@ -28,6 +28,7 @@ import pandas as pd
 from comp.config import Config, ConfigError
 from comp.data.competition import DataError, load_test, read_csv_str
 from comp.data.multilabel import hot_strings, sort_classes
+from comp.errors import OutputExists
 from comp.files import write_csv
 from comp.infer import ledger
 from comp.infer.multilabel_score import check_multilabel_submission
@@ -328,7 +329,7 @@ def ensemble_multilabel(cfg: Config, exps: Sequence[str], fixed: np.ndarray | No
         raise ConfigError(f"--name {name!r}: use letters, digits, '-', '_' and '.' only")
     out_path = SUBMISSIONS_DIR / f"{name}.csv"
     if out_path.exists() and not overwrite:
-        raise FileExistsError(f"{out_path} already exists; choose another --name or pass --overwrite to replace it")
+        raise OutputExists(f"{out_path} already exists; choose another --name or pass --overwrite to replace it")
     metric = create_metric(cfg.data.metric, task="multilabel")
     inp = load_inputs(cfg, list(exps), use)
     rule = Rule(np.full(len(inp.classes), 0.5), cfg.infer.at_least_one, cfg.infer.top_k)

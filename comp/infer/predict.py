@@ -41,6 +41,7 @@ import pandas as pd
 from comp.accel import inference_accelerator
 from comp.config import Config, ConfigError
 from comp.data.competition import DataError, load_test, load_train, read_csv_str
+from comp.errors import OutputExists
 from comp.files import digest_file, recipe_path, record_recipe, same_recipe, write_csv, write_text
 from comp.infer.decision import macro_f1
 from comp.infer.models import (
@@ -124,7 +125,7 @@ def predict(
         return done
     for out_path in outs:
         if out_path.exists() and not overwrite:
-            raise FileExistsError(f"{out_path} already exists, made {_made_by(out_path)}; pass --overwrite to "
+            raise OutputExists(f"{out_path} already exists, made {_made_by(out_path)}; pass --overwrite to "
                                   f"replace it")
 
     accelerator = inference_accelerator(cfg.train.precision)

@@ -17,11 +17,12 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 from comp.data.competition import DataError, class_names, read_csv_str
+from comp.errors import CompError
 
 SHOW = 5  # offending rows listed per kind of problem
 
 
-class SubmissionError(ValueError):
+class SubmissionError(CompError, ValueError):
     """A submission that can't be scored or submitted; the message lists the offending rows."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from comp import __version__
+from comp.errors import OutputExists
 from comp.files import atomic_dir, write_text
 
 GENERATOR = "comp-report"
@@ -233,10 +234,10 @@ def report_dir(out: str | Path, keep: Sequence[str] = ()):
     out = Path(out)
     if out.exists():
         if not out.is_dir():
-            raise FileExistsError(f"--out {out}: a file is in the way; choose another --out")
+            raise OutputExists(f"--out {out}: a file is in the way; choose another --out")
         own = [p for p in out.iterdir() if p.name not in keep]
         if own and not is_report_dir(out):
-            raise FileExistsError(
+            raise OutputExists(
                 f"--out {out}: folder exists and is not a comp report; choose an empty or new folder for --out"
             )
     with atomic_dir(out) as tmp:

@@ -35,6 +35,7 @@ from torch import nn
 
 from comp.config import Config, ConfigError
 from comp.data.competition import DataError
+from comp.errors import CompError, OutputExists
 from comp.files import write_text
 from comp.infer.models import FoldModel, find_fold_models, load_model
 from comp.infer.onnxrt import INPUT_NAME, OUTPUT_NAME, export_dir, run_session, session, source_stamp
@@ -47,7 +48,7 @@ TOLERANCE = 1e-4
 PARITY_IMAGES = 32
 
 
-class ExportError(RuntimeError):
+class ExportError(CompError, RuntimeError):
     """A model that could not be exported, or an export that does not match its torch model."""
 
 
@@ -208,7 +209,7 @@ def export(cfg: Config, folds: Sequence[int] | None = None, opset: int = DEFAULT
         return info
     exists = [str(p) for _, p in targets if p.exists()]
     if exists and not overwrite:
-        raise FileExistsError(f"{exists[0]} already exists, exported from other weights or options; pass "
+        raise OutputExists(f"{exists[0]} already exists, exported from other weights or options; pass "
                               f"--overwrite to export again")
     fm0 = models[0]
     head = {"exp": exp, "format": "onnx", "classes": fm0.meta["classes"], "size": fm0.size, "resize": fm0.resize,

@@ -35,6 +35,7 @@ import yaml
 
 from comp.config import Config, ConfigError, check_exp_name, resolve
 from comp.data.competition import DataError, read_csv_str, read_folds
+from comp.errors import OutputExists
 from comp.files import atomic_dir, digest_file, record_recipe, same_recipe, write_csv, write_text
 
 PSEUDO_DIR = Path("folds") / "pseudo"
@@ -169,7 +170,7 @@ def make_pseudo(
              f"to do (pass --overwrite to make it again)")
         return out
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists, made from another teacher, folds or options; pass --overwrite "
+        raise OutputExists(f"{out} already exists, made from another teacher, folds or options; pass --overwrite "
                               f"to make it again")
     classes, per_fold, ids, what, members = teacher_folds(cfg, source)
     id_col = cfg.data.id_col

@@ -48,6 +48,7 @@ import pandas as pd
 
 from comp.config import Config, ConfigError, resolve
 from comp.data.competition import DataError, load_train, read_csv_str
+from comp.errors import OutputExists
 from comp.files import digest_file, record_recipe, same_recipe, write_csv, write_text
 from comp.train.rows import FoldRows, Pool
 
@@ -149,7 +150,7 @@ def run_relabel(
              f"pass --overwrite to write it again)")
         return csv_path
     if csv_path.exists() and not overwrite:
-        raise FileExistsError(f"{csv_path} already exists (it may hold your accept/drop marks); pass --overwrite "
+        raise OutputExists(f"{csv_path} already exists (it may hold your accept/drop marks); pass --overwrite "
                               f"to write it again, or --out to write elsewhere")
     oof, _ = read_run_oof(cfg, run)
     models = fold_models(run)

@@ -33,6 +33,7 @@ from comp.config import Config, ConfigError, resolve
 from comp.console import progress_bar
 from comp.data.cache import load_images
 from comp.data.competition import DataError, read_csv_str
+from comp.errors import OutputExists
 from comp.files import write_csv, write_text
 from comp.techniques import synth_models
 from comp.techniques.generator import GenSpec, gen_size, save_generator
@@ -144,7 +145,7 @@ def check_folder(cfg: Config, out: Path, opts: SynthOptions, classes: list[str],
         old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
         same = all(old.get(k) == summary[k] for k in ("folds_digest", "classes", "input_size", "options"))
         if not resume and not same:  # the same command again continues it (its finished folds are kept)
-            raise FileExistsError(f"{out} already exists, made with other folds or options; pass --resume to "
+            raise OutputExists(f"{out} already exists, made with other folds or options; pass --resume to "
                                   f"continue it or --overwrite to make it again")
         if old.get("folds_digest") != digest:
             raise DataError(f"{out} was made for another folds file than {cfg.folds.file} (digest "

@@ -47,6 +47,7 @@ from comp.console import progress_bar
 from comp.data.cache import load_images
 from comp.data.competition import load_train
 from comp.data.dataset import CachedImages, EpochSampler, balanced_weights, epoch_seed, make_loader, to_tensor_batch
+from comp.errors import CompError
 from comp.files import locked, write_csv, write_text
 from comp.metrics import Metric, create_metric
 from comp.train.augment import build_mixup, build_transform
@@ -81,7 +82,7 @@ NAN_CHECK_UPDATES = 50  # a non-finite loss is looked for on the host every this
 # epoch's end): a per-step .item() would stall a GPU's queue once per step
 
 
-class TrainingError(RuntimeError):
+class TrainingError(CompError, RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message says what was kept and what to try."""
 
 
