@@ -36,7 +36,7 @@ import yaml
 from comp.config import Config, ConfigError, check_exp_name, resolve
 from comp.data.competition import DataError, read_csv_str, read_folds
 from comp.errors import OutputExists
-from comp.files import atomic_dir, digest_file, record_recipe, same_recipe, write_csv, write_text
+from comp.files import atomic_dir, digest_file, write_csv, write_text
 
 PSEUDO_DIR = Path("folds") / "pseudo"
 BINS = np.round(np.linspace(0, 1, 21), 2)
@@ -165,17 +165,18 @@ def make_pseudo(
     recipe = {"command": "pseudo", "from": source, "threshold": threshold, "top": top, "soft": soft,
               "folds": folds_digest(cfg), "task": cfg.data.task,
               "teacher": {str(f): digest_file(f) for f in [*teacher, Path("submissions") / f"{source}.csv"]}}
-    if not overwrite and same_recipe(out, recipe):
+    if not overwrite and _made_from(out, recipe):
         echo(f"{out} already made from teacher {source}'s predictions as they are now, with these options; nothing "
              f"to do (pass --overwrite to make it again)")
         return out
     if out.exists() and not overwrite:
         raise OutputExists(f"{out} already exists, made from another teacher, folds or options; pass --overwrite "
-                              f"to make it again")
+                           f"to make it again")
     classes, per_fold, ids, what, members = teacher_folds(cfg, source)
     id_col = cfg.data.id_col
     summary = {"teacher": source, "teacher_is": what, "soft": soft, "threshold": threshold, "top": top,
-               "folds_digest": folds_digest(cfg), "n_test": len(ids), "folds": {}, "task": cfg.data.task}
+               "folds_digest": folds_digest(cfg), "n_test": len(ids), "folds": {}, "task": cfg.data.task,
+               "recipe": recipe}  # what made the folder: the same command again finds it here (_made_from)
     cuts = fold_thresholds(cfg, members[0], classes, sorted(per_fold)) if cfg.data.task == "multilabel" else None
     if cuts is not None:
         summary["thresholds"] = {str(k): [round(float(t), 3) for t in v] for k, v in cuts.items()}
@@ -196,9 +197,17 @@ def make_pseudo(
         echo(f"wrote {cfg_path} (the teacher's settings + data.pseudo: {out})")
     else:
         echo(f"{cfg_path} exists: make sure it sets data.pseudo: {out}")
-    record_recipe(out, recipe)
     echo(f"wrote {out}/fold_k.csv, summary.json, confidence.png; next: comp train --exp {exp} --all-folds")
     return out
+
+
+def _made_from(out: Path, recipe: dict) -> bool:
+    """``out`` holds a pseudo-label folder made from ``recipe`` (its summary.json records it)."""
+    try:
+        made = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("recipe")
+    except (OSError, ValueError):
+        return False
+    return made == json.loads(json.dumps(recipe, default=str))
 
 
 def fold_thresholds(cfg: Config, teacher: str, classes: list[str], folds: list[int]) -> dict[int, np.ndarray]:
