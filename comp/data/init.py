@@ -557,7 +557,7 @@ def _already_set_up(config_path: Path, root: Path, data: dict, echo: Callable[[s
     old_root = (config_path.resolve().parent / str(old.get("root", ""))).resolve() if old.get("root") else None
     if old_root != root.resolve():
         raise OutputExists(f"{config_path} exists and describes {old_root or 'no data.root'}, not {root}; pass "
-                              f"--overwrite to replace it (or -c OTHER.yaml)")
+                           f"--overwrite to replace it (or -c OTHER.yaml)")
     differ = [f"data.{k}: {old.get(k)!r} (detected now: {v!r})" for k, v in data.items() if old.get(k) != v]
     echo(f"{config_path} already describes {root}: nothing written (pass --overwrite to detect it again)")
     if differ:

@@ -126,7 +126,7 @@ def predict(
     for out_path in outs:
         if out_path.exists() and not overwrite:
             raise OutputExists(f"{out_path} already exists, made {_made_by(out_path)}; pass --overwrite to "
-                                  f"replace it")
+                               f"replace it")
 
     accelerator = inference_accelerator(cfg.train.precision)
     if exports is not None and accelerator.num_processes > 1:

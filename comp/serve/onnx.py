@@ -210,7 +210,7 @@ def export(cfg: Config, folds: Sequence[int] | None = None, opset: int = DEFAULT
     exists = [str(p) for _, p in targets if p.exists()]
     if exists and not overwrite:
         raise OutputExists(f"{exists[0]} already exists, exported from other weights or options; pass "
-                              f"--overwrite to export again")
+                           f"--overwrite to export again")
     fm0 = models[0]
     head = {"exp": exp, "format": "onnx", "classes": fm0.meta["classes"], "size": fm0.size, "resize": fm0.resize,
             "mean": fm0.meta.get("mean"), "std": fm0.meta.get("std"), "model_name": fm0.meta.get("model_name"),

@@ -151,7 +151,7 @@ def run_relabel(
         return csv_path
     if csv_path.exists() and not overwrite:
         raise OutputExists(f"{csv_path} already exists (it may hold your accept/drop marks); pass --overwrite "
-                              f"to write it again, or --out to write elsewhere")
+                           f"to write it again, or --out to write elsewhere")
     oof, _ = read_run_oof(cfg, run)
     models = fold_models(run)
     meta0 = next(iter(models.values())).meta if models else {}

@@ -146,7 +146,7 @@ def check_folder(cfg: Config, out: Path, opts: SynthOptions, classes: list[str],
         same = all(old.get(k) == summary[k] for k in ("folds_digest", "classes", "input_size", "options"))
         if not resume and not same:  # the same command again continues it (its finished folds are kept)
             raise OutputExists(f"{out} already exists, made with other folds or options; pass --resume to "
-                                  f"continue it or --overwrite to make it again")
+                               f"continue it or --overwrite to make it again")
         if old.get("folds_digest") != digest:
             raise DataError(f"{out} was made for another folds file than {cfg.folds.file} (digest "
                             f"{old.get('folds_digest')!r}, now {digest!r}): its generators saw other folds' rows "
