@@ -408,6 +408,32 @@ def leaderboard(runs_dir, ledger_path, out, trials):
     run(runs_dir, ledger_path=ledger_path, out=out, trials=trials, echo=click.echo)
 
 
+@cli.group()
+def ledger():
+    """submissions/ledger.csv: what Kaggle said of each submission (comp ledger lb), shown by comp leaderboard."""
+
+
+@ledger.command("lb")
+@click.argument("name")
+@click.argument("score", type=float)
+@click.option("--private", type=float, help="the private leaderboard score, once the competition has ended")
+@click.option("--ledger", "ledger_path", default="submissions/ledger.csv", show_default=True)
+def ledger_lb(name, score, private, ledger_path):
+    """Record the public (and private) leaderboard SCORE Kaggle reported for submission NAME -> submissions/lb.csv.
+
+    comp leaderboard then shows CV and public score side by side, their rank correlation, the CV - LB gap of each
+    submission against its fold spread, and which figure to trust.
+
+    \b
+    comp ledger lb blend1 0.8421
+    comp ledger lb blend1 0.8421 --private 0.8377
+    """
+    from comp.infer.ledger import record_lb
+
+    _, said = record_lb(name, score, private, ledger_path=ledger_path)
+    click.echo(said)
+
+
 # ---------------------------------------------------------------- inference
 
 

@@ -8,8 +8,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from comp.data.competition import DataError
 from comp.files import append_csv_row
 from comp.runs import git_commit
 
@@ -65,3 +67,41 @@ def read(path: str | Path = LEDGER) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=list(COLUMNS))
     return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+LB = Path("submissions/lb.csv")
+LB_COLUMNS = ("time", "name", "public", "private")
+
+
+def read_lb(path: str | Path = LB) -> pd.DataFrame:
+    """What Kaggle reported per submission (``comp ledger lb``): the latest row of each name wins."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=list(LB_COLUMNS))
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return df.drop_duplicates("name", keep="last").reset_index(drop=True)
+
+
+def record_lb(name: str, public: float, private: float | None = None, ledger_path: str | Path = LEDGER,
+              path: str | Path | None = None) -> tuple[dict, str]:
+    """Record NAME's public (and private) leaderboard score; returns the row and what changed. The same scores
+    again change nothing; new scores are appended (the latest wins) and the message names the old ones."""
+    path = Path(path) if path else Path(ledger_path).with_name("lb.csv")  # beside the ledger
+    led = read(ledger_path)
+    if name not in set(led["name"]):
+        have = ", ".join(dict.fromkeys(led["name"][::-1])) or "none yet"
+        raise DataError(f"no submission {name!r} in {ledger_path} (have: {have}); comp ledger lb takes a NAME that "
+                        f"comp ensemble logged")
+    for what, v in (("SCORE", public), ("--private", private)):
+        if v is not None and not np.isfinite(v):
+            raise DataError(f"{what} {v}: give the number Kaggle shows")
+    row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "name": name, "public": f"{public:.6g}",
+           "private": "" if private is None else f"{private:.6g}"}
+    old = read_lb(path)
+    old = old[old["name"] == name]
+    if len(old) and (old.iloc[0]["public"], old.iloc[0]["private"]) == (row["public"], row["private"]):
+        return row, f"{name}: public {row['public']} already recorded; nothing to do"
+    append_csv_row(path, row)
+    was = f" (was public {old.iloc[0]['public'] or '-'}, private {old.iloc[0]['private'] or '-'})" if len(old) else ""
+    return row, f"{name}: public {row['public']}" + (f", private {row['private']}" if row["private"] else "") \
+        + f" recorded in {path}{was}"

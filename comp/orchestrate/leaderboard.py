@@ -22,10 +22,11 @@ import yaml
 from comp import runs
 from comp.files import write_text
 from comp.infer import ledger as ledger_mod
+from comp.orchestrate import cv_lb
 from comp.reports.page import Report, anchor
 
 LEDGER_BASE = set(ledger_mod.COLUMNS)
-SECTIONS = ["overview", "cv-chart", "experiments", "submissions"]
+SECTIONS = ["overview", "cv-chart", "experiments", "submissions", "cv-vs-public-leaderboard"]
 
 
 def n_params(path: Path) -> int | None:
@@ -120,8 +121,9 @@ def epochs_text(train: dict):
 
 def leaderboard(runs_dir: str | Path | None = None, ledger_path: str | Path = "submissions/ledger.csv",
                 out: str | Path = "reports/leaderboard.html", trials: bool = False,
-                echo: Callable[[str], None] = print) -> pd.DataFrame:
-    """The table (best CV first), printed and written with a chart to ``out``; returns it."""
+                echo: Callable[[str], None] = print, lb_path: str | Path | None = None) -> pd.DataFrame:
+    """The table (best CV first), printed and written with a chart to ``out``; returns it. ``attrs['lb']`` holds
+    the CV-against-public-leaderboard table (comp.orchestrate.cv_lb), ``attrs['rho']`` and ``attrs['trust']``."""
     root = Path(runs_dir or runs.RUNS_DIR)
     led = ledger_mod.read(ledger_path)
     rows = [experiment_row(rd, root, led) for rd in _experiments(root, trials)]
@@ -136,9 +138,15 @@ def leaderboard(runs_dir: str | Path | None = None, ledger_path: str | Path = "s
         echo(f"no experiments in {root}/ yet (comp train or comp launch writes runs/EXP/)")
     else:
         echo(format_table(df))
+    lb_path = Path(lb_path) if lb_path else Path(ledger_path).with_name("lb.csv")
+    lb = cv_lb.table(led, ledger_mod.read_lb(lb_path), df)
+    rho = cv_lb.rank_correlation(lb)
+    trust, why = cv_lb.verdict(lb, rho)
+    echo(cv_lb.format_table(lb, rho, why) if len(lb) else why)
     out = Path(out)
-    write_page(df, led, out, root)
+    write_page(df, led, out, root, (lb, rho, why))
     echo(f"-> {out}")
+    df.attrs.update(lb=lb, rho=rho, trust=trust, why=why)
     return df
 
 
@@ -153,7 +161,7 @@ def format_table(df: pd.DataFrame) -> str:
             + (("\nsubmissions:\n" + "\n".join(subs)) if subs else ""))
 
 
-def write_page(df: pd.DataFrame, led: pd.DataFrame, out: Path, root: Path) -> Path:
+def write_page(df: pd.DataFrame, led: pd.DataFrame, out: Path, root: Path, lb=None) -> Path:
     from comp.reports.page import pyplot
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -200,6 +208,19 @@ def write_page(df: pd.DataFrame, led: pd.DataFrame, out: Path, root: Path) -> Pa
         sub.table(led.drop(columns=[c for c in ("options",) if c in led.columns]))
     else:
         sub.p("no submissions yet (comp ensemble logs each one in submissions/ledger.csv)")
+    _lb_section(rep, out, *(lb if lb is not None else (cv_lb.table(led, ledger_mod.read_lb(), df), None, "")))
     assert [x.id for x in rep.sections] == SECTIONS and anchor("Overview") == "overview"
     write_text(out, rep.render())
     return out
+
+
+def _lb_section(rep: Report, out: Path, lb: pd.DataFrame, rho: float | None, why: str) -> None:
+    """CV against the public leaderboard: the verdict, the plot and the table."""
+    s = rep.section("CV vs public leaderboard", "cv-vs-public-leaderboard")
+    s.note(why or "no leaderboard scores yet: comp ledger lb NAME SCORE", "ok" if len(lb) else "note")
+    if rho is not None:
+        s.p(f"Rank correlation (Spearman) of CV and public score over {len(lb)} submissions: {rho:+.2f}.")
+    chart = cv_lb.plot(lb, out.with_name(out.stem + "_lb.png"))
+    s.image(chart.name, "CV against the public leaderboard", "dashed: public = CV; whiskers: two fold spreads")
+    if len(lb):
+        s.table(lb)

@@ -62,6 +62,7 @@ class Plan:
     """What goes into the dataset: flat name -> project file, the recipe, and the inference estimate."""
 
     files: dict = field(default_factory=dict)  # flat name -> source path
+    stamps: dict = field(default_factory=dict)  # project path -> mtime_ns (--onnx: comp export's freshness check)
     manifest: dict = field(default_factory=dict)
     work: list = field(default_factory=list)  # (exp, images x views x models, images/s or None)
 
@@ -146,6 +147,8 @@ def _onnx_files(exp: str, use: str, dirs: dict, plan: Plan) -> None:
     if not (export / "export.json").exists():
         raise ConfigError(f"--onnx: {export / 'export.json'} not found; run comp export --exp {exp} --all-folds first")
     plan.files[f"{exp}__export__export.json"] = export / "export.json"
+    for d in dirs.values():  # the notebook copies these weights with their mtime, which export.json checks
+        plan.stamps[f"runs/{exp}/{d.name}/model.safetensors"] = (d / "model.safetensors").stat().st_mtime_ns
     for f in sorted(export.glob("*.onnx")):
         plan.files[f"{exp}__export__{f.name}"] = f
 
@@ -167,7 +170,7 @@ def plan_bundle(cfg: Config, config_path: str | Path, req: Request, onnx: bool) 
                      "tune_bias": recipe["tune_bias"], "tune_thresholds": recipe["tune_thresholds"],
                      "temperature": recipe["temperature"], "use": use, "label_shift": recipe["label_shift"],
                      "bias_folds": recipe["bias_folds"]},
-        "files": layout, "test_images": n_test,
+        "files": layout, "stamps": plan.stamps, "test_images": n_test,
         "submission": {"rows": len(sample), "sha256": digest_file(SUBMISSIONS / f"{req.name}.csv")},
     }
     return plan
@@ -253,7 +256,8 @@ def _write(plan: Plan, req: Request, tmp: Path) -> list[dict]:
     nb.mkdir()
     for flat, src in plan.files.items():
         shutil.copyfile(src, ds / flat)
-    made = wheels.gather(wheels.shipped(req.include, req.exclude), ds, req.platform, req.python)
+    include = list(req.include) + (["onnxruntime"] if plan.stamps else [])  # --onnx runs in onnxruntime
+    made = wheels.gather(wheels.shipped(include, req.exclude), ds, req.platform, req.python)
     plan.manifest["wheels"] = [w["file"] for w in made]
     write_text(ds / MANIFEST, json.dumps(plan.manifest, indent=1, ensure_ascii=False))
     dataset_meta, kernel_meta = metadata(req)
