@@ -618,7 +618,8 @@ def export(config_path, exp, fmt, fold_ids, all_folds, opset, dynamic_batch, ove
 @click.option("--onnx", is_flag=True, help="ship comp export's ONNX fold models (run with onnxruntime)")
 @click.option("--include", multiple=True, help="also ship this installed distribution's wheel (repeatable)")
 @click.option("--exclude", multiple=True, help="do not ship this dependency: Kaggle's image has it (repeatable)")
-@click.option("--platform", default="manylinux2014_x86_64", show_default=True, help="wheel platform tag")
+@click.option("--platform", default="manylinux_2_35_x86_64", show_default=True,
+              help="Kaggle's wheel platform: manylinux wheels up to this glibc fit")
 @click.option("--python-version", "python", default="3.11", show_default=True, help="Kaggle's Python")
 @click.option("--gpu", is_flag=True, help="kernel-metadata.json enable_gpu")
 @click.option("--time-limit", "limit_h", type=float, default=9.0, show_default=True, help="Kaggle's limit, hours")

@@ -3,7 +3,7 @@
     bundle/NAME/dataset/    one flat folder, uploaded as a Kaggle dataset (``kaggle datasets create -p``):
         comp-bundle.json        the recipe: members (experiment, models, TTA views, input size), the blend's options
                                 (weights, bias / thresholds / temperature, label shift) and where each file goes
-        E__fold_k__model.safetensors, E__fold_k__model.json, E__oof.csv, E__config.yaml, comp.yaml, ...
+        E__fold_k__model.safetensors, E__fold_k__model.json, E__oof.csv, configs__E.yaml, comp.yaml, ...
         *.whl                   comp's wheel and those of its dependencies Kaggle's image lacks (comp.serve.wheels)
         dataset-metadata.json   id, title, licence
     bundle/NAME/notebook/   ``kaggle kernels push -p``: kernel-metadata.json (internet off) and submission.ipynb
@@ -38,7 +38,7 @@ from comp.serve.kaggle_run import MANIFEST
 
 SUBMISSIONS = Path("submissions")
 KAGGLE_LIMIT_H = 9.0  # a code competition's notebook limit (CPU or GPU) in most image competitions
-SETUP_S = 90.0  # installing the wheels, importing torch and loading the models on Kaggle, roughly
+SETUP_S = 30.0  # installing the wheels, importing torch and loading the models: about 10 s here, kept generous
 
 
 @dataclass
@@ -62,9 +62,15 @@ class Plan:
     """What goes into the dataset: flat name -> project file, the recipe, and the inference estimate."""
 
     files: dict = field(default_factory=dict)  # flat name -> source path
+    layout: dict = field(default_factory=dict)  # flat name -> path in the notebook's working copy of the project
     stamps: dict = field(default_factory=dict)  # project path -> mtime_ns (--onnx: comp export's freshness check)
     manifest: dict = field(default_factory=dict)
     work: list = field(default_factory=list)  # (exp, images x views x models, images/s or None)
+
+    def add(self, src: Path, rel: str) -> None:
+        """Ship ``src`` as one flat file that the notebook puts at ``rel``."""
+        flat = rel.removeprefix("runs/").replace("/", "__")
+        self.files[flat], self.layout[flat] = src, rel
 
 
 def check_request(req: Request) -> None:
@@ -120,12 +126,12 @@ def _member(exp: str, use: str, onnx: bool, plan: Plan) -> dict:
             raise ConfigError(f"{d / 'model.safetensors'} changed since {test} was predicted; run comp predict "
                               f"--exp {exp} --overwrite and comp ensemble again")
         for f in ("model.safetensors", "model.json") + (("done.json",) if d.name.startswith("full_") else ()):
-            plan.files[f"{exp}__{d.name}__{f}"] = d / f
+            plan.add(d / f, f"runs/{exp}/{d.name}/{f}")
     for f in ("oof.csv", "config.yaml", "predict.json"):
         if (run / f).exists():
-            plan.files[f"{exp}__{f}"] = run / f
+            plan.add(run / f, f"runs/{exp}/{f}")
     if Path("configs", f"{exp}.yaml").exists():
-        plan.files[f"{exp}__configs.yaml"] = Path("configs", f"{exp}.yaml")
+        plan.add(Path("configs", f"{exp}.yaml"), f"configs/{exp}.yaml")
     engine = pred["engine"]
     if onnx:
         engine = "onnxruntime"
@@ -146,11 +152,11 @@ def _onnx_files(exp: str, use: str, dirs: dict, plan: Plan) -> None:
                           f"without --onnx")
     if not (export / "export.json").exists():
         raise ConfigError(f"--onnx: {export / 'export.json'} not found; run comp export --exp {exp} --all-folds first")
-    plan.files[f"{exp}__export__export.json"] = export / "export.json"
+    plan.add(export / "export.json", f"runs/{exp}/export/export.json")
     for d in dirs.values():  # the notebook copies these weights with their mtime, which export.json checks
         plan.stamps[f"runs/{exp}/{d.name}/model.safetensors"] = (d / "model.safetensors").stat().st_mtime_ns
     for f in sorted(export.glob("*.onnx")):
-        plan.files[f"{exp}__export__{f.name}"] = f
+        plan.add(f, f"runs/{exp}/export/{f.name}")
 
 
 def plan_bundle(cfg: Config, config_path: str | Path, req: Request, onnx: bool) -> Plan:
@@ -159,8 +165,7 @@ def plan_bundle(cfg: Config, config_path: str | Path, req: Request, onnx: bool) 
     plan = Plan()
     use = recipe["use"]
     members = [_member(e, use, onnx, plan) for e in recipe["exps"]]
-    plan.files["comp.yaml"] = Path(config_path)
-    layout = {flat: _project_path(flat) for flat in plan.files}
+    plan.add(Path(config_path), "comp.yaml")
     sample = read_csv_str(SUBMISSIONS / f"{req.name}.csv")
     n_test = req.test_images or len(sample)
     plan.manifest = {
@@ -170,20 +175,10 @@ def plan_bundle(cfg: Config, config_path: str | Path, req: Request, onnx: bool) 
                      "tune_bias": recipe["tune_bias"], "tune_thresholds": recipe["tune_thresholds"],
                      "temperature": recipe["temperature"], "use": use, "label_shift": recipe["label_shift"],
                      "bias_folds": recipe["bias_folds"]},
-        "files": layout, "stamps": plan.stamps, "test_images": n_test,
+        "files": plan.layout, "stamps": plan.stamps, "test_images": n_test,
         "submission": {"rows": len(sample), "sha256": digest_file(SUBMISSIONS / f"{req.name}.csv")},
     }
     return plan
-
-
-def _project_path(flat: str) -> str:
-    """Where a flat dataset file goes in the notebook's working copy of the project."""
-    if flat == "comp.yaml":
-        return flat
-    parts = flat.split("__")
-    if parts[1] == "configs.yaml":
-        return f"configs/{parts[0]}.yaml"
-    return "/".join(["runs", *parts])
 
 
 def estimate(plan: Plan, n_test: int) -> tuple[float | None, str]:
@@ -290,7 +285,7 @@ def bundle(cfg: Config, config_path: str | Path, req: Request, onnx: bool = Fals
     if not overwrite and same_recipe(out, recipe):
         echo(f"{out} already bundles {req.name} with the same files and options; nothing to do (pass --overwrite to "
              f"bundle again)")
-        return {"path": str(out), "already": True, **_summary(plan, req, out, echo=None)}
+        return {"path": str(out), "already": True, **_summary(plan, req, out, echo)}
     if out.exists() and not overwrite:
         raise OutputExists(f"{out} already exists, made from other files or options; pass --overwrite to replace it")
     n_test = plan.manifest["test_images"]
@@ -317,8 +312,8 @@ def _summary(plan: Plan, req: Request, out: Path, echo: Callable[[str], None] | 
     near = total is not None and total > 0.5 * limit
     if echo is not None:
         n = plan.manifest["test_images"]
-        echo(f"wrote {out}/dataset ({len(list((out / 'dataset').iterdir()))} files, {size / 1e6:.1f} MB) and "
-             f"{out}/notebook (submission.ipynb, kernel-metadata.json: internet off, GPU {'on' if req.gpu else 'off'})")
+        echo(f"{out}/dataset: {len(list((out / 'dataset').iterdir()))} files, {size / 1e6:.1f} MB; {out}/notebook: "
+             f"submission.ipynb, kernel-metadata.json (internet off, GPU {'on' if req.gpu else 'off'})")
         if total is None:
             echo("estimated notebook time: unknown (no measured predict speed; run comp predict --overwrite)")
         else:

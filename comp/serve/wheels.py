@@ -34,10 +34,9 @@ from comp.errors import CompError
 KAGGLE_HAS = frozenset(canonicalize_name(n) for n in (
     "torch", "torchvision", "timm", "albumentations", "opencv-python-headless", "scikit-learn", "pandas", "numpy",
     "accelerate", "click", "pyyaml", "safetensors", "tqdm", "matplotlib", "pillow", "imagehash", "scipy"))
-PLATFORM = "manylinux2014_x86_64"  # Kaggle's notebooks: Linux x86_64
+PLATFORM = "manylinux_2_35_x86_64"  # Kaggle's notebooks: Linux x86_64 on Ubuntu 22.04 (glibc 2.35)
 PYTHON = "3.11"  # Kaggle's image at the time of writing; --python-version changes it
-# manylinux2014 is manylinux_2_17: either spelling of the tag fits
-ALIASES = {"manylinux2014_x86_64": {"manylinux2014_x86_64", "manylinux_2_17_x86_64"}}
+LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}  # PEP 600 spellings
 
 
 class WheelError(CompError):
@@ -75,7 +74,24 @@ def fits(tag: str, platform: str, python: str) -> bool:
     major, minor = python.split(".")[:2]
     py_ok = py in (f"py{major}", f"py{major}{minor}", f"cp{major}{minor}") or (
         abi == "abi3" and py.startswith(f"cp{major}") and int(py[3:] or 0) <= int(minor))
-    return py_ok and (plat == "any" or plat in ALIASES.get(platform, {platform}))
+    return py_ok and (plat == "any" or plat == platform or _glibc_fits(plat, platform))
+
+
+def _glibc(tag: str) -> tuple[tuple[int, int], str] | None:
+    """((major, minor), arch) of a manylinux platform tag, in either spelling; None for other tags."""
+    for legacy, version in LEGACY.items():
+        if tag.startswith(legacy + "_"):
+            return version, tag[len(legacy) + 1:]
+    parts = tag.split("_", 3)
+    if len(parts) == 4 and parts[0] == "manylinux" and parts[1].isdigit() and parts[2].isdigit():
+        return (int(parts[1]), int(parts[2])), parts[3]
+    return None
+
+
+def _glibc_fits(plat: str, platform: str) -> bool:
+    """A manylinux wheel installs where the glibc is at least the one it names, on the same architecture."""
+    have, need = _glibc(platform), _glibc(plat)
+    return have is not None and need is not None and need[1] == have[1] and need[0] <= have[0]
 
 
 def _wheel_name(dist: md.Distribution, tags: list[str]) -> str:
