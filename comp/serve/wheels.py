@@ -2,8 +2,8 @@
 runtime dependencies that Kaggle's Python image lacks.
 
 Where each wheel comes from, first that applies, all offline:
-1. comp itself: built from its source folder (``pip wheel --no-deps --no-build-isolation``) when comp runs from a
-   checkout, else repacked from the installed distribution;
+1. comp itself: built from a copy of its checkout's setup.py and package (``pip wheel --no-deps
+   --no-build-isolation``) when comp runs from a checkout, else repacked from the installed distribution;
 2. a dependency installed here whose wheel tags fit the notebook's platform and Python: repacked from its installed
    files (the RECORD pip wrote names every one, with its hash), so nothing is downloaded;
 3. otherwise ``pip download --only-binary=:all: --platform P --python-version V`` (the only step that needs the
@@ -18,6 +18,7 @@ import hashlib
 import importlib.metadata as md
 import io
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -144,8 +145,13 @@ def comp_wheel(out_dir: Path) -> Path:
     if src is None:
         return repack(md.distribution("comp"), out_dir)
     with tempfile.TemporaryDirectory() as tmp:
+        # built from a copy of setup.py and the package: no build/ or egg-info left in the checkout, and no stale
+        # module from an earlier build/lib in the wheel
+        copy = Path(tmp) / "src"
+        shutil.copytree(src / "comp", copy / "comp", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copyfile(src / "setup.py", copy / "setup.py")
         cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-               "-w", tmp, str(src)]
+               "-w", tmp, str(copy)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         built = list(Path(tmp).glob("comp-*.whl"))
         if done.returncode or not built:
