@@ -46,6 +46,7 @@ def cli():
     \b
     comp init data/comp              # writes comp.yaml (every detected choice printed with its reason)
     comp auto --budget 20m           # -> submissions/auto.csv, reports/auto/index.html
+    comp bundle auto --competition SLUG --dataset-id ME/SLUG --check   # Kaggle notebook, offline
 
     Or step by step:
 
@@ -402,7 +403,8 @@ def auto(config_path, budget, gpus, address, resume, overwrite, models):
 @click.option("--trials", is_flag=True, help="also list comp tune trials (runs/EXP-tune/trial_NNN)")
 def leaderboard(runs_dir, ledger_path, out, trials):
     """Every experiment in runs/: CV and fold spread, model, input, epochs, loss, augmentation, speed, time,
-    parameters, submissions -> table + reports/leaderboard.html."""
+    parameters, submissions; and CV against the public leaderboard (comp ledger lb) -> table +
+    reports/leaderboard.html."""
     from comp.orchestrate.leaderboard import leaderboard as run
 
     run(runs_dir, ledger_path=ledger_path, out=out, trials=trials, echo=click.echo)

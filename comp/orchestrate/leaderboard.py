@@ -217,7 +217,8 @@ def write_page(df: pd.DataFrame, led: pd.DataFrame, out: Path, root: Path, lb=No
 def _lb_section(rep: Report, out: Path, lb: pd.DataFrame, rho: float | None, why: str) -> None:
     """CV against the public leaderboard: the verdict, the plot and the table."""
     s = rep.section("CV vs public leaderboard", "cv-vs-public-leaderboard")
-    s.note(why or "no leaderboard scores yet: comp ledger lb NAME SCORE", "ok" if len(lb) else "note")
+    flagged = bool(len(lb)) and bool(lb["beyond_spread"].eq(True).any())
+    s.note(why or "no leaderboard scores yet: comp ledger lb NAME SCORE", "note" if flagged or not len(lb) else "ok")
     if rho is not None:
         s.p(f"Rank correlation (Spearman) of CV and public score over {len(lb)} submissions: {rho:+.2f}.")
     chart = cv_lb.plot(lb, out.with_name(out.stem + "_lb.png"))
