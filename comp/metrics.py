@@ -36,6 +36,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from comp.config import Config, ConfigError
+
 
 def _norm(probs: np.ndarray) -> np.ndarray:
     """Rows rescaled to sum 1 (sklearn clips zeros itself, at float64 eps, as Kaggle's log loss does)."""
@@ -225,3 +227,11 @@ def cv_score(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: s
     pred = probs.argmax(1)
     return CV(m.name, float(m(y, probs, classes)), float(f1_score(y, pred, average="macro", zero_division=0)),
               float((pred == y).mean()) if len(y) else float("nan"))
+
+
+def competition_metric(cfg: Config, classes: list[str]) -> Metric:
+    """data.metric for ``classes``, or a ConfigError naming the key (qwk needs numeric class names)."""
+    try:
+        return create_metric(cfg.data.metric, classes, cfg.data.task)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

@@ -15,6 +15,7 @@ import pytest
 from train_utils import make_folds_file, quiet, tiny_cfg
 
 import comp.train.loop
+import comp.train.outputs
 from comp import files
 from comp.train.loop import train_folds
 
@@ -29,14 +30,14 @@ def test_publish_writes_the_oof_before_model_json(folded, monkeypatch):
     """A kill between the two leaves a stale model.json (repaired on --resume), never a stale OOF behind a
     current model.json."""
     seen = []
-    real = comp.train.loop.save_checkpoint
+    real = comp.train.outputs.save_checkpoint
 
     def spy(path, model, meta):
         oof = path.parent / "oof.csv"
         seen.append(oof.exists() and meta["epoch"] == _oof_epoch(path.parent))
         real(path, model, meta)
 
-    monkeypatch.setattr(comp.train.loop, "save_checkpoint", spy)
+    monkeypatch.setattr(comp.train.outputs, "save_checkpoint", spy)
     train_folds(tiny_cfg(folded, "order", "train.epochs=1"), [0], echo=quiet)
     assert seen == [True], "model.json was written before its epoch's OOF"
 

@@ -232,7 +232,7 @@ def test_exactly_once_drops_gather_padding_and_refuses_lost_rows():
     Today's code (before issue 17) accepted any number of repeated rows (e.g. every row gathered twice, or one
     row ten times), so a bug that doubled part of the validation set went unseen; the world-size bound fails
     there."""
-    from comp.train.loop import exactly_once
+    from comp.train.evaluate import exactly_once
 
     rows = np.array([2, 0, 1, 3, 2, 0])  # untrimmed gather over 3 processes: the padding repeats rows 2 and 0
     pos = exactly_once(rows, 4, world_size=3)

@@ -50,9 +50,8 @@ from comp.infer.multilabel import ensemble_multilabel
 from comp.infer.predict import USES, output_name
 from comp.infer.score import SubmissionError, check_submission, check_wide
 from comp.infer.shift import Shift, estimate_shift
-from comp.metrics import grade_values
+from comp.metrics import competition_metric, grade_values
 from comp.runs import run_dir, search_folds
-from comp.train.loop import competition_metric
 
 METHODS = ("mean", "geometric", "rank")
 SUBMISSIONS_DIR = Path("submissions")

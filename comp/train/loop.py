@@ -7,6 +7,9 @@ Reproducibility: every random draw of epoch e (batch order, augmentation, dropou
 (train.seed, e, rank), and the state saved after each epoch (accelerate ``save_state`` + EMA + trainer.json)
 holds everything else, so ``--resume`` ends where an uninterrupted run ends (bit for bit on CPU).
 
+Validation lives in comp.train.evaluate, what a fold publishes (OOF, weights, model.json, metrics, curves) in
+comp.train.outputs, the competition metric in comp.metrics.
+
 One fold, one training context: ``_setup_fold`` builds and prepares everything a fold owns (a ``Fold``),
 ``_train_epoch`` and ``_commit_epoch`` run and commit one epoch, ``_finish_fold`` writes done.json and removes the
 state (unless train.keep_state), and ``_release`` clears the accelerator's registries so the next fold's state
@@ -21,7 +24,6 @@ chose, publishes every epoch's weights (the last one is the model), and writes n
 from __future__ import annotations
 
 import copy
-import filecmp
 import gc
 import hashlib
 import json
@@ -38,7 +40,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import f1_score
 
 from comp import runs, weights
 from comp.accel import fresh_state, has_accelerator, resolve_precision
@@ -48,22 +49,23 @@ from comp.data.cache import load_images
 from comp.data.competition import load_train
 from comp.data.dataset import CachedImages, EpochSampler, balanced_weights, epoch_seed, make_loader, to_tensor_batch
 from comp.errors import CompError
-from comp.files import locked, write_csv, write_text
-from comp.metrics import Metric, create_metric
+from comp.files import locked, write_text
+from comp.metrics import Metric, competition_metric
 from comp.train.augment import build_mixup, build_transform
 from comp.train.batch_augment import training_augment
 from comp.train.defaults import fit_defaults
 from comp.train.epochs import FILE as EPOCHS_FILE
 from comp.train.epochs import fixed_epoch_cv, record_epoch
+from comp.train.evaluate import Eval, evaluate
 from comp.train.losses import DistillLoss, create_loss
-from comp.train.model import create_model, normalization, save_checkpoint
+from comp.train.model import create_model, normalization
 from comp.train.multilabel import (
     check_multilabel_config,
     create_multilabel_loss,
-    evaluate_logits,
     rarest_label_weights,
 )
 from comp.train.optim import check_names, create_optimizer, create_scheduler, current_lr, warmup_epochs
+from comp.train.outputs import model_meta, plot_curves, publish, published_epoch, same_bytes, write_metrics
 from comp.train.rows import Helper, Pool, Source, fold_rows, make_pool, prepare_sources
 from comp.train.state import (
     FoldState,
@@ -211,69 +213,6 @@ def _sync_buffers(module: torch.nn.Module, accelerator) -> None:
 
 
 # ---------------------------------------------------------------- one epoch
-
-
-@dataclass
-class Eval:
-    loss: float
-    macro_f1: float
-    acc: float
-    probs: np.ndarray
-    score: float = float("nan")  # data.metric of these predictions
-
-
-def competition_metric(cfg: Config, classes: list[str]) -> Metric:
-    """data.metric for ``classes``, or a ConfigError naming the key (qwk needs numeric class names)."""
-    try:
-        return create_metric(cfg.data.metric, classes, cfg.data.task)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-
-def exactly_once(rows: np.ndarray, n: int, world_size: int = 1) -> np.ndarray:
-    """Positions that put gathered validation rows in order 0..n-1, each exactly once.
-
-    gather_for_metrics drops the padding that evens out the last batch, but some setups return it untrimmed.
-    Only that padding is allowed: at most ``world_size - 1`` extra rows, each a repeat of a real row (0..n-1);
-    keeping the first of each is then exact. Anything else (a row lost, a row out of range, more repeats than
-    the padding can make) is a bug: raise, as prediction does.
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    uniq, first = np.unique(rows, return_index=True)
-    if len(uniq) != n or (n and (uniq[0] != 0 or uniq[-1] != n - 1)):
-        raise RuntimeError(f"validation gather returned {len(rows)} rows covering {len(uniq)} of the {n} "
-                           f"validation ids; predictions would be lost or doubled")
-    extra = len(rows) - n
-    if extra > max(world_size - 1, 0):
-        raise RuntimeError(f"validation gather returned {len(rows)} rows for {n} validation ids: {extra} "
-                           f"repeat(s), but padding the last batch over {world_size} process(es) makes at most "
-                           f"{max(world_size - 1, 0)}; predictions would be doubled")
-    return first  # np.unique sorts, so first[i] is where row i sits
-
-
-@torch.no_grad()
-def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, accelerator,
-             metric: Metric | None = None, classes: list[str] | None = None) -> Eval:
-    model.eval()
-    outs, rows = [], []
-    for u8, _, r in loader:
-        x = to_tensor_batch(u8, mean, std, channels_last)
-        with accelerator.autocast():
-            logits = model(x)
-        logits, r = accelerator.gather_for_metrics((logits.float(), r))
-        outs.append(logits.cpu())
-        rows.append(r.cpu())
-    logits = torch.cat(outs)[exactly_once(torch.cat(rows).numpy(), len(y_val), accelerator.num_processes)]
-    if np.ndim(y_val) == 2:  # multi-label: sigmoid probabilities, multi-hot truth
-        m = evaluate_logits(logits, y_val, metric, classes)
-        return Eval(m.loss, m.macro_f1, m.acc, m.probs, m.score)
-    y = torch.tensor(np.array(y_val, dtype=np.int64))
-    loss = torch.nn.functional.cross_entropy(logits, y).item()
-    probs = logits.softmax(1).numpy()
-    pred = probs.argmax(1)
-    f1 = float(f1_score(y_val, pred, average="macro", zero_division=0))
-    score = metric(y_val, probs, classes) if metric is not None else f1
-    return Eval(loss, f1, float((pred == y_val).mean()), probs, score)
 
 
 # ---------------------------------------------------------------- session
@@ -577,6 +516,10 @@ class Fold:
     def name(self) -> str:
         return unit_name(self.k)
 
+    def meta_at(self, st: FoldState) -> dict:
+        """model.json of the weights published at ``st.best_epoch`` (comp.train.outputs.model_meta)."""
+        return model_meta(self.meta, self.full is not None, self.cm.name, st)
+
 
 def _setup_fold(s: Session, k: int | str, fd: Path, full: dict | None = None) -> Fold:
     """Loaders, model, optimizer, scheduler, EMA and loss of fold ``k`` (or of the full-data run ``full``),
@@ -729,8 +672,8 @@ def _commit_epoch(s: Session, f: Fold, st: FoldState, epoch: int, train_loss: fl
             truth = f.va["y"].to_numpy() if s.pool.hot is None else s.pool.hot[f.va.index.to_numpy()]  # multi-hot
             record_epoch(f.fd, epoch + 1, f.va["id"], truth, cand.probs, s.classes)
         if new_best:
-            _publish(f.fd, f.ema.module if is_ema else f.raw, best_oof, _model_meta(f, st))
-        _write_metrics(f.fd, st)
+            publish(f.fd, f.ema.module if is_ema else f.raw, best_oof, f.meta_at(st))
+        write_metrics(f.fd, st)
         if s.on_epoch is not None:
             s.on_epoch(f.k, dict(row, best_score=st.best_score, best_epoch=st.best_epoch))
     if cfg.train.trackers:
@@ -854,7 +797,7 @@ def _finish_fold(s: Session, f: Fold, st: FoldState) -> dict:
     if f.full is not None:  # no validation score; the files say there is no OOF and why
         summary.update(f.full, fold=None, score=None, train_loss=st.history[-1]["train_loss"] if st.history else None)
     if acc.is_main_process:
-        _plot_curves(f.fd, st)
+        plot_curves(f.fd, st)
         write_text(f.fd / "done.json", json.dumps(summary, indent=2))
         if not t.keep_state:
             remove_states(f.fd)
@@ -914,86 +857,16 @@ def _nan_message(name: str, epoch: int, step: int, st: FoldState, t) -> str:
             f"this fold stopped and {kept}. Try {hints}.")
 
 
-def _publish(fd: Path, weights: torch.nn.Module, oof: pd.DataFrame | None, meta: dict) -> None:
-    """The best epoch's outputs: the OOF first, then the weights, then model.json last, so a current model.json
-    says the OOF and weights beside it are current too (a kill in between is repaired on --resume)."""
-    if oof is not None:  # a full-data run has none
-        write_csv(fd / "oof.csv", oof)
-    save_checkpoint(fd / "model.safetensors", weights, meta)
-
-
 def _repair_outputs(s: Session, f: Fold, st: FoldState, state_path: Path) -> None:
     """A kill after the state commit but before model/oof/metrics were written: write them from the state.
 
     The state holds the best epoch's weights and OOF only when that epoch is the last one committed; then a
     model.json of another epoch (or none, or unreadable) or an OOF that is not the state's is published again."""
-    _write_metrics(f.fd, st)
+    write_metrics(f.fd, st)
     if not st.best_epoch or st.best_epoch != st.epoch:
         return
     best_oof = state_path / "best_oof.csv"
-    stale_oof = f.full is None and best_oof.exists() and not _same_bytes(best_oof, f.fd / "oof.csv")
-    if _published_epoch(f.fd / "model.json") != st.best_epoch or stale_oof:
+    stale_oof = f.full is None and best_oof.exists() and not same_bytes(best_oof, f.fd / "oof.csv")
+    if published_epoch(f.fd / "model.json") != st.best_epoch or stale_oof:
         oof = runs.read_oof(best_oof, s.cfg) if f.full is None else None
-        _publish(f.fd, f.ema.module if st.best_is_ema else f.raw, oof, _model_meta(f, st))
-
-
-def _published_epoch(meta_path: Path) -> int | None:
-    """The epoch model.json says its weights are from (None when missing or unreadable: a kill mid-write)."""
-    try:
-        return json.loads(meta_path.read_text(encoding="utf-8")).get("epoch")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _same_bytes(a: Path, b: Path) -> bool:
-    return b.exists() and filecmp.cmp(a, b, shallow=False)
-
-
-def _model_meta(f: Fold, st: FoldState) -> dict:
-    """model.json of the weights published at ``st.best_epoch``, the epoch just committed (its metrics row)."""
-    if f.full is not None:
-        return dict(f.meta, epoch=st.best_epoch, score=None, ema=st.best_is_ema,
-                    train_loss=st.history[-1]["train_loss"])
-    row = (st.ema_history if st.best_is_ema else st.history)[-1]
-    return dict(f.meta, epoch=st.best_epoch, score=st.best_score, ema=st.best_is_ema, val_loss=row["val_loss"],
-                val_acc=row["val_acc"], metric=f.cm.name, val_macro_f1=row["val_macro_f1"])
-
-
-def _write_metrics(fd: Path, st: FoldState) -> None:
-    write_csv(fd / "metrics.csv", pd.DataFrame(st.history, columns=runs.METRICS_COLUMNS))
-    if st.ema_history:
-        write_csv(fd / "metrics_ema.csv", pd.DataFrame(st.ema_history, columns=runs.METRICS_COLUMNS))
-
-
-def _plot_curves(fd: Path, st: FoldState) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    h = pd.DataFrame(st.history)
-    full = h["val_loss"].isna().all()  # a full-data run: no validation, plot the lr instead
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a.plot(h["epoch"], h["train_loss"], "o-", label="train loss")
-    if full:
-        b.plot(h["epoch"], h["lr"], "o-", label="lr (last update of the epoch)")
-        right = f"full-data run, {st.epoch} epochs (no validation rows)"
-    else:
-        a.plot(h["epoch"], h["val_loss"], "o-", label="val loss")
-        b.plot(h["epoch"], h["val_macro_f1"], "o-", label="val macro F1")
-        b.plot(h["epoch"], h["val_acc"], "o-", label="val accuracy")
-        right = f"best score {st.best_score:.4f} (epoch {st.best_epoch})"
-    if st.ema_history:
-        e = pd.DataFrame(st.ema_history)
-        b.plot(e["epoch"], e["val_macro_f1"], "o--", label="val macro F1 (EMA)")
-    b.axvline(st.best_epoch, color="grey", lw=0.8, ls=":")
-    for ax, title in ((a, "loss"), (b, right)):
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = fd / ".curves.png.tmp.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, fd / "curves.png")
+        publish(f.fd, f.ema.module if st.best_is_ema else f.raw, oof, f.meta_at(st))
