@@ -22,8 +22,8 @@ from comp.techniques.foldsafe import check_fold_safe
 from comp.techniques.pseudo import Pseudo, load_pseudo
 from comp.techniques.relabel import accepts_every, apply_relabel, fold_safe_every, fold_safe_rows, full_every
 from comp.techniques.synth import Synthetic, load_synthetic
-from comp.train.loop import check_config
 from comp.train.rows import FoldRows, Pool, Source, per_class
+from comp.train.setup import check_config
 
 
 class RelabelSource(Source):

@@ -94,7 +94,7 @@ def synth_report(cfg: Config, out: str | Path | None = None, echo: Callable[[str
     """Measure folds/synth/E's images and write reports/E/synth/index.html; returns the page's path."""
     from PIL import Image
 
-    from comp.train.loop import make_accelerator
+    from comp.train.setup import make_accelerator
 
     folder = synth_dir(cfg, cfg.exp)
     if not (folder / "summary.json").exists():

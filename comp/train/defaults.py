@@ -5,7 +5,7 @@
     train.batch_size  on CPU 128 from 2048 training rows (1.6x the images/s of 64 on 2 cores, resnet18 at 32 px),
                       else 64 (16 steps an epoch at least); on a GPU the largest power of two (<= 256) whose training
                       step fits in half the free memory (a short probe at the fitted size)
-    train.num_workers derived by comp.train.loop.num_workers (0 on <= 2 cores); only its reason is printed here
+    train.num_workers derived by comp.train.setup.num_workers (0 on <= 2 cores); only its reason is printed here
     train.lr/epochs   by how the model starts (comp.config.fit_schedule)
 
 A user's value always wins. A run that already has ``runs/E/config.yaml`` keeps the values recorded there, so a

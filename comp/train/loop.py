@@ -28,13 +28,11 @@ import gc
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +40,6 @@ import pandas as pd
 import torch
 
 from comp import runs, weights
-from comp.accel import fresh_state, has_accelerator, resolve_precision
 from comp.config import Config, ConfigError, fold_config, resolve
 from comp.console import progress_bar
 from comp.data.cache import load_images
@@ -51,22 +48,29 @@ from comp.data.dataset import CachedImages, EpochSampler, balanced_weights, epoc
 from comp.errors import CompError
 from comp.files import locked, write_text
 from comp.metrics import Metric, competition_metric
-from comp.train.augment import build_mixup, build_transform
+from comp.train.augment import build_mixup
 from comp.train.batch_augment import training_augment
 from comp.train.defaults import fit_defaults
 from comp.train.epochs import FILE as EPOCHS_FILE
 from comp.train.epochs import fixed_epoch_cv, record_epoch
 from comp.train.evaluate import Eval, evaluate
 from comp.train.losses import DistillLoss, create_loss
-from comp.train.model import create_model, normalization
+from comp.train.model import (
+    create_model,
+    freeze_stages,
+    keep_norm_stats,
+    normalization,
+    set_backbone_trainable,
+    sync_buffers,
+)
 from comp.train.multilabel import (
-    check_multilabel_config,
     create_multilabel_loss,
     rarest_label_weights,
 )
-from comp.train.optim import check_names, create_optimizer, create_scheduler, current_lr, warmup_epochs
+from comp.train.optim import create_optimizer, create_scheduler, current_lr, warmup_epochs
 from comp.train.outputs import model_meta, plot_curves, publish, published_epoch, same_bytes, write_metrics
 from comp.train.rows import Helper, Pool, Source, fold_rows, make_pool, prepare_sources
+from comp.train.setup import check_config, make_accelerator, num_workers
 from comp.train.state import (
     FoldState,
     check_state,
@@ -90,126 +94,6 @@ class TrainingError(CompError, RuntimeError):
 
 class _Stopped(Exception):
     """train.stop_after_epochs reached: leave the state for --resume, as a kill would."""
-
-
-# ---------------------------------------------------------------- setup
-
-
-def num_workers(cfg: Config) -> int:
-    """train.num_workers, else 0 on machines with <= 2 cores (workers would take cores from the model)."""
-    if cfg.train.num_workers is not None:
-        return cfg.train.num_workers
-    return 0 if (os.cpu_count() or 1) <= 2 else min(4, (os.cpu_count() or 1) // 2)
-
-
-def make_accelerator(cfg: Config):
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    t = cfg.train
-    precision = resolve_precision(t.precision)
-    log_with = _trackers(t.trackers)
-    fresh_state()
-    return Accelerator(
-        # Without a GPU, accelerate only joins a torchrun/`accelerate launch` process group when told it is CPU.
-        cpu=not has_accelerator(),
-        mixed_precision=precision,
-        gradient_accumulation_steps=t.accum_steps,
-        # Parameters frozen for the first epochs get no gradient; DDP must be told to expect that.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.model.freeze_epochs > 0)],
-        log_with=log_with or None,
-        project_dir=str(runs.run_dir(cfg.exp)),
-        dynamo_backend="inductor" if t.compile else "no",
-        step_scheduler_with_optimizer=False,
-    )
-
-
-def _trackers(names: list[str]) -> list[str]:
-    from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
-
-    available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "mlflow": is_mlflow_available}
-    for n in names:
-        if n not in available:
-            raise ConfigError(f"train.trackers: unknown tracker {n!r}, expected some of {tuple(available)}")
-        if not available[n]():
-            raise ConfigError(f"train.trackers: {n} is not installed (pip install {n}), or remove it from the list")
-    if "wandb" in names:
-        os.environ.setdefault("WANDB_MODE", "offline")  # no network: logs stay in ./wandb until `wandb sync`
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if "mlflow" in names and (uri.startswith("file:") or (uri and "://" not in uri)):
-        # A file store the user named: MLflow 3 refuses one unless told (it prefers a database it may not have).
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    return list(names)
-
-
-def check_config(cfg: Config) -> None:
-    """Everything a user controls that can be checked before any image is decoded."""
-    import timm
-
-    if not cfg.exp:
-        raise ConfigError("an experiment name is needed: --exp NAME")
-    hub = cfg.model.name.startswith(("hf-hub:", "hf_hub:", "local-dir:"))
-    if not hub and not timm.is_model(cfg.model.name) and not cfg.model.pretrained_file:
-        near = timm.list_models(f"*{cfg.model.name.split('.')[0][:6]}*")[:8]
-        raise ConfigError(f"model.name: unknown timm model {cfg.model.name!r}; similar names: {near}")
-    check_names(cfg.train)
-    if cfg.data.task == "multilabel":
-        check_multilabel_config(cfg)
-    else:
-        create_loss(cfg.train, class_counts=[1, 1])
-    build_transform(cfg.augment, cfg.input.size or 32)  # an unset size is fitted later (comp.train.defaults)
-    if cfg.model.freeze_epochs >= cfg.train.epochs:
-        raise ConfigError("model.freeze_epochs must be smaller than train.epochs (the backbone would never train)")
-    resolve_precision(cfg.train.precision)
-    _trackers(cfg.train.trackers)
-
-
-# ---------------------------------------------------------------- model parts
-
-
-def freeze_stages(model: torch.nn.Module, n: int, name: str) -> set[int]:
-    """Freeze the stem and the first ``n`` stages (timm's coarse ``group_matcher``); the ids of frozen params."""
-    if n == 0:
-        return set()
-    from timm.models import group_parameters
-
-    if not hasattr(model, "group_matcher"):
-        raise ConfigError(f"model.freeze_stages: {name} does not describe its stages (no group_matcher); use 0")
-    groups = group_parameters(model, model.group_matcher(coarse=True))
-    ids = sorted(groups)
-    n_stages = len(ids) - 2  # minus the stem and the head
-    if n > n_stages:
-        raise ConfigError(f"model.freeze_stages={n}, but {name} has {n_stages} stages after its stem")
-    names = set(chain.from_iterable(groups[i] for i in ids[: n + 1]))
-    frozen = set()
-    for pname, p in model.named_parameters():
-        if pname in names:
-            p.requires_grad_(False)
-            frozen.add(id(p))
-    return frozen
-
-
-def set_backbone_trainable(model: torch.nn.Module, trainable: bool, keep_frozen: set[int]) -> None:
-    """model.freeze_epochs: only the classifier trains while ``trainable`` is False."""
-    head = {id(p) for p in model.get_classifier().parameters()}
-    for p in model.parameters():
-        if id(p) not in head and id(p) not in keep_frozen:
-            p.requires_grad_(trainable)
-
-
-def keep_norm_stats(model: torch.nn.Module) -> None:
-    """Batch-norm layers in eval mode: their running statistics stay as they are (model.freeze_bn, and the linear
-    probe of model.freeze_epochs); their scale and shift still train when they require grad."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.eval()
-
-
-def _sync_buffers(module: torch.nn.Module, accelerator) -> None:
-    """Batch-norm statistics drift apart across processes; evaluate (and save) rank 0's everywhere."""
-    if accelerator.num_processes > 1:
-        for b in module.buffers():
-            torch.distributed.broadcast(b, src=0)
 
 
 # ---------------------------------------------------------------- one epoch
@@ -483,7 +367,7 @@ def _banner(s: Session, name: str, model, n_train: int, n_val: int, steps: int) 
 # ---------------------------------------------------------------- one fold: setup, epoch, commit
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Fold:
     """Everything one fold creates. It lives only inside ``_train_fold``: when the fold ends the accelerator's
     registries are cleared (``free_memory``), so nothing of it outlives the fold (memory, state files)."""
@@ -577,9 +461,10 @@ def _setup_fold(s: Session, k: int | str, fd: Path, full: dict | None = None) ->
         meta["task"] = "multilabel"
     if full is not None:
         meta.update(full, fold=None)
-    return Fold(k, fd, va, train_set, train_loader, val_loader, model, raw, optimizer, scheduler, ema, criterion,
-                mixup, batch_aug, mean, std, frozen, steps, meta, competition_metric(cfg, s.classes), teacher=teacher,
-                full=full)
+    return Fold(k=k, fd=fd, va=va, train_set=train_set, train_loader=train_loader, val_loader=val_loader, model=model,
+                raw=raw, optimizer=optimizer, scheduler=scheduler, ema=ema, criterion=criterion, mixup=mixup,
+                batch_aug=batch_aug, mean=mean, std=std, frozen=frozen, steps=steps, meta=meta,
+                cm=competition_metric(cfg, s.classes), teacher=teacher, full=full)
 
 
 def _train_epoch(s: Session, f: Fold, st: FoldState, epoch: int) -> tuple[float, float, float]:
@@ -689,11 +574,11 @@ def _validate(s: Session, f: Fold) -> tuple[Eval, Eval | None]:
     """The raw weights' and (train.ema) the EMA weights' evaluation on the fold's validation rows."""
     t, acc, cm = s.cfg.train, s.accelerator, f.cm
     y_val = f.va["y"].to_numpy() if s.pool.hot is None else s.pool.hot[f.va.index.to_numpy()]
-    _sync_buffers(f.raw, acc)
+    sync_buffers(f.raw, acc)
     ev = evaluate(f.model, f.val_loader, y_val, f.mean, f.std, t.channels_last, acc, cm, s.classes)
     ev_ema = None
     if f.ema is not None:
-        _sync_buffers(f.ema.module, acc)
+        sync_buffers(f.ema.module, acc)
         ev_ema = evaluate(f.ema.module, f.val_loader, y_val, f.mean, f.std, t.channels_last, acc, cm, s.classes)
     return ev, ev_ema
 

@@ -47,7 +47,7 @@ def lr_find(cfg: Config, fold: int = 0, steps: int = 100, start_lr: float = 1e-7
     """Run the range test; returns the suggestion dict plus ``csv`` and ``plot`` paths.
 
     ``sources``: as train_folds' (data.relabel's dropped rows stay out of the range test too)."""
-    from comp.train.loop import check_config, make_accelerator
+    from comp.train.setup import check_config, make_accelerator
 
     if not 0 < start_lr < end_lr:
         raise ConfigError(f"--start-lr {start_lr:g} must be positive and below --end-lr {end_lr:g}")

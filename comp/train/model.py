@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from itertools import chain
 from pathlib import Path
 from typing import Optional
 
@@ -108,3 +109,48 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict:
     """Load safetensors weights into ``model`` (never unpickles); return the metadata."""
     model.load_state_dict(load_file(str(path)))
     return load_meta(path)
+
+
+def freeze_stages(model: torch.nn.Module, n: int, name: str) -> set[int]:
+    """Freeze the stem and the first ``n`` stages (timm's coarse ``group_matcher``); the ids of frozen params."""
+    if n == 0:
+        return set()
+    from timm.models import group_parameters
+
+    if not hasattr(model, "group_matcher"):
+        raise ConfigError(f"model.freeze_stages: {name} does not describe its stages (no group_matcher); use 0")
+    groups = group_parameters(model, model.group_matcher(coarse=True))
+    ids = sorted(groups)
+    n_stages = len(ids) - 2  # minus the stem and the head
+    if n > n_stages:
+        raise ConfigError(f"model.freeze_stages={n}, but {name} has {n_stages} stages after its stem")
+    names = set(chain.from_iterable(groups[i] for i in ids[: n + 1]))
+    frozen = set()
+    for pname, p in model.named_parameters():
+        if pname in names:
+            p.requires_grad_(False)
+            frozen.add(id(p))
+    return frozen
+
+
+def set_backbone_trainable(model: torch.nn.Module, trainable: bool, keep_frozen: set[int]) -> None:
+    """model.freeze_epochs: only the classifier trains while ``trainable`` is False."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    for p in model.parameters():
+        if id(p) not in head and id(p) not in keep_frozen:
+            p.requires_grad_(trainable)
+
+
+def keep_norm_stats(model: torch.nn.Module) -> None:
+    """Batch-norm layers in eval mode: their running statistics stay as they are (model.freeze_bn, and the linear
+    probe of model.freeze_epochs); their scale and shift still train when they require grad."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def sync_buffers(module: torch.nn.Module, accelerator) -> None:
+    """Batch-norm statistics drift apart across processes; evaluate (and save) rank 0's everywhere."""
+    if accelerator.num_processes > 1:
+        for b in module.buffers():
+            torch.distributed.broadcast(b, src=0)
