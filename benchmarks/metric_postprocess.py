@@ -26,7 +26,7 @@ from comp.data.sample import make_sample
 from comp.infer.ensemble import ensemble
 from comp.infer.predict import predict
 from comp.infer.score import score_files
-from comp.train.loop import train_folds
+from comp.train.session import train_folds
 
 
 def quiet(_):

@@ -31,7 +31,7 @@ from comp.data.sample import make_sample  # noqa: E402
 from comp.infer.predict import predict  # noqa: E402
 from comp.techniques import sources  # noqa: E402
 from comp.techniques.relabel import run_relabel  # noqa: E402
-from comp.train.loop import train_folds  # noqa: E402
+from comp.train.session import train_folds  # noqa: E402
 
 PAIRS = [(0, 1), (0, 2), (1, 2)]
 

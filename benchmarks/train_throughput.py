@@ -98,7 +98,7 @@ def one_run(args) -> dict:
 
     from comp.config import load_config
     from comp.train.augment import preset_dict
-    from comp.train.loop import train_folds
+    from comp.train.session import train_folds
 
     preset, on = args.one.split(":")
     sets = [f"model.name={args.model}", f"input.size={args.size}", f"train.batch_size={args.batch_size}",

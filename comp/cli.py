@@ -230,7 +230,7 @@ def train(config_path, exp, overrides, fold_ids, all_folds, resume, overwrite, s
     """
     from comp.orchestrate.locks import train_guard
     from comp.techniques import sources
-    from comp.train.loop import train_folds, train_full
+    from comp.train.session import train_folds, train_full
 
     if full:
         if fold_ids or all_folds:

@@ -21,7 +21,7 @@ from comp.data.competition import class_names
 from comp.data.folds import make_folds
 from comp.reports.analyze import cam_picks, run_analyze
 from comp.reports.cam import find_target_layer, grad_cam, grad_cam_labels
-from comp.train.loop import train_folds
+from comp.train.session import train_folds
 
 QUIET = {"echo": lambda s: None}
 

@@ -128,7 +128,7 @@ def test_test_images_with_another_extension_than_train_images(tmp_path, competit
     del values["data"]["test_ext"]
     (tmp_path / "comp.yaml").write_text(yaml.safe_dump(values))
     make_folds_file(tmp_path)
-    from comp.train.loop import train_folds
+    from comp.train.session import train_folds
 
     train_folds(tiny_cfg(tmp_path, "e", "train.epochs=1"), [0], echo=quiet)
     assert load_config(tmp_path / "comp.yaml").data.test_ext is None

@@ -72,7 +72,7 @@ def test_training_over_the_memory_budget_trains_from_a_disk_cache(workdir, monke
     """train.cache: auto with each job's share of memory a few bytes: one real epoch reads a runs/.cache file."""
     from train_utils import make_folds_file, quiet, tiny_cfg
 
-    from comp.train.loop import train_folds
+    from comp.train.session import train_folds
 
     make_folds_file(workdir)
     monkeypatch.setenv("COMP_JOBS_PER_NODE", str(1 << 40))

@@ -17,7 +17,7 @@ from comp.data.folds import make_folds
 from comp.infer import ledger
 from comp.infer.predict import predict
 from comp.infer.score import score_files
-from comp.train.loop import train_folds
+from comp.train.session import train_folds
 
 QUIET = {"echo": lambda s: None}
 REPO = Path(__file__).resolve().parent.parent

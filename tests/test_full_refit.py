@@ -26,8 +26,8 @@ from comp.data.folds import make_folds
 from comp.infer import ledger
 from comp.techniques import sources
 from comp.train.defaults import fit_defaults
-from comp.train.loop import train_folds, train_full
 from comp.train.refit import full_epochs, plan_full
+from comp.train.session import train_folds, train_full
 from comp.train.state import check_state
 
 SETS = [a for s in TINY for a in ("--set", s)]

@@ -16,7 +16,7 @@ from comp.data.folds import make_folds
 from comp.data.init import init_competition
 from comp.data.multilabel import multi_hot
 from comp.data.sample_multilabel import make_multilabel_sample
-from comp.train.loop import train_folds
+from comp.train.session import train_folds
 
 QUIET = {"echo": lambda s: None}
 TINY = ["model.name=test_resnet", "input.size=32", "train.epochs=1", "train.batch_size=32", "train.lr=3e-3"]

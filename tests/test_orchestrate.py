@@ -30,7 +30,7 @@ from comp.infer import ledger
 from comp.orchestrate.leaderboard import SECTIONS, leaderboard
 from comp.orchestrate.locks import FoldLock, read_lock
 from comp.orchestrate.space import check_space, read_space
-from comp.train.loop import train_folds
+from comp.train.session import train_folds
 
 pytest.importorskip("ray", reason='needs ray: pip install "comp[ray]"')
 pytest.importorskip("optuna", reason='needs optuna: pip install "comp[ray]"')

@@ -17,7 +17,7 @@ from train_utils import make_folds_file, quiet, tiny_cfg
 import comp.train.loop
 import comp.train.outputs
 from comp import files
-from comp.train.loop import train_folds
+from comp.train.session import train_folds
 
 
 @pytest.fixture

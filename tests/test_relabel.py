@@ -16,8 +16,8 @@ from comp.data.folds import make_folds
 from comp.data.sample import make_sample
 from comp.techniques import sources
 from comp.techniques.relabel import find_suspects
-from comp.train.loop import train_folds
 from comp.train.rows import make_pool
+from comp.train.session import train_folds
 
 QUIET = {"echo": lambda s: None}
 

@@ -19,8 +19,8 @@ from comp.data.folds import make_folds
 from comp.data.sample import make_sample
 from comp.infer.ensemble import ensemble
 from comp.infer.predict import predict
-from comp.train.loop import train_folds
 from comp.train.model import create_model, normalization, save_checkpoint
+from comp.train.session import train_folds
 
 pytest.importorskip("gradio")
 pytest.importorskip("onnxruntime")

@@ -20,7 +20,7 @@ from comp.cli import cli
 from comp.config import ConfigError, load_config
 from comp.techniques import sources
 from comp.techniques.pseudo import folds_digest
-from comp.train.loop import train_folds
+from comp.train.session import train_folds
 
 TINY_GEN = ["--channels", "32,16,8,8", "--steps", "3", "--batch-size", "16"]  # the default kind: gan
 RECIPE = ["model.name=test_resnet", "input.size=32", "augment.preset=none", "train.batch_size=32",

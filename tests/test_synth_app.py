@@ -16,7 +16,7 @@ from PIL import Image
 from comp.cli import cli
 from comp.config import load_config
 from comp.data.folds import make_folds
-from comp.train.loop import train_folds
+from comp.train.session import train_folds
 
 pytestmark = pytest.mark.slow
 GEN = ["--channels", "32,16,8,8", "--steps", "3", "--batch-size", "16"]  # the default kind: gan

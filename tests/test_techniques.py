@@ -25,7 +25,7 @@ from comp.infer.ensemble import ensemble
 from comp.infer.predict import predict
 from comp.techniques import sources
 from comp.techniques.pseudo import make_pseudo
-from comp.train.loop import train_folds as _train_folds
+from comp.train.session import train_folds as _train_folds
 
 QUIET = {"echo": lambda s: None}
 

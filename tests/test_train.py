@@ -16,9 +16,9 @@ from comp.cli import cli
 from comp.config import ConfigError
 from comp.data.competition import class_names
 from comp.runs import METRICS_COLUMNS
-from comp.train.loop import train_fold, train_folds
 from comp.train.losses import LOSSES
 from comp.train.model import create_model, load_checkpoint
+from comp.train.session import train_fold, train_folds
 
 CHANCE = 0.1  # 10 balanced classes
 

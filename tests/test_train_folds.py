@@ -16,7 +16,7 @@ from train_utils import make_folds_file, quiet, tiny_cfg
 import comp.train.loop
 from comp.cli import cli
 from comp.config import ConfigError
-from comp.train.loop import train_folds
+from comp.train.session import train_folds
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import json
 from train_utils import make_folds_file, quiet, tiny_cfg
 
 from comp.infer.predict import predict
-from comp.train.loop import train_folds
+from comp.train.session import train_folds
 
 
 def test_rerun_keeps_predict_oof_and_retrain_forgets_its_views(workdir):

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from train_utils import make_folds_file, quiet, tiny_cfg
 
 import comp.train.loop
-from comp.train.loop import TrainingError, train_folds
+from comp.train.loop import TrainingError
+from comp.train.session import train_folds
 from comp.train.state import find_state
 
 # Every random path on: augmentation, Mixup/CutMix, dropout, balanced sampling, EMA; 3 epochs with warmup-free

@@ -87,7 +87,7 @@ def run_trial(params: dict, setup: dict) -> None:
     from ray import tune
 
     from comp.techniques import sources
-    from comp.train.loop import train_folds
+    from comp.train.session import train_folds
 
     os.chdir(setup["workdir"])
     index = claim_trial(setup["exp"], tune.get_context().get_trial_id())

@@ -18,7 +18,7 @@ Cross-fitted (issue 17). relabel.csv's suggestion for a fold-j row came from the
 fold k's labels; training fold k on it would carry fold k's labels (a near-duplicate's noise included) into fold
 k's training. So fold k applies an accepted row of fold j only when the *fold-safe* suggestion agrees: the same
 rule (find_suspects) over fold j's rows, run on the probabilities of a pair model trained without folds j and k
-(``runs/E/relabel_pairs/pair_j_k``, E's recipe, its last epoch; comp.train.loop.train_helper). A row whose
+(``runs/E/relabel_pairs/pair_j_k``, E's recipe, its last epoch; comp.train.session.train_helper). A row whose
 fold-safe suggestion differs is kept as given, and counted per fold. K(K-1)/2 pair models in all, each trained
 once and shared by its two folds; fold k needs only the K-1 pairs {j, k}. Dropped rows stay dropped. A full-data
 run (``--full``) has no fold, no OOF and no pair: it trains on the accepted suggestions as written.

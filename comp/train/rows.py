@@ -80,7 +80,7 @@ class Pool:
     added: dict = field(default_factory=dict)  # (source key, image id) -> its position in ``paths``
     hot: np.ndarray | None = None  # data.task multilabel: (n, C) 0/1 targets of the train rows (table order)
     # Set by the trainer once the images are decoded: helper(name, held_out) trains a technique's helper model
-    # (comp.train.loop.train_helper) and returns a Helper; None outside a fold-training session.
+    # (comp.train.session.train_helper) and returns a Helper; None outside a fold-training session.
     helper: Callable[[str, Sequence[int]], Helper] | None = None
 
     def add_images(self, key: str, ids: Sequence[str], paths: Sequence[str]) -> None:
