@@ -175,3 +175,13 @@ def test_the_checker_sees_what_it_guards(tmp_path):
     assert "comp.config" in g["comp.cli"] and g["comp.train.loop"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert layer("comp.infer.predict") == (3, "infer") and layer("comp.runs") == (0, "root")
+
+
+def test_the_trainer_is_the_fold_lifecycle_and_the_epoch():
+    """comp/train/loop.py stays under 400 lines (the run is comp.train.session, a fold's parts comp.train.fold,
+    validation, outputs and setup their own modules), and its step makes no host sync per micro-step: the only
+    .item() is the epoch-end reduction of the summed loss."""
+    src = (PKG / "train" / "loop.py").read_text(encoding="utf-8").splitlines()
+    assert len(src) < 400, f"comp/train/loop.py has {len(src)} lines"
+    items = [line.strip() for line in src if ".item()" in line and not line.strip().startswith("#")]
+    assert len(items) == 1 and "acc.reduce" in items[0], items

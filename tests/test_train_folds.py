@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from train_utils import make_folds_file, quiet, tiny_cfg
 
-import comp.train.loop
+import comp.train.fold
 from comp.cli import cli
 from comp.config import ConfigError
 from comp.train.session import train_folds
@@ -38,7 +38,7 @@ def test_fold_2_state_holds_one_model_and_one_optimizer(folded):
 
 def test_a_finished_fold_is_released_and_its_state_removed(folded, monkeypatch):
     refs, alive_at_start = [], []
-    real = comp.train.loop.create_model
+    real = comp.train.fold.create_model
 
     def create_model(cfg, num_classes):  # the real factory; only remembers a weak reference to each model
         alive_at_start.append([r() is not None for r in refs])
@@ -46,7 +46,7 @@ def test_a_finished_fold_is_released_and_its_state_removed(folded, monkeypatch):
         refs.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(comp.train.loop, "create_model", create_model)
+    monkeypatch.setattr(comp.train.fold, "create_model", create_model)
     msgs = []
     train_folds(tiny_cfg(folded, "rel", "train.epochs=1", "train.ema=true"), [0, 1], echo=msgs.append)
     assert alive_at_start == [[], [False]], "fold 0's model was still alive when fold 1 started"

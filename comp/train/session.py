@@ -24,7 +24,8 @@ from comp.metrics import competition_metric
 from comp.train.defaults import fit_defaults
 from comp.train.epochs import FILE as EPOCHS_FILE
 from comp.train.epochs import fixed_epoch_cv
-from comp.train.loop import Session, Stopped, TrainingError, train_unit
+from comp.train.fold import Session
+from comp.train.loop import Stopped, TrainingError, train_unit
 from comp.train.rows import Helper, Source, make_pool, prepare_sources
 from comp.train.setup import check_config, make_accelerator, num_workers
 
