@@ -1,5 +1,6 @@
 """The README is a landing page and the manual cannot drift: the generated references match the code, the site
-builds with --strict, the README's links point at pages that exist, and its config example loads."""
+builds with --strict, the README's links point at pages that exist, its config example loads, and every comp
+command in its examples runs."""
 
 import importlib.util
 import re
@@ -57,3 +58,30 @@ def test_the_manual_builds_strict(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert (tmp_path / "site" / "commands" / "auto" / "index.html").exists() or \
         (tmp_path / "site" / "start" / "index.html").exists()
+
+
+# The README's commands run as written, with two changes that only make them small enough for a test: the sample
+# gets fewer images and comp auto a shorter budget. Each substitution must match, so an edited example is noticed.
+SMALLER = {"comp sample demo/data --kind photo": "comp sample demo/data --kind photo --n-train 160 --n-test 40",
+           "comp auto --budget 20m": "comp auto --budget 40s"}
+
+
+def readme_commands() -> list[str]:
+    """Every ``comp ...`` line of the README's bash blocks, comments stripped (make targets are not comp's)."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        lines += [line.split("  #")[0].strip() for line in block.splitlines() if line.startswith("comp ")]
+    return lines
+
+
+@pytest.mark.slow
+def test_readme_commands_run(tmp_path):
+    commands = readme_commands()
+    assert len(commands) == 4 and set(SMALLER) <= set(commands), commands
+    comp = [sys.executable, "-m", "comp"]
+    for command in commands:
+        args = SMALLER.get(command, command).split()[1:]
+        r = subprocess.run(comp + args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"{command}:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    assert (tmp_path / "submissions" / "auto.csv").exists() and (tmp_path / "reports" / "auto" / "index.html").exists()
+    assert "macro" in r.stdout.lower()  # comp score printed the competition's metric
