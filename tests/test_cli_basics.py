@@ -11,8 +11,8 @@ from comp.cli import cli
 
 COMMANDS = sorted(cli.commands)
 # init writes the file -c names; clean reads only runs/E and runs/.cache; leaderboard reads runs/ (each
-# run's own config.yaml) and the ledger only
-READS_CONFIG = [c for c in COMMANDS if c not in ("sample", "score", "clean", "leaderboard")]
+# run's own config.yaml) and the ledger only; ledger (lb) reads and writes submissions/ only
+READS_CONFIG = [c for c in COMMANDS if c not in ("sample", "score", "clean", "leaderboard", "ledger")]
 
 
 def test_python_m_comp_help():
@@ -35,6 +35,11 @@ def test_every_command_has_help(name):
     assert "Usage:" in r.output
     if name in READS_CONFIG:
         assert "-c, --config" in r.output
+
+
+def test_ledger_lb_has_help():
+    r = CliRunner().invoke(cli, ["ledger", "lb", "--help"])
+    assert r.exit_code == 0 and "--private" in r.output and "NAME SCORE" in r.output
 
 
 def test_user_error_is_one_clean_line(tmp_path, monkeypatch):
