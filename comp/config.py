@@ -25,6 +25,34 @@ class ConfigError(CompError, ValueError):
     """A config key or value a user must fix; the message names the key."""
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a config key accepts (``field(metadata={"range": ...})``, made by ``ranged``): checked by
+    ``validate`` with a message naming the key, and shown in the generated configuration reference."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, v) -> bool:
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+
+    def text(self) -> str:
+        if self.hi is None:
+            if self.lo_open:
+                return "positive" if self.lo == 0 else f"above {self.lo:g}"
+            return ">= 0" if self.lo == 0 else f"at least {self.lo:g}"
+        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+
+def ranged(default, lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False):
+    """A dataclass field with ``default`` whose values must lie in the range (None, where allowed, always passes)."""
+    return field(default=default, metadata={"range": Range(lo, hi, lo_open, hi_open)})
+
+
 @dataclass
 class DataConfig:
     """Where the competition lives and how its csv is laid out (written by ``comp init``)."""
@@ -49,7 +77,8 @@ class DataConfig:
     id_has_ext: bool = True  # ids carry their file extension (``a.png``) or not (``a`` + ``ext``)
     ext: str = ""  # appended to ids when id_has_ext is false
     test_ext: Optional[str] = None  # appended to test ids when id_has_ext is false (None: ext; .jpg beside .png)
-    max_pixels: int = 89_478_485  # larger images are refused as decompression bombs (Pillow's own limit)
+    # larger images are refused as decompression bombs (Pillow's own limit)
+    max_pixels: int = ranged(89_478_485, lo=0, lo_open=True)
     relabel: Optional[str] = None  # comp relabel's relabel.csv: accepted/dropped rows change TRAINING labels only
     pseudo: Optional[str] = None  # comp pseudo folder: fold k also trains on test rows its teacher fold k labelled
     synthetic: Optional[str] = None  # comp synth --exp E: fold k also trains on folds/synth/E/fold_k/'s images
@@ -57,7 +86,7 @@ class DataConfig:
 
 @dataclass
 class FoldsConfig:
-    n_splits: int = 5
+    n_splits: int = ranged(5, lo=2)
     seed: int = 42
     file: str = "folds/folds.csv"
 
@@ -74,9 +103,10 @@ class ModelConfig:
     head_init_scale: Optional[float] = None
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
-    freeze_epochs: int = 0  # train only the head for this many epochs (a linear probe: BN statistics kept), then all
+    # train only the head for this many epochs (a linear probe: BN statistics kept), then all
+    freeze_epochs: int = ranged(0, lo=0)
     freeze_bn: bool = False  # batch-norm statistics stay the pretrained ones (BN in eval mode); scale and shift train
-    freeze_stages: int = 0  # keep the stem and the first N stages frozen for the whole run
+    freeze_stages: int = ranged(0, lo=0)  # keep the stem and the first N stages frozen for the whole run
     # 1: first convolution stride 1 and no max-pool (small images keep their resolution); 2: no max-pool;
     # None: the model's own stem (ResNet: /4)
     stem_stride: Optional[Literal[1, 2, 4]] = None
@@ -84,7 +114,8 @@ class ModelConfig:
 
 @dataclass
 class InputConfig:
-    size: Optional[int] = None  # None: fitted at train time to the images (median short side; comp.train.defaults)
+    # None: fitted at train time to the images (median short side; comp.train.defaults)
+    size: Optional[int] = ranged(None, lo=8)
     resize: Literal["stretch", "letterbox", "crop"] = "stretch"
     mean: Optional[list[float]] = None  # default: the model's pretrained config
     std: Optional[list[float]] = None
@@ -94,75 +125,80 @@ class InputConfig:
 class AugmentConfig:
     preset: Literal["none", "light", "medium", "heavy"] = "light"
     pipeline: Optional[dict] = None  # albumentations dict form (A.to_dict); replaces the preset
-    mixup: float = 0.0  # timm Mixup alpha; 0 = off
-    cutmix: float = 0.0  # timm CutMix alpha; 0 = off
-    mix_prob: float = 1.0
+    mixup: float = ranged(0.0, lo=0)  # timm Mixup alpha; 0 = off
+    cutmix: float = ranged(0.0, lo=0)  # timm CutMix alpha; 0 = off
+    mix_prob: float = ranged(1.0, lo=0, hi=1)
     on: Literal["device", "cpu"] = "device"  # presets: batched tensor ops on the device, or albumentations per image
 
 
 @dataclass
 class TrainConfig:
-    epochs: Optional[int] = None  # None: 30 from scratch, 10 fine-tuning (SCRATCH / FINETUNE below)
+    epochs: Optional[int] = ranged(None, lo=1)  # None: 30 from scratch, 10 fine-tuning (SCRATCH / FINETUNE below)
     # {fold: epochs}: these folds train that many epochs instead (comp auto re-fits the folds still to train to fold
     # 0's measured seconds). A fold not started yet may change it without --overwrite (comp.runs.check_run).
     fold_epochs: Optional[dict[int, int]] = None
-    batch_size: Optional[int] = None  # None: CPU 128 from 2048 rows, else 64; GPU: the largest that fits (a probe)
-    lr: Optional[float] = None  # None: 3e-3 from scratch, 2e-3 fine-tuning
+    # None: CPU 128 from 2048 rows, else 64; GPU: the largest that fits (a probe)
+    batch_size: Optional[int] = ranged(None, lo=1)
+    lr: Optional[float] = ranged(None, lo=0, lo_open=True)  # None: 3e-3 from scratch, 2e-3 fine-tuning
     seed: int = 42
     optimizer: str = "adamw"  # timm create_optimizer_v2 names
     weight_decay: float = 0.05
     # lr x layer_decay^(depth from the head) per layer group (timm param_groups_layer_decay); None or 1: one lr
-    layer_decay: Optional[float] = None
+    layer_decay: Optional[float] = ranged(None, lo=0, hi=1, lo_open=True)
     # progressive resizing (FFCV, fastai): the first epoch trains at this fraction of input.size, growing in steps of
     # 16 px to input.size for the last quarter of the epochs; validation always at input.size. None: off
-    progressive: Optional[float] = None
+    progressive: Optional[float] = ranged(None, lo=0, hi=1, lo_open=True)
     momentum: float = 0.9
     scheduler: str = "cosine"  # timm create_scheduler_v2 names: cosine, step, exponential, plateau, ...
     warmup_epochs: Optional[int] = None  # None: derived from epochs (about 10%, 0 for runs under 5 epochs)
     min_lr: float = 0.0
     loss: str = "ce"  # ce, focal, soft_f1, ce+soft_f1, bce; multi-label: bce, asl, focal, soft_f1, bce+soft_f1
-    label_smoothing: float = 0.0
-    focal_gamma: float = 2.0
-    soft_f1_weight: float = 0.5  # weight of soft_f1 in ce+soft_f1 (bce+soft_f1 with data.task multilabel)
-    asl_gamma_neg: float = 4.0  # multilabel loss asl: focusing exponent of the negatives
-    asl_gamma_pos: float = 0.0  # multilabel loss asl: focusing exponent of the positives
-    asl_clip: float = 0.05  # multilabel loss asl: probability margin below which negatives cost nothing
+    label_smoothing: float = ranged(0.0, lo=0, hi=1, hi_open=True)
+    focal_gamma: float = ranged(2.0, lo=0)
+    soft_f1_weight: float = ranged(0.5, lo=0)  # weight of soft_f1 in ce+soft_f1 (bce+soft_f1 with data.task multilabel)
+    asl_gamma_neg: float = ranged(4.0, lo=0)  # multilabel loss asl: focusing exponent of the negatives
+    asl_gamma_pos: float = ranged(0.0, lo=0)  # multilabel loss asl: focusing exponent of the positives
+    # multilabel loss asl: probability margin below which negatives cost nothing
+    asl_clip: float = ranged(0.05, lo=0, hi=1, hi_open=True)
     class_weights: Optional[str] = None  # balanced, inverse, sqrt_inverse, effective_num (timm compute_class_weights)
     sampler: Literal["random", "balanced"] = "random"
-    grad_clip: Optional[float] = None
-    accum_steps: int = 1
+    grad_clip: Optional[float] = ranged(None, lo=0, lo_open=True)
+    accum_steps: int = ranged(1, lo=1)
     precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: bf16 on GPU that has it, else fp32
     ema: bool = False
-    ema_decay: float = 0.998
+    ema_decay: float = ranged(0.998, lo=0, hi=1, lo_open=True, hi_open=True)
     channels_last: Optional[bool] = None  # None: fitted (a probe takes it when it is faster here), else false
     compile: bool = False
     # val_score: data.metric (the best-epoch criterion); the others as metrics.csv names them
     early_stopping_metric: Literal["val_score", "val_macro_f1", "val_loss", "val_acc"] = "val_score"
-    patience: Optional[int] = None  # epochs without improvement before stopping; None = never stop early
+    patience: Optional[int] = ranged(None, lo=1)  # epochs without improvement before stopping; None = never stop early
     num_workers: Optional[int] = None  # None: 0 on machines with <= 2 cores (workers would steal compute)
     cache: Literal["auto", "memory", "disk", "none"] = "auto"
     # input.size (and train.epochs) left unset for images above 64 px: fitted so that every fold trains in about
     # this many minutes on this machine (a throughput probe at candidate sizes; comp.train.fit)
-    fit_minutes: float = 60.0
+    fit_minutes: float = ranged(60.0, lo=0, lo_open=True)
     trackers: list[str] = field(default_factory=list)  # tensorboard, wandb, mlflow (when installed)
     decay_epochs: Optional[float] = None  # step/multistep: epochs between decays (None: a third of the run)
     decay_rate: Optional[float] = None  # step: lr factor per decay (None: 0.1; exponential: to 1% by the end)
     plateau_patience: int = 2  # plateau: epochs without val_score (data.metric) improvement before the lr drops
-    stop_after_epochs: Optional[int] = None  # tests/ops: stop this invocation after N epochs, as if killed
+    # tests/ops: stop this invocation after N epochs, as if killed
+    stop_after_epochs: Optional[int] = ranged(None, lo=1)
     teacher: Optional[str] = None  # knowledge distillation: fold k learns from this experiment's fold-k model
-    distill_alpha: float = 0.5  # loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * train.loss
-    distill_t: float = 2.0  # softmax temperature T of both sides of the KL term
+    # loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * train.loss
+    distill_alpha: float = ranged(0.5, lo=0, hi=1)
+    distill_t: float = ranged(2.0, lo=0, lo_open=True)  # softmax temperature T of both sides of the KL term
     keep_state: bool = False  # keep fold_k/state/ (model, optimizer, RNG) after the fold finishes
-    step_delay: float = 0.0  # tests/ops: seconds to sleep after each step, so a run can be interrupted mid-epoch
+    # tests/ops: seconds to sleep after each step, so a run can be interrupted mid-epoch
+    step_delay: float = ranged(0.0, lo=0)
 
 
 @dataclass
 class InferConfig:
     tta: list[str] = field(default_factory=lambda: ["identity"])
-    batch_size: int = 128
+    batch_size: int = ranged(128, lo=1)
     # predict at this input size (None: the model's training size); above it, the FixRes effect (Touvron et al. 2019):
     # a model trained on random crops and flips sees objects larger than at test time
-    size: Optional[int] = None
+    size: Optional[int] = ranged(None, lo=8)
     at_least_one: bool = False  # multilabel: an image with no label above its threshold gets its most likely one
     top_k: Optional[int] = None  # multilabel: at most this many labels per image (the most likely)
 
@@ -431,40 +467,21 @@ def load_config(
 
 
 def validate(cfg: Config) -> None:
-    """Range checks a type can't express; each message names its key."""
+    """Each key's range (``ranged`` fields), then the relations between keys; each message names its key."""
+    for section in SECTIONS:
+        obj = getattr(cfg, section)
+        if not dataclasses.is_dataclass(obj):
+            continue
+        for f in dataclasses.fields(obj):
+            rng, value = f.metadata.get("range"), getattr(obj, f.name)
+            if rng is not None and value is not None and value not in rng:
+                empty = " (or left empty)" if "Optional" in str(f.type) else ""
+                raise ConfigError(f"{section}.{f.name} must be {rng.text()}{empty}; got {value!r}")
     t = cfg.train
     checks = [
-        (cfg.folds.n_splits >= 2, "folds.n_splits must be at least 2"),
-        (cfg.input.size is None or cfg.input.size >= 8, "input.size must be at least 8 pixels (or empty: fitted)"),
-        (t.epochs >= 1, "train.epochs must be at least 1"),
-        (t.batch_size is None or t.batch_size >= 1, "train.batch_size must be at least 1 (or empty: fitted)"),
-        (t.lr > 0, "train.lr must be positive"),
-        (t.accum_steps >= 1, "train.accum_steps must be at least 1"),
-        (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
-        (t.fit_minutes > 0, "train.fit_minutes must be positive"),
-        (t.progressive is None or 0 < t.progressive <= 1, "train.progressive must be in (0, 1] (or left empty)"),
-        (t.layer_decay is None or 0 < t.layer_decay <= 1, "train.layer_decay must be in (0, 1] (or left empty)"),
-        (0 < t.ema_decay < 1, "train.ema_decay must be in (0, 1)"),
         (t.warmup_epochs is None or 0 <= t.warmup_epochs < t.epochs,
          "train.warmup_epochs must be smaller than train.epochs (or left empty to derive it)"),
-        (cfg.data.max_pixels > 0, "data.max_pixels must be positive"),
-        (cfg.infer.batch_size >= 1, "infer.batch_size must be at least 1"),
-        (cfg.infer.size is None or cfg.infer.size >= 8, "infer.size must be at least 8 pixels (or empty: the training "
-                                                         "size)"),
         (bool(cfg.infer.tta), "infer.tta must name at least one view, e.g. [identity]"),
-        (cfg.model.freeze_epochs >= 0 and cfg.model.freeze_stages >= 0, "model.freeze_* must be >= 0"),
-        (t.grad_clip is None or t.grad_clip > 0, "train.grad_clip must be positive (or left empty for none)"),
-        (t.patience is None or t.patience >= 1, "train.patience must be at least 1 (or left empty)"),
-        (t.stop_after_epochs is None or t.stop_after_epochs >= 1, "train.stop_after_epochs must be at least 1"),
-        (t.step_delay >= 0, "train.step_delay must be >= 0 seconds"),
-        (t.focal_gamma >= 0, "train.focal_gamma must be >= 0"),
-        (0 <= t.distill_alpha <= 1, "train.distill_alpha must be in [0, 1]"),
-        (t.distill_t > 0, "train.distill_t must be positive"),
-        (t.soft_f1_weight >= 0, "train.soft_f1_weight must be >= 0"),
-        (t.asl_gamma_neg >= 0 and t.asl_gamma_pos >= 0, "train.asl_gamma_neg and asl_gamma_pos must be >= 0"),
-        (0 <= t.asl_clip < 1, "train.asl_clip must be in [0, 1)"),
-        (cfg.augment.mixup >= 0 and cfg.augment.cutmix >= 0, "augment.mixup and augment.cutmix must be >= 0"),
-        (0 <= cfg.augment.mix_prob <= 1, "augment.mix_prob must be in [0, 1]"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -77,8 +77,10 @@ def config_reference() -> str:
                 continue
             default = f.default if f.default is not dataclasses.MISSING else (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
+            rng = f.metadata.get("range")
+            note = notes.get(f.name, "") + (f" Range: {rng.text()}." if rng is not None else "")
             lines.append(f"| `{section}.{f.name}` | `{_cell(_type(f.type))}` | `{_cell(default)}` | "
-                         f"{_cell(notes.get(f.name, ''))} |")
+                         f"{_cell(note.strip())} |")
         lines.append("")
     del cfg
     return "\n".join(lines).rstrip("\n") + "\n"

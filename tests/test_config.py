@@ -77,3 +77,27 @@ def test_cli_config_errors_are_one_line(tmp_path, monkeypatch):
     _write(tmp_path / "other.yaml", {"data": {"root": "."}, "trian": {}})
     r = CliRunner().invoke(cli, ["folds", "-c", "other.yaml"])
     assert r.exit_code == 1 and "did you mean 'train'" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train.lr", 0, "train.lr must be positive (or left empty); got 0"),
+    ("train.ema_decay", 1.0, "train.ema_decay must be in (0, 1); got 1.0"),
+    ("augment.mix_prob", 2, "augment.mix_prob must be in [0, 1]"),
+    ("input.size", 4, "input.size must be at least 8 (or left empty)"),
+    ("train.label_smoothing", 1.0, "train.label_smoothing must be in [0, 1)"),
+    ("model.freeze_stages", -1, "model.freeze_stages must be >= 0"),
+])
+def test_ranges_sit_on_their_fields(tmp_path, key, value, message):
+    """The range of a key is its field's metadata (config.ranged): validate checks every one, and the generated
+    reference shows it; no separate list to drift."""
+    import dataclasses
+
+    from comp.config import SECTIONS, Config
+
+    section, name = key.split(".")
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path / "comp.yaml", {"data": {"root": "."}, section: {name: value}}))
+    assert message in str(e.value)
+    ranged = [f"{s}.{f.name}" for s in SECTIONS for f in dataclasses.fields(getattr(Config(), s))
+              if f.metadata.get("range")]
+    assert len(ranged) >= 30 and key in ranged
