@@ -382,8 +382,9 @@ def _run_stage(a: Auto, st: ap.Stage, fn) -> None:
     t0 = time.perf_counter()
     before = st.spent_s
     try:
-        st.chose = fn(a, st) or st.chose
-        st.state = "skipped" if st.chose.startswith("skipped") else "done"
+        said = fn(a, st)
+        st.chose = said or st.chose
+        st.state = "skipped" if isinstance(said, ap.Skipped) else "done"  # the stage's own verdict, not its prose
     except StageCut as e:
         st.state, st.chose = "cut", f"cut at its time box: {e}"
     finally:
@@ -461,17 +462,17 @@ def start_params(a: Auto) -> dict:
 
 def _search(a: Auto, st: ap.Stage) -> str:
     if st.planned_s <= 0:
-        return st.why
+        return ap.Skipped(st.why)
     from comp.orchestrate.tune import tune, tune_dir
 
     space = search_space(a)
     if not space:
-        return "skipped: comp.yaml sets every searched key"
+        return ap.Skipped("skipped: comp.yaml sets every searched key")
     path = AUTO_DIR / "space.yaml"
     write_text(path, yaml.safe_dump(space, sort_keys=False))
     box = min(st.planned_s, a.left() - a.tail_s()) - ap.RAY_START_S
     if box < 20:
-        return f"skipped: {box + ap.RAY_START_S:.0f}s left for it"
+        return ap.Skipped(f"skipped: {box + ap.RAY_START_S:.0f}s left for it")
     resume = (tune_dir(SEARCH_EXP) / "ray").exists()
     out = tune(a.config_path, SEARCH_EXP, path, trials=a.plan.trials, folds=SEARCH_FOLDS, metric="val_score",
                overrides=[*a.choices["base"], f"train.epochs={a.plan.search_epochs}"], address=a.address,
@@ -480,7 +481,7 @@ def _search(a: Auto, st: ap.Stage) -> str:
     df = out["results"]
     scored = df[df["val_score"].notna()]
     if not len(scored):
-        return "skipped: no trial finished an epoch in its time box; auto's measured defaults train"
+        return ap.Skipped("skipped: no trial finished an epoch in its time box; auto's measured defaults train")
     scored = scored.sort_values("val_score", ascending=not _greater(a))
     keys = list(space)
     a.choices["trials"] = [{"trial": r["trial"], "score": float(r["val_score"]), "epochs": int(r["epochs"]),
@@ -667,18 +668,18 @@ def _best(a: Auto, st: ap.Stage) -> str:
 
 def _second(a: Auto, st: ap.Stage) -> str:
     if st.planned_s <= 0:
-        return st.why
+        return ap.Skipped(st.why)
     trials, best = a.choices.get("trials") or [], a.choices["auto-a"]["params"]
     keys = ("model.name", "input.size", "train.loss", "model.stem_stride")
     other = next((t for t in trials[1:] if any(t["params"].get(k) != best.get(k) for k in keys)), None)
     if other is None:
-        return "skipped: no top trial differs from the best in model, size or loss"
+        return ap.Skipped("skipped: no top trial differs from the best in model, size or loss")
     if "auto-b" not in a.choices:
         avail = min(st.planned_s, a.left() - a.tail_s() - a.plan.stage("refit").planned_s) \
             - a.plan.stage("predict").planned_s
         sets, epochs, why = _member_overrides(a, other["params"], avail, cap=a.choices["auto-a"]["epochs"])
         if epochs < ap.MIN_EPOCHS:
-            return f"skipped: {avail:.0f}s left affords under {ap.MIN_EPOCHS} epochs on every fold"
+            return ap.Skipped(f"skipped: {avail:.0f}s left affords under {ap.MIN_EPOCHS} epochs on every fold")
         a.choices["auto-b"] = {"sets": sets, "epochs": epochs, "why": why, "params": other["params"]}
         _write_member(a, "auto-b", sets)
         a.save()
@@ -710,16 +711,16 @@ def _seed_s(a: Auto, exp: str) -> float:
 def _refit(a: Auto, st: ap.Stage) -> str:
     epochs = a.choices.get("auto-a", {}).get("epochs", 0)
     if st.planned_s <= 0 and epochs < ap.MAX_EPOCHS:  # the plan's epochs were its first model's: say the folds' own
-        return (f"skipped: the folds used the time ({epochs} epochs, under the {ap.MAX_EPOCHS} cap); the CV measures "
-                f"the folds, never a refit" if epochs else st.why)
+        return ap.Skipped(f"skipped: the folds used the time ({epochs} epochs, under the {ap.MAX_EPOCHS} cap); the CV "
+                          f"measures the folds, never a refit" if epochs else st.why)
     from comp.techniques import sources
     from comp.train import train_full
 
     members = a.choices["members"]
     need = sum(_refit_s(a, e) for e in members if not (runs.full_dir(e, 0) / "done.json").exists())
     if need > a.grace_left() - a.tail_s():
-        return (f"skipped: refitting {', '.join(members)} needs ~{need:.0f}s, {a.grace_left() - a.tail_s():.0f}s "
-                f"left to the budget + {ap.OVERRUN:.0%}")
+        return ap.Skipped(f"skipped: refitting {', '.join(members)} needs ~{need:.0f}s, "
+                          f"{a.grace_left() - a.tail_s():.0f}s left to the budget + {ap.OVERRUN:.0%}")
     def fit(seeds: int) -> None:  # finished seeds are skipped (resume)
         for e in members:
             cfg = load_config(a.config_path, exp=e)

@@ -62,6 +62,11 @@ class PlanInputs:
     infer_scale: float = 1.0  # predict's pixels over training's (infer.size / input.size squared: FixRes)
 
 
+class Skipped(str):
+    """What a stage returns when it does not run, with its reason: the stage's state becomes "skipped" from this
+    type, never from the reason's wording."""
+
+
 @dataclass
 class Stage:
     name: str
