@@ -37,6 +37,16 @@ def test_every_command_has_help(name):
         assert "-c, --config" in r.output
 
 
+def test_a_missing_extra_names_its_extra():
+    from comp.errors import MissingExtra
+    from comp.extras import require
+
+    with pytest.raises(MissingExtra, match=r"needs the 'ray' extra: pip install \"comp\[ray\]\""):
+        require("ray.no_such_module")
+    with pytest.raises(MissingExtra, match=r"'kaggle' extra"):
+        require("nbclient.no_such_module")
+
+
 def test_ledger_lb_has_help():
     r = CliRunner().invoke(cli, ["ledger", "lb", "--help"])
     assert r.exit_code == 0 and "--private" in r.output and "NAME SCORE" in r.output
