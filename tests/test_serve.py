@@ -108,10 +108,24 @@ def test_export_parity_and_onnxruntime_submission_equals_torch(in_run):
                   **QUIET)
     assert np.abs(dyn.iloc[:, 1:].to_numpy() - torch_p.iloc[:, 1:].to_numpy()).max() <= 1e-4
 
-    # A retrained fold makes its export stale: refused, naming the command that refreshes it.
+    # Weights copied elsewhere (a new modification time, the same bytes) still match their export...
     os.utime("runs/base/fold_1/model.safetensors")
     res = CliRunner().invoke(cli, ["predict", "--exp", "base", "--engine", "onnxruntime", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    # ...and a retrained fold (other bytes) makes its export stale: refused, naming the command that refreshes it.
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = "runs/base/fold_1/model.safetensors"
+    shutil.copyfile(path, "fold_1.safetensors.kept")
+    with safe_open(path, "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    first = next(iter(tensors))
+    tensors[first] = tensors[first] + 1
+    save_file(tensors, path, metadata=meta)
+    res = CliRunner().invoke(cli, ["predict", "--exp", "base", "--engine", "onnxruntime", "--overwrite"])
     assert res.exit_code == 1 and "--fold 1 --overwrite" in res.output, res.output
+    shutil.copyfile("fold_1.safetensors.kept", path)  # the fold as trained, for the tests after this one
     shutil.copyfile("test_torch.csv", "runs/base/test.csv")
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from comp.data.competition import DataError
 from comp.extras import require
+from comp.files import digest_file
 from comp.infer.models import FoldModel
 from comp.runs import run_dir
 
@@ -28,8 +29,19 @@ def export_dir(exp: str) -> Path:
 
 
 def source_stamp(fm: FoldModel) -> dict:
-    st = os.stat(fm.path)
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    """What an export records of the weights it came from: their size and a digest of their bytes, so a copy (a
+    Kaggle dataset, another machine) still matches and a retrained fold does not."""
+    return {"size": os.stat(fm.path).st_size, "sha256": digest_file(fm.path)}
+
+
+def same_source(recorded: dict | None, fm: FoldModel) -> bool:
+    """Whether export.json's ``source`` describes ``fm``'s weights as they are now (exports made before digests
+    were recorded compare size and modification time, as they did)."""
+    recorded = recorded or {}
+    if "sha256" not in recorded:
+        st = os.stat(fm.path)
+        return recorded.get("size") == st.st_size and recorded.get("mtime_ns") == st.st_mtime_ns
+    return recorded.get("size") == os.stat(fm.path).st_size and recorded["sha256"] == digest_file(fm.path)
 
 
 def session(path: str | Path, threads: int | None = None):
@@ -110,8 +122,7 @@ def load_exports(exp: str, folds: Sequence[FoldModel]) -> dict[int, OnnxFold]:
         path = d / f"fold_{fm.fold}.onnx"
         if entry is None or not path.exists():
             raise DataError(f"{path} not found: comp export --exp {exp} --format onnx --fold {fm.fold}")
-        if entry.get("source", {}).get("mtime_ns") != source_stamp(fm)["mtime_ns"] or \
-                entry.get("source", {}).get("size") != source_stamp(fm)["size"]:
+        if not same_source(entry.get("source"), fm):
             raise DataError(f"{path} was exported from an earlier {fm.path} (the fold was retrained); export it "
                             f"again: comp export --exp {exp} --format onnx --fold {fm.fold} --overwrite")
         out[fm.fold] = OnnxFold(path, entry)

@@ -63,7 +63,6 @@ class Plan:
 
     files: dict = field(default_factory=dict)  # flat name -> source path
     layout: dict = field(default_factory=dict)  # flat name -> path in the notebook's working copy of the project
-    stamps: dict = field(default_factory=dict)  # project path -> mtime_ns (--onnx: comp export's freshness check)
     manifest: dict = field(default_factory=dict)
     work: list = field(default_factory=list)  # (exp, images x views x models, images/s or None)
 
@@ -152,9 +151,11 @@ def _onnx_files(exp: str, use: str, dirs: dict, plan: Plan) -> None:
                           f"without --onnx")
     if not (export / "export.json").exists():
         raise ConfigError(f"--onnx: {export / 'export.json'} not found; run comp export --exp {exp} --all-folds first")
+    info = json.loads((export / "export.json").read_text(encoding="utf-8"))
+    if any("sha256" not in (e.get("source") or {}) for e in (info.get("folds") or {}).values()):
+        raise ConfigError(f"--onnx: {export / 'export.json'} records its weights by modification time, which a copy "
+                          f"on Kaggle does not keep; export again: comp export --exp {exp} --all-folds --overwrite")
     plan.add(export / "export.json", f"runs/{exp}/export/export.json")
-    for d in dirs.values():  # the notebook copies these weights with their mtime, which export.json checks
-        plan.stamps[f"runs/{exp}/{d.name}/model.safetensors"] = (d / "model.safetensors").stat().st_mtime_ns
     for f in sorted(export.glob("*.onnx")):
         plan.add(f, f"runs/{exp}/export/{f.name}")
 
@@ -175,7 +176,7 @@ def plan_bundle(cfg: Config, config_path: str | Path, req: Request, onnx: bool) 
                      "tune_bias": recipe["tune_bias"], "tune_thresholds": recipe["tune_thresholds"],
                      "temperature": recipe["temperature"], "use": use, "label_shift": recipe["label_shift"],
                      "bias_folds": recipe["bias_folds"]},
-        "files": plan.layout, "stamps": plan.stamps, "test_images": n_test,
+        "files": plan.layout, "test_images": n_test,
         "submission": {"rows": len(sample), "sha256": digest_file(SUBMISSIONS / f"{req.name}.csv")},
     }
     return plan
@@ -251,7 +252,8 @@ def _write(plan: Plan, req: Request, tmp: Path) -> list[dict]:
     nb.mkdir()
     for flat, src in plan.files.items():
         shutil.copyfile(src, ds / flat)
-    include = list(req.include) + (["onnxruntime"] if plan.stamps else [])  # --onnx runs in onnxruntime
+    onnx = any(m["engine"] == "onnxruntime" for m in plan.manifest["members"])
+    include = list(req.include) + (["onnxruntime"] if onnx else [])  # --onnx runs in onnxruntime
     made = wheels.gather(wheels.shipped(include, req.exclude), ds, req.platform, req.python)
     plan.manifest["wheels"] = [w["file"] for w in made]
     write_text(ds / MANIFEST, json.dumps(plan.manifest, indent=1, ensure_ascii=False))

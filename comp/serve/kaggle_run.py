@@ -50,9 +50,6 @@ def _lay_out(dataset: Path, manifest: dict, ws: Path, competition: Path) -> None
             for key in ("relabel", "pseudo", "synthetic"):  # training inputs only; predict and blend read none
                 values["data"].pop(key, None)
             dst.write_text(yaml.safe_dump(values, allow_unicode=True, sort_keys=False), encoding="utf-8")
-        elif rel in manifest.get("stamps", {}):  # --onnx: export.json checks the weights' size and mtime
-            shutil.copyfile(dataset / flat, dst)
-            os.utime(dst, ns=(manifest["stamps"][rel], manifest["stamps"][rel]))
         else:
             os.symlink((dataset / flat).resolve(), dst)
 

@@ -38,7 +38,7 @@ from comp.data.competition import DataError
 from comp.errors import CompError, OutputExists
 from comp.files import write_text
 from comp.infer.models import FoldModel, find_fold_models, load_model
-from comp.infer.onnxrt import INPUT_NAME, OUTPUT_NAME, export_dir, run_session, session, source_stamp
+from comp.infer.onnxrt import INPUT_NAME, OUTPUT_NAME, export_dir, run_session, same_source, session, source_stamp
 from comp.runs import git_commit, run_dir
 from comp.serve import require
 
@@ -179,8 +179,9 @@ def export_fold(cfg: Config, fm: FoldModel, out: Path, opset: int = DEFAULT_OPSE
 def _exported(info: dict, fm, path: Path, opset: int, dynamic_batch: bool) -> bool:
     """``path`` exists and export.json says it came from ``fm``'s weights as they are now, with these options."""
     entry = (info.get("folds") or {}).get(str(fm.fold)) or {}
+    source = entry.get("source") or {}
     return path.exists() and entry.get("opset") == opset and entry.get("dynamic_batch") == dynamic_batch and \
-        entry.get("source") == {"file": str(fm.path.name), **source_stamp(fm)}
+        source.get("file") == str(fm.path.name) and same_source(source, fm)
 
 
 def export(cfg: Config, folds: Sequence[int] | None = None, opset: int = DEFAULT_OPSET,
