@@ -179,3 +179,14 @@ def same_recipe(out: str | Path, recipe: dict) -> bool:
 def record_recipe(out: str | Path, recipe: dict) -> None:
     """Record what made ``out`` (the arguments that matter and a digest of each input file), after writing it."""
     write_text(recipe_path(out), _canonical(recipe))
+
+
+@contextmanager
+def working_dir(path: str | Path) -> Iterator[None]:
+    """Run the block with ``path`` as the working folder, and return to the old one however it ends."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from comp.config import ConfigError
+from comp.files import working_dir
 from comp.orchestrate import require
 from comp.orchestrate.locks import identity_alive, process_identity
 
@@ -56,7 +57,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, num_gpu
                               configure_logging=True, logging_level="ERROR", _node_ip_address=LOOPBACK)
                 if num_gpus is not None:
                     kwargs["num_gpus"] = num_gpus
-                with _neutral_cwd(tmp):
+                # Ray puts the driver's working folder first on its workers' sys.path (and starts them there):
+                # from a folder holding a competition folder named `comp` (as `comp sample` makes), workers would
+                # import that instead of the package. Start Ray from a neutral folder; jobs use absolute paths.
+                with working_dir(tmp):
                     ray.init(**kwargs)
                 try:
                     yield _info(ray, True, t0, tmp)
@@ -86,7 +90,7 @@ def _join(ray, address: str) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
         _refresh_ray_config()
     try:
-        with _neutral_cwd(tempfile.gettempdir()):
+        with working_dir(tempfile.gettempdir()):  # a neutral folder, as above
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as e:  # AuthenticationError too
         raise ConfigError(f"--address {address}: cannot join a Ray cluster there ({e}). Start one with "
@@ -186,19 +190,6 @@ def sweep_stale_temp_dirs(root: str | None = None) -> list[str]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(str(p))
     return removed
-
-
-@contextmanager
-def _neutral_cwd(path: str) -> Iterator[None]:
-    """Ray puts the driver's working folder first on its workers' sys.path (and starts them there): from a
-    folder holding a competition folder named ``comp`` (as `comp sample` makes), workers would import that
-    instead of the package. Start Ray from a neutral folder; jobs use absolute paths."""
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
 
 
 def alive_nodes() -> list[dict]:

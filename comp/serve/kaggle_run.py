@@ -11,7 +11,6 @@ copied to ``WORKING/submission.csv`` and the temporary folder removed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -21,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import yaml
+
+from comp.files import working_dir
 
 MANIFEST = "comp-bundle.json"
 
@@ -54,23 +55,13 @@ def _lay_out(dataset: Path, manifest: dict, ws: Path, competition: Path) -> None
             os.symlink((dataset / flat).resolve(), dst)
 
 
-@contextlib.contextmanager
-def _inside(path: Path):
-    here = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(here)
-
-
 def replay(ws: Path, manifest: dict, echo: Callable[[str], None], progress: bool) -> Path:
     """Predict every member and blend them, inside the working copy ``ws``; returns the submission's path."""
     from comp.config import load_config
     from comp.infer.ensemble import ensemble
     from comp.infer.predict import predict
 
-    with _inside(ws):
+    with working_dir(ws):
         for m in manifest["members"]:
             cfg = load_config(ws / "comp.yaml", exp=m["exp"], overrides=m["overrides"])
             predict(cfg, tta=m["views"], use=m["use"], engine=m["engine"], echo=echo, progress=progress)
