@@ -18,11 +18,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from comp.errors import CompError
-
-
-class ConfigError(CompError, ValueError):
-    """A config key or value a user must fix; the message names the key."""
+from comp.errors import ConfigError  # noqa: F401  (ConfigError: imported from here too)
 
 
 @dataclass(frozen=True)
@@ -502,9 +498,6 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"input.{key} must list 3 numbers (R, G, B), got {v}")
 
 
-MULTILABEL_METRICS = ("macro_f1", "micro_f1", "samples_f1", "f2", "map", "roc_auc")
-
-
 def fold_config(cfg: Config, fold: int) -> Config:
     """``cfg`` as fold ``fold`` trains it: train.epochs is that fold's (train.fold_epochs, else train.epochs), and
     train.fold_epochs is gone, so a fold's state digest reads only its own length."""
@@ -516,18 +509,9 @@ def fold_config(cfg: Config, fold: int) -> Config:
 
 def validate_task(cfg: Config) -> None:
     """data.task and the keys that depend on it: each message names the key."""
-    d = cfg.data
-    if d.task == "multilabel":
-        if d.metric not in MULTILABEL_METRICS:
-            raise ConfigError(f"data.metric {d.metric!r} does not score several labels per image; with data.task "
-                              f"multilabel use one of {', '.join(MULTILABEL_METRICS)}")
-        if d.label_sep == "":
-            raise ConfigError("data.label_sep must not be empty (a space for '0 5 25')")
-        if d.layout != "csv":
-            raise ConfigError("data.task multilabel needs data.layout csv (a class-per-folder tree has one label)")
-    elif d.metric not in ("macro_f1", "accuracy", "log_loss", "qwk", "roc_auc"):
-        raise ConfigError(f"data.metric {d.metric!r} is a multi-label metric; set data.task: multilabel, or pick "
-                          "macro_f1, accuracy, log_loss, qwk or roc_auc")
+    from comp.tasks import task_of
+
+    task_of(cfg).validate(cfg.data)
     if cfg.infer.top_k is not None and cfg.infer.top_k < 1:
         raise ConfigError("infer.top_k must be at least 1 (or left empty for no cap)")
 

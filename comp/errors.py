@@ -27,3 +27,11 @@ class MissingInput(CompError, FileNotFoundError):
 
 class MissingExtra(CompError, ImportError):
     """An optional package is not installed; the message names the pip install that brings it."""
+
+
+class ConfigError(CompError, ValueError):
+    """A config key or value a user must fix; the message names the key."""
+
+
+class DataError(CompError, ValueError):
+    """A problem with the competition files a user must fix; the message names the file, column or row."""

@@ -36,8 +36,6 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from comp.config import Config, ConfigError
-
 
 def _norm(probs: np.ndarray) -> np.ndarray:
     """Rows rescaled to sum 1 (sklearn clips zeros itself, at float64 eps, as Kaggle's log loss does)."""
@@ -185,19 +183,20 @@ MULTILABEL_METRICS = {
 }
 
 
-def create_metric(name: str, classes: Sequence[str] | None = None, task: str = "multiclass") -> Metric:
-    """The metric called ``name`` (one of METRIC_NAMES); with ``classes``, checks it can score them (qwk: numbers).
-
-    ``task`` multilabel: one of MULTILABEL_METRICS instead."""
-    if task == "multilabel":
-        if name not in MULTILABEL_METRICS:
-            raise ValueError(f"Unknown multi-label metric {name!r}, expected one of {tuple(MULTILABEL_METRICS)}")
-        return MULTILABEL_METRICS[name]
+def create_metric(name: str, classes: Sequence[str] | None = None) -> Metric:
+    """The metric called ``name`` (one of METRIC_NAMES); with ``classes``, checks it can score them (qwk: numbers)."""
     if name not in METRICS:
         raise ValueError(f"Unknown metric {name!r}, expected one of {METRIC_NAMES}")
     if name == "qwk" and classes is not None:
         grade_values(classes)
     return METRICS[name]
+
+
+def multilabel_metric(name: str) -> MultiLabelMetric:
+    """The multi-label metric called ``name`` (one of MULTILABEL_METRICS)."""
+    if name not in MULTILABEL_METRICS:
+        raise ValueError(f"Unknown multi-label metric {name!r}, expected one of {tuple(MULTILABEL_METRICS)}")
+    return MULTILABEL_METRICS[name]
 
 
 @dataclass(frozen=True)
@@ -216,22 +215,20 @@ class CV:
 
 
 def cv_score(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str = "macro_f1") -> CV:
-    """The one CV computation (training, launch, leaderboard, app): ``y`` class codes, ``probs`` (N, C)."""
+    """The CV of one class per image: ``y`` class codes (N,), ``probs`` (N, C); macro F1 and accuracy of the
+    argmax beside the metric."""
     y, probs = np.asarray(y, np.int64), np.asarray(probs, np.float64)
-    if y.ndim == 2:  # multi-label: macro F1 at 0.5 beside, accuracy = every label of the image right
-        m = create_metric(metric, classes, "multilabel")
-        bits = _bits(probs)
-        return CV(m.name, float(m(y, probs, classes)), float(f1_score(y, bits, average="macro", zero_division=0)),
-                  float((bits == y).all(1).mean()) if len(y) else float("nan"))
     m = create_metric(metric, classes)
     pred = probs.argmax(1)
     return CV(m.name, float(m(y, probs, classes)), float(f1_score(y, pred, average="macro", zero_division=0)),
               float((pred == y).mean()) if len(y) else float("nan"))
 
 
-def competition_metric(cfg: Config, classes: list[str]) -> Metric:
-    """data.metric for ``classes``, or a ConfigError naming the key (qwk needs numeric class names)."""
-    try:
-        return create_metric(cfg.data.metric, classes, cfg.data.task)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+def multilabel_cv(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str = "macro_f1") -> CV:
+    """The CV of several labels per image: ``y`` multi-hot (N, C); macro F1 at 0.5 beside the metric, and
+    accuracy = every label of the image right."""
+    y, probs = np.asarray(y, np.int64), np.asarray(probs, np.float64)
+    m = multilabel_metric(metric)
+    bits = _bits(probs)
+    return CV(m.name, float(m(y, probs, classes)), float(f1_score(y, bits, average="macro", zero_division=0)),
+              float((bits == y).all(1).mean()) if len(y) else float("nan"))

@@ -36,6 +36,7 @@ import yaml
 
 from comp.config import FITTED_KEYS, Config, ConfigError, dump_config
 from comp.files import write_csv, write_text
+from comp.tasks import Task, task_of
 
 RUNS_DIR = Path("runs")
 # val_score: data.metric of the epoch (equal to val_macro_f1 under the default metric); appended last for readers
@@ -240,25 +241,20 @@ def oof_hot(labels, classes: list[str], sep: str) -> np.ndarray:
     return y
 
 
-def oof_cv(oof: pd.DataFrame, label_col: str, classes: list[str], metric: str, sep: str | None = None):
-    """metrics.cv_score of an OOF table (``label_col`` holds class names, one probability column per class).
-
-    ``sep``: a multi-label OOF, whose label cells are class names joined by it (data.label_sep)."""
-    from comp.metrics import cv_score
-
-    if sep is not None:
-        return cv_score(oof_hot(oof[label_col], classes, sep), oof[classes].to_numpy(np.float64), classes, metric)
-    y = pd.Categorical(oof[label_col].astype(str), categories=classes).codes
-    return cv_score(y, oof[classes].to_numpy(np.float64), classes, metric)
+def oof_cv(oof: pd.DataFrame, label_col: str, classes: list[str], metric: str, *, task: Task | None = None):
+    """The CV of an OOF table (``label_col`` holds its labels, one probability column per class) for ``task``
+    (default: one class per image)."""
+    task = task or task_of("multiclass")
+    return task.cv(task.truth(oof[label_col], classes), oof[classes].to_numpy(np.float64), classes, metric)
 
 
-def honest_cv(oof: pd.DataFrame, label_col: str, classes: list[str], metric: str, chosen_on=(),
-              sep: str | None = None):
+def honest_cv(oof: pd.DataFrame, label_col: str, classes: list[str], metric: str, chosen_on=(), *,
+              task: Task | None = None):
     """``oof_cv``, but for a config a search chose on folds ``chosen_on``: scored on the other folds, the all-folds
     figure beside it (optimistic); chosen on every fold, the all-folds figure flagged "selected in-sample"."""
     from dataclasses import replace
 
-    full = oof_cv(oof, label_col, classes, metric, sep)
+    full = oof_cv(oof, label_col, classes, metric, task=task)
     chosen = sorted({int(k) for k in chosen_on or ()})
     if not chosen:
         return full
@@ -267,7 +263,7 @@ def honest_cv(oof: pd.DataFrame, label_col: str, classes: list[str], metric: str
     if not untouched:
         return replace(full, all_folds_score=full.score, all_folds_macro_f1=full.macro_f1,
                        note=f"selected in-sample (chosen on every fold {chosen}; no untouched fold)")
-    cv = oof_cv(oof[folds.isin(untouched).to_numpy()], label_col, classes, metric, sep)
+    cv = oof_cv(oof[folds.isin(untouched).to_numpy()], label_col, classes, metric, task=task)
     return replace(cv, all_folds_score=full.score, all_folds_macro_f1=full.macro_f1,
                    note=f"folds {untouched}, which the search (chosen on {chosen}) never saw")
 
@@ -299,8 +295,12 @@ def run_cv(rd: Path):
     id_col, label_col = data.get("id_col", "image_id"), data.get("label_col", "label")
     oof = pd.read_csv(path, dtype={id_col: str, label_col: str}, keep_default_na=False)
     classes = [c for c in oof.columns if c not in (id_col, label_col, "fold")]
-    sep = data.get("label_sep", " ") if data.get("task") == "multilabel" else None
-    return honest_cv(oof, label_col, classes, data.get("metric", "macro_f1"), _chosen_on(config), sep)
+    return honest_cv(oof, label_col, classes, data.get("metric", "macro_f1"), _chosen_on(config), task=task_of(data))
+
+
+def run_task(rd: Path) -> Task:
+    """The task of a run folder, from its config.yaml (one class per image before it has one)."""
+    return task_of(_run_config(rd).get("data", {}))
 
 
 def assemble_oof(cfg: Config, train_ids: list[str], folds: list[int]) -> pd.DataFrame | None:

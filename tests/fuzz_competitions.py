@@ -196,7 +196,7 @@ def _failure(step: str, r) -> tuple[str, str]:
 def _read_as(spec: Spec, work: Path) -> tuple[str, int]:
     from comp.config import load_config
     from comp.data.competition import class_names, load_train
-    from comp.data.multilabel import task_classes
+    from comp.tasks.labels import task_classes
 
     cfg = load_config(work / "comp.yaml")
     train = load_train(cfg)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
 from comp.config import ConfigError, TrainConfig
-from comp.train.losses import LOSSES, FocalLoss, SoftMacroF1Loss, class_weights, create_loss
+from comp.tasks.losses import LOSSES, FocalLoss, SoftMacroF1Loss, class_weights, create_loss
 
 
 def logits_targets(n=64, c=5, seed=0):

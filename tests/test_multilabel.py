@@ -15,11 +15,12 @@ from sklearn.metrics import average_precision_score, f1_score, fbeta_score, roc_
 from comp.config import ConfigError, load_config
 from comp.data.competition import DataError
 from comp.data.init import detect, init_competition
-from comp.data.multilabel import multi_hot, multilabel_folds, split_labels
 from comp.data.sample_multilabel import make_multilabel_sample
 from comp.infer.multilabel import Rule, cv_thresholds, decide, fbeta
-from comp.metrics import MULTILABEL_METRICS, cv_score
-from comp.train.multilabel import create_multilabel_loss, pos_weight, rarest_label_weights
+from comp.metrics import MULTILABEL_METRICS
+from comp.tasks import task_of
+from comp.tasks.labels import multi_hot, multilabel_folds, split_labels
+from comp.tasks.multilabel_losses import create_multilabel_loss, pos_weight, rarest_label_weights
 
 TINY = ["model.name=test_resnet", "input.size=32", "train.epochs=2", "train.batch_size=32", "train.lr=3e-3",
         "folds.n_splits=3"]
@@ -129,7 +130,7 @@ def test_metrics_equal_sklearn():
         assert MULTILABEL_METRICS[name](y, p, []) == pytest.approx(value, abs=1e-12), name
     for avg, beta in (("macro", 1), ("micro", 1), ("samples", 1), ("samples", 2)):
         assert fbeta(y, b, avg, beta) == pytest.approx(fbeta_score(y, b, beta=beta, average=avg, zero_division=0))
-    cv = cv_score(y, p, list("abcdef"), "f2")
+    cv = task_of("multilabel").cv(y, p, list("abcdef"), "f2")
     assert cv.score == pytest.approx(want["f2"]) and cv.macro_f1 == pytest.approx(want["macro_f1"])
 
 

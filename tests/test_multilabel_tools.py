@@ -14,8 +14,8 @@ from sklearn.metrics import f1_score, precision_recall_fscore_support, roc_auc_s
 from comp.config import load_config
 from comp.data.folds import make_folds
 from comp.data.init import init_competition
-from comp.data.multilabel import multi_hot
 from comp.data.sample_multilabel import make_multilabel_sample
+from comp.tasks.labels import multi_hot
 from comp.train.session import train_folds
 
 QUIET = {"echo": lambda s: None}
@@ -241,13 +241,13 @@ def test_fixed_epoch_cv_scores_a_multilabel_run_with_multilabel_metrics(in_ml):
     multi-label metric of that name (f2 was refused as an unknown multi-class metric, after every fold trained)."""
     from sklearn.metrics import fbeta_score
 
-    from comp.runs import run_dir
+    from comp.runs import run_dir, run_task
     from comp.train.epochs import fixed_epoch_cv
 
     p, y = in_ml["p"], in_ml["y"]
     for metric, want in (("f2", fbeta_score(y, p >= 0.5, beta=2, average="samples", zero_division=0)),
                          ("macro_f1", f1_score(y, p >= 0.5, average="macro", zero_division=0))):
-        fixed = fixed_epoch_cv(run_dir("m"), metric)  # one epoch: the fixed epoch is the OOF's own
+        fixed = fixed_epoch_cv(run_dir("m"), run_task(run_dir("m")).metric(metric))  # one epoch: the OOF's own
         assert fixed is not None and fixed.score == pytest.approx(want, abs=0.02), metric
 
 

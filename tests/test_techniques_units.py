@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from comp.tasks.losses import CrossEntropy, DistillLoss
 from comp.techniques.pseudo import select
-from comp.train.losses import CrossEntropy, DistillLoss
 
 
 def test_soft_target_loss_equals_cross_entropy_on_one_hot():

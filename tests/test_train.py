@@ -16,7 +16,7 @@ from comp.cli import cli
 from comp.config import ConfigError
 from comp.data.competition import class_names
 from comp.runs import METRICS_COLUMNS
-from comp.train.losses import LOSSES
+from comp.tasks.losses import LOSSES
 from comp.train.model import create_model, load_checkpoint
 from comp.train.session import train_fold, train_folds
 
@@ -254,6 +254,7 @@ def test_fixed_epoch_cv_picks_each_folds_epoch_from_the_other_folds(tmp_path, fo
     """Leak suite, best epoch: each fold's best epoch is chosen on the rows that make its OOF (standard, slightly
     optimistic, and before issue 17 never measured: no per-epoch validation probabilities were kept). Now every
     epoch's are (fold_k/val_epochs.npz) and the fixed-epoch CV scores fold k at the epoch the other folds chose."""
+    from comp.metrics import create_metric
     from comp.train.epochs import fixed_epoch_cv, record_epoch
 
     rng = np.random.default_rng(0)
@@ -265,7 +266,7 @@ def test_fixed_epoch_cv_picks_each_folds_epoch_from_the_other_folds(tmp_path, fo
     for k, b in best_at.items():
         for e in (1, 2, 3):
             record_epoch(run / f"fold_{k}", e, [f"{k}_{i}" for i in range(50)], y, good if e == b else bad, classes)
-    fixed = fixed_epoch_cv(run)
+    fixed = fixed_epoch_cv(run, create_metric("macro_f1"))
     assert fixed.epochs == {0: 3, 1: 3, 2: 3, 3: 3} and fixed.own_score == 1.0 and fixed.score < 0.8
     record_epoch(run / "fold_0", 2, [f"0_{i}" for i in range(50)], y, good, classes)  # resumed: epoch 3 redone
     with np.load(run / "fold_0" / "val_epochs.npz") as z:
@@ -275,6 +276,6 @@ def test_fixed_epoch_cv_picks_each_folds_epoch_from_the_other_folds(tmp_path, fo
     for k in range(3):
         with np.load(folded / "runs" / "ep" / f"fold_{k}" / "val_epochs.npz") as z:
             assert z["epochs"].tolist() == [1, 2] and z["probs"].shape[0] == 2
-    real = fixed_epoch_cv(folded / "runs" / "ep")
+    real = fixed_epoch_cv(folded / "runs" / "ep", create_metric("macro_f1"))
     assert real.own_score == pytest.approx(out["cv_score"], abs=2e-3)  # own best epochs: the CV (float16 kept)
     assert out["cv_fixed_epoch"] == real.score and set(real.epochs.values()) <= {1, 2}

@@ -28,6 +28,7 @@ from comp.console import progress_bar
 from comp.data.competition import DataError, image_name, load_test, load_train
 from comp.data.images import ImageProblem, load_rgb
 from comp.files import write_csv, write_text
+from comp.tasks import task_of
 
 PROBLEMS = {  # code -> what it means; the order of the summary table
     "empty_id": "the id cell is empty",
@@ -151,7 +152,7 @@ def _display(folder: str, name: str) -> str:
 
 
 def _row_problems(df: pd.DataFrame, cfg: Config, split: str, folder: str, has_label: bool) -> list[dict]:
-    out = []
+    out, task = [], task_of(cfg)
     ids = df["id"].astype(str)
     counts = ids.value_counts()
     dup_rows: dict = {}
@@ -164,7 +165,7 @@ def _row_problems(df: pd.DataFrame, cfg: Config, split: str, folder: str, has_la
         if not rec.id.strip():
             out.append({**base, "problem": "empty_id", "detail": "the id cell is empty"})
             continue
-        if has_label and not str(rec.label).strip() and cfg.data.task != "multilabel":  # multilabel: no label
+        if has_label and not str(rec.label).strip() and not task.empty_label_ok:
             out.append({**base, "problem": "empty_label", "detail": "the label cell is empty"})
         if rec.id in dup_rows:
             others = [str(r) for r in dup_rows[rec.id] if r != rec.row]

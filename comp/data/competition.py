@@ -14,13 +14,9 @@ import numpy as np
 import pandas as pd
 
 from comp.config import Config, ConfigError
-from comp.errors import CompError
+from comp.errors import DataError  # noqa: F401  (DataError: imported from here too)
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-class DataError(CompError, ValueError):
-    """A problem with the competition files a user must fix; the message names the file, column or row."""
 
 
 CSV_HINT = ("give every row as many cells as the header, put a cell that holds a comma or a line break in double "

@@ -19,9 +19,9 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from comp.config import Config, resolve
 from comp.data.check import clean_train
 from comp.data.competition import DataError, read_csv_str
-from comp.data.multilabel import fold_multilabel
 from comp.errors import OutputExists
 from comp.files import write_csv, write_text
+from comp.tasks.labels import fold_multilabel
 
 
 def _meta_path(path: Path) -> Path:

@@ -21,10 +21,10 @@ from comp.accel import has_accelerator
 from comp.config import Config, ConfigError, from_dict, load_config
 from comp.data.competition import IMAGE_EXTS, DataError, load_test, load_train, onehot_labels, read_csv_str, wide_labels
 from comp.data.init_multilabel import column_task, wide_target
-from comp.data.multilabel import check_label_cells, label_classes, split_labels, wide_sep
 from comp.data.sizes import FIT_MIN_SIDE, fitted_size, summarize_sizes
 from comp.errors import OutputExists
 from comp.files import write_text
+from comp.tasks.labels import check_label_cells, label_classes, split_labels, wide_sep
 
 ID_NAMES = ("image_id", "id", "image", "image_name", "filename", "file_name", "file", "img", "name", "path")
 LABEL_NAMES = ("label", "labels", "class", "class_name", "category", "target", "species", "y")

@@ -20,7 +20,7 @@ from collections import defaultdict
 import pandas as pd
 
 from comp.data.competition import DataError
-from comp.data.multilabel import split_labels, zero_one
+from comp.tasks.labels import split_labels, zero_one
 
 TASK_FLAG = "--task multiclass|multilabel"
 

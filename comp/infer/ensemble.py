@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.special import log_softmax, softmax
-from scipy.stats import rankdata
+from scipy.special import softmax
 from sklearn.model_selection import StratifiedKFold
 
 from comp.config import Config, ConfigError
@@ -50,12 +49,14 @@ from comp.infer.multilabel import ensemble_multilabel
 from comp.infer.predict import USES, output_name
 from comp.infer.score import SubmissionError, check_submission, check_wide
 from comp.infer.shift import Shift, estimate_shift
-from comp.metrics import competition_metric, grade_values
+from comp.metrics import grade_values
 from comp.runs import run_dir, search_folds
+from comp.tasks import competition_metric
+from comp.tasks.blend import EPS, METHODS, blend, rank
+from comp.tasks.blend import greedy_weights as greedy_search
 
-METHODS = ("mean", "geometric", "rank")
 SUBMISSIONS_DIR = Path("submissions")
-EPS = 1e-7
+__all__ = ["EPS", "METHODS", "blend", "greedy_weights"]
 
 
 @dataclass
@@ -134,53 +135,20 @@ def load_member(cfg: Config, exp: str, use: str = "folds") -> Member:
     )
 
 
-def _rank(p: np.ndarray) -> np.ndarray:
-    return rankdata(p, axis=0) / len(p)
-
-
-def blend(probs: Sequence[np.ndarray], weights: Sequence[float], method: str = "mean") -> np.ndarray:
-    """Log-scores (N, C) of the weighted blend of members' probabilities; argmax gives the labels."""
-    if method not in METHODS:
-        raise ValueError(f"Unknown ensemble method {method!r}, expected one of {METHODS}")
-    w = np.asarray(weights, np.float64)
-    w = w / w.sum()
-    if method == "geometric":
-        return log_softmax(sum(wi * np.log(np.clip(p, EPS, 1)) for wi, p in zip(w, probs) if wi), axis=1)
-    if method == "rank":
-        return np.log(sum(wi * _rank(p) for wi, p in zip(w, probs) if wi))
-    return np.log(np.clip(sum(wi * p for wi, p in zip(w, probs) if wi), EPS, None))
-
-
 def greedy_weights(
     probs: Sequence[np.ndarray], y: np.ndarray, method: str = "mean", steps: int = 40,
     objective: Callable[[np.ndarray], float] | None = None,
 ) -> np.ndarray:
-    """Non-negative weights summing to 1 that maximise ``objective`` of the blend's log-scores (default: OOF
-    macro F1 of the argmax) by greedy selection with replacement.
-
-    Starts from the best single member; each step adds the member whose extra copy gives the best blend;
-    returns the counts of the best prefix (the earliest on ties, so fewer members win).
-    """
-    m = len(probs)
+    """comp.tasks.blend.greedy_weights over ``method``'s blend: maximises ``objective`` of the blend's log-scores
+    (default: OOF macro F1 of the argmax)."""
     c = probs[0].shape[1]
     if method == "rank":  # ranks are a fixed transform: compute once, then blend by mean
-        probs, method = [_rank(p) for p in probs], "mean"
+        probs, method = [rank(p) for p in probs], "mean"
     if objective is None:
         def objective(scores):
             return macro_f1(y, scores.argmax(1), c)
 
-    def f1(counts):
-        return objective(blend(probs, counts, method))
-
-    singles = [f1(np.eye(m)[i]) for i in range(m)]
-    counts = np.eye(m)[int(np.argmax(singles))]
-    best, best_counts = max(singles), counts.copy()
-    for _ in range(steps - 1):
-        trials = [f1(counts + np.eye(m)[i]) for i in range(m)]
-        counts = counts + np.eye(m)[int(np.argmax(trials))]
-        if max(trials) > best + 1e-12:
-            best, best_counts = max(trials), counts.copy()
-    return best_counts / best_counts.sum()
+    return greedy_search(probs, objective, steps, combine=lambda ps, w: blend(ps, w, method))
 
 
 @dataclass

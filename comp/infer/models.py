@@ -24,6 +24,7 @@ from comp.data.cache import load_images
 from comp.data.competition import DataError
 from comp.infer.tta import create_views
 from comp.runs import read_json_file
+from comp.tasks import Task, task_of
 from comp.train.model import create_model, load_checkpoint
 
 
@@ -45,6 +46,11 @@ class FoldModel:
     @property
     def resize(self) -> str:
         return self.meta.get("resize", "stretch")
+
+    @property
+    def task(self) -> Task:
+        """The task it was trained for (model.json's ``task``; one class per image before it had one)."""
+        return task_of(self.meta.get("task", "multiclass"))
 
 
 def _saved_models(run: Path, prefix: str, finished: bool = False) -> list[tuple[int, Path, dict]]:
@@ -146,10 +152,10 @@ def predict_images(
     batch_size: int = 128,
     timing: Timing | None = None,
     bar=None,  # a progress_bar to advance
-    sigmoid: bool = False,  # data.task multilabel: one independent probability per class
+    task: Task | None = None,  # data.task's activation (default: softmax, one class per image)
 ) -> np.ndarray:
-    """Softmax probabilities of ``images[rows]`` averaged over ``views``: (len(rows), C), in ``rows`` order
-    (``sigmoid``: per-class sigmoid probabilities, averaged the same way).
+    """Probabilities of ``images[rows]`` averaged over ``views``: (len(rows), C), in ``rows`` order (softmax,
+    or one sigmoid per class for several labels per image: ``task.activation``).
 
     ``images`` is uint8 NHWC (every process holds it; each one predicts its shard). Returns the gathered
     result on every process; raises if any row came back missing or twice.
@@ -157,6 +163,7 @@ def predict_images(
     from torch.utils.data import DataLoader
 
     fns = create_views(views)
+    activation = (task or task_of("multiclass")).activation
     fmt = memory_format(model)
     n = len(rows)
     loader = accelerator.prepare_data_loader(DataLoader(torch.arange(n), batch_size=batch_size), device_placement=False)
@@ -178,7 +185,7 @@ def predict_images(
         with accelerator.autocast():
             for fn in fns:
                 logits = model(fn(x)).float()
-                p = logits.sigmoid() if sigmoid else logits.softmax(1)
+                p = activation(logits)
                 probs = p if probs is None else probs.add_(p)
         probs /= len(fns)
         g_pos, g_probs = accelerator.gather_for_metrics((pos.to(device), probs))
@@ -252,7 +259,7 @@ def run_models(
         if mean is None or std is None:
             raise DataError(f"{fm.path.with_suffix('.json')}: no mean/std; retrain fold {fm.fold} with this comp")
         outs.append(predict_images(model, decoded[key], rows, views, mean, std, accelerator,
-                                   cfg.infer.batch_size, timing, bar, sigmoid=cfg.data.task == "multilabel"))
+                                   cfg.infer.batch_size, timing, bar, task=task_of(cfg)))
         del model
     bar.close()
     return outs

@@ -27,14 +27,16 @@ import pandas as pd
 
 from comp.config import Config, ConfigError
 from comp.data.competition import DataError, load_test, read_csv_str
-from comp.data.multilabel import hot_strings, sort_classes
 from comp.errors import OutputExists
 from comp.files import write_csv
 from comp.infer import ledger
 from comp.infer.multilabel_score import check_multilabel_submission
 from comp.infer.predict import USES, output_name
-from comp.metrics import MULTILABEL_METRICS, create_metric
+from comp.metrics import MULTILABEL_METRICS, multilabel_metric
 from comp.runs import oof_hot, run_dir
+from comp.tasks.blend import greedy_weights as greedy_search
+from comp.tasks.blend import mean_blend
+from comp.tasks.labels import hot_strings, sort_classes
 
 GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
 FAST = {"macro_f1": ("macro", 1.0), "micro_f1": ("micro", 1.0), "samples_f1": ("samples", 1.0),
@@ -158,25 +160,8 @@ def cv_thresholds(probs: np.ndarray, y: np.ndarray, metric_name: str, rule: Rule
 
 def greedy_weights(probs: Sequence[np.ndarray], y: np.ndarray, objective: Callable[[np.ndarray, np.ndarray], float],
                    steps: int = 20) -> np.ndarray:
-    """Greedy forward selection with replacement (Caruana et al. 2004) of the members' mean probabilities."""
-    n = len(probs)
-    if n == 1:
-        return np.ones(1)
-    counts = np.zeros(n)
-    total = np.zeros_like(probs[0])
-    best_counts, best = None, -np.inf
-    for _ in range(steps):
-        trial = [objective((total + p) / (counts.sum() + 1), y) for p in probs]
-        j = int(np.argmax(trial))
-        counts[j] += 1
-        total = total + probs[j]
-        if trial[j] > best + 1e-12:
-            best, best_counts = trial[j], counts.copy()
-    return best_counts / best_counts.sum()
-
-
-def blend(probs: Sequence[np.ndarray], w: np.ndarray) -> np.ndarray:
-    return sum(wi * p for wi, p in zip(w, probs))
+    """comp.tasks.blend.greedy_weights over the members' weighted mean probabilities."""
+    return greedy_search(probs, lambda p: objective(p, y), steps, combine=mean_blend)
 
 
 # ---------------------------------------------------------------- members and the sample
@@ -287,15 +272,15 @@ def fit_blend(inp: MLInputs, metric_name: str, rule: Rule, fixed: np.ndarray | N
     member = {e: float(objective(p, y)) for e, p in zip(inp.exps, inp.oof)}
     fit_w = fixed is None and len(inp.exps) > 1
     w = greedy_weights(inp.oof, y, objective) if fit_w else (fixed if fixed is not None else np.ones(1))
-    oof = blend(inp.oof, w)
+    oof = mean_blend(inp.oof, w)
     tune = tune and not m.uses_proba
     held_p, held_t = np.zeros_like(oof), np.zeros_like(y)
     for part in parts_of(y, n_splits, seed):
         rest = np.setdiff1d(np.arange(len(y)), part)
         wp = greedy_weights([p[rest] for p in inp.oof], y[rest], objective) if fit_w else w
-        held_p[part] = blend([p[part] for p in inp.oof], wp)
+        held_p[part] = mean_blend([p[part] for p in inp.oof], wp)
         if tune:
-            thr = fit_thresholds(blend([p[rest] for p in inp.oof], wp), y[rest], metric_name, rule)
+            thr = fit_thresholds(mean_blend([p[rest] for p in inp.oof], wp), y[rest], metric_name, rule)
             held_t[part] = rule(held_p[part], thr)
     plain_bits = rule(held_p, np.full(n_c, 0.5))
     cv_plain = float(m(y, held_p, []) if m.uses_proba else m.from_labels(y, plain_bits, []))
@@ -330,19 +315,19 @@ def ensemble_multilabel(cfg: Config, exps: Sequence[str], fixed: np.ndarray | No
     out_path = SUBMISSIONS_DIR / f"{name}.csv"
     if out_path.exists() and not overwrite:
         raise OutputExists(f"{out_path} already exists; choose another --name or pass --overwrite to replace it")
-    metric = create_metric(cfg.data.metric, task="multilabel")
+    metric = multilabel_metric(cfg.data.metric)
     inp = load_inputs(cfg, list(exps), use)
     rule = Rule(np.full(len(inp.classes), 0.5), cfg.infer.at_least_one, cfg.infer.top_k)
     fit = fit_blend(inp, metric.name, rule, fixed, tune_thresholds, n_splits, cfg.folds.seed)
     applied = fit.report is not None and fit.report.applied
     rule.thresholds = fit.report.thresholds if applied else rule.thresholds
-    test = blend(inp.test, fit.weights)
+    test = mean_blend(inp.test, fit.weights)
     bits = rule(test)
     sub = submission_frame(inp, test, bits)
     header = [str(c) for c in inp.sample.columns]
     check_multilabel_submission(sub, inp.test_ids, inp.id_col, inp.shape, inp.classes, inp.sep, header)
     write_csv(out_path, sub)
-    cv_f1 = float(create_metric("macro_f1", task="multilabel").from_labels(inp.y, fit.held, []))
+    cv_f1 = float(multilabel_metric("macro_f1").from_labels(inp.y, fit.held, []))
     options = _ledger_options(inp, fit, rule, use, metric.name)
     row = ledger.append(name, list(exps), fit.weights, cv_f1, options, SUBMISSIONS_DIR / "ledger.csv",
                         metric=metric.name, cv_score=fit.cv, shape=inp.shape)

@@ -16,10 +16,10 @@ import pandas as pd
 
 from comp.data.competition import DataError, read_csv_str
 from comp.data.init_multilabel import column_task
-from comp.data.multilabel import label_classes, sort_classes, split_labels, zero_one
 from comp.infer.score import SubmissionError, score_files
-from comp.metrics import MULTILABEL_METRICS, create_metric
+from comp.metrics import MULTILABEL_METRICS, multilabel_metric
 from comp.runs import oof_hot
+from comp.tasks.labels import label_classes, sort_classes, split_labels, zero_one
 
 
 def check_multilabel_submission(sub: pd.DataFrame, expected_ids: list[str], id_col: str, shape: str,
@@ -73,7 +73,7 @@ def score_multilabel(sub: pd.DataFrame, solution: pd.DataFrame, metric: str = "m
     submission at 0.5; probability metrics need a wide one)."""
     from sklearn.metrics import precision_recall_fscore_support
 
-    headline = create_metric(metric, task="multilabel")
+    headline = multilabel_metric(metric)
     id_col, classes, y, shape = read_truth(solution, sep)
     ids = solution[id_col].astype(str).str.strip().tolist()
     if shape == "label":  # names the submission uses that the truth never does are classes too (all wrong)

@@ -112,7 +112,7 @@ def load_exports(exp: str, folds: Sequence[FoldModel]) -> dict[int, OnnxFold]:
         raise DataError(f"{info_path} not found: export the models first: comp export --exp {exp} --format onnx "
                         "--all-folds")
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    want = "multilabel" if any(fm.meta.get("task") == "multilabel" for fm in folds) else "multiclass"
+    want = folds[0].task.name
     if info.get("task", "multiclass") != want:
         raise DataError(f"{info_path}: the export holds {info.get('task', 'multiclass')} probabilities but the run is "
                         f"{want}; export it again: comp export --exp {exp} --format onnx --all-folds --overwrite")

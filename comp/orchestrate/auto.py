@@ -38,6 +38,7 @@ from comp import runs
 from comp.config import ConfigError, load_config, read_yaml
 from comp.files import write_text
 from comp.orchestrate import auto_plan as ap
+from comp.tasks import task_of
 from comp.train.probe import channels_last_gain, probe_models
 
 AUTO_DIR = runs.RUNS_DIR / "auto"
@@ -455,9 +456,8 @@ def start_params(a: Auto) -> dict:
          "train.sampler": "balanced" if c["imbalance"] >= 3 else "random"}
     if c.get("stem_stride") == 1:
         p["model.stem_stride"] = 1
-    if cfg.data.task == "multilabel":
-        del p["train.loss"], p["train.sampler"]
-    return {k: v for k, v in p.items() if k not in set(c["user_keys"])}
+    keep = set(c["user_keys"]) | set(task_of(cfg).auto_fixed)  # what the user set, or the task leaves alone
+    return {k: v for k, v in p.items() if k not in keep}
 
 
 def _search(a: Auto, st: ap.Stage) -> str:
@@ -495,9 +495,8 @@ def _search(a: Auto, st: ap.Stage) -> str:
 
 
 def _greater(a: Auto) -> bool:
-    from comp.metrics import create_metric
-
-    return create_metric(a.cfg().data.metric).greater_is_better
+    cfg = a.cfg()
+    return task_of(cfg).metric(cfg.data.metric).greater_is_better
 
 
 def _plain(v):

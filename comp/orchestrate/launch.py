@@ -481,7 +481,8 @@ def cv_scores(rd: Path) -> dict | None:
         return None
     from comp.train.epochs import fixed_epoch_cv
 
-    fixed = fixed_epoch_cv(rd, cv.metric)  # each fold at the epoch the other folds chose (val_epochs.npz)
+    # each fold at the epoch the other folds chose (val_epochs.npz)
+    fixed = fixed_epoch_cv(rd, runs.run_task(rd).metric(cv.metric))
     return {"metric": cv.metric, "score": cv.score, "macro_f1": cv.macro_f1, "all_folds": cv.all_folds_score,
             "note": cv.note, "fixed_epoch": None if fixed is None else fixed.score,
             "own_epoch": None if fixed is None else fixed.own_score}

@@ -32,6 +32,7 @@ from comp import runs
 from comp.config import EXPERIMENT_SECTIONS, ConfigError, load_config, parse_set, read_yaml
 from comp.files import write_csv, write_text
 from comp.orchestrate.space import as_set, check_space, nest, read_space, to_tune
+from comp.tasks import task_of
 
 # val_score: data.metric (its direction: max or min)
 METRICS = {"val_macro_f1": "max", "val_acc": "max", "val_loss": "min", "val_score": None}
@@ -411,9 +412,8 @@ def _prepare(config_path: str | Path, exp: str, space_path: str | Path, trials: 
     if not finished:
         write_text(td / "search.json", search)
     if metric == "val_score":
-        from comp.metrics import create_metric
 
-        mode = "max" if create_metric(cfg.data.metric, task=cfg.data.task).greater_is_better else "min"
+        mode = "max" if task_of(cfg).metric(cfg.data.metric).greater_is_better else "min"
     else:
         mode = METRICS[metric]
     return _Search(exp=exp, config_path=config_path, overrides=overrides, space=space, cfg=cfg, folds=folds,

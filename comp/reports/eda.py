@@ -37,10 +37,10 @@ from comp.config import Config
 from comp.console import progress_bar
 from comp.data.check import PROBLEMS, CheckReport, run_check
 from comp.data.competition import DataError, class_names, load_test, load_train, read_folds
-from comp.data.multilabel import label_classes, split_labels
 from comp.files import write_csv, write_text
 from comp.reports.eda_multilabel import label_sections
 from comp.reports.page import Img, Report, Section, pyplot, report_dir, save_figure, thumb_src
+from comp.tasks.labels import label_classes, split_labels
 
 PIXEL_SAMPLE = 2000  # images read at full resolution for channel histograms and mean/std
 HASH_DRAFT = 128  # JPEGs are decoded at about this side for hashing (draft mode); enough for a 32x32 phash

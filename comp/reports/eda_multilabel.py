@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from comp.data.multilabel import multi_hot
 from comp.files import write_csv
 from comp.reports.page import Section, pyplot, save_figure
+from comp.tasks.labels import multi_hot
 
 MAX_COOC = 40  # labels shown in the co-occurrence figure (the commonest); the csv has them all
 

@@ -44,6 +44,7 @@ from comp.serve.uploads import (  # noqa: E402
     read_upload,
     save_data_url,
 )
+from comp.tasks import task_of  # noqa: E402
 
 TOP_K = 5
 MAX_CAM_LABELS = 4  # multi-label: Grad-CAM rows shown per image (the most likely labels over threshold)
@@ -183,10 +184,9 @@ def scrub(text: str) -> str:
 def info_markdown(ens: Ensemble) -> str:
     """The info panel: experiments, CV, classes, input size, views, weights, git commit."""
     rows = []
-    from comp.metrics import create_metric
 
     metric_name = ens.members[0].cfg.data.metric
-    metric = create_metric(metric_name, ens.classes, ens.members[0].cfg.data.task).title
+    metric = task_of(ens.members[0].cfg).metric(metric_name, ens.classes).title
     for m in ens.members:
         fm = m.folds[0]
         cv = f"{m.cv_score:.4f}" if m.cv_score is not None else "– (runs/E/oof.csv not written yet)"

@@ -37,6 +37,7 @@ from comp.data.preprocess import resize
 from comp.infer.models import FoldModel, find_fold_models, load_model
 from comp.infer.tta import check_views, create_views
 from comp.runs import run_dir
+from comp.tasks import task_of
 
 
 @dataclass
@@ -86,10 +87,9 @@ def oof_scores(cfg: Config, run: Path, classes: list[str]) -> tuple[float | None
         from comp.reports.analyze_multilabel import ml_arrays
 
         ml_arrays(cfg, oof, classes)  # its checks: columns and labels
-        cv = oof_cv(oof, cfg.data.label_col, classes, cfg.data.metric, cfg.data.label_sep)
     else:
         oof_arrays(cfg, oof, classes)  # its checks: columns and labels
-        cv = oof_cv(oof, cfg.data.label_col, classes, cfg.data.metric)
+    cv = oof_cv(oof, cfg.data.label_col, classes, cfg.data.metric, task=task_of(cfg))
     return cv.macro_f1, cv.score
 
 
@@ -168,7 +168,8 @@ class Ensemble:
         self.max_pixels = members[0].cfg.data.max_pixels
         # JPEGs are decoded for the largest fold input (as comp predict does for each size): every resize shrinks.
         self.input_side = max(fm.size for m in members for fm in m.folds)
-        self.multilabel = any(fm.meta.get("task") == "multilabel" for m in members for fm in m.folds)
+        self.task = members[0].folds[0].task  # as trained (model.json)
+        self.multilabel = self.task.sigmoid  # labels over thresholds, not the top classes
         self.rule = ledger_rule([m.exp for m in members], classes, members[0].cfg) if self.multilabel else None
 
     @classmethod
@@ -216,7 +217,7 @@ class Ensemble:
     def member_probs(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Per experiment: softmax (multi-label: sigmoid) averaged over its views, then its folds (C,)."""
         out = []
-        act = (lambda z: z.sigmoid()) if self.multilabel else (lambda z: z.softmax(1))
+        act = self.task.activation
         for m in self.members:
             fns = create_views(m.views)
             per_fold = []
@@ -231,14 +232,7 @@ class Ensemble:
         probs = self.member_probs(rgb)
         if len(probs) == 1:
             return probs[0]
-        if self.multilabel:  # as comp ensemble blends sigmoids: the weighted mean
-            return np.average(np.stack(probs), axis=0, weights=[m.weight for m in self.members])
-        from comp.infer.ensemble import blend
-
-        w = [m.weight for m in self.members]
-        scores = blend([p[None] for p in probs], w, self.method)[0]
-        p = np.exp(scores - scores.max())
-        return p / p.sum()
+        return self.task.blend_probs([p[None] for p in probs], [m.weight for m in self.members], self.method)[0]
 
     # ------------------------------------------------------------ Grad-CAM
 

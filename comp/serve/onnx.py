@@ -41,6 +41,7 @@ from comp.infer.models import FoldModel, find_fold_models, load_model
 from comp.infer.onnxrt import INPUT_NAME, OUTPUT_NAME, export_dir, run_session, same_source, session, source_stamp
 from comp.runs import git_commit, run_dir
 from comp.serve import require
+from comp.tasks import Task
 
 DEFAULT_OPSET = 17
 MAX_OPSET = 20  # the TorchScript exporter's newest
@@ -56,22 +57,17 @@ class Normalized(nn.Module):
     """uint8 NHWC images -> class probabilities: comp's normalisation, the model and a softmax (``sigmoid``: one
     independent sigmoid per class, multi-label) in one graph."""
 
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], sigmoid: bool = False):
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], task: Task):
         super().__init__()
         self.model = model
-        self.sigmoid = sigmoid
+        self.task = task
         self.register_buffer("scale", torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1))
         self.register_buffer("shift", torch.tensor([-m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.permute(0, 3, 1, 2).float() * self.scale + self.shift
         logits = self.model(x).float()
-        return logits.sigmoid() if self.sigmoid else logits.softmax(1)
-
-
-def is_multilabel(fm: FoldModel) -> bool:
-    """Whether the fold was trained with data.task multilabel (its probabilities are sigmoids)."""
-    return fm.meta.get("task") == "multilabel"
+        return self.task.activation(logits)
 
 
 def _export_error(e: Exception, fm: FoldModel, opset: int) -> ExportError:
@@ -132,8 +128,7 @@ def export_fold(cfg: Config, fm: FoldModel, out: Path, opset: int = DEFAULT_OPSE
     mean, std = fm.meta.get("mean"), fm.meta.get("std")
     if mean is None or std is None:
         raise DataError(f"{fm.path.with_suffix('.json')}: no mean/std; retrain fold {fm.fold} with this comp")
-    sigmoid = is_multilabel(fm)
-    wrapped = Normalized(model, mean, std, sigmoid).eval()
+    wrapped = Normalized(model, mean, std, fm.task).eval()
     example = torch.zeros(1, fm.size, fm.size, 3, dtype=torch.uint8)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -159,7 +154,7 @@ def export_fold(cfg: Config, fm: FoldModel, out: Path, opset: int = DEFAULT_OPSE
 
         with torch.inference_mode():  # the torch side exactly as comp predict runs it
             logits = model(to_tensor_batch(imgs, mean, std)).float()
-            ref = (logits.sigmoid() if sigmoid else logits.softmax(1)).numpy()
+            ref = fm.task.activation(logits).numpy()
         got = run_session(session(tmp), imgs, None if dynamic_batch else 1)
         diff = float(np.abs(got - ref).max())
         if not diff <= tolerance:
@@ -172,7 +167,7 @@ def export_fold(cfg: Config, fm: FoldModel, out: Path, opset: int = DEFAULT_OPSE
     return {"file": out.name, "fold": fm.fold, "opset": opset, "dynamic_batch": dynamic_batch,
             "batch": None if dynamic_batch else 1, "parity_max_abs_diff": diff, "parity_images": len(imgs),
             "agree_argmax": int((got.argmax(1) == ref.argmax(1)).sum()), "export_seconds": round(seconds, 2),
-            **({"agree_labels_at_0.5": int(((got >= 0.5) == (ref >= 0.5)).all(1).sum())} if sigmoid else {}),
+            **({"agree_labels_at_0.5": int(((got >= 0.5) == (ref >= 0.5)).all(1).sum())} if fm.task.sigmoid else {}),
             "source": {"file": str(fm.path.name), **source_stamp(fm)}}
 
 
@@ -217,17 +212,15 @@ def export(cfg: Config, folds: Sequence[int] | None = None, opset: int = DEFAULT
             "mean": fm0.meta.get("mean"), "std": fm0.meta.get("std"), "model_name": fm0.meta.get("model_name"),
             "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC",
                       "shape": ["batch" if dynamic_batch else 1, fm0.size, fm0.size, 3]},
-            "task": "multilabel" if is_multilabel(fm0) else "multiclass",
-            "output": {"name": OUTPUT_NAME, "dtype": "float32", "meaning": (
-                "sigmoid probabilities, one per class (multi-label), classes order" if is_multilabel(fm0)
-                else "softmax probabilities, classes order")}}
+            "task": fm0.task.name,
+            "output": {"name": OUTPUT_NAME, "dtype": "float32", "meaning": fm0.task.output_meaning}}
     if info and (info.get("classes") != head["classes"] or info.get("size") != head["size"]
                  or info.get("task", "multiclass") != head["task"]):
         info = {}  # exports of an earlier run with other classes or size: start the record afresh
     entries = dict(info.get("folds", {}))
     for fm, path in targets:
         if fm.meta["classes"] != fm0.meta["classes"] or fm.size != fm0.size or fm.resize != fm0.resize or \
-                is_multilabel(fm) != is_multilabel(fm0):
+                fm.task.name != fm0.task.name:
             raise DataError(f"{fm.path}: its classes, size, resize or task differ from fold {fm0.fold}'s; retrain it")
         entry = export_fold(cfg, fm, path, opset, dynamic_batch, tolerance)
         entries[str(fm.fold)] = entry

@@ -3,7 +3,7 @@
 The teacher's fold-k model trained on exactly the rows that the student's fold k trains on (same folds file), so
 its soft targets for them carry nothing of fold k's validation rows; the student's CV stays honest. The targets are
 computed once at the start of the fold (the teacher's own input size and normalisation, no augmentation) and the
-loss is Hinton et al.'s (2015), comp.train.losses.DistillLoss:
+loss is Hinton et al.'s (2015), comp.tasks.losses.DistillLoss:
 
     alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * train.loss(student, label)
 

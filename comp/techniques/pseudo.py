@@ -37,6 +37,7 @@ from comp.config import Config, ConfigError, check_exp_name, resolve
 from comp.data.competition import DataError, read_csv_str, read_folds
 from comp.errors import OutputExists
 from comp.files import atomic_dir, digest_file, write_csv, write_text
+from comp.tasks import task_of
 
 PSEUDO_DIR = Path("folds") / "pseudo"
 BINS = np.round(np.linspace(0, 1, 21), 2)
@@ -183,7 +184,7 @@ def make_pseudo(
         echo("multi-label: each fold's labels are the classes at or over its thresholds, fit on the teacher's OOF "
              "without that fold's rows")
     echo(f"pseudo {exp}: teacher {what}, {'soft' if soft else 'hard'} labels, "
-         + (f"{'top probability' if cfg.data.task != 'multilabel' else 'confidence'} >= {threshold}"
+         + (f"{task_of(cfg).confidence} >= {threshold}"
             if threshold is not None else f"the {top:.0%} most confident"))
     with atomic_dir(out) as tmp:  # built aside, renamed into place whole: no file of an older folder survives
         _write_folder(tmp, per_fold, ids, classes, id_col, summary, threshold, top, soft, echo, cuts)

@@ -50,6 +50,7 @@ from comp.config import Config, ConfigError, resolve
 from comp.data.competition import DataError, load_train, read_csv_str
 from comp.errors import OutputExists
 from comp.files import digest_file, record_recipe, same_recipe, write_csv, write_text
+from comp.tasks import task_of
 from comp.train.rows import FoldRows, Pool
 
 ACCEPT = {"accept", "yes", "y", "1", "true"}
@@ -133,10 +134,7 @@ def run_relabel(
     from comp.reports.analyze import oof_arrays
     from comp.reports.oof_run import fold_models, read_run_oof
 
-    if cfg.data.task == "multilabel":
-        raise ConfigError(f"comp relabel ranks suspect single labels (confident learning over one class per "
-                          f"image) and does not handle data.task multilabel yet; look at the most confidently "
-                          f"missed and false labels, each with its Grad-CAM, in: comp analyze --exp {exp}")
+    task_of(cfg).refuse("relabel", exp=exp)
     t0 = time.time()
     run = Path(runs_dir or runs.RUNS_DIR) / exp
     if not (run / "oof.csv").exists():

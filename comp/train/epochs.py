@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from comp.files import write_bytes
-from comp.metrics import create_metric
+from comp.metrics import Metric
 
 FILE = "val_epochs.npz"
 
@@ -47,7 +47,7 @@ class FixedEpochCV:
     epochs: dict  # fold -> the epoch chosen for it from the other folds
 
 
-def fixed_epoch_cv(run: Path, metric: str = "macro_f1") -> FixedEpochCV | None:
+def fixed_epoch_cv(run: Path, m: Metric) -> FixedEpochCV | None:
     """The fixed-epoch CV of run folder ``run`` from its folds' val_epochs.npz; None with fewer than two folds."""
     files = sorted(Path(run).glob(f"fold_*/{FILE}"))
     folds = {}
@@ -60,8 +60,6 @@ def fixed_epoch_cv(run: Path, metric: str = "macro_f1") -> FixedEpochCV | None:
         return None
     first = next(iter(folds.values()))
     classes = [str(c) for c in first["classes"]]
-    # multi-label runs keep their multi-hot truth (N, C): scored by the multi-label metric of that name
-    m = create_metric(metric, classes, task="multilabel" if first["y"].ndim == 2 else "multiclass")
     curves = {k: {int(e): m(f["y"], f["probs"][i].astype(np.float64), classes) for i, e in enumerate(f["epochs"])}
               for k, f in folds.items()}
     chosen, ys, fixed, own = {}, [], [], []

@@ -3,24 +3,15 @@ each row exactly once, scored in macro F1, accuracy, loss and data.metric (softm
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 
 from comp.data.dataset import to_tensor_batch
 from comp.metrics import Metric
-from comp.train.multilabel import evaluate_logits
+from comp.tasks import LogitScores as Eval
+from comp.tasks import Task
 
-
-@dataclass
-class Eval:
-    loss: float
-    macro_f1: float
-    acc: float
-    probs: np.ndarray
-    score: float = float("nan")  # data.metric of these predictions
+__all__ = ["Eval", "evaluate", "exactly_once"]
 
 
 def exactly_once(rows: np.ndarray, n: int, world_size: int = 1) -> np.ndarray:
@@ -45,7 +36,7 @@ def exactly_once(rows: np.ndarray, n: int, world_size: int = 1) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, accelerator,
+def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, accelerator, task: Task,
              metric: Metric | None = None, classes: list[str] | None = None) -> Eval:
     model.eval()
     outs, rows = [], []
@@ -57,13 +48,4 @@ def evaluate(model, loader, y_val: np.ndarray, mean, std, channels_last: bool, a
         outs.append(logits.cpu())
         rows.append(r.cpu())
     logits = torch.cat(outs)[exactly_once(torch.cat(rows).numpy(), len(y_val), accelerator.num_processes)]
-    if np.ndim(y_val) == 2:  # multi-label: sigmoid probabilities, multi-hot truth
-        m = evaluate_logits(logits, y_val, metric, classes)
-        return Eval(m.loss, m.macro_f1, m.acc, m.probs, m.score)
-    y = torch.tensor(np.array(y_val, dtype=np.int64))
-    loss = torch.nn.functional.cross_entropy(logits, y).item()
-    probs = logits.softmax(1).numpy()
-    pred = probs.argmax(1)
-    f1 = float(f1_score(y_val, pred, average="macro", zero_division=0))
-    score = metric(y_val, probs, classes) if metric is not None else f1
-    return Eval(loss, f1, float((pred == y_val).mean()), probs, score)
+    return task.score_logits(logits, y_val, metric, classes)

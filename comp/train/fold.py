@@ -15,19 +15,16 @@ import torch
 
 from comp import weights
 from comp.config import Config, resolve
-from comp.data.dataset import CachedImages, EpochSampler, balanced_weights, make_loader
-from comp.metrics import Metric, competition_metric
+from comp.data.dataset import CachedImages, EpochSampler, make_loader
+from comp.metrics import Metric
+from comp.tasks import competition_metric, task_of
+from comp.tasks.losses import DistillLoss
 from comp.train.augment import build_mixup
 from comp.train.batch_augment import training_augment
-from comp.train.losses import DistillLoss, create_loss
 from comp.train.model import (
     create_model,
     freeze_stages,
     normalization,
-)
-from comp.train.multilabel import (
-    create_multilabel_loss,
-    rarest_label_weights,
 )
 from comp.train.optim import create_optimizer, create_scheduler, warmup_epochs
 from comp.train.outputs import model_meta
@@ -65,7 +62,7 @@ def banner(s: Session, name: str, model, n_train: int, n_val: int, steps: int) -
     aug = "pipeline (cpu)" if c.augment.pipeline else f"{c.augment.preset} ({c.augment.on})"
     if c.augment.mixup or c.augment.cutmix:
         aug += f" + mixup {c.augment.mixup}/cutmix {c.augment.cutmix}"
-    loss = ("bce" if c.data.task == "multilabel" and t.loss == "ce" else t.loss)
+    loss = task_of(c).loss_label(t)
     loss += f" (smoothing {t.label_smoothing})" if t.label_smoothing else ""
     loss += f", class weights {t.class_weights}" if t.class_weights else ""
     loss += f" + distill {t.teacher} (alpha {t.distill_alpha:g}, T {t.distill_t:g})" if t.teacher else ""
@@ -136,12 +133,10 @@ def setup_fold(s: Session, k: int | str, fd: Path, full: dict | None = None) -> 
     rank = acc.process_index
     transform, batch_aug = training_augment(cfg.augment, cfg.input.size, t.seed, rank)
     train_set = CachedImages(s.images, rows, targets, transform, seed=t.seed, rank=rank)
-    hot = s.pool.hot  # data.task multilabel: multi-hot targets (comp.train.multilabel)
-    val_set = CachedImages(s.images, va.index, va["y"] if hot is None else hot[va.index.to_numpy()])
-    weights = None
-    if t.sampler == "balanced":
-        weights = balanced_weights(hard) if hot is None else rarest_label_weights(targets)
-    mixup = build_mixup(cfg.augment, len(s.classes), t.label_smoothing, multi_label=hot is not None)
+    task = s.pool.task
+    val_set = CachedImages(s.images, va.index, s.pool.truth[va.index.to_numpy()])
+    weights = task.sampler_weights(hard, targets) if t.sampler == "balanced" else None
+    mixup = build_mixup(cfg.augment, len(s.classes), t.label_smoothing, multi_label=task.sigmoid)
     # Mixup needs even batches, and BatchNorm cannot train on a batch of one image (40 rows at batch 16 on 3 folds
     # left a last batch of 1, found by the competition fuzzer): drop the ragged last batch then, when there is more.
     per_step = t.batch_size * acc.num_processes
@@ -167,19 +162,14 @@ def setup_fold(s: Session, k: int | str, fd: Path, full: dict | None = None) -> 
     raw = acc.unwrap_model(model, keep_torch_compile=False)
     steps = len(train_loader)
     scheduler = create_scheduler(optimizer, t, updates_per_epoch=math.ceil(steps / t.accum_steps))
-    if hot is None:
-        criterion = create_loss(t, np.bincount(hard, minlength=len(s.classes))).to(acc.device)
-    else:
-        criterion = create_multilabel_loss(t, targets.sum(0), len(targets)).to(acc.device)
+    criterion = task.loss(t, targets, hard, len(s.classes)).to(acc.device)
     teacher = None
     if fr.teacher is not None:  # train.teacher: its fold-k model never trained on fold k's validation rows
         teacher = torch.as_tensor(fr.teacher, dtype=torch.float32, device=acc.device)
         criterion = DistillLoss(criterion, t.distill_alpha, t.distill_t)
     meta = dict(classes=s.classes, input_size=cfg.input.size, resize=cfg.input.resize, mean=mean, std=std,
                 model_name=cfg.model.name, fold=k, exp=cfg.exp, num_classes=len(s.classes),
-                stem_stride=cfg.model.stem_stride)
-    if hot is not None:
-        meta["task"] = "multilabel"
+                stem_stride=cfg.model.stem_stride, **task.model_meta)
     if full is not None:
         meta.update(full, fold=None)
     return Fold(k=k, fd=fd, va=va, train_set=train_set, train_loader=train_loader, val_loader=val_loader, model=model,

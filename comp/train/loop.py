@@ -164,7 +164,7 @@ def _commit_epoch(s: Session, f: Fold, st: FoldState, epoch: int, train_loss: fl
     if acc.is_main_process:
         if ev is not None:  # what the checkpoint would pick at this epoch, kept for the fixed-epoch CV
             cand = ev_ema if ev_ema is not None and f.cm.better(ev_ema.score, ev.score) else ev
-            truth = f.va["y"].to_numpy() if s.pool.hot is None else s.pool.hot[f.va.index.to_numpy()]  # multi-hot
+            truth = s.pool.truth[f.va.index.to_numpy()]
             record_epoch(f.fd, epoch + 1, f.va["id"], truth, cand.probs, s.classes)
         if new_best:
             publish(f.fd, f.ema.module if is_ema else f.raw, best_oof, f.meta_at(st))
@@ -183,13 +183,14 @@ def _commit_epoch(s: Session, f: Fold, st: FoldState, epoch: int, train_loss: fl
 def _validate(s: Session, f: Fold) -> tuple[Eval, Eval | None]:
     """The raw weights' and (train.ema) the EMA weights' evaluation on the fold's validation rows."""
     t, acc, cm = s.cfg.train, s.accelerator, f.cm
-    y_val = f.va["y"].to_numpy() if s.pool.hot is None else s.pool.hot[f.va.index.to_numpy()]
+    y_val = s.pool.truth[f.va.index.to_numpy()]
     sync_buffers(f.raw, acc)
-    ev = evaluate(f.model, f.val_loader, y_val, f.mean, f.std, t.channels_last, acc, cm, s.classes)
+    ev = evaluate(f.model, f.val_loader, y_val, f.mean, f.std, t.channels_last, acc, s.pool.task, cm, s.classes)
     ev_ema = None
     if f.ema is not None:
         sync_buffers(f.ema.module, acc)
-        ev_ema = evaluate(f.ema.module, f.val_loader, y_val, f.mean, f.std, t.channels_last, acc, cm, s.classes)
+        ev_ema = evaluate(f.ema.module, f.val_loader, y_val, f.mean, f.std, t.channels_last, acc, s.pool.task, cm,
+                          s.classes)
     return ev, ev_ema
 
 

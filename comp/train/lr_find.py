@@ -21,10 +21,11 @@ from comp.console import progress_bar
 from comp.data.cache import load_images
 from comp.data.dataset import CachedImages, EpochSampler, make_loader, to_tensor_batch
 from comp.files import write_csv
+from comp.tasks import task_of
+from comp.tasks.losses import create_loss
 from comp.train.augment import build_mixup
 from comp.train.batch_augment import training_augment
 from comp.train.defaults import fit_defaults
-from comp.train.losses import create_loss
 from comp.train.model import create_model, normalization
 from comp.train.optim import create_optimizer
 from comp.train.rows import Source, make_pool
@@ -54,8 +55,7 @@ def lr_find(cfg: Config, fold: int = 0, steps: int = 100, start_lr: float = 1e-7
     if steps < 5:
         raise ConfigError("--steps must be at least 5")
     check_config(cfg)
-    if cfg.data.task == "multilabel":
-        raise ConfigError("comp lr-find does not take data.task multilabel yet; pick train.lr from a short run")
+    task_of(cfg).refuse("lr-find")
     acc = make_accelerator(cfg)
     say = echo if acc.is_main_process else (lambda *_: None)
     t = cfg.train

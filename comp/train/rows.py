@@ -28,7 +28,7 @@ import pandas as pd
 from comp.config import Config, ConfigError, resolve
 from comp.data.check import clean_train
 from comp.data.competition import DataError, class_names, read_folds
-from comp.data.multilabel import multi_hot, task_classes
+from comp.tasks import Task, task_of
 
 
 @dataclass
@@ -78,7 +78,8 @@ class Pool:
     paths: list[str] = field(default_factory=list)  # the image file of each row (train rows first)
     accelerator: object = None
     added: dict = field(default_factory=dict)  # (source key, image id) -> its position in ``paths``
-    hot: np.ndarray | None = None  # data.task multilabel: (n, C) 0/1 targets of the train rows (table order)
+    task: Task | None = None  # data.task's (comp.tasks)
+    truth: np.ndarray | None = None  # the given labels of the train rows (table order): codes (n,) or (n, C)
     # Set by the trainer once the images are decoded: helper(name, held_out) trains a technique's helper model
     # (comp.train.session.train_helper) and returns a Helper; None outside a fold-training session.
     helper: Callable[[str, Sequence[int]], Helper] | None = None
@@ -136,7 +137,7 @@ def base_rows(pool: Pool, k: int | str) -> FoldRows:
     (k = full_s{i}, a full-data run: every fold)."""
     t = pool.table
     tr = t[(t["fold"] != k) & t["train_use"]]
-    targets = tr["y_train"].to_numpy() if pool.hot is None else pool.hot[tr.index.to_numpy()]
+    targets = pool.task.train_targets(tr, pool.truth[tr.index.to_numpy()])
     return FoldRows(tr.index.to_numpy(), targets, counts={"base": len(tr)})
 
 
@@ -174,12 +175,9 @@ def load_table(cfg: Config, skip_bad: bool, echo: Callable[[str], None]) -> tupl
         raise DataError(f"{path}: id {r['id']!r} has label {r['label_folds']!r} there but {r['label']!r} in "
                         f"train.csv; run `comp folds --overwrite`")
     df["fold"] = df["fold"].astype(int)
-    if cfg.data.task == "multilabel":  # y is unused: the targets are Pool.hot (make_pool)
-        classes = task_classes(cfg.data.label_cols, df["label"], cfg.data.label_sep)
-        df["y"] = 0
-    else:
-        classes = class_names(df["label"])
-        df["y"] = df["label"].map({c: i for i, c in enumerate(classes)}).astype(int)
+    task = task_of(cfg)
+    classes = task.classes(df["label"], cfg.data.label_cols, class_names)
+    df["y"] = task.codes(task.truth(df["label"], classes, str(path)))
     df = df.drop(columns=["label_folds"]).reset_index(drop=True)
     df["y_train"] = df["y"]  # training targets; y and label stay the given labels (validation, OOF)
     df["train_use"] = True
@@ -191,9 +189,9 @@ def make_pool(cfg: Config, skip_bad: bool, echo: Callable[[str], None], sources:
     """The session's table and image paths: load_table, then every source's ``table`` step."""
     check_sources(cfg, sources)
     table, classes = load_table(cfg, skip_bad, echo)
-    pool = Pool(cfg, table, classes, echo, table["path"].tolist(), accelerator)
-    if cfg.data.task == "multilabel":
-        pool.hot = multi_hot(table["label"].tolist(), classes, cfg.data.label_sep, str(resolve(cfg, cfg.folds.file)))
+    task = task_of(cfg)
+    pool = Pool(cfg, table, classes, echo, table["path"].tolist(), accelerator, task=task,
+                truth=task.truth(table["label"], classes, str(resolve(cfg, cfg.folds.file))))
     for s in sources:
         s.table(pool)
     return pool

@@ -20,7 +20,7 @@ from comp.config import Config, ConfigError, fold_config
 from comp.data.cache import load_images
 from comp.data.competition import load_train
 from comp.files import locked, write_text
-from comp.metrics import competition_metric
+from comp.tasks import competition_metric, task_of
 from comp.train.defaults import fit_defaults
 from comp.train.epochs import FILE as EPOCHS_FILE
 from comp.train.epochs import fixed_epoch_cv
@@ -91,15 +91,14 @@ def train_folds(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
             # Nothing trained: keep runs/E/oof.csv as it is (it may hold `comp predict --oof` TTA views).
             oof = runs.read_oof(oof_path, cfg)
         if oof is not None:
-            sep = cfg.data.label_sep if cfg.data.task == "multilabel" else None
-            cv = runs.honest_cv(oof, cfg.data.label_col, classes, cm.name, cfg.search.folds, sep)
+            cv = runs.honest_cv(oof, cfg.data.label_col, classes, cm.name, cfg.search.folds, task=task_of(cfg))
             out.update(cv_macro_f1=cv.macro_f1, cv_acc=cv.acc, metric=cv.metric, cv_score=cv.score,
                        cv_all_folds=cv.all_folds_score, cv_note=cv.note)
             scores = ", ".join(f"{k}: {runs.fold_done(cfg.exp, k)['score']:.4f}" for k in all_folds)
             head = f"CV {cm.name} {out['cv_score']:.4f}, macro F1" if cm.name != "macro_f1" else "CV macro F1"
             say(f"{head} {out['cv_macro_f1']:.4f} (accuracy {out['cv_acc']:.4f}; folds' {cm.name} {scores}) "
                 f"-> {runs.run_dir(cfg.exp) / 'oof.csv'}")
-            fixed = fixed_epoch_cv(runs.run_dir(cfg.exp), cm.name)
+            fixed = fixed_epoch_cv(runs.run_dir(cfg.exp), cm)
             if fixed is not None:
                 out.update(cv_fixed_epoch=fixed.score)
                 say(f"  fixed-epoch CV {cm.name} {fixed.score:.4f} (each fold at the epoch the other folds' curves "

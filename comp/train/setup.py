@@ -8,9 +8,8 @@ import os
 from comp import runs
 from comp.accel import fresh_state, has_accelerator, resolve_precision
 from comp.config import Config, ConfigError
+from comp.tasks import task_of
 from comp.train.augment import build_transform
-from comp.train.losses import create_loss
-from comp.train.multilabel import check_multilabel_config
 from comp.train.optim import check_names
 
 
@@ -72,10 +71,7 @@ def check_config(cfg: Config) -> None:
         near = timm.list_models(f"*{cfg.model.name.split('.')[0][:6]}*")[:8]
         raise ConfigError(f"model.name: unknown timm model {cfg.model.name!r}; similar names: {near}")
     check_names(cfg.train)
-    if cfg.data.task == "multilabel":
-        check_multilabel_config(cfg)
-    else:
-        create_loss(cfg.train, class_counts=[1, 1])
+    task_of(cfg).check_train(cfg)
     build_transform(cfg.augment, cfg.input.size or 32)  # an unset size is fitted later (comp.train.defaults)
     if cfg.model.freeze_epochs >= cfg.train.epochs:
         raise ConfigError("model.freeze_epochs must be smaller than train.epochs (the backbone would never train)")

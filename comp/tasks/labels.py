@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from comp.data.competition import DataError
+from comp.errors import DataError
 
 
 def split_labels(value: str, sep: str) -> list[str]:

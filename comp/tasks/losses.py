@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from timm.loss import BinaryCrossEntropy, compute_class_weights
 from torch import nn
 
-from comp.config import ConfigError, TrainConfig
+from comp.errors import ConfigError
 
 LOSSES = ("ce", "focal", "soft_f1", "ce+soft_f1", "bce")
 
@@ -130,7 +130,7 @@ class BCE(nn.Module):
         return (self.soft if target.ndim == 2 else self.hard)(logits.float(), target)
 
 
-def create_loss(t: TrainConfig, class_counts: Sequence[int] | None = None) -> nn.Module:
+def create_loss(t, class_counts: Sequence[int] | None = None) -> nn.Module:
     """The loss named by ``train.loss``.
 
     Args (from TrainConfig):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comp.config import ConfigError, TrainConfig
+from comp.errors import ConfigError
 
 MULTILABEL_LOSSES = ("bce", "asl", "focal", "soft_f1", "bce+soft_f1")
 POWERS = {"balanced": 1.0, "inverse": 1.0, "inv_freq": 1.0, "sqrt_inverse": 0.5}
@@ -87,7 +87,7 @@ class _Sum(nn.Module):
         return self.a(logits, target) + self.wb * self.b(logits, target)
 
 
-def create_multilabel_loss(t: TrainConfig, pos: np.ndarray | None = None, n: int = 0) -> nn.Module:
+def create_multilabel_loss(t, pos: np.ndarray | None = None, n: int = 0) -> nn.Module:
     """The multi-label loss named by train.loss (``pos``: each class's training positives, of ``n`` rows)."""
     name = "bce" if t.loss == "ce" else t.loss
     if name not in MULTILABEL_LOSSES:

@@ -1,0 +1,102 @@
+"""The ``Task`` interface every task implements (comp.tasks explains the tasks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from comp.metrics import CV, Metric
+
+
+@dataclass(frozen=True)
+class LogitScores:
+    """Validation figures of a model's logits: loss, macro F1 (at 0.5 for several labels), accuracy (every label
+    of the image right), the probabilities and the competition metric."""
+
+    loss: float
+    macro_f1: float
+    acc: float
+    probs: np.ndarray
+    score: float
+
+
+class Task:
+    """One kind of target. Subclasses fill in every method; ``sep`` is data.label_sep where labels are strings of
+    several class names."""
+
+    name = ""
+    sigmoid = False  # one independent probability per class (timm Mixup's label_smoothing per class)
+    empty_label_ok = False  # an empty label cell is a valid label (no class)
+    auto_fixed: tuple[str, ...] = ()  # config keys comp auto leaves alone for this task
+    confidence = "top probability"  # what a pseudo-label threshold is compared with
+    model_meta: dict = {}  # what model.json records of the task
+    output_meaning = ""  # what an exported model's output holds (export.json)
+
+    def __init__(self, sep: str | None = None):
+        self.sep = sep if sep is not None else " "
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(sep={self.sep!r})"
+
+    def validate(self, data) -> None:
+        """The data section's keys that depend on the task (ConfigError naming the key)."""
+        raise NotImplementedError
+
+    def metric(self, name: str, classes: Sequence[str] | None = None) -> Metric:
+        """data.metric ``name`` for this task (ValueError for a name it does not score)."""
+        raise NotImplementedError
+
+    def classes(self, labels: Sequence[str], label_cols: Sequence[str] | None, names) -> list[str]:
+        """The class names of a label column, in probability-column order (``names``: the one-class-per-image
+        reader, comp.data.competition.class_names)."""
+        raise NotImplementedError
+
+    def truth(self, labels: Sequence[str], classes: Sequence[str], where: str = "labels") -> np.ndarray:
+        """The given labels as targets: class codes (N,) or a multi-hot (N, C)."""
+        raise NotImplementedError
+
+    def codes(self, truth: np.ndarray) -> np.ndarray:
+        """The table's ``y`` column (a class code per row) of ``truth``."""
+        raise NotImplementedError
+
+    def train_targets(self, rows, truth: np.ndarray) -> np.ndarray:
+        """What ``rows`` (table rows with ``y_train``) train on, given their ``truth``."""
+        raise NotImplementedError
+
+    def cv(self, y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str) -> CV:
+        raise NotImplementedError
+
+    def score_logits(self, logits: torch.Tensor, y: np.ndarray, metric: Metric | None,
+                     classes: Sequence[str] | None) -> LogitScores:
+        raise NotImplementedError
+
+    def blend_probs(self, probs: Sequence[np.ndarray], weights: Sequence[float], method: str = "mean") -> np.ndarray:
+        """The members' (N, C) probabilities blended as comp ensemble blends them, as probabilities."""
+        raise NotImplementedError
+
+    def activation(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N, C) logits -> probabilities."""
+        raise NotImplementedError
+
+    def loss(self, t, targets: np.ndarray, hard: np.ndarray, n_classes: int) -> torch.nn.Module:
+        """train.loss for a fold that trains on ``targets`` (``hard``: their class codes)."""
+        raise NotImplementedError
+
+    def loss_label(self, t) -> str:
+        """The loss as the banner names it."""
+        return t.loss
+
+    def check_train(self, cfg) -> None:
+        """What training on this task refuses, before any image is decoded (ConfigError naming the key)."""
+        raise NotImplementedError
+
+    def sampler_weights(self, hard: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """train.sampler balanced: a drawing weight per training row."""
+        raise NotImplementedError
+
+    def refuse(self, command: str, **names) -> None:
+        """A ConfigError when ``command`` does not handle this task yet (``names`` fill its message); nothing when
+        it does."""

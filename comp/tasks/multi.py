@@ -1,0 +1,94 @@
+"""Several classes per image (``data.task: multilabel``): a sigmoid per class, a multi-hot (N, C) as truth.
+
+Label cells are class names joined by data.label_sep (``comp.tasks.labels``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from comp.errors import ConfigError
+from comp.metrics import CV, MULTILABEL_METRICS, Metric, multilabel_cv, multilabel_metric
+from comp.tasks.base import LogitScores, Task
+from comp.tasks.blend import mean_blend
+from comp.tasks.labels import multi_hot, task_classes
+from comp.tasks.multilabel_losses import (
+    check_multilabel_config,
+    create_multilabel_loss,
+    evaluate_logits,
+    rarest_label_weights,
+)
+
+# What a command does not handle for several labels per image yet, and where to look instead.
+NOT_YET = {
+    "relabel": "comp relabel ranks suspect single labels (confident learning over one class per image) and does not "
+               "handle data.task multilabel yet; look at the most confidently missed and false labels, each with "
+               "its Grad-CAM, in: comp analyze --exp {exp}",
+    "lr-find": "comp lr-find does not take data.task multilabel yet; pick train.lr from a short run",
+}
+
+
+class MultiLabel(Task):
+    name = "multilabel"
+    sigmoid = True
+    empty_label_ok = True  # an image with no label
+    auto_fixed = ("train.loss", "train.sampler")  # auto's softmax choices do not apply
+    confidence = "confidence"
+    model_meta = {"task": "multilabel"}
+    output_meaning = "sigmoid probabilities, one per class (multi-label), classes order"
+
+    def validate(self, data) -> None:
+        if data.metric not in MULTILABEL_METRICS:
+            raise ConfigError(f"data.metric {data.metric!r} does not score several labels per image; with data.task "
+                              f"multilabel use one of {', '.join(MULTILABEL_METRICS)}")
+        if data.label_sep == "":
+            raise ConfigError("data.label_sep must not be empty (a space for '0 5 25')")
+        if data.layout != "csv":
+            raise ConfigError("data.task multilabel needs data.layout csv (a class-per-folder tree has one label)")
+
+    def metric(self, name: str, classes: Sequence[str] | None = None) -> Metric:
+        return multilabel_metric(name)
+
+    def classes(self, labels: Sequence[str], label_cols: Sequence[str] | None, names) -> list[str]:
+        return task_classes(label_cols, labels, self.sep)
+
+    def truth(self, labels: Sequence[str], classes: Sequence[str], where: str = "labels") -> np.ndarray:
+        return multi_hot(list(labels), classes, self.sep, where)
+
+    def codes(self, truth: np.ndarray) -> np.ndarray:
+        return np.zeros(len(truth), np.int64)  # unused: the targets are the multi-hot truth
+
+    def train_targets(self, rows, truth: np.ndarray) -> np.ndarray:
+        return truth
+
+    def cv(self, y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str) -> CV:
+        return multilabel_cv(y, probs, classes, metric)
+
+    def score_logits(self, logits: torch.Tensor, y: np.ndarray, metric: Metric | None,
+                     classes: Sequence[str] | None) -> LogitScores:
+        m = evaluate_logits(logits, y, metric, classes)
+        return LogitScores(m.loss, m.macro_f1, m.acc, m.probs, m.score)
+
+    def blend_probs(self, probs: Sequence[np.ndarray], weights: Sequence[float], method: str = "mean") -> np.ndarray:
+        return mean_blend(probs, weights)  # as comp ensemble blends sigmoids: the weighted mean
+
+    def activation(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.sigmoid()
+
+    def loss(self, t, targets: np.ndarray, hard: np.ndarray, n_classes: int) -> torch.nn.Module:
+        return create_multilabel_loss(t, targets.sum(0), len(targets))
+
+    def loss_label(self, t) -> str:
+        return "bce" if t.loss == "ce" else t.loss
+
+    def check_train(self, cfg) -> None:
+        check_multilabel_config(cfg)
+
+    def sampler_weights(self, hard: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        return rarest_label_weights(targets)
+
+    def refuse(self, command: str, **names) -> None:
+        if command in NOT_YET:
+            raise ConfigError(NOT_YET[command].format(**names))

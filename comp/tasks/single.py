@@ -1,0 +1,73 @@
+"""One class per image (``data.task: multiclass``): softmax over the classes, class codes as truth."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.special import softmax
+
+from comp.errors import ConfigError
+from comp.metrics import CV, METRIC_NAMES, METRICS, Metric, create_metric, cv_score
+from comp.tasks.base import LogitScores, Task
+from comp.tasks.blend import blend
+from comp.tasks.losses import create_loss
+
+
+class SingleLabel(Task):
+    name = "multiclass"
+    output_meaning = "softmax probabilities, classes order"
+
+    def validate(self, data) -> None:
+        if data.metric not in METRICS:
+            raise ConfigError(f"data.metric {data.metric!r} is a multi-label metric; set data.task: multilabel, or "
+                              f"pick {', '.join(METRIC_NAMES[:-1])} or {METRIC_NAMES[-1]}")
+
+    def metric(self, name: str, classes: Sequence[str] | None = None) -> Metric:
+        return create_metric(name, classes)
+
+    def classes(self, labels: Sequence[str], label_cols: Sequence[str] | None, names) -> list[str]:
+        return names(labels)
+
+    def truth(self, labels: Sequence[str], classes: Sequence[str], where: str = "labels") -> np.ndarray:
+        """Class codes of the label names (-1 for a name not in ``classes``)."""
+        return np.asarray(pd.Categorical(pd.Series(labels).astype(str), categories=list(classes)).codes, np.int64)
+
+    def codes(self, truth: np.ndarray) -> np.ndarray:
+        return truth
+
+    def train_targets(self, rows, truth: np.ndarray) -> np.ndarray:
+        return rows["y_train"].to_numpy()  # a technique may have changed them (data.relabel)
+
+    def cv(self, y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str) -> CV:
+        return cv_score(y, probs, classes, metric)
+
+    def score_logits(self, logits: torch.Tensor, y: np.ndarray, metric: Metric | None,
+                     classes: Sequence[str] | None) -> LogitScores:
+        from sklearn.metrics import f1_score
+
+        loss = torch.nn.functional.cross_entropy(logits, torch.tensor(np.array(y, dtype=np.int64))).item()
+        probs = logits.softmax(1).numpy()
+        pred = probs.argmax(1)
+        f1 = float(f1_score(y, pred, average="macro", zero_division=0))
+        score = metric(y, probs, classes) if metric is not None else f1
+        return LogitScores(loss, f1, float((pred == y).mean()), probs, score)
+
+    def blend_probs(self, probs: Sequence[np.ndarray], weights: Sequence[float], method: str = "mean") -> np.ndarray:
+        return softmax(blend(probs, weights, method), axis=1)
+
+    def activation(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.softmax(1)
+
+    def loss(self, t, targets: np.ndarray, hard: np.ndarray, n_classes: int) -> torch.nn.Module:
+        return create_loss(t, np.bincount(hard, minlength=n_classes))
+
+    def check_train(self, cfg) -> None:
+        create_loss(cfg.train, class_counts=[1, 1])
+
+    def sampler_weights(self, hard: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """1 / count(class): every class is drawn equally often."""
+        counts = np.bincount(np.asarray(hard))
+        return 1.0 / counts[np.asarray(hard)]
