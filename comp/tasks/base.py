@@ -32,6 +32,7 @@ class Task:
     empty_label_ok = False  # an empty label cell is a valid label (no class)
     auto_fixed: tuple[str, ...] = ()  # config keys comp auto leaves alone for this task
     confidence = "top probability"  # what a pseudo-label threshold is compared with
+    pseudo_what, pseudo_from = "labels", ""  # what pseudo-labels are, and what made them besides the teacher
     model_meta: dict = {}  # what model.json records of the task
     output_meaning = ""  # what an exported model's output holds (export.json)
 
@@ -64,6 +65,18 @@ class Task:
 
     def train_targets(self, rows, truth: np.ndarray) -> np.ndarray:
         """What ``rows`` (table rows with ``y_train``) train on, given their ``truth``."""
+        raise NotImplementedError
+
+    def join_targets(self, mine: np.ndarray, theirs: np.ndarray, soft: bool) -> np.ndarray:
+        """A fold's training targets with ``theirs`` (added rows') appended."""
+        raise NotImplementedError
+
+    def pseudo_targets(self, probs: np.ndarray, soft: bool) -> np.ndarray:
+        """What a pseudo-labelled image trains on, from its teacher's (N, C) probabilities (or decisions)."""
+        raise NotImplementedError
+
+    def count_line(self, classes: Sequence[str], targets: np.ndarray) -> str:
+        """``per class a 3, b 0``: how many of ``targets`` fall in each class, for the provenance lines."""
         raise NotImplementedError
 
     def cv(self, y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str) -> CV:

@@ -36,6 +36,7 @@ class MultiLabel(Task):
     empty_label_ok = True  # an image with no label
     auto_fixed = ("train.loss", "train.sampler")  # auto's softmax choices do not apply
     confidence = "confidence"
+    pseudo_what, pseudo_from = "multi-label targets", " and thresholds"
     model_meta = {"task": "multilabel"}
     output_meaning = "sigmoid probabilities, one per class (multi-label), classes order"
 
@@ -62,6 +63,15 @@ class MultiLabel(Task):
 
     def train_targets(self, rows, truth: np.ndarray) -> np.ndarray:
         return truth
+
+    def join_targets(self, mine: np.ndarray, theirs: np.ndarray, soft: bool) -> np.ndarray:
+        return np.concatenate([mine, theirs]).astype(np.float32)  # per-class targets, as they are
+
+    def pseudo_targets(self, probs: np.ndarray, soft: bool) -> np.ndarray:
+        return probs  # multi-hot decisions at the teacher's fold thresholds, or its sigmoids
+
+    def count_line(self, classes: Sequence[str], targets: np.ndarray) -> str:
+        return "labels per class " + ", ".join(f"{c} {n:.0f}" for c, n in zip(classes, targets.sum(0)))
 
     def cv(self, y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str) -> CV:
         return multilabel_cv(y, probs, classes, metric)

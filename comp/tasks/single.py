@@ -41,6 +41,22 @@ class SingleLabel(Task):
     def train_targets(self, rows, truth: np.ndarray) -> np.ndarray:
         return rows["y_train"].to_numpy()  # a technique may have changed them (data.relabel)
 
+    def join_targets(self, mine: np.ndarray, theirs: np.ndarray, soft: bool) -> np.ndarray:
+        if not soft:
+            return np.concatenate([mine, theirs])
+        n = mine.shape[1] if mine.ndim == 2 else theirs.shape[1]
+        mine = mine if mine.ndim == 2 else np.eye(n)[mine]
+        theirs = theirs / theirs.sum(1, keepdims=True) if theirs.ndim == 2 else np.eye(n)[theirs]
+        return np.concatenate([mine, theirs]).astype(np.float32)
+
+    def pseudo_targets(self, probs: np.ndarray, soft: bool) -> np.ndarray:
+        return probs if soft else probs.argmax(1)
+
+    def count_line(self, classes: Sequence[str], targets: np.ndarray) -> str:
+        hard = np.asarray(targets if targets.ndim == 1 else targets.argmax(1), np.int64)
+        counts = np.bincount(hard, minlength=len(classes))
+        return "per class " + ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
+
     def cv(self, y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str) -> CV:
         return cv_score(y, probs, classes, metric)
 

@@ -66,18 +66,12 @@ class PseudoSource(Source):
     def extend(self, pool: Pool, k, fr: FoldRows) -> FoldRows:
         ps, classes = self.pseudo.folds[k], pool.classes
         probs = ps[classes].to_numpy(np.float64)
-        soft = self.pseudo.soft
-        if pool.hot is not None:  # multi-label: per-class targets (multi-hot decisions, or the sigmoids), as they are
-            fr = replace(fr, rows=np.concatenate([fr.rows, pool.position(self.key, ps["id"])]),
-                         targets=np.concatenate([fr.targets, probs]).astype(np.float32))
-            labels = ", ".join(f"{c} {n:.0f}" for c, n in zip(classes, probs.sum(0)))
-            pool.echo(f"fold {k}: + {len(ps)} pseudo-labelled test images ({'soft' if soft else 'hard'} multi-label "
-                      f"targets of teacher {self.pseudo.teacher}'s fold-{k} model and thresholds; labels per class "
-                      f"{labels})")
-            return replace(fr, counts=dict(fr.counts, pseudo=len(ps)))
-        fr = fr.add(pool.position(self.key, ps["id"]), probs if soft else probs.argmax(1), soft, len(classes))
-        pool.echo(f"fold {k}: + {len(ps)} pseudo-labelled test images ({'soft' if soft else 'hard'} labels of "
-                  f"teacher {self.pseudo.teacher}'s fold-{k} model; per class {per_class(classes, probs.argmax(1))})")
+        soft, task = self.pseudo.soft, pool.task
+        targets = task.pseudo_targets(probs, soft)
+        fr = fr.add(pool.position(self.key, ps["id"]), targets, task, soft)
+        pool.echo(f"fold {k}: + {len(ps)} pseudo-labelled test images ({'soft' if soft else 'hard'} "
+                  f"{task.pseudo_what} of teacher {self.pseudo.teacher}'s fold-{k} model{task.pseudo_from}; "
+                  f"{task.count_line(classes, targets)})")
         return replace(fr, counts=dict(fr.counts, pseudo=len(ps)))
 
 
@@ -102,7 +96,7 @@ class SynthSource(Source):
             return fr
         df, classes = self.synth.folds[k], pool.classes
         y = df["class"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
-        fr = fr.add(pool.position(self.key, df["id"]), y, fr.targets.ndim == 2, len(classes))
+        fr = fr.add(pool.position(self.key, df["id"]), y, pool.task, soft=fr.targets.ndim == 2)
         pool.echo(f"fold {k}: + {len(df)} synthetic images of {self.synth.folder}/fold_{k} (its own generator's; "
                   f"per class {per_class(classes, y)})")
         return replace(fr, counts=dict(fr.counts, synthetic=len(df)))

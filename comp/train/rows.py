@@ -45,15 +45,10 @@ class FoldRows:
         """Class indices of the targets (the argmax of soft ones): for class counts and the balanced sampler."""
         return self.targets if self.targets.ndim == 1 else self.targets.argmax(1)
 
-    def add(self, rows: np.ndarray, targets: np.ndarray, soft: bool, n_classes: int) -> FoldRows:
-        """These rows appended; with ``soft``, every target becomes a distribution."""
-        mine, theirs = self.targets, targets
-        if soft:
-            mine = mine if mine.ndim == 2 else np.eye(n_classes)[mine]
-            theirs = theirs / theirs.sum(1, keepdims=True)
-            return replace(self, rows=np.concatenate([self.rows, rows]),
-                           targets=np.concatenate([mine, theirs]).astype(np.float32))
-        return replace(self, rows=np.concatenate([self.rows, rows]), targets=np.concatenate([mine, theirs]))
+    def add(self, rows: np.ndarray, targets: np.ndarray, task: Task, soft: bool) -> FoldRows:
+        """These rows appended (``task.join_targets``: with ``soft``, one class per image becomes distributions)."""
+        return replace(self, rows=np.concatenate([self.rows, rows]),
+                       targets=task.join_targets(self.targets, targets, soft))
 
 
 @dataclass
