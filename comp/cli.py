@@ -85,32 +85,24 @@ def cli():
     "--from", "from_dir", type=click.Path(exists=True, file_okay=False), help="folder with Fashion-MNIST IDX files"
 )
 @click.option("--overwrite", is_flag=True, help="replace OUT if it exists")
-@click.option("--multilabel", is_flag=True, help="2x2 mosaics of 1-3 items, several labels per image")
+@click.option("--multilabel", "target", flag_value="multilabel", help="2x2 mosaics of 1-3 items, several labels "
+              "per image")
+@click.option("--graded", "target", flag_value="graded", help="3x3 grids of 0-4 items, graded by the count "
+              "(APTOS files; for data.task ordinal and qwk)")
 @click.option("--layout", type=click.Choice(["hpa", "planet", "ranzcr"]), default="hpa", show_default=True,
               help="--multilabel files: hpa (Id,Target of indices), planet (image_name,tags of names), ranzcr "
               "(one 0/1 column per class)")
-def sample(out, n_train, n_test, imbalance, seed, fmt, kind, from_dir, overwrite, multilabel, layout):
+def sample(out, n_train, n_test, imbalance, seed, fmt, kind, from_dir, overwrite, target, layout):
     """Build a small real Kaggle-style competition in OUT (with the held-out OUT/solution.csv)."""
-    from comp.data.sample import make_sample
-    from comp.data.sample_multilabel import make_multilabel_sample
+    from comp.data.sample_graded import build_sample
 
     try:
-        if multilabel:
-            if kind != "fashion":
-                raise ValueError("--multilabel builds mosaics of the small grey images; drop --kind photo")
-            info = make_multilabel_sample(out, layout, n_train, n_test, imbalance, seed, fmt or "png", from_dir,
-                                          overwrite)
-        else:
-            info = make_sample(out, n_train, n_test, imbalance, seed, fmt, from_dir, overwrite, kind=kind)
+        info = build_sample(out, n_train, n_test, imbalance, seed, fmt, kind, from_dir, overwrite, target or "single",
+                            layout)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"source: {info.source}")
-    if not multilabel:
-        click.echo(info.describe())
-    click.echo(f"wrote {info.out}: {info.n_train} train, {info.n_test} test images, {len(info.classes)} classes")
-    counts = ", ".join(f"{k}: {v}" for k, v in sorted(info.counts.items(), key=lambda kv: -kv[1]))
-    click.echo(f"train {'label' if multilabel else 'class'} counts: {counts}")
-    click.echo(f"held-out truth: {info.out / 'solution.csv'} (read only by `comp score`)")
+    for line in info.lines():
+        click.echo(line)
 
 
 @cli.command()
@@ -123,8 +115,9 @@ def sample(out, n_train, n_test, imbalance, seed, fmt, kind, from_dir, overwrite
 @click.option("--test-dir", help="folder of test images, relative to DIRECTORY")
 @click.option("-c", "--config", "config_path", default="comp.yaml", show_default=True, help="config file to write")
 @click.option("--overwrite", is_flag=True, help="replace an existing config file")
-@click.option("--task", type=click.Choice(["multiclass", "multilabel"]),
-              help="one class per image, or several (default: detected from train.csv and the sample)")
+@click.option("--task", type=click.Choice(["multiclass", "multilabel", "ordinal"]),
+              help="one class per image, several, or a graded label scored by qwk (default: one or several, detected "
+              "from train.csv and the sample)")
 def init(directory, id_col, label_col, label_cols, group_col, train_dir, test_dir, config_path, overwrite, task):
     """Write comp.yaml for the competition in DIRECTORY, saying what was detected.
 

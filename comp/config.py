@@ -68,7 +68,8 @@ class DataConfig:
     # the competition's metric; micro_f1, samples_f1, f2 (samples F2) and map are multi-label only
     metric: Literal["macro_f1", "accuracy", "log_loss", "qwk", "roc_auc", "micro_f1", "samples_f1", "f2",
                     "map"] = "macro_f1"
-    task: Literal["multiclass", "multilabel"] = "multiclass"  # multilabel: several labels per image (sigmoid)
+    # multilabel: several labels per image (sigmoid); ordinal: graded labels, one regression output (comp.tasks)
+    task: Literal["multiclass", "multilabel", "ordinal"] = "multiclass"
     label_sep: str = " "  # multilabel: the separator of the class names in one label cell ("0 5 25")
     id_has_ext: bool = True  # ids carry their file extension (``a.png``) or not (``a`` + ``ext``)
     ext: str = ""  # appended to ids when id_has_ext is false

@@ -19,11 +19,21 @@ import yaml
 from comp import weights
 from comp.accel import has_accelerator
 from comp.config import Config, ConfigError, from_dict, load_config
-from comp.data.competition import IMAGE_EXTS, DataError, load_test, load_train, onehot_labels, read_csv_str, wide_labels
+from comp.data.competition import (
+    IMAGE_EXTS,
+    DataError,
+    class_names,
+    load_test,
+    load_train,
+    onehot_labels,
+    read_csv_str,
+    wide_labels,
+)
 from comp.data.init_multilabel import column_task, wide_target
 from comp.data.sizes import FIT_MIN_SIDE, fitted_size, summarize_sizes
 from comp.errors import OutputExists
 from comp.files import write_text
+from comp.tasks import TASKS
 from comp.tasks.labels import check_label_cells, label_classes, split_labels, wide_sep
 
 ID_NAMES = ("image_id", "id", "image", "image_name", "filename", "file_name", "file", "img", "name", "path")
@@ -308,7 +318,8 @@ def _describe_labels(root: Path, train_csv: Path, train: pd.DataFrame, labels: p
         values = set(labels.astype(str))
     label_map = None
     if all(v.strip().lstrip("-").isdigit() for v in values):
-        why.append("labels are integers: kept as written end to end (data.metric: qwk suits ordered grades)")
+        why.append("labels are integers: kept as written end to end (graded? comp init --task ordinal trains one "
+                   "regression output on the grade, scored by qwk)")
         found = _find_label_map(root, train_csv, values)
         if found is not None:
             label_map = _rel(found, root)
@@ -413,8 +424,12 @@ def detect(
     if test_dir is not None and test_dir == train_dir:
         why.append("train and test images share one folder (test ids are told apart by the csv files)")
     wide = sample is not None and len(sample.columns) > 2
-    metric = "macro_f1"
-    if ml and wide:
+    metric, chosen = "macro_f1", TASKS.get(task or "")
+    if chosen is not None and chosen.init_metric:  # --task ordinal: its metric, and numeric grades
+        chosen().classes(labels.astype(str), None, class_names)
+        metric, ml["task"] = chosen.init_metric, task
+        why.append(chosen.init_note)
+    elif ml and wide:
         metric = "roc_auc"
         why.append("metric: roc_auc (a wide multi-label sample is scored from probabilities, by mean column-wise ROC "
                    "AUC; data.metric: macro_f1, micro_f1, samples_f1, f2, map or roc_auc)")

@@ -41,14 +41,26 @@ class SampleInfo:
     kind: str = "fashion"
     sides: tuple[int, int] | None = None  # photo: the smallest and largest image side written
     sideways: int = 0  # photo: images stored turned, with an EXIF Orientation tag
+    unit: str = "class"  # what the counts count: class, label (several per image) or grade
 
     def describe(self) -> str:
         """One line on what the images are."""
-        if self.kind != "photo":
-            return f"kind: {self.kind} (the source's own small grey images)"
         lo, hi = self.sides or (0, 0)
-        return (f"kind: photo: colour JPEGs of {lo}-{hi} px a side (varied aspect) on cluttered backgrounds; "
-                f"{self.sideways} stored sideways with an EXIF Orientation tag")
+        return {
+            "photo": f"kind: photo: colour JPEGs of {lo}-{hi} px a side (varied aspect) on cluttered backgrounds; "
+                     f"{self.sideways} stored sideways with an EXIF Orientation tag",
+            "mosaic": "kind: mosaic: 2x2 grids of 1-3 of the source's small grey items, several labels per image",
+            "graded": "kind: graded: 3x3 grids of the source's small grey items, the grade 0-4 is how many tops "
+                      "among up to 3 other items (data.task ordinal, data.metric qwk)",
+        }.get(self.kind, f"kind: {self.kind} (the source's own small grey images)")
+
+    def lines(self) -> list[str]:
+        """What ``comp sample`` prints."""
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1]))
+        return [f"source: {self.source}", self.describe(),
+                f"wrote {self.out}: {self.n_train} train, {self.n_test} test images, {len(self.classes)} classes",
+                f"train {self.unit} counts: {counts}",
+                f"held-out truth: {self.out / 'solution.csv'} (read only by `comp score`)"]
 
 
 def _read_idx(path: Path) -> np.ndarray:

@@ -136,4 +136,5 @@ def make_multilabel_sample(out: str | Path, layout: str = "hpa", n_train: int = 
         shutil.rmtree(out)
     tmp.rename(out)
     counts = {n: int(c) for n, c in zip(names, hot_tr.sum(0))}
-    return SampleInfo(out=out, source=source, n_train=n_train, n_test=n_test, classes=names, counts=counts)
+    return SampleInfo(out=out, source=source, n_train=n_train, n_test=n_test, classes=names, counts=counts,
+                      kind="mosaic", unit="label")

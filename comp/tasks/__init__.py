@@ -3,6 +3,7 @@ rows are scored and trained on. The stages ask the ``Task`` and do not branch on
 
     multiclass  one class per image: softmax over C logits, class codes (N,) as truth   (comp.tasks.single)
     multilabel  any number of classes per image: a sigmoid per class, multi-hot (N, C)  (comp.tasks.multi)
+    ordinal     graded labels scored by qwk: one regression output, grade codes as truth (comp.tasks.ordinal)
 
 ``task_of(cfg)`` (or of a config's ``data`` section, a dict of it, or a task name) returns the task with its
 settings (a multi-label task knows its ``data.label_sep``). A new task is one module here and one line in
@@ -14,13 +15,18 @@ Shared numbers stay in their own modules: ``comp.metrics`` (metrics and the CV f
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from comp.errors import ConfigError
-from comp.metrics import Metric
 from comp.tasks.base import LogitScores, Task
 from comp.tasks.multi import MultiLabel
+from comp.tasks.ordinal import Ordinal
 from comp.tasks.single import SingleLabel
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (SingleLabel, MultiLabel)}
+if TYPE_CHECKING:
+    from comp.metrics import Metric
+
+TASKS: dict[str, type[Task]] = {t.name: t for t in (SingleLabel, MultiLabel, Ordinal)}
 __all__ = ["TASKS", "LogitScores", "Task", "competition_metric", "task_of"]
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from comp.metrics import CV, Metric
+if TYPE_CHECKING:  # torch, timm and sklearn load only when a method needs them: reading a config stays fast
+    import torch
+
+    from comp.metrics import CV, Metric
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,9 @@ class Task:
     pseudo_what, pseudo_from = "labels", ""  # what pseudo-labels are, and what made them besides the teacher
     model_meta: dict = {}  # what model.json records of the task
     output_meaning = ""  # what an exported model's output holds (export.json)
+    metric_names: tuple[str, ...] = ()  # the data.metric values it scores
+    init_metric: str | None = None  # comp init --task NAME: the metric it sets (None: comp init's own choice)
+    init_note = ""  # ... and the line comp init says about it
 
     def __init__(self, sep: str | None = None):
         self.sep = sep if sep is not None else " "
@@ -109,6 +115,9 @@ class Task:
     def sampler_weights(self, hard: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """train.sampler balanced: a drawing weight per training row."""
         raise NotImplementedError
+
+    def adapt_head(self, model: torch.nn.Module, n_classes: int) -> None:
+        """Change a new timm model's classifier (``n_classes`` outputs) for this task; most keep it."""
 
     def refuse(self, command: str, **names) -> None:
         """A ConfigError when ``command`` does not handle this task yet (``names`` fill its message); nothing when

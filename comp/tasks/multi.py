@@ -5,21 +5,20 @@ Label cells are class names joined by data.label_sep (``comp.tasks.labels``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from comp.errors import ConfigError
-from comp.metrics import CV, MULTILABEL_METRICS, Metric, multilabel_cv, multilabel_metric
 from comp.tasks.base import LogitScores, Task
-from comp.tasks.blend import mean_blend
-from comp.tasks.labels import multi_hot, task_classes
-from comp.tasks.multilabel_losses import (
-    check_multilabel_config,
-    create_multilabel_loss,
-    evaluate_logits,
-    rarest_label_weights,
-)
+
+if TYPE_CHECKING:  # loaded by the methods that use them (comp.tasks.base)
+    import torch
+
+    from comp.metrics import CV, Metric
+
+# comp.metrics.MULTILABEL_METRICS' names (tests/test_tasks.py keeps them equal): checked when a config is read
+MULTILABEL_METRICS = ("macro_f1", "micro_f1", "samples_f1", "f2", "map", "roc_auc")
 
 # What a command does not handle for several labels per image yet, and where to look instead.
 NOT_YET = {
@@ -38,6 +37,7 @@ class MultiLabel(Task):
     confidence = "confidence"
     pseudo_what, pseudo_from = "multi-label targets", " and thresholds"
     model_meta = {"task": "multilabel"}
+    metric_names = MULTILABEL_METRICS
     output_meaning = "sigmoid probabilities, one per class (multi-label), classes order"
 
     def validate(self, data) -> None:
@@ -50,12 +50,18 @@ class MultiLabel(Task):
             raise ConfigError("data.task multilabel needs data.layout csv (a class-per-folder tree has one label)")
 
     def metric(self, name: str, classes: Sequence[str] | None = None) -> Metric:
+        from comp.metrics import multilabel_metric
+
         return multilabel_metric(name)
 
     def classes(self, labels: Sequence[str], label_cols: Sequence[str] | None, names) -> list[str]:
+        from comp.tasks.labels import task_classes
+
         return task_classes(label_cols, labels, self.sep)
 
     def truth(self, labels: Sequence[str], classes: Sequence[str], where: str = "labels") -> np.ndarray:
+        from comp.tasks.labels import multi_hot
+
         return multi_hot(list(labels), classes, self.sep, where)
 
     def codes(self, truth: np.ndarray) -> np.ndarray:
@@ -74,29 +80,41 @@ class MultiLabel(Task):
         return "labels per class " + ", ".join(f"{c} {n:.0f}" for c, n in zip(classes, targets.sum(0)))
 
     def cv(self, y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str) -> CV:
+        from comp.metrics import multilabel_cv
+
         return multilabel_cv(y, probs, classes, metric)
 
     def score_logits(self, logits: torch.Tensor, y: np.ndarray, metric: Metric | None,
                      classes: Sequence[str] | None) -> LogitScores:
+        from comp.tasks.multilabel_losses import evaluate_logits
+
         m = evaluate_logits(logits, y, metric, classes)
         return LogitScores(m.loss, m.macro_f1, m.acc, m.probs, m.score)
 
     def blend_probs(self, probs: Sequence[np.ndarray], weights: Sequence[float], method: str = "mean") -> np.ndarray:
+        from comp.tasks.blend import mean_blend
+
         return mean_blend(probs, weights)  # as comp ensemble blends sigmoids: the weighted mean
 
     def activation(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.sigmoid()
 
     def loss(self, t, targets: np.ndarray, hard: np.ndarray, n_classes: int) -> torch.nn.Module:
+        from comp.tasks.multilabel_losses import create_multilabel_loss
+
         return create_multilabel_loss(t, targets.sum(0), len(targets))
 
     def loss_label(self, t) -> str:
         return "bce" if t.loss == "ce" else t.loss
 
     def check_train(self, cfg) -> None:
+        from comp.tasks.multilabel_losses import check_multilabel_config
+
         check_multilabel_config(cfg)
 
     def sampler_weights(self, hard: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        from comp.tasks.multilabel_losses import rarest_label_weights
+
         return rarest_label_weights(targets)
 
     def refuse(self, command: str, **names) -> None:

@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import torch
-from scipy.special import softmax
 
 from comp.errors import ConfigError
-from comp.metrics import CV, METRIC_NAMES, METRICS, Metric, create_metric, cv_score
 from comp.tasks.base import LogitScores, Task
-from comp.tasks.blend import blend
-from comp.tasks.losses import create_loss
+
+if TYPE_CHECKING:  # loaded by the methods that use them (comp.tasks.base)
+    import torch
+
+    from comp.metrics import CV, Metric
+
+# comp.metrics.METRICS' names (tests/test_tasks.py keeps them equal): checked when a config is read
+METRIC_NAMES = ("macro_f1", "accuracy", "log_loss", "qwk", "roc_auc")
 
 
 class SingleLabel(Task):
     name = "multiclass"
     output_meaning = "softmax probabilities, classes order"
+    metric_names = METRIC_NAMES
 
     def validate(self, data) -> None:
-        if data.metric not in METRICS:
+        if data.metric not in METRIC_NAMES:
             raise ConfigError(f"data.metric {data.metric!r} is a multi-label metric; set data.task: multilabel, or "
                               f"pick {', '.join(METRIC_NAMES[:-1])} or {METRIC_NAMES[-1]}")
 
     def metric(self, name: str, classes: Sequence[str] | None = None) -> Metric:
+        from comp.metrics import create_metric
+
         return create_metric(name, classes)
 
     def classes(self, labels: Sequence[str], label_cols: Sequence[str] | None, names) -> list[str]:
@@ -33,6 +39,8 @@ class SingleLabel(Task):
 
     def truth(self, labels: Sequence[str], classes: Sequence[str], where: str = "labels") -> np.ndarray:
         """Class codes of the label names (-1 for a name not in ``classes``)."""
+        import pandas as pd
+
         return np.asarray(pd.Categorical(pd.Series(labels).astype(str), categories=list(classes)).codes, np.int64)
 
     def codes(self, truth: np.ndarray) -> np.ndarray:
@@ -58,10 +66,13 @@ class SingleLabel(Task):
         return "per class " + ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
 
     def cv(self, y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str) -> CV:
+        from comp.metrics import cv_score
+
         return cv_score(y, probs, classes, metric)
 
     def score_logits(self, logits: torch.Tensor, y: np.ndarray, metric: Metric | None,
                      classes: Sequence[str] | None) -> LogitScores:
+        import torch
         from sklearn.metrics import f1_score
 
         loss = torch.nn.functional.cross_entropy(logits, torch.tensor(np.array(y, dtype=np.int64))).item()
@@ -72,15 +83,23 @@ class SingleLabel(Task):
         return LogitScores(loss, f1, float((pred == y).mean()), probs, score)
 
     def blend_probs(self, probs: Sequence[np.ndarray], weights: Sequence[float], method: str = "mean") -> np.ndarray:
+        from scipy.special import softmax
+
+        from comp.tasks.blend import blend
+
         return softmax(blend(probs, weights, method), axis=1)
 
     def activation(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(1)
 
     def loss(self, t, targets: np.ndarray, hard: np.ndarray, n_classes: int) -> torch.nn.Module:
+        from comp.tasks.losses import create_loss
+
         return create_loss(t, np.bincount(hard, minlength=n_classes))
 
     def check_train(self, cfg) -> None:
+        from comp.tasks.losses import create_loss
+
         create_loss(cfg.train, class_counts=[1, 1])
 
     def sampler_weights(self, hard: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from comp import weights
 from comp.config import Config, ConfigError, resolve
 from comp.files import atomic_path, write_text
+from comp.tasks import task_of
 
 
 def create_model(cfg: Config, num_classes: int, echo: Optional[Callable[[str], None]] = None) -> torch.nn.Module:
@@ -46,6 +47,7 @@ def create_model(cfg: Config, num_classes: int, echo: Optional[Callable[[str], N
     kept = w.pretrained and num_classes == (getattr(model, "pretrained_cfg", None) or {}).get("num_classes")
     if scale is not None and not kept:  # the weights' own head (as many classes) is kept as it is
         init_head(model, scale)
+    task_of(cfg).adapt_head(model, num_classes)
     if m.stem_stride is not None:
         keep_resolution(model, m.stem_stride)
     return model
