@@ -2,9 +2,10 @@
 
 Each image is a 3x3 grid of 28 px cells (84 px) on a faint noisy background. Its grade 0-4 is how many tops it
 holds (Fashion-MNIST's T-shirts, pullovers, coats and shirts; with the digits fallback, 0s, 2s, 4s and 6s), beside
-0-3 other items as distractors (dresses, trousers, shoes, bags), each at a random brightness in a random cell. A grade is a count of the lesions that matter
-among others that do not, so a miss by two is worse than a miss by one, as in graded retina photos. With
-``imbalance`` r, grade g is drawn with weight r^(-g/4): grade 0 the commonest, as in APTOS.
+0-3 other items as distractors (dresses, trousers, shoes, bags), each at a random brightness in a random cell. A
+grade counts the lesions that matter among others that do not, so a miss by two is worse than a miss by one, as
+in graded retina photos. With ``imbalance`` r, grade g is drawn with weight r^(-g/4): grade 0 the commonest, as in
+APTOS.
 
     train.csv              id_code,diagnosis          images train_images/<id_code>.png
     sample_submission.csv  id_code,diagnosis          images test_images/<id_code>.png
