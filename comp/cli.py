@@ -173,22 +173,16 @@ def score(submission, solution, sample_submission, metric, as_json, config_path)
     for F1/accuracy/qwk and by its probabilities for log loss and ROC AUC)."""
     from pathlib import Path
 
-    from comp.data.competition import label_map
-    from comp.infer.multilabel_score import format_multilabel, score_any
-    from comp.infer.score import format_report
+    from comp.infer.multilabel_score import score_report
 
     cfg = load(config_path) if Path(config_path).exists() else None
-    metric = metric or (cfg.data.metric if cfg else "macro_f1")
-    task = cfg.data.task if cfg and cfg.data.task == "multilabel" else None
-    sep = cfg.data.label_sep if task and not cfg.data.label_cols else " "
-    result = score_any(submission, solution, sample_submission, metric=metric, task=task, sep=sep)
-    names = label_map(cfg) if cfg else {}
+    result, text = score_report(submission, solution, sample_submission, metric, cfg)
     if as_json:
         import json
 
         click.echo(json.dumps(result, ensure_ascii=False))
     else:
-        click.echo(format_multilabel(result) if result.get("task") == "multilabel" else format_report(result, names))
+        click.echo(text)
 
 
 # ---------------------------------------------------------------- training

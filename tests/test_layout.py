@@ -13,6 +13,7 @@ Fails, naming the file and line, on:
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "comp"
@@ -185,3 +186,37 @@ def test_the_trainer_is_the_fold_lifecycle_and_the_epoch():
     assert len(src) < 400, f"comp/train/loop.py has {len(src)} lines"
     items = [line.strip() for line in src if ".item()" in line and not line.strip().startswith("#")]
     assert len(items) == 1 and "acc.reduce" in items[0], items
+
+
+# A branch on the task: an if / elif / while or a conditional expression whose test asks which task this is.
+TASK_TEST = re.compile(r"multi_?label|\.task\b|\btask\s*[!=]=|\bhot is (not )?None|\.sigmoid\b|ndim\s*[!=]=\s*2")
+# Tests that match the pattern but ask something else, each with what it asks.
+NOT_THE_TASK = {
+    "comp/data/preprocess.py": "a grey image (cv2.resize drops its channel axis)",
+}
+MAX_TASK_BRANCHES = 24  # 60 before comp.tasks (issue 36); it only goes down
+
+
+def task_branches() -> list[str]:
+    """``file:line: test`` of every branch on the task outside comp/tasks/ (the task objects own those)."""
+    out = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG.parent).as_posix()
+        if rel.startswith("comp/tasks/") or rel in NOT_THE_TASK:
+            continue
+        src = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.If, ast.IfExp, ast.While)):
+                test = ast.get_source_segment(src, node.test) or ""
+                if TASK_TEST.search(test):
+                    out.append(f"{rel}:{node.lineno}: {test}")
+    return out
+
+
+def test_stages_ask_the_task_object_not_which_task_it_is():
+    """comp.tasks owns what differs between tasks; a stage calls ``task_of(cfg)``'s methods. The branches left are
+    listed on failure; a new one means a Task method is missing."""
+    found = task_branches()
+    assert len(found) <= MAX_TASK_BRANCHES, f"{len(found)} branches on the task:\n" + "\n".join(found)
+    for seen in ('cfg.data.task == "multilabel"', "s.pool.hot is None", "y.ndim == 2", "ens.multilabel"):
+        assert TASK_TEST.search(seen), seen  # the checker sees the kinds it counts

@@ -87,7 +87,8 @@ class CachedImages(Dataset):
         self.images = images
         self.indices = np.asarray(indices, dtype=np.int64)
         labels = np.asarray(labels)
-        self.labels = torch.tensor(labels.astype(np.float32 if labels.ndim == 2 else np.int64))
+        # class codes stay integers; soft labels and multi-hot targets are real-valued
+        self.labels = torch.tensor(labels.astype(np.int64 if labels.dtype.kind in "iub" else np.float32))
         self.transform = transform
         self.seed, self.rank = seed, rank
         self.set_epoch(0)

@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from comp.config import Config
 from comp.data.competition import DataError, read_csv_str
 from comp.data.init_multilabel import column_task
-from comp.infer.score import SubmissionError, score_files
+from comp.infer.score import SubmissionError, format_report, score_files
 from comp.metrics import MULTILABEL_METRICS, multilabel_metric
 from comp.runs import oof_hot
+from comp.tasks import Task, task_of
 from comp.tasks.labels import label_classes, sort_classes, split_labels, zero_one
 
 
@@ -118,14 +120,26 @@ def is_multilabel(solution: pd.DataFrame) -> bool:
         return False
 
 
+def score_report(sub_path: str | Path, solution_path: str | Path, sample_submission_path: str | Path | None,
+                 metric: str | None, cfg: Config | None) -> tuple[dict, str]:
+    """``comp score``: (the result, its text report), for ``cfg``'s data.task (no config: what the solution holds)."""
+    from comp.data.competition import label_map
+
+    metric = metric or (cfg.data.metric if cfg else "macro_f1")
+    sep = cfg.data.label_sep if cfg and not cfg.data.label_cols else " "
+    result = score_any(sub_path, solution_path, sample_submission_path, metric, task_of(cfg) if cfg else None, sep)
+    return result, (format_multilabel(result) if result.get("task") == "multilabel" else
+                    format_report(result, label_map(cfg) if cfg else {}))
+
+
 def score_any(sub_path: str | Path, solution_path: str | Path, sample_submission_path: str | Path | None = None,
-              metric: str = "macro_f1", task: str | None = None, sep: str = " ") -> dict:
-    """``comp score``: score_multilabel when ``task`` is multilabel (None: when the solution is), else
+              metric: str = "macro_f1", task: Task | None = None, sep: str = " ") -> dict:
+    """``comp score``: score_multilabel when ``task`` has several labels per image or the solution does, else
     comp.infer.score.score_files."""
     solution = read_csv_str(Path(solution_path))
     if solution.shape[1] < 2:
         raise DataError(f"{solution_path}: expected an id column and a label column, got {list(solution.columns)}")
-    if not (task == "multilabel" or (task is None and is_multilabel(solution))):
+    if not ((task is not None and task.sigmoid) or is_multilabel(solution)):
         return score_files(sub_path, solution_path, sample_submission_path, metric=metric)
     try:
         sub = read_csv_str(Path(sub_path))

@@ -43,7 +43,6 @@ from comp.config import Config, ConfigError
 from comp.data.competition import DataError, load_test, load_train, read_csv_str
 from comp.errors import OutputExists
 from comp.files import digest_file, recipe_path, record_recipe, same_recipe, write_csv, write_text
-from comp.infer.decision import macro_f1
 from comp.infer.models import (
     FoldModel,
     Timing,
@@ -54,8 +53,8 @@ from comp.infer.models import (
     run_models,
 )
 from comp.infer.tta import check_views
-from comp.metrics import cv_score
-from comp.runs import oof_hot, run_dir
+from comp.runs import run_dir
+from comp.tasks import task_of
 
 FLOAT_FORMAT = "%.7g"
 ENGINES = ("torch", "onnxruntime")
@@ -315,14 +314,10 @@ def _rewrite_oof(cfg, run, oof_df, models, classes, views, accelerator, timing, 
     new = np.zeros((len(oof_df), len(classes)))
     for r, p in zip(rows, probs):
         new[r] = p
-    if d.task == "multilabel":  # macro F1 of the labels at 0.5
-        hot = oof_hot(oof_df[d.label_col], classes, d.label_sep)
-        before = cv_score(hot, oof_df[classes].astype(float).to_numpy(), classes).macro_f1
-        after = cv_score(hot, new, classes).macro_f1
-    else:
-        y = pd.Categorical(oof_df[d.label_col], categories=classes).codes
-        before = macro_f1(y, oof_df[classes].astype(float).to_numpy().argmax(1), len(classes))
-        after = macro_f1(y, new.argmax(1), len(classes))
+    task = task_of(cfg)  # macro F1 (of the labels at 0.5 for several per image)
+    y = task.truth(oof_df[d.label_col], classes)
+    before = task.cv(y, oof_df[classes].astype(float).to_numpy(), classes, "macro_f1").macro_f1
+    after = task.cv(y, new, classes, "macro_f1").macro_f1
     if not accelerator.is_main_process:
         return ""
     backup = run / "oof.train.csv"

@@ -85,6 +85,10 @@ class Task:
         """``per class a 3, b 0``: how many of ``targets`` fall in each class, for the provenance lines."""
         raise NotImplementedError
 
+    def split(self, df, data, n_splits: int, seed: int, grouped: bool, echo) -> np.ndarray:
+        """``comp folds``: a fold per row of clean_train's table (label, [group]), checked and counted (echo)."""
+        raise NotImplementedError
+
     def cv(self, y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str) -> CV:
         raise NotImplementedError
 

@@ -79,6 +79,11 @@ class MultiLabel(Task):
     def count_line(self, classes: Sequence[str], targets: np.ndarray) -> str:
         return "labels per class " + ", ".join(f"{c} {n:.0f}" for c, n in zip(classes, targets.sum(0)))
 
+    def split(self, df, data, n_splits: int, seed: int, grouped: bool, echo) -> np.ndarray:
+        from comp.tasks.labels import fold_multilabel
+
+        return fold_multilabel(df, self.sep, n_splits, seed, grouped, echo, data.label_cols)
+
     def cv(self, y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str) -> CV:
         from comp.metrics import multilabel_cv
 

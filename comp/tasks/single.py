@@ -65,6 +65,11 @@ class SingleLabel(Task):
         counts = np.bincount(hard, minlength=len(classes))
         return "per class " + ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
 
+    def split(self, df, data, n_splits: int, seed: int, grouped: bool, echo) -> np.ndarray:
+        from comp.tasks.folds import fold_single
+
+        return fold_single(df, n_splits, seed, data.group_col if grouped else None, echo)
+
     def cv(self, y: np.ndarray, probs: np.ndarray, classes: Sequence[str], metric: str) -> CV:
         from comp.metrics import cv_score
 
