@@ -158,3 +158,25 @@ def test_ordinal_through_comp_auto(tmp_path):
     assert cohen_kappa_score(sol["diagnosis"], sub["diagnosis"], weights="quadratic") > 0.5  # it learned
     led = pd.read_csv(tmp_path / "submissions" / "ledger.csv")
     assert led["metric"].iloc[-1] == "qwk"
+
+
+def test_pseudo_thresholds_read_wide_labels_joined_by_their_separator(tmp_path, monkeypatch):
+    """A wide multi-label target (data.label_cols, class names with spaces, label_sep '|') keeps its OOF labels
+    joined by '|': the teacher's fold thresholds read them through the task (they split on ' ' before, and a
+    class called 'Ankle boot' broke comp pseudo)."""
+    from comp.techniques.pseudo import fold_thresholds
+
+    monkeypatch.chdir(tmp_path)
+    classes = ["Ankle boot", "Bag", "T-shirt/top"]
+    rng = np.random.default_rng(0)
+    hot = rng.random((40, 3)) < 0.4
+    labels = ["|".join(c for c, h in zip(classes, row) if h) for row in hot]
+    probs = np.clip(hot + rng.normal(0, 0.3, hot.shape), 0, 1)
+    oof = pd.DataFrame({"StudyInstanceUID": [f"i{k}" for k in range(40)], "label": labels,
+                        **{c: probs[:, j] for j, c in enumerate(classes)}, "fold": np.arange(40) % 2})
+    (tmp_path / "runs" / "t").mkdir(parents=True)
+    oof.to_csv(tmp_path / "runs" / "t" / "oof.csv", index=False)
+    cfg = from_dict({"data": {"task": "multilabel", "label_cols": classes, "label_sep": "|",
+                              "id_col": "StudyInstanceUID", "metric": "macro_f1"}})
+    cuts = fold_thresholds(cfg, "t", classes, [0, 1])
+    assert sorted(cuts) == [0, 1] and all(len(c) == 3 and ((c > 0) & (c < 1)).all() for c in cuts.values())

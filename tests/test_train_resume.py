@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from train_utils import make_folds_file, quiet, tiny_cfg
 
-import comp.train.fold
+import comp.tasks.losses
 from comp.train.loop import TrainingError
 from comp.train.session import train_folds
 from comp.train.state import find_state
@@ -83,7 +83,7 @@ def test_resume_rewrites_outputs_lost_after_the_state_commit(folded):
 
 
 def test_nan_loss_stops_the_fold_and_keeps_the_last_good_state(folded, monkeypatch):
-    real = comp.train.fold.create_loss
+    real = comp.tasks.losses.create_loss  # SingleLabel.loss imports it when a fold is set up
     steps_per_epoch = 13  # 400 training images / batch 32
 
     def poisoned(t, counts=None):
@@ -97,7 +97,7 @@ def test_nan_loss_stops_the_fold_and_keeps_the_last_good_state(folded, monkeypat
 
         return fn
 
-    monkeypatch.setattr(comp.train.fold, "create_loss", lambda t, class_counts=None: _Loss(poisoned(t, class_counts)))
+    monkeypatch.setattr(comp.tasks.losses, "create_loss", lambda t, class_counts=None: _Loss(poisoned(t, class_counts)))
     with pytest.raises(TrainingError, match=r"fold 0: the training loss became NaN/inf at epoch 2, step 3.*"
                                             r"state after epoch 1.*best model \(epoch 1.*train\.grad_clip"):
         train_folds(tiny_cfg(folded, "nan"), [0], echo=quiet)
@@ -105,7 +105,7 @@ def test_nan_loss_stops_the_fold_and_keeps_the_last_good_state(folded, monkeypat
     assert json.loads((fd / "state" / "trainer.json").read_text())["epoch"] == 1
     assert json.loads((fd / "model.json").read_text())["epoch"] == 1
     assert len(pd.read_csv(fd / "metrics.csv")) == 1 and not (fd / "done.json").exists()
-    monkeypatch.setattr(comp.train.fold, "create_loss", real)  # (not undo(): that would undo the fixture's chdir)
+    monkeypatch.setattr(comp.tasks.losses, "create_loss", real)  # (not undo(): that would undo the fixture's chdir)
     res = train_folds(tiny_cfg(folded, "nan"), [0], resume=True, echo=quiet)
     assert res["folds"][0]["epochs_run"] == 2 and (fd / "done.json").exists()
 

@@ -25,15 +25,14 @@ from comp.data.competition import (
     class_names,
     load_test,
     load_train,
-    onehot_labels,
     read_csv_str,
-    wide_labels,
 )
 from comp.data.init_multilabel import column_task, wide_target
 from comp.data.sizes import FIT_MIN_SIDE, fitted_size, summarize_sizes
 from comp.errors import OutputExists
 from comp.files import write_text
 from comp.tasks import TASKS
+from comp.tasks.columns import onehot_labels, wide_labels
 from comp.tasks.labels import check_label_cells, label_classes, split_labels, wide_sep
 
 ID_NAMES = ("image_id", "id", "image", "image_name", "filename", "file_name", "file", "img", "name", "path")
@@ -250,8 +249,8 @@ def _pick_columns(train: pd.DataFrame, train_csv: Path, sample: pd.DataFrame | N
         raise DataError("--label-col names one label column and --label-cols one-hot columns: pass one of them")
     for c in label_cols or []:
         _require_col(train, c, "--label-cols", train_csv.name)
-    wide = None if task == "multiclass" or label_col else wide_target(train, id_col, group_col, sample, sample_name,
-                                                                       label_cols, task)
+    several = TASKS[task].sigmoid if task else None  # --task: several labels per image, or one; None: detect
+    wide = None if label_col else wide_target(train, id_col, group_col, sample, sample_name, label_cols, several)
     if wide is not None:
         label_cols, reason = wide
         sep = wide_sep(label_cols)
@@ -283,7 +282,7 @@ def _pick_columns(train: pd.DataFrame, train_csv: Path, sample: pd.DataFrame | N
         if label_col == id_col:
             raise DataError(f"the id and label columns are both '{id_col}'; pass --id-col and --label-col")
         labels = train[label_col]
-        multi, reason = column_task(labels, label_col, task)
+        multi, reason = column_task(labels, label_col, TASKS[task].sigmoid if task else None)
         if multi:
             check_label_cells(labels, " ", train_csv, label_col)
             ml.update(task="multilabel", label_sep=" ")

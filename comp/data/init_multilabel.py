@@ -26,11 +26,14 @@ TASK_FLAG = "--task multiclass|multilabel"
 
 
 def wide_target(train: pd.DataFrame, id_col: str, group_col: str | None, sample: pd.DataFrame | None,
-                sample_name: str, label_cols: list[str] | None, task: str | None) -> tuple[list[str], str] | None:
-    """(the 0/1 class columns, why) when train.csv's target is wide and multi-label, else None."""
+                sample_name: str, label_cols: list[str] | None, several: bool | None) -> tuple[list[str], str] | None:
+    """(the 0/1 class columns, why) when train.csv's target is wide and multi-label, else None (``several``: what
+    --task says of several labels per image; None: detect)."""
+    if several is False:
+        return None
     if label_cols:
         v = zero_one(train, label_cols)
-        if task == "multilabel":
+        if several:
             return list(label_cols), "--label-cols with --task multilabel"
         if v is not None and (v.sum(1) != 1).any():
             return list(label_cols), "--label-cols are 0/1 columns and some row has other than exactly one 1"
@@ -45,7 +48,7 @@ def wide_target(train: pd.DataFrame, id_col: str, group_col: str | None, sample:
         return None
     sums = v.sum(1)
     n_other = int((sums != 1).sum())
-    if n_other == 0 and task != "multilabel":
+    if n_other == 0 and not several:
         return None  # one-hot: one class per row
     why = (f"{len(cols)} 0/1 columns listed by {sample_name} and {n_other} of {len(v)} rows have other than exactly "
            f"one 1 (up to {int(sums.max())}): a multi-label target" if n_other else
@@ -53,12 +56,11 @@ def wide_target(train: pd.DataFrame, id_col: str, group_col: str | None, sample:
     return cols, why
 
 
-def column_task(labels: pd.Series, col: str, task: str | None, sep: str = " ") -> tuple[bool, str]:
-    """(multi-label?, the evidence) for a label column; a DataError naming --task when the cells can't tell."""
-    if task == "multilabel":
-        return True, f"--task multilabel: {col}'s cells are class names separated by {sep!r}"
-    if task == "multiclass":
-        return False, ""
+def column_task(labels: pd.Series, col: str, several: bool | None, sep: str = " ") -> tuple[bool, str]:
+    """(multi-label?, the evidence) for a label column (``several``: what --task says; None: detect from the
+    cells); a DataError naming --task when the cells can't tell."""
+    if several is not None:
+        return several, (f"--task multilabel: {col}'s cells are class names separated by {sep!r}" if several else "")
     values = [str(v) for v in pd.unique(labels.astype(str).str.strip())]
     split = [split_labels(v, sep) for v in values]
     several = [(v, s) for v, s in zip(values, split) if len(s) > 1]

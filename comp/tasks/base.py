@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -59,6 +60,10 @@ class Task:
     def classes(self, labels: Sequence[str], label_cols: Sequence[str] | None, names) -> list[str]:
         """The class names of a label column, in probability-column order (``names``: the one-class-per-image
         reader, comp.data.competition.class_names)."""
+        raise NotImplementedError
+
+    def column_labels(self, raw, cols: list[str], csv: Path):
+        """data.label_cols of train.csv (one column per class) -> one label string per row (a pandas Series)."""
         raise NotImplementedError
 
     def truth(self, labels: Sequence[str], classes: Sequence[str], where: str = "labels") -> np.ndarray:

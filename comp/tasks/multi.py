@@ -5,6 +5,7 @@ Label cells are class names joined by data.label_sep (``comp.tasks.labels``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,6 +59,11 @@ class MultiLabel(Task):
         from comp.tasks.labels import task_classes
 
         return task_classes(label_cols, labels, self.sep)
+
+    def column_labels(self, raw, cols: list[str], csv: Path):
+        from comp.tasks.columns import wide_labels
+
+        return wide_labels(raw, cols, csv, self.sep)
 
     def truth(self, labels: Sequence[str], classes: Sequence[str], where: str = "labels") -> np.ndarray:
         from comp.tasks.labels import multi_hot

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,6 +37,11 @@ class SingleLabel(Task):
 
     def classes(self, labels: Sequence[str], label_cols: Sequence[str] | None, names) -> list[str]:
         return names(labels)
+
+    def column_labels(self, raw, cols: list[str], csv: Path):
+        from comp.tasks.columns import onehot_labels
+
+        return onehot_labels(raw, cols, csv)
 
     def truth(self, labels: Sequence[str], classes: Sequence[str], where: str = "labels") -> np.ndarray:
         """Class codes of the label names (-1 for a name not in ``classes``)."""

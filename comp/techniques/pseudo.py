@@ -216,12 +216,12 @@ def fold_thresholds(cfg: Config, teacher: str, classes: list[str], folds: list[i
     (data.metric when it is a decision metric, else macro F1). The plain rule (a label where p reaches its
     threshold): a pseudo-label's targets are exactly those decisions."""
     from comp.infer.multilabel import FAST, Rule, fit_thresholds
-    from comp.runs import oof_hot, run_dir
+    from comp.runs import run_dir
 
     d = cfg.data
     oof = read_csv_str(run_dir(teacher) / "oof.csv").set_index(d.id_col)
     probs = oof[classes].to_numpy(np.float64)
-    y = oof_hot(oof[d.label_col], classes, " " if d.label_cols else d.label_sep)
+    y = task_of(cfg).truth(oof[d.label_col], classes, str(run_dir(teacher) / "oof.csv"))  # joined by data.label_sep
     fold = oof["fold"].astype(int).to_numpy()
     metric = d.metric if d.metric in FAST else "macro_f1"
     rule = Rule(np.full(len(classes), 0.5))
