@@ -7,7 +7,8 @@ import torch
 import yaml
 
 from comp.config import AugmentConfig, ConfigError, load_config
-from comp.data.dataset import CachedImages, EpochSampler, balanced_weights, to_tensor_batch
+from comp.data.dataset import CachedImages, EpochSampler, to_tensor_batch
+from comp.tasks.single import balanced_weights
 from comp.train.augment import PRESETS, build_mixup, build_transform, from_pipeline, preset, preset_dict
 
 

@@ -154,13 +154,6 @@ class EpochSampler(Sampler[int]):
         return iter(torch.multinomial(self.weights, self.n, replacement=True, generator=g).tolist())
 
 
-def balanced_weights(labels: Sequence[int]) -> np.ndarray:
-    """Per-row sampling weights 1 / count(class): every class is drawn equally often."""
-    labels = np.asarray(labels)
-    counts = np.bincount(labels)
-    return 1.0 / counts[labels]
-
-
 def make_loader(dataset: CachedImages, batch_size: int, sampler: Sampler | None = None, num_workers: int = 0,
                 drop_last: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader over ``dataset`` that fetches whole batches at once (``__getitems__``)."""

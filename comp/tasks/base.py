@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from comp.errors import ConfigError
+
 if TYPE_CHECKING:  # torch, timm and sklearn load only when a method needs them: reading a config stays fast
     import torch
 
@@ -42,6 +44,7 @@ class Task:
     metric_names: tuple[str, ...] = ()  # the data.metric values it scores
     init_metric: str | None = None  # comp init --task NAME: the metric it sets (None: comp init's own choice)
     init_note = ""  # ... and the line comp init says about it
+    not_yet: dict[str, str] = {}  # command -> why it does not handle this task yet, and where to look instead
 
     def __init__(self, sep: str | None = None):
         self.sep = sep if sep is not None else " "
@@ -129,5 +132,7 @@ class Task:
         """Change a new timm model's classifier (``n_classes`` outputs) for this task; most keep it."""
 
     def refuse(self, command: str, **names) -> None:
-        """A ConfigError when ``command`` does not handle this task yet (``names`` fill its message); nothing when
-        it does."""
+        """A ConfigError when ``command`` does not handle this task yet (``not_yet``; ``names`` fill its message);
+        nothing when it does."""
+        if command in self.not_yet:
+            raise ConfigError(self.not_yet[command].format(**names))

@@ -38,6 +38,7 @@ class MultiLabel(Task):
     confidence = "confidence"
     pseudo_what, pseudo_from = "multi-label targets", " and thresholds"
     model_meta = {"task": "multilabel"}
+    not_yet = NOT_YET
     metric_names = MULTILABEL_METRICS
     output_meaning = "sigmoid probabilities, one per class (multi-label), classes order"
 
@@ -127,7 +128,3 @@ class MultiLabel(Task):
         from comp.tasks.multilabel_losses import rarest_label_weights
 
         return rarest_label_weights(targets)
-
-    def refuse(self, command: str, **names) -> None:
-        if command in NOT_YET:
-            raise ConfigError(NOT_YET[command].format(**names))

@@ -46,6 +46,7 @@ class Ordinal(SingleLabel):
                  "OOF by comp ensemble --tune-thresholds (cross-fitted); metric: qwk (quadratic weighted kappa)")
     auto_fixed = ("train.loss",)  # the loss is the regression's
     model_meta = {"task": "ordinal"}
+    not_yet = NOT_YET
     output_meaning = "grade distribution: softmax of -(x - k)^2 / 2 around the regression output x, grades in order"
 
     def validate(self, data) -> None:
@@ -106,7 +107,3 @@ class Ordinal(SingleLabel):
             head.weight.zero_()
             head.bias.fill_((n_classes - 1) / 2)
         setattr(owner, attr, nn.Sequential(head, GradeKernel(n_classes)))
-
-    def refuse(self, command: str, **names) -> None:
-        if command in NOT_YET:
-            raise ConfigError(NOT_YET[command].format(**names))

@@ -20,6 +20,19 @@ if TYPE_CHECKING:  # loaded by the methods that use them (comp.tasks.base)
 METRIC_NAMES = ("macro_f1", "accuracy", "log_loss", "qwk", "roc_auc")
 
 
+def per_class(classes: Sequence[str], y: np.ndarray) -> str:
+    """``a 3, b 0, c 7``: how many of ``y`` (class indices) fall in each class, for the provenance lines."""
+    counts = np.bincount(np.asarray(y, np.int64), minlength=len(classes))
+    return ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
+
+
+def balanced_weights(labels: Sequence[int]) -> np.ndarray:
+    """Per-row sampling weights 1 / count(class): every class is drawn equally often."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels)
+    return 1.0 / counts[labels]
+
+
 class SingleLabel(Task):
     name = "multiclass"
     output_meaning = "softmax probabilities, classes order"
@@ -67,9 +80,7 @@ class SingleLabel(Task):
         return probs if soft else probs.argmax(1)
 
     def count_line(self, classes: Sequence[str], targets: np.ndarray) -> str:
-        hard = np.asarray(targets if targets.ndim == 1 else targets.argmax(1), np.int64)
-        counts = np.bincount(hard, minlength=len(classes))
-        return "per class " + ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
+        return "per class " + per_class(classes, targets if targets.ndim == 1 else targets.argmax(1))
 
     def split(self, df, data, n_splits: int, seed: int, grouped: bool, echo) -> np.ndarray:
         from comp.tasks.folds import fold_single
@@ -114,6 +125,4 @@ class SingleLabel(Task):
         create_loss(cfg.train, class_counts=[1, 1])
 
     def sampler_weights(self, hard: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """1 / count(class): every class is drawn equally often."""
-        counts = np.bincount(np.asarray(hard))
-        return 1.0 / counts[np.asarray(hard)]
+        return balanced_weights(hard)

@@ -17,12 +17,13 @@ import pandas as pd
 
 from comp.config import Config
 from comp.data.competition import DataError
+from comp.tasks.single import per_class
 from comp.techniques.distill import check_teacher, teacher_targets
 from comp.techniques.foldsafe import check_fold_safe
 from comp.techniques.pseudo import Pseudo, load_pseudo
 from comp.techniques.relabel import accepts_every, apply_relabel, fold_safe_every, fold_safe_rows, full_every
 from comp.techniques.synth import Synthetic, load_synthetic
-from comp.train.rows import FoldRows, Pool, Source, per_class
+from comp.train.rows import FoldRows, Pool, Source
 from comp.train.setup import check_config
 
 

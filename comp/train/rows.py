@@ -105,12 +105,6 @@ class Source:
         return fr
 
 
-def per_class(classes: Sequence[str], y: np.ndarray) -> str:
-    """``a 3, b 0, c 7``: how many of ``y`` (class indices) fall in each class, for the provenance lines."""
-    counts = np.bincount(np.asarray(y, np.int64), minlength=len(classes))
-    return ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
-
-
 def requested(cfg: Config) -> list[str]:
     """The config keys that ask for a technique's rows or targets."""
     keys = {"data.relabel": cfg.data.relabel, "data.pseudo": cfg.data.pseudo, "data.synthetic": cfg.data.synthetic,
