@@ -230,17 +230,6 @@ def read_oof(path: Path, cfg: Config) -> pd.DataFrame:
     return pd.read_csv(path, dtype={cfg.data.id_col: str, cfg.data.label_col: str}, keep_default_na=False)
 
 
-def oof_hot(labels, classes: list[str], sep: str) -> np.ndarray:
-    """(N, C) 0/1 of multi-label strings (class names joined by ``sep``; data.task multilabel)."""
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.zeros((len(labels), len(classes)), np.int64)
-    for r, v in enumerate(labels):
-        for name in (str(v).split(sep) if sep.strip() else str(v).split()):
-            if name.strip():
-                y[r, index[name.strip()]] = 1
-    return y
-
-
 def oof_cv(oof: pd.DataFrame, label_col: str, classes: list[str], metric: str, *, task: Task | None = None):
     """The CV of an OOF table (``label_col`` holds its labels, one probability column per class) for ``task``
     (default: one class per image)."""

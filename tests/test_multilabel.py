@@ -16,11 +16,12 @@ from comp.config import ConfigError, load_config
 from comp.data.competition import DataError
 from comp.data.init import detect, init_competition
 from comp.data.sample_multilabel import make_multilabel_sample
-from comp.infer.multilabel import Rule, cv_thresholds, decide, fbeta
+from comp.infer.multilabel import Rule, cv_thresholds
 from comp.metrics import MULTILABEL_METRICS
 from comp.tasks import task_of
 from comp.tasks.labels import multi_hot, multilabel_folds, split_labels
 from comp.tasks.multilabel_losses import create_multilabel_loss, pos_weight, rarest_label_weights
+from comp.tasks.thresholds import decide, fbeta
 
 TINY = ["model.name=test_resnet", "input.size=32", "train.epochs=2", "train.batch_size=32", "train.lr=3e-3",
         "folds.n_splits=3"]
@@ -141,7 +142,7 @@ def test_decisions_at_least_one_and_top_k():
 
 
 def test_thresholds_cross_validated_against_an_honest_control():
-    from comp.infer.multilabel import fit_thresholds
+    from comp.tasks.thresholds import fit_thresholds
 
     rng = np.random.default_rng(3)
 

@@ -125,7 +125,8 @@ def test_app_every_label_over_its_threshold_with_gradcam_per_label(in_ml):
 
     path = next((in_ml["src"] / "test").glob("*.png"))
     ens = Ensemble.load("comp.yaml", ["m"])
-    assert ens.multilabel and "0.5 for every label" in ens.rule.source
+    assert ens.decision.widget(5)[1] == "labels over their thresholds"
+    assert "0.5 for every label" in ens.decision.rule.source
     rgb = ens.load_image(path)
     probs = ens.predict(rgb)
     assert np.abs(probs.sum() - 1) > 0.05 and ((probs >= 0) & (probs <= 1)).all()
@@ -136,7 +137,7 @@ def test_app_every_label_over_its_threshold_with_gradcam_per_label(in_ml):
     ledger.append("t", ["m"], [1.0], 0.5, {"task": "multilabel", "at_least_one": False, "top_k": None,
                                          "thresholds": {"plain": 0.4, "cv": 0.5, "applied": True, "values": th}})
     ens = Ensemble.load("comp.yaml", ["m"])
-    assert "row 't'" in ens.rule.source
+    assert "row 't'" in ens.decision.rule.source
     label, heat, status = classify(ens, str(path))
     want = [c for c in ens.classes if probs[ens.classes.index(c)] >= th[c]]
     assert sorted(label) == sorted(want) and len(want) >= 1 and ens.classes[int(np.argmax(probs))] not in label
@@ -175,7 +176,7 @@ def test_pseudo_multilabel_thresholds_come_from_the_other_folds(in_ml):
 
     from comp.infer.predict import predict
     from comp.techniques import sources
-    from comp.techniques.pseudo import fold_thresholds, make_pseudo
+    from comp.techniques.pseudo import fold_rules, make_pseudo
 
     cfg = load_config("comp.yaml", exp="m", overrides=TINY)
     if not (in_ml["work"] / "runs" / "m" / "test_folds.csv").exists():
@@ -188,7 +189,8 @@ def test_pseudo_multilabel_thresholds_come_from_the_other_folds(in_ml):
     zero = np.flatnonzero(oof["fold"].astype(int).to_numpy() == 0)
     oof.loc[zero, "Target"] = oof.loc[zero[::-1], "Target"].to_numpy()
     oof.to_csv(scrambled / "oof.csv", index=False)
-    mine, other = fold_thresholds(cfg, "m", classes, [0, 1]), fold_thresholds(cfg, "m_scr", classes, [0, 1])
+    mine = {k: r.cuts for k, r in fold_rules(cfg, "m", classes, [0, 1]).items()}
+    other = {k: r.cuts for k, r in fold_rules(cfg, "m_scr", classes, [0, 1]).items()}
     assert (mine[0] == other[0]).all()  # fold 0's thresholds never read fold 0's labels
 
     out = make_pseudo(cfg, "m", "mp", top=0.5, overwrite=True, **QUIET)

@@ -164,7 +164,7 @@ def test_pseudo_thresholds_read_wide_labels_joined_by_their_separator(tmp_path, 
     """A wide multi-label target (data.label_cols, class names with spaces, label_sep '|') keeps its OOF labels
     joined by '|': the teacher's fold thresholds read them through the task (they split on ' ' before, and a
     class called 'Ankle boot' broke comp pseudo)."""
-    from comp.techniques.pseudo import fold_thresholds
+    from comp.techniques.pseudo import fold_rules
 
     monkeypatch.chdir(tmp_path)
     classes = ["Ankle boot", "Bag", "T-shirt/top"]
@@ -178,5 +178,5 @@ def test_pseudo_thresholds_read_wide_labels_joined_by_their_separator(tmp_path, 
     oof.to_csv(tmp_path / "runs" / "t" / "oof.csv", index=False)
     cfg = from_dict({"data": {"task": "multilabel", "label_cols": classes, "label_sep": "|",
                               "id_col": "StudyInstanceUID", "metric": "macro_f1"}})
-    cuts = fold_thresholds(cfg, "t", classes, [0, 1])
+    cuts = {k: r.cuts for k, r in fold_rules(cfg, "t", classes, [0, 1]).items()}
     assert sorted(cuts) == [0, 1] and all(len(c) == 3 and ((c > 0) & (c < 1)).all() for c in cuts.values())

@@ -33,87 +33,13 @@ from comp.infer import ledger
 from comp.infer.multilabel_score import check_multilabel_submission
 from comp.infer.predict import USES, output_name
 from comp.metrics import MULTILABEL_METRICS, multilabel_metric
-from comp.runs import oof_hot, run_dir
+from comp.runs import run_dir
 from comp.tasks.blend import greedy_weights as greedy_search
 from comp.tasks.blend import mean_blend
-from comp.tasks.labels import hot_strings, sort_classes
+from comp.tasks.labels import hot_strings, multi_hot, sort_classes
+from comp.tasks.thresholds import Rule, fit_thresholds, label_scorer
 
-GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
-FAST = {"macro_f1": ("macro", 1.0), "micro_f1": ("micro", 1.0), "samples_f1": ("samples", 1.0),
-        "f2": ("samples", 2.0)}
 SUBMISSIONS_DIR = Path("submissions")
-
-
-# ---------------------------------------------------------------- decisions
-
-
-def fbeta(y: np.ndarray, bits: np.ndarray, average: str, beta: float = 1.0) -> float:
-    """sklearn's fbeta_score(zero_division=0) of 0/1 matrices, in numpy (the threshold search calls it often)."""
-    y, bits = np.asarray(y) > 0.5, np.asarray(bits) > 0.5
-    axis = {"macro": 0, "samples": 1}.get(average)
-    tp = (y & bits).sum(axis)
-    fp = (~y & bits).sum(axis)
-    fn = (y & ~bits).sum(axis)
-    b2 = beta * beta
-    num = (1 + b2) * tp
-    den = num + b2 * fn + fp
-    f = np.where(den > 0, num / np.maximum(den, 1), 0.0)
-    return float(np.mean(f))
-
-
-def decide(probs: np.ndarray, thresholds, at_least_one: bool = False, top_k: int | None = None) -> np.ndarray:
-    """(N, C) 0/1: classes at or above their threshold, at most ``top_k``, at least one with ``at_least_one``."""
-    p = np.asarray(probs, np.float64)
-    bits = p >= np.asarray(thresholds, np.float64)
-    if top_k is not None and top_k < p.shape[1]:
-        rank = np.argsort(np.argsort(-p, axis=1, kind="stable"), axis=1, kind="stable")
-        bits &= rank < top_k
-    if at_least_one:
-        none = ~bits.any(1)
-        bits[none, p[none].argmax(1)] = True
-    return bits.astype(np.int64)
-
-
-@dataclass
-class Rule:
-    """How probabilities become labels."""
-
-    thresholds: np.ndarray
-    at_least_one: bool = False
-    top_k: int | None = None
-
-    def __call__(self, probs: np.ndarray, thresholds=None) -> np.ndarray:
-        return decide(probs, self.thresholds if thresholds is None else thresholds, self.at_least_one, self.top_k)
-
-
-def _scorer(metric_name: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    if metric_name in FAST:
-        average, beta = FAST[metric_name]
-        return lambda y, bits: fbeta(y, bits, average, beta)
-    m = MULTILABEL_METRICS[metric_name]
-    return lambda y, bits: m.from_labels(y, bits, [])
-
-
-def fit_thresholds(probs: np.ndarray, y: np.ndarray, metric_name: str, rule: Rule, passes: int = 2) -> np.ndarray:
-    """Per-class thresholds maximising ``metric_name`` of ``rule``'s decisions on (probs, y): coordinate ascent
-    over GRID from 0.5 (a change must strictly improve, so ties keep 0.5)."""
-    score = _scorer(metric_name)
-    thr = np.full(probs.shape[1], 0.5)
-    best = score(y, rule(probs, thr))
-    for _ in range(passes):
-        changed = False
-        for c in range(probs.shape[1]):
-            for t in GRID:
-                if t == thr[c]:
-                    continue
-                trial = thr.copy()
-                trial[c] = t
-                s = score(y, rule(probs, trial))
-                if s > best + 1e-12:
-                    best, thr, changed = s, trial, True
-        if not changed:
-            break
-    return thr
 
 
 def parts_of(y: np.ndarray, n_splits: int, seed: int) -> list[np.ndarray]:
@@ -235,7 +161,7 @@ def load_inputs(cfg: Config, exps: list[str], use: str) -> MLInputs:
                             f"re-run comp predict --exp {e} --overwrite")
         oofs.append(oof.loc[ids, classes].to_numpy(np.float64))
         tests.append(test.loc[test_ids, classes].to_numpy(np.float64))
-    y = oof_hot(oof0[d.label_col], classes, d.label_sep)
+    y = multi_hot(oof0[d.label_col], classes, d.label_sep, "OOF").astype(np.int64)
     sep = " " if d.label_cols else d.label_sep
     return MLInputs(exps, classes, y, oofs, tests, test_ids, sample, id_col, shape, label_col, sep)
 
@@ -258,7 +184,7 @@ def _objective(metric_name: str, rule: Rule):
     m = MULTILABEL_METRICS[metric_name]
     if m.uses_proba:
         return lambda p, y: m(y, p, [])
-    score = _scorer(metric_name)
+    score = label_scorer(metric_name)
     return lambda p, y: score(y, rule(p, np.full(p.shape[1], 0.5)))
 
 

@@ -9,6 +9,7 @@ probability metrics (map, roc_auc) only of a wide one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,8 @@ from comp.data.competition import DataError, read_csv_str
 from comp.data.init_multilabel import column_task
 from comp.infer.score import SubmissionError, format_report, score_files
 from comp.metrics import MULTILABEL_METRICS, multilabel_metric
-from comp.runs import oof_hot
 from comp.tasks import Task, task_of
-from comp.tasks.labels import label_classes, sort_classes, split_labels, zero_one
+from comp.tasks.labels import label_classes, multi_hot, sort_classes, split_labels, zero_one
 
 
 def check_multilabel_submission(sub: pd.DataFrame, expected_ids: list[str], id_col: str, shape: str,
@@ -66,7 +66,7 @@ def read_truth(solution: pd.DataFrame, sep: str = " ") -> tuple[str, list[str], 
             raise DataError(f"solution: columns {rest[:6]} are not all 0/1")
         return id_col, rest, v.astype(np.int64), "wide"
     classes = label_classes(solution[rest[0]], sep)
-    return id_col, classes, oof_hot(solution[rest[0]], classes, sep), "label"
+    return id_col, classes, multi_hot(solution[rest[0]], classes, sep, "solution").astype(np.int64), "label"
 
 
 def score_multilabel(sub: pd.DataFrame, solution: pd.DataFrame, metric: str = "macro_f1", sep: str = " ",
@@ -83,7 +83,7 @@ def score_multilabel(sub: pd.DataFrame, solution: pd.DataFrame, metric: str = "m
         extra = label_classes(sub[lab[0]], sep) if len(lab) == 1 else []
         if set(extra) - set(classes):
             classes = sort_classes(set(classes) | set(extra))
-            y = oof_hot(solution[solution.columns[1]], classes, sep)
+            y = multi_hot(solution[solution.columns[1]], classes, sep, "solution").astype(np.int64)
     check_multilabel_submission(sub, ids, id_col, shape, classes, sep, header or [str(c) for c in solution.columns])
     sub = sub.set_index(sub[id_col].astype(str).str.strip()).loc[ids]
     probs = None
@@ -91,7 +91,7 @@ def score_multilabel(sub: pd.DataFrame, solution: pd.DataFrame, metric: str = "m
         probs = sub[classes].apply(pd.to_numeric).to_numpy(np.float64)
         bits = (probs >= 0.5).astype(np.int64)
     else:
-        bits = oof_hot(sub[[c for c in sub.columns if c != id_col][0]], classes, sep)
+        bits = multi_hot(sub[[c for c in sub.columns if c != id_col][0]], classes, sep, "submission").astype(np.int64)
     scores = {}
     for name, m in MULTILABEL_METRICS.items():
         scores[name] = m(y, probs, classes) if probs is not None else (None if m.uses_proba else
@@ -127,20 +127,25 @@ def score_report(sub_path: str | Path, solution_path: str | Path, sample_submiss
 
     metric = metric or (cfg.data.metric if cfg else "macro_f1")
     sep = cfg.data.label_sep if cfg and not cfg.data.label_cols else " "
-    result = score_any(sub_path, solution_path, sample_submission_path, metric, task_of(cfg) if cfg else None, sep)
-    return result, (format_multilabel(result) if result.get("task") == "multilabel" else
-                    format_report(result, label_map(cfg) if cfg else {}))
+    result, fmt = scored(sub_path, solution_path, sample_submission_path, metric, task_of(cfg) if cfg else None, sep)
+    return result, fmt(result, label_map(cfg) if cfg else {})
 
 
 def score_any(sub_path: str | Path, solution_path: str | Path, sample_submission_path: str | Path | None = None,
               metric: str = "macro_f1", task: Task | None = None, sep: str = " ") -> dict:
-    """``comp score``: score_multilabel when ``task`` has several labels per image or the solution does, else
-    comp.infer.score.score_files."""
+    """``comp score``'s result (:func:`scored`)."""
+    return scored(sub_path, solution_path, sample_submission_path, metric, task, sep)[0]
+
+
+def scored(sub_path: str | Path, solution_path: str | Path, sample_submission_path: str | Path | None = None,
+           metric: str = "macro_f1", task: Task | None = None, sep: str = " ") -> tuple[dict, Callable]:
+    """(the result, how to write it as text: ``fmt(result, label names)``): score_multilabel when ``task`` has
+    several labels per image or the solution does, else comp.infer.score.score_files."""
     solution = read_csv_str(Path(solution_path))
     if solution.shape[1] < 2:
         raise DataError(f"{solution_path}: expected an id column and a label column, got {list(solution.columns)}")
     if not ((task is not None and task.sigmoid) or is_multilabel(solution)):
-        return score_files(sub_path, solution_path, sample_submission_path, metric=metric)
+        return score_files(sub_path, solution_path, sample_submission_path, metric=metric), format_report
     try:
         sub = read_csv_str(Path(sub_path))
     except DataError as e:
@@ -150,7 +155,7 @@ def score_any(sub_path: str | Path, solution_path: str | Path, sample_submission
         metric = "macro_f1"
     result = score_multilabel(sub, solution, metric=metric, sep=sep, header=header)
     result["submission"] = str(sub_path)
-    return result
+    return result, lambda r, names: format_multilabel(r)
 
 
 def format_multilabel(result: dict) -> str:

@@ -30,7 +30,7 @@ from comp.config import Config
 from comp.data.competition import DataError, load_train
 from comp.files import recipe_path, write_csv, write_text
 from comp.reports.analyze_multilabel import run_analyze_multilabel
-from comp.reports.oof_run import curves_section, fold_models, make_cams, oof_classes, read_run_oof
+from comp.reports.oof_run import curves_section, fold_models, make_cams, oof_arrays, read_run_oof
 from comp.reports.page import (
     Img,
     Report,
@@ -48,19 +48,6 @@ MAX_CAM_CLASSES = 20  # with more classes, the lowest-F1 ones get Grad-CAM
 
 
 # ---------------------------------------------------------------- reading the run
-
-
-def oof_arrays(cfg: Config, oof: pd.DataFrame, classes: list[str] | None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(classes, y_true indices, probabilities (N, K)); raises DataError naming what is missing."""
-    d = cfg.data
-    classes = oof_classes(cfg, oof, classes)
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted(set(oof[d.label_col]) - set(index))
-    if unknown:
-        raise DataError(f"OOF label {unknown[0]!r} is not one of the model's classes")
-    y = oof[d.label_col].map(index).to_numpy(dtype=np.int64)
-    probs = oof[classes].to_numpy(dtype=np.float64)
-    return classes, y, probs
 
 
 # ---------------------------------------------------------------- figures

@@ -18,26 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from comp import runs
 from comp.config import Config
-from comp.data.competition import DataError, load_train
+from comp.data.competition import load_train
 from comp.files import recipe_path, write_csv, write_text
-from comp.reports.oof_run import curves_section, fold_models, make_cams, oof_classes, read_run_oof
+from comp.reports.oof_run import curves_section, fold_models, make_cams, oof_arrays, read_run_oof
 from comp.reports.page import Img, Report, report_dir, thumb_src
 
 THRESHOLD = 0.5  # a label is predicted at this sigmoid probability (comp ensemble tunes per-class thresholds)
 GALLERY = 12  # most confidently missed / false labels shown, each with its Grad-CAM
-
-
-def ml_arrays(cfg: Config, oof: pd.DataFrame, classes: list[str] | None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(classes, multi-hot truth (N, C), sigmoid probabilities (N, C)) of a multi-label OOF table."""
-    d = cfg.data
-    classes = oof_classes(cfg, oof, classes)
-    try:
-        y = runs.oof_hot(oof[d.label_col], classes, d.label_sep)
-    except KeyError as e:
-        raise DataError(f"OOF label {e.args[0]!r} is not one of the model's classes") from None
-    return classes, y, oof[classes].to_numpy(dtype=np.float64)
 
 
 def per_class_table(classes: list[str], y: np.ndarray, probs: np.ndarray, threshold: float = THRESHOLD
@@ -83,7 +71,7 @@ def run_analyze_multilabel(cfg: Config, exp: str, out: Path, run: Path, echo: Ca
     oof, oof_note = read_run_oof(cfg, run)
     models = fold_models(run)
     meta0 = next(iter(models.values())).meta if models else {}
-    classes, y, probs = ml_arrays(cfg, oof, meta0.get("classes"))
+    classes, y, probs = oof_arrays(cfg, oof, meta0.get("classes"))
     folds_seen = sorted(oof["fold"].astype(int).unique().tolist())
     echo(f"analyze: {exp}: {len(oof):,} OOF rows, {len(classes)} labels (multi-label), folds {folds_seen} -> {out}")
     with report_dir(out, keep=("relabel.csv", recipe_path("relabel.csv").name, "relabel.json", "relabel")) as tmp:

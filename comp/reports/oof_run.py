@@ -15,6 +15,7 @@ from comp.config import Config
 from comp.data.competition import DataError
 from comp.infer.models import FoldModel, load_model, saved_fold_models
 from comp.reports.page import Report, pyplot, save_figure, thumbnail
+from comp.tasks import task_of
 
 
 def read_run_oof(cfg: Config, run: Path) -> tuple[pd.DataFrame, str]:
@@ -143,3 +144,17 @@ def oof_classes(cfg: Config, oof: pd.DataFrame, classes: list[str] | None) -> li
     if missing:
         raise DataError(f"OOF file has no probability column for class {missing[0]!r} (the model's classes)")
     return classes
+
+
+def oof_arrays(cfg: Config, oof: pd.DataFrame, classes: list[str] | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(classes, the truth (the task's: class indices (N,), or a multi-hot (N, K) for several labels per image),
+    probabilities (N, K)); raises DataError naming what is missing."""
+    d = cfg.data
+    task = task_of(cfg)
+    classes = oof_classes(cfg, oof, classes)
+    unknown = task.unknown(oof[d.label_col], classes)
+    if unknown:
+        raise DataError(f"OOF label {unknown[0]!r} is not one of the model's classes")
+    y = task.truth(oof[d.label_col], classes, "OOF").astype(np.int64)
+    probs = oof[classes].to_numpy(dtype=np.float64)
+    return classes, y, probs

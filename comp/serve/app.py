@@ -47,7 +47,6 @@ from comp.serve.uploads import (  # noqa: E402
 from comp.tasks import task_of  # noqa: E402
 
 TOP_K = 5
-MAX_CAM_LABELS = 4  # multi-label: Grad-CAM rows shown per image (the most likely labels over threshold)
 N_TEST_EXAMPLES = 8
 N_MISTAKES = 8
 API_NAME = "predict"  # gradio_client: client.predict(handle_file(path), api_name="/predict")
@@ -111,7 +110,8 @@ def _image_component():
 
 def classify(ens: Ensemble, path: str | None, top_k: int = TOP_K, max_pixels: int = DEFAULT_MAX_PIXELS
              ) -> tuple[dict | None, np.ndarray | None, str]:
-    """(top-k {class: probability}, Grad-CAM overlay or None, status text) for one uploaded file.
+    """({class: probability}, Grad-CAM overlay or None, status text) for one uploaded file, as the ensemble's
+    decision answers it (the top ``top_k`` classes, or the labels over their thresholds: comp.serve.decisions).
 
     Unusable files (an extension or format comp does not read, over ``max_pixels`` by the header, corrupt) give
     (None, None, a message) instead of an exception.
@@ -123,36 +123,7 @@ def classify(ens: Ensemble, path: str | None, top_k: int = TOP_K, max_pixels: in
     except ImageProblem as e:
         name = Path(path).name
         return None, None, f"**Can't use this image** ({e.problem}): {e.detail.replace(str(path), name)}"
-    if ens.multilabel:
-        return classify_labels(ens, rgb, f"{Path(path).name}, {w}x{h}")
-    with ens.lock:  # Grad-CAM hooks the shared model: one image at a time
-        probs = ens.predict(rgb)
-        order = np.argsort(-probs, kind="stable")[:top_k]
-        label = {ens.classes[i]: float(probs[i]) for i in order}
-        try:
-            heat, note = ens.grad_cam(rgb, int(order[0]))
-        except Exception as e:  # noqa: BLE001 - the prediction stands without its picture
-            traceback.print_exc(file=sys.stderr)
-            heat, note = None, f"Grad-CAM failed ({type(e).__name__}; the server's log has the details)"
-    return label, heat, (f"{Path(path).name}, {w}x{h}: **{ens.classes[order[0]]}** ({probs[order[0]]:.6f}). "
-                         f"{note}")
-
-
-def classify_labels(ens: Ensemble, rgb: np.ndarray, shown: str) -> tuple[dict, np.ndarray | None, str]:
-    """Multi-label: ({label: probability} of every label at or over its threshold, the Grad-CAM of each, status
-    naming each label with its probability and threshold, and where the thresholds came from)."""
-    with ens.lock:
-        probs = ens.predict(rgb)
-        chosen = ens.labels(probs)
-        try:
-            heat, note = ens.grad_cam_labels(rgb, chosen[:MAX_CAM_LABELS])
-        except Exception as e:  # noqa: BLE001 - the prediction stands without its picture
-            traceback.print_exc(file=sys.stderr)
-            heat, note = None, f"Grad-CAM failed ({type(e).__name__}; the server's log has the details)"
-    th = ens.rule.thresholds
-    label = {ens.classes[c]: float(probs[c]) for c in chosen}
-    said = ", ".join(f"**{ens.classes[c]}** ({probs[c]:.4f} >= {th[c]:.2f})" for c in chosen) or "**no label**"
-    return label, heat, f"{shown}: {said}; thresholds: {ens.rule.source}. {note}"
+    return ens.decision.answer(ens, rgb, f"{Path(path).name}, {w}x{h}", top_k)
 
 
 def guarded(fn):
@@ -204,8 +175,8 @@ def info_markdown(ens: Ensemble) -> str:
                      + (f"; the ledger's CV {metric} of this blend: {cv}" if cv else "") + ".")
         if ens.method_note:
             lines.append(f"Note: {ens.method_note}.")
-    if ens.multilabel:
-        lines.append(f"\nMulti-label: every label at or over its threshold; thresholds: {ens.rule.source}.")
+    if ens.decision.note():
+        lines.append(ens.decision.note())
     lines.append(f"\n**{len(ens.classes)} classes:** " + ", ".join(ens.classes))
     return "\n".join(lines)
 
@@ -230,7 +201,6 @@ def example_images(ens: Ensemble, n_test: int = N_TEST_EXAMPLES, n_mistakes: int
     import os as _os
 
     from comp.data.competition import load_test, load_train
-    from comp.reports.analyze import confident_wrong, oof_arrays
     from comp.runs import read_oof, run_dir
 
     m = ens.members[0]
@@ -246,36 +216,10 @@ def example_images(ens: Ensemble, n_test: int = N_TEST_EXAMPLES, n_mistakes: int
         try:
             oof = read_oof(oof_path, m.cfg)
             paths = dict(zip(*[load_train(m.cfg)[c] for c in ("id", "path")]))
-            if ens.multilabel:
-                return test, _label_mistakes(m.cfg, oof, m.classes, paths, n_mistakes)
-            classes, y, probs = oof_arrays(m.cfg, oof, m.classes)
-            for i in confident_wrong(y, probs, n_mistakes):
-                p = paths.get(oof[m.cfg.data.id_col].iloc[i])
-                if isinstance(p, str) and _os.path.isfile(p):
-                    mistakes.append((p, f"true {classes[y[i]]}, OOF said {classes[probs[i].argmax()]} "
-                                        f"({probs[i].max():.2f})"))
+            mistakes = ens.decision.mistakes(m.cfg, oof, m.classes, paths, n_mistakes)
         except Exception:  # noqa: BLE001
             mistakes = []
     return test, mistakes
-
-
-def _label_mistakes(cfg, oof, classes: list[str], paths: dict, n: int) -> list[tuple[str, str]]:
-    """Multi-label: the most confidently missed and false OOF labels (comp analyze's galleries), alternating."""
-    import os as _os
-
-    from comp.reports.analyze_multilabel import confident_label_errors, ml_arrays
-
-    classes, y, probs = ml_arrays(cfg, oof, classes)
-    missed, false = confident_label_errors(y, probs, n)
-    both = [x for pair in zip(missed, false) for x in pair] + missed[len(false):] + false[len(missed):]
-    out = []
-    for (i, c) in both[:n]:
-        p = paths.get(oof[cfg.data.id_col].iloc[i])
-        if isinstance(p, str) and _os.path.isfile(p):
-            what = "missed" if y[i, c] else "false"
-            truth = oof[cfg.data.label_col].iloc[i]
-            out.append((p, f"{what} label {classes[c]} (OOF {probs[i, c]:.2f}), true: {truth}"))
-    return out
 
 
 def build_app(ens: Ensemble, top_k: int = TOP_K, examples: bool = True, title: str | None = None,
@@ -299,10 +243,9 @@ def build_app(ens: Ensemble, top_k: int = TOP_K, examples: bool = True, title: s
                 image = _image_component()
                 button = gr.Button("Predict", variant="primary")
             with gr.Column(scale=1):
-                label = gr.Label(num_top_classes=len(ens.classes) if ens.multilabel else min(top_k, len(ens.classes)),
-                                 label="labels over their thresholds" if ens.multilabel else f"top {top_k}",
-                                 elem_id="prediction")
-                cam = gr.Image(label="Grad-CAM of each label" if ens.multilabel else "Grad-CAM of the top class",
+                shown, caption, cam_caption = ens.decision.widget(top_k)
+                label = gr.Label(num_top_classes=shown, label=caption, elem_id="prediction")
+                cam = gr.Image(label=cam_caption,
                                type="numpy", interactive=False, height=240, elem_id="gradcam", format="png")
                 status = gr.Markdown("Upload an image, take one with the webcam, or paste one.", elem_id="status")
         layer, why = ens.cam_layer()

@@ -16,7 +16,7 @@ A multi-label run (its folds' ``task: multilabel``) is served with sigmoids inst
 same way; several experiments by the blend's weighted mean) and decided as ``comp ensemble`` decides: every label
 at or over its threshold, the per-class thresholds of the latest ledger row with exactly these members when that
 row applied them (its ``at_least_one`` and ``top_k`` too), else 0.5 for every label
-(:meth:`Ensemble.labels`, :meth:`Ensemble.grad_cam_labels`).
+(``Ensemble.decision``, comp.serve.decisions; :meth:`Ensemble.grad_cam_labels`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from comp.data.preprocess import resize
 from comp.infer.models import FoldModel, find_fold_models, load_model
 from comp.infer.tta import check_views, create_views
 from comp.runs import run_dir
+from comp.serve.decisions import decision_of
 from comp.tasks import task_of
 
 
@@ -76,19 +77,14 @@ def oof_macro_f1(cfg: Config, run: Path, classes: list[str]) -> float | None:
 
 def oof_scores(cfg: Config, run: Path, classes: list[str]) -> tuple[float | None, float | None]:
     """(macro F1 of the argmax, data.metric) of ``runs/E/oof.csv``; (None, None) before every fold is done."""
-    from comp.reports.analyze import oof_arrays
+    from comp.reports.oof_run import oof_arrays
     from comp.runs import oof_cv, read_oof
 
     path = run / "oof.csv"
     if not path.exists():
         return None, None
     oof = read_oof(path, cfg)
-    if cfg.data.task == "multilabel":
-        from comp.reports.analyze_multilabel import ml_arrays
-
-        ml_arrays(cfg, oof, classes)  # its checks: columns and labels
-    else:
-        oof_arrays(cfg, oof, classes)  # its checks: columns and labels
+    oof_arrays(cfg, oof, classes)  # its checks: columns and labels
     cv = oof_cv(oof, cfg.data.label_col, classes, cfg.data.metric, task=task_of(cfg))
     return cv.macro_f1, cv.score
 
@@ -107,41 +103,6 @@ def ledger_weights(exps: list[str], path: str | Path | None = None) -> tuple[lis
             if sum(w.values()) > 0:
                 return [w[e] for e in exps], f"submissions/ledger.csv row '{row['name']}' ({row['time']})", dict(row)
     return [1.0 / len(exps)] * len(exps), "equal (no submissions/ledger.csv row with exactly these members)", {}
-
-
-@dataclass
-class LabelRule:
-    """How a multi-label ensemble turns probabilities into labels, and where that came from."""
-
-    thresholds: np.ndarray
-    at_least_one: bool = False
-    top_k: int | None = None
-    source: str = "0.5 for every label"
-
-
-def ledger_rule(exps: list[str], classes: list[str], cfg: Config, path: str | Path | None = None) -> LabelRule:
-    """The thresholds of the latest multi-label ledger row whose members are exactly ``exps`` and that applied
-    its cross-validated thresholds; else 0.5 (with ``infer.at_least_one`` / ``infer.top_k``)."""
-    from comp.infer import ledger
-
-    rule = LabelRule(np.full(len(classes), 0.5), cfg.infer.at_least_one, cfg.infer.top_k)
-    table = ledger.read(path or ledger.LEDGER)
-    for _, row in table.iloc[::-1].iterrows():
-        members, _ = ledger.members(row)
-        raw = row.get("options")
-        opts = json.loads(raw) if isinstance(raw, str) and raw else {}
-        if sorted(members) != sorted(exps) or opts.get("task") != "multilabel":
-            continue
-        th = opts.get("thresholds") or {}
-        rule.at_least_one, rule.top_k = bool(opts.get("at_least_one", False)), opts.get("top_k")
-        if th.get("applied") and set(th.get("values", {})) == set(classes):
-            rule.thresholds = np.array([float(th["values"][c]) for c in classes])
-            rule.source = (f"tuned per label (cross-validated {th.get('cv')} vs {th.get('plain')} at 0.5), "
-                           f"submissions/ledger.csv row '{row['name']}'")
-        else:
-            rule.source = f"0.5 for every label (ledger row '{row['name']}' did not apply tuned thresholds)"
-        break
-    return rule
 
 
 class Ensemble:
@@ -169,8 +130,8 @@ class Ensemble:
         # JPEGs are decoded for the largest fold input (as comp predict does for each size): every resize shrinks.
         self.input_side = max(fm.size for m in members for fm in m.folds)
         self.task = members[0].folds[0].task  # as trained (model.json)
-        self.multilabel = self.task.sigmoid  # labels over thresholds, not the top classes
-        self.rule = ledger_rule([m.exp for m in members], classes, members[0].cfg) if self.multilabel else None
+        # the top classes, or the labels over their thresholds (comp.serve.decisions)
+        self.decision = decision_of(self.task, [m.exp for m in members], classes, members[0].cfg)
 
     @classmethod
     def load(cls, config_path: str | Path, exps: list[str], device: str | None = None) -> Ensemble:
@@ -266,14 +227,6 @@ class Ensemble:
                                               f"(layer {name}); left: the model input, right: where it looks")
 
     # ------------------------------------------------------------ multi-label
-
-    def labels(self, probs: np.ndarray) -> list[int]:
-        """Multi-label: the labels at or over their thresholds (``self.rule``), most likely first."""
-        from comp.infer.multilabel import decide
-
-        r = self.rule
-        bits = decide(probs[None], r.thresholds, r.at_least_one, r.top_k)[0]
-        return sorted(np.flatnonzero(bits).tolist(), key=lambda c: (-probs[c], c))
 
     def grad_cam_labels(self, rgb: np.ndarray, labels: list[int], side: int = 160
                         ) -> tuple[np.ndarray | None, str]:

@@ -166,9 +166,13 @@ def export_fold(cfg: Config, fm: FoldModel, out: Path, opset: int = DEFAULT_OPSE
     os.replace(tmp, out)
     return {"file": out.name, "fold": fm.fold, "opset": opset, "dynamic_batch": dynamic_batch,
             "batch": None if dynamic_batch else 1, "parity_max_abs_diff": diff, "parity_images": len(imgs),
-            "agree_argmax": int((got.argmax(1) == ref.argmax(1)).sum()), "export_seconds": round(seconds, 2),
-            **({"agree_labels_at_0.5": int(((got >= 0.5) == (ref >= 0.5)).all(1).sum())} if fm.task.sigmoid else {}),
+            **fm.task.agreement(got, ref), "export_seconds": round(seconds, 2),
             "source": {"file": str(fm.path.name), **source_stamp(fm)}}
+
+
+def _inputs_and_outputs(fm) -> tuple:
+    """What every fold of one export shares: classes, input size and resize, and the task its outputs answer."""
+    return fm.meta["classes"], fm.size, fm.resize, fm.task.name
 
 
 def _exported(info: dict, fm, path: Path, opset: int, dynamic_batch: bool) -> bool:
@@ -219,8 +223,7 @@ def export(cfg: Config, folds: Sequence[int] | None = None, opset: int = DEFAULT
         info = {}  # exports of an earlier run with other classes or size: start the record afresh
     entries = dict(info.get("folds", {}))
     for fm, path in targets:
-        if fm.meta["classes"] != fm0.meta["classes"] or fm.size != fm0.size or fm.resize != fm0.resize or \
-                fm.task.name != fm0.task.name:
+        if _inputs_and_outputs(fm) != _inputs_and_outputs(fm0):
             raise DataError(f"{fm.path}: its classes, size, resize or task differ from fold {fm0.fold}'s; retrain it")
         entry = export_fold(cfg, fm, path, opset, dynamic_batch, tolerance)
         entries[str(fm.fold)] = entry

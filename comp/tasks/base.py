@@ -45,6 +45,7 @@ class Task:
     init_metric: str | None = None  # comp init --task NAME: the metric it sets (None: comp init's own choice)
     init_note = ""  # ... and the line comp init says about it
     not_yet: dict[str, str] = {}  # command -> why it does not handle this task yet, and where to look instead
+    decision = "top"  # what answers an image: "top" classes, or the "labels" over their thresholds (comp app)
 
     def __init__(self, sep: str | None = None):
         self.sep = sep if sep is not None else " "
@@ -71,6 +72,10 @@ class Task:
 
     def truth(self, labels: Sequence[str], classes: Sequence[str], where: str = "labels") -> np.ndarray:
         """The given labels as targets: class codes (N,) or a multi-hot (N, C)."""
+        raise NotImplementedError
+
+    def unknown(self, labels: Sequence[str], classes: Sequence[str]) -> list[str]:
+        """The class names in ``labels`` that are not in ``classes``, sorted."""
         raise NotImplementedError
 
     def codes(self, truth: np.ndarray) -> np.ndarray:
@@ -127,6 +132,18 @@ class Task:
     def sampler_weights(self, hard: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """train.sampler balanced: a drawing weight per training row."""
         raise NotImplementedError
+
+    def fold_rules(self, teacher_oof, folds: Sequence[int], metric: str) -> dict:
+        """How each fold's teacher model decides a test image (comp pseudo): {k: rule (comp.tasks.thresholds)}, each
+        fit on the teacher's OOF rows outside fold k only (``teacher_oof()``: (probs, truth, each row's fold), read
+        only by a task whose rules are fit)."""
+        from comp.tasks.thresholds import TopClass
+
+        return {k: TopClass() for k in folds}  # the most likely class: nothing to fit
+
+    def agreement(self, got: np.ndarray, ref: np.ndarray) -> dict:
+        """How many images two models' (N, C) probabilities answer alike (comp export's parity record)."""
+        return {"agree_argmax": int((got.argmax(1) == ref.argmax(1)).sum())}
 
     def adapt_head(self, model: torch.nn.Module, n_classes: int) -> None:
         """Change a new timm model's classifier (``n_classes`` outputs) for this task; most keep it."""

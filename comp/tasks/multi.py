@@ -27,6 +27,9 @@ NOT_YET = {
                "handle data.task multilabel yet; look at the most confidently missed and false labels, each with "
                "its Grad-CAM, in: comp analyze --exp {exp}",
     "lr-find": "comp lr-find does not take data.task multilabel yet; pick train.lr from a short run",
+    "pseudo --from a blend": "--from {source}: a multi-label teacher is one experiment (its fold-k thresholds come "
+                             "from its own OOF; a blend's weights would need their own fold-safe search on the "
+                             "multi-label metric); pass one of {members}",
 }
 
 
@@ -39,6 +42,7 @@ class MultiLabel(Task):
     pseudo_what, pseudo_from = "multi-label targets", " and thresholds"
     model_meta = {"task": "multilabel"}
     not_yet = NOT_YET
+    decision = "labels"
     metric_names = MULTILABEL_METRICS
     output_meaning = "sigmoid probabilities, one per class (multi-label), classes order"
 
@@ -70,6 +74,11 @@ class MultiLabel(Task):
         from comp.tasks.labels import multi_hot
 
         return multi_hot(list(labels), classes, self.sep, where)
+
+    def unknown(self, labels: Sequence[str], classes: Sequence[str]) -> list[str]:
+        from comp.tasks.labels import split_labels
+
+        return sorted({n for v in labels for n in split_labels(v, self.sep)} - set(classes))
 
     def codes(self, truth: np.ndarray) -> np.ndarray:
         return np.zeros(len(truth), np.int64)  # unused: the targets are the multi-hot truth
@@ -123,6 +132,17 @@ class MultiLabel(Task):
         from comp.tasks.multilabel_losses import check_multilabel_config
 
         check_multilabel_config(cfg)
+
+    def fold_rules(self, teacher_oof, folds: Sequence[int], metric: str) -> dict:
+        from comp.tasks.thresholds import FAST, LabelsAtCuts, Rule, fit_thresholds
+
+        probs, truth, fold = teacher_oof()
+        metric = metric if metric in FAST else "macro_f1"  # a decision metric, else macro F1
+        rule = Rule(np.full(probs.shape[1], 0.5))
+        return {k: LabelsAtCuts(fit_thresholds(probs[fold != k], truth[fold != k], metric, rule)) for k in folds}
+
+    def agreement(self, got: np.ndarray, ref: np.ndarray) -> dict:
+        return {**super().agreement(got, ref), "agree_labels_at_0.5": int(((got >= 0.5) == (ref >= 0.5)).all(1).sum())}
 
     def sampler_weights(self, hard: np.ndarray, targets: np.ndarray) -> np.ndarray:
         from comp.tasks.multilabel_losses import rarest_label_weights

@@ -62,6 +62,9 @@ class SingleLabel(Task):
 
         return np.asarray(pd.Categorical(pd.Series(labels).astype(str), categories=list(classes)).codes, np.int64)
 
+    def unknown(self, labels: Sequence[str], classes: Sequence[str]) -> list[str]:
+        return sorted({str(v) for v in labels} - {str(c) for c in classes})
+
     def codes(self, truth: np.ndarray) -> np.ndarray:
         return truth
 

@@ -11,7 +11,7 @@ most confident rows. Hard labels are the teacher's argmax; ``soft`` keeps the te
 with soft-target cross-entropy).
 
 Multi-label (data.task multilabel): a test image's labels are the classes whose probability reaches fold k's
-per-class thresholds, fit (comp.infer.multilabel.fit_thresholds, data.metric or macro F1) on the teacher's OOF rows
+per-class thresholds, fit (comp.tasks.thresholds.fit_thresholds, data.metric or macro F1) on the teacher's OOF rows
 outside fold k only, so fold k's labels choose none of them. Its confidence is that of its least sure decision:
 min over classes of p (a label) or 1 - p (no label); ``threshold``/``top`` select on it. Hard targets are the
 multi-hot decisions; ``soft`` keeps the sigmoids.
@@ -65,10 +65,8 @@ def teacher_folds(cfg: Config, source: str) -> tuple[list[str], dict[int, np.nda
         row = sub.iloc[-1]
         members, weights = ledger.members(row)
         what = f"submission {source} ({', '.join(f'{m} x {w:.2f}' for m, w in zip(members, weights))})"
-        if len(members) > 1 and cfg.data.task == "multilabel":
-            raise ConfigError(f"--from {source}: a multi-label teacher is one experiment (its fold-k thresholds come "
-                              f"from its own OOF; a blend's weights would need their own fold-safe search on the "
-                              f"multi-label metric); pass one of {', '.join(members)}")
+        if len(members) > 1:
+            task_of(cfg).refuse("pseudo --from a blend", source=source, members=", ".join(members))
         if len(members) > 1 and json.loads(row.get("options") or "{}").get("weights", "auto") == "auto":
             by_fold = fold_safe_weights(cfg, members)  # the ledger's auto weights saw every fold's labels
             what += "; weights searched again without each fold's rows"
@@ -178,16 +176,17 @@ def make_pseudo(
     summary = {"teacher": source, "teacher_is": what, "soft": soft, "threshold": threshold, "top": top,
                "folds_digest": folds_digest(cfg), "n_test": len(ids), "folds": {}, "task": cfg.data.task,
                "recipe": recipe}  # what made the folder: the same command again finds it here (_made_from)
-    cuts = fold_thresholds(cfg, members[0], classes, sorted(per_fold)) if cfg.data.task == "multilabel" else None
-    if cuts is not None:
-        summary["thresholds"] = {str(k): [round(float(t), 3) for t in v] for k, v in cuts.items()}
-        echo("multi-label: each fold's labels are the classes at or over its thresholds, fit on the teacher's OOF "
-             "without that fold's rows")
+    rules = fold_rules(cfg, members[0], classes, sorted(per_fold))
+    cuts = {str(k): [round(float(t), 3) for t in r.cuts] for k, r in rules.items() if r.cuts is not None}
+    if cuts:
+        summary["thresholds"] = cuts
+    for note in sorted({r.note for r in rules.values()} - {""}):
+        echo(note)
     echo(f"pseudo {exp}: teacher {what}, {'soft' if soft else 'hard'} labels, "
          + (f"{task_of(cfg).confidence} >= {threshold}"
             if threshold is not None else f"the {top:.0%} most confident"))
     with atomic_dir(out) as tmp:  # built aside, renamed into place whole: no file of an older folder survives
-        _write_folder(tmp, per_fold, ids, classes, id_col, summary, threshold, top, soft, echo, cuts)
+        _write_folder(tmp, per_fold, ids, classes, id_col, summary, threshold, top, soft, echo, rules)
     cfg_path = Path(cfg.base_dir) / "configs" / f"{exp}.yaml"
     if not cfg_path.exists():
         teacher_cfg = Path(cfg.base_dir) / "configs" / f"{members[0]}.yaml"
@@ -211,41 +210,27 @@ def _made_from(out: Path, recipe: dict) -> bool:
     return made == json.loads(json.dumps(recipe, default=str))
 
 
-def fold_thresholds(cfg: Config, teacher: str, classes: list[str], folds: list[int]) -> dict[int, np.ndarray]:
-    """Multi-label: fold k's per-class thresholds, fit on the teacher's OOF over the rows of the other folds
-    (data.metric when it is a decision metric, else macro F1). The plain rule (a label where p reaches its
-    threshold): a pseudo-label's targets are exactly those decisions."""
-    from comp.infer.multilabel import FAST, Rule, fit_thresholds
+def fold_rules(cfg: Config, teacher: str, classes: list[str], folds: list[int]) -> dict:
+    """How fold k's teacher model decides a test image, for each k (``Task.fold_rules``): the most likely class, or
+    (multi-label) the classes over per-class thresholds fit on the teacher's OOF over the rows of the other folds
+    (data.metric when it is a decision metric, else macro F1)."""
     from comp.runs import run_dir
 
     d = cfg.data
-    oof = read_csv_str(run_dir(teacher) / "oof.csv").set_index(d.id_col)
-    probs = oof[classes].to_numpy(np.float64)
-    y = task_of(cfg).truth(oof[d.label_col], classes, str(run_dir(teacher) / "oof.csv"))  # joined by data.label_sep
-    fold = oof["fold"].astype(int).to_numpy()
-    metric = d.metric if d.metric in FAST else "macro_f1"
-    rule = Rule(np.full(len(classes), 0.5))
-    return {k: fit_thresholds(probs[fold != k], y[fold != k], metric, rule) for k in folds}
+    task = task_of(cfg)
 
+    def teacher_oof() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        path = run_dir(teacher) / "oof.csv"
+        oof = read_csv_str(path).set_index(d.id_col)
+        y = task.truth(oof[d.label_col], classes, str(path))  # joined by data.label_sep
+        return oof[classes].to_numpy(np.float64), y, oof["fold"].astype(int).to_numpy()
 
-def confidence(p: np.ndarray, cuts: np.ndarray | None) -> np.ndarray:
-    """Per image: the top probability, or (multi-label, ``cuts``) that of its least sure decision."""
-    if cuts is None:
-        return p.max(1)
-    return np.where(p >= cuts, p, 1 - p).min(1)
-
-
-def _targets(p: np.ndarray, cuts: np.ndarray | None, soft: bool) -> np.ndarray:
-    if soft:
-        return p
-    if cuts is None:
-        return np.eye(p.shape[1])[p.argmax(1)]
-    return (p >= cuts).astype(np.float64)
+    return task.fold_rules(teacher_oof, folds, d.metric)
 
 
 def _write_folder(folder: Path, per_fold: dict[int, np.ndarray], ids: pd.Index, classes: list[str], id_col: str,
                   summary: dict, threshold: float | None, top: float | None, soft: bool,
-                  echo: Callable[[str], None], cuts: dict[int, np.ndarray] | None = None) -> None:
+                  echo: Callable[[str], None], rules: dict) -> None:
     """fold_k.csv, confidence.png and summary.json of a pseudo-label folder, into ``folder``."""
     from comp.reports.page import pyplot, save_figure
 
@@ -253,18 +238,15 @@ def _write_folder(folder: Path, per_fold: dict[int, np.ndarray], ids: pd.Index, 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     confs = []
     for k, p in per_fold.items():
-        cut = None if cuts is None else cuts[k]
-        conf = confidence(p, cut)
+        rule = rules[k]
+        conf = rule.confidence(p)
         confs.append(conf)
         keep = select_by(conf, threshold, top)
-        q = _targets(p[keep], cut, soft)
+        q = rule.targets(p[keep], soft)
         df = pd.concat([pd.DataFrame({id_col: np.asarray(ids)[keep], "confidence": conf[keep]}),
                         pd.DataFrame(q, columns=classes)], axis=1)
         write_csv(folder / f"fold_{k}.csv", df, float_format="%.6g")
-        if cut is None:
-            counts = pd.Series(np.asarray(classes, object)[p[keep].argmax(1)]).value_counts()
-        else:  # labels per class (an image counts once for each of its labels)
-            counts = pd.Series((p[keep] >= cut).sum(0), index=classes)
+        counts = pd.Series(rule.counts(p[keep]), index=classes)
         hist, _ = np.histogram(conf, bins=BINS)
         summary["folds"][str(k)] = {"kept": len(keep), "per_class": {c: int(counts.get(c, 0)) for c in classes},
                                     "confidence_hist": hist.tolist()}
@@ -275,13 +257,13 @@ def _write_folder(folder: Path, per_fold: dict[int, np.ndarray], ids: pd.Index, 
     conf = np.concatenate(confs)
     edges = [0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0]
     hist, _ = np.histogram(conf, bins=edges)
-    echo(f"  confidence of the teacher's fold models ({'top probability' if cuts is None else 'least sure decision'}"
+    first = next(iter(rules.values()))
+    echo(f"  confidence of the teacher's fold models ({first.confidence_is}"
          f", all folds' test rows): "
          + ", ".join(f"{a:g}-{b:g} {n}" for a, b, n in zip(edges[:-1], edges[1:], hist)))
     if threshold is not None:
         ax.axvline(threshold, color="grey", ls=":")
-    ax.set_xlabel("teacher's top probability (each fold model's own)" if cuts is None else
-                  "teacher's confidence: its least sure label decision (each fold model's own)")
+    ax.set_xlabel(first.axis)
     ax.set_ylabel("test images")
     ax.legend(fontsize=8)
     save_figure(fig, folder / "confidence.png")

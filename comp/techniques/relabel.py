@@ -131,8 +131,7 @@ def run_relabel(
 ) -> Path:
     """Write ``reports/<exp>/relabel.csv`` (suspects, ranked) and the gallery ``relabel.html``; returns the csv."""
     from comp import runs
-    from comp.reports.analyze import oof_arrays
-    from comp.reports.oof_run import fold_models, read_run_oof
+    from comp.reports.oof_run import fold_models, oof_arrays, read_run_oof
 
     task_of(cfg).refuse("relabel", exp=exp)
     t0 = time.time()
