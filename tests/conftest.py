@@ -22,6 +22,27 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 from comp.config import load_config  # noqa: E402
 from comp.data.sample import make_sample  # noqa: E402
 
+FAST_STEPS = int(os.environ.get("COMP_FAST_STEPS", "10"))  # optimizer steps a test of make test-fast may take
+
+
+@pytest.fixture(autouse=True)
+def fast_tests_train_a_few_steps(request):
+    """A test outside the slow tier trains for a few steps at most (make test-fast stays fast): every optimizer
+    step in this process is counted with torch's global step hook, and a test not marked slow that takes more
+    than FAST_STEPS fails. Training in a process a test starts is not counted."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    steps = [0]
+    hook = register_optimizer_step_post_hook(lambda *a: steps.__setitem__(0, steps[0] + 1))
+    yield
+    hook.remove()
+    if os.environ.get("COMP_STEPS_LOG"):
+        with open(os.environ["COMP_STEPS_LOG"], "a") as f:
+            f.write(f"{steps[0]} {request.node.nodeid}\n")
+    if request.node.get_closest_marker("slow") is None:
+        assert steps[0] <= FAST_STEPS, (f"{request.node.nodeid} took {steps[0]} optimizer steps (> {FAST_STEPS}): "
+                                        f"train less, or mark it slow")
+
 
 @pytest.fixture(scope="session")
 def competition(tmp_path_factory) -> Path:

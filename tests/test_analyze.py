@@ -59,6 +59,7 @@ def trained(competition, tmp_path_factory):
     return {**run, "work": work, "page": work / page}
 
 
+@pytest.mark.slow
 def test_metrics_and_confusion_match_sklearn(trained):
     oof, classes = trained["oof"], trained["classes"]
     y = oof["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()

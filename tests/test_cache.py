@@ -68,6 +68,7 @@ def test_auto_goes_to_disk_when_the_nodes_jobs_leave_too_little_memory(competiti
     assert not isinstance(mem, np.memmap) and np.array_equal(mem, arr)
 
 
+@pytest.mark.slow
 def test_training_over_the_memory_budget_trains_from_a_disk_cache(workdir, monkeypatch):
     """train.cache: auto with each job's share of memory a few bytes: one real epoch reads a runs/.cache file."""
     from train_utils import make_folds_file, quiet, tiny_cfg

@@ -84,6 +84,7 @@ def test_stem_stride_trains_and_predicts(tmp_path_factory, competition):
         assert model.forward_features(torch.zeros(1, 3, 32, 32)).shape[-1] > 1
 
 
+@pytest.mark.slow
 def test_size_and_epochs_fitted_to_the_machine_and_the_budget(monkeypatch):
     """Images above 64 px: a throughput probe at each candidate size, the largest that affords half the default
     epochs within train.fit_minutes (the estimate printed with it); a tiny budget gets the smallest size."""

@@ -207,7 +207,7 @@ def task_branches() -> list[str]:
         src = path.read_text(encoding="utf-8")
         for node in ast.walk(ast.parse(src)):
             if isinstance(node, (ast.If, ast.IfExp, ast.While)):
-                test = ast.get_source_segment(src, node.test) or ""
+                test = ast.unparse(node.test)  # (get_source_segment re-splits the file per call: seconds)
                 if TASK_TEST.search(test):
                     out.append(f"{rel}:{node.lineno}: {test}")
     return out

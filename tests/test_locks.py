@@ -173,6 +173,7 @@ TAKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_takers_race_a_stale_lock_100_times_and_exactly_one_holds(tmp_path):
     """Two real processes race for the same stale lock, 100 rounds; the test meanwhile ages every takeover claim

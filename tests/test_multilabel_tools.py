@@ -208,6 +208,7 @@ def test_pseudo_multilabel_thresholds_come_from_the_other_folds(in_ml):
     assert any("+ 12 pseudo-labelled test images (hard multi-label" in line for line in said)
 
 
+@pytest.mark.slow
 def test_app_server_answers_every_label_over_its_threshold(in_ml):
     """`comp app` on a multi-label run, as a real server on loopback: what a client gets for a test image is what
     the library decides in-process (every label at or over its threshold, with its probability), plus a Grad-CAM."""

@@ -212,12 +212,19 @@ def test_fold_lock_is_exclusive_and_a_stale_one_is_taken_over(tmp_path):
 
 
 def test_launch_refuses_bad_input_before_starting_ray(workdir):
+    """In process (the refusal is the point, not the process): a one-line error, and no Ray was started."""
+    import ray
+    from click.testing import CliRunner
+
+    from comp.cli import cli
+
     make_folds(load_config(workdir / "comp.yaml"), n_splits=2, **QUIET)
-    out = comp(["launch", "--exp", "x", "--fold", "7", *SETS], workdir, timeout=120, ok=False)
-    assert "--fold 7" in out and "Ray local up" not in out
-    out = comp(["launch", "--exp", "x", "--all-folds", "--set", "model.name=no_such_net"], workdir, timeout=120,
-               ok=False)
-    assert "model.name" in out and "Ray local up" not in out
+    for args, said in ((["launch", "--exp", "x", "--fold", "7", *SETS], "--fold 7"),
+                       (["launch", "--exp", "x", "--all-folds", "--set", "model.name=no_such_net"], "model.name")):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code != 0 and said in r.output and "Traceback" not in r.output, r.output
+        assert "Ray local up" not in r.output and not ray.is_initialized()
+        assert not (workdir / "runs" / "x").exists()
 
 
 # ---------------------------------------------------------------- the private local Ray
@@ -361,6 +368,7 @@ def test_tune_resume_refuses_a_search_folder_others_can_write(workdir):
         os.chdir(old)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_tune_runs_the_start_config_first_then_draws(workdir):
     """comp auto's measured defaults are the search's first trial (Optuna's enqueued point), so every draw is ranked

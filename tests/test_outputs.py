@@ -26,6 +26,7 @@ def folded(workdir):
     return workdir
 
 
+@pytest.mark.slow
 def test_publish_writes_the_oof_before_model_json(folded, monkeypatch):
     """A kill between the two leaves a stale model.json (repaired on --resume), never a stale OOF behind a
     current model.json."""
@@ -51,6 +52,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_repairs_a_stale_or_missing_oof_and_a_corrupt_model_json(folded, monkeypatch):
     train_folds(tiny_cfg(folded, "rep", "train.stop_after_epochs=1"), [0], echo=quiet)
     fd = folded / "runs" / "rep" / "fold_0"

@@ -137,6 +137,7 @@ def _check_page(driver, url: str, sections: list[str]) -> dict:
     return {src: w for src, _, w in imgs}
 
 
+@pytest.mark.slow
 def test_eda_page_renders_with_every_image(browser, site):
     widths = _check_page(browser, site["url"] + "/eda/index.html", EDA_SECTIONS)
     assert widths["class_counts.png"] > 300 and widths["class_counts_by_fold.png"] > 300

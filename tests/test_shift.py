@@ -3,6 +3,7 @@ logistic regression on the digits); the estimated test prior and the reweighted 
 own labels."""
 
 import numpy as np
+import pytest
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -90,6 +91,7 @@ def pixel_member(workdir, cfg, exp: str) -> None:
               ).to_csv(run / "test.csv", index=False)
 
 
+@pytest.mark.slow
 def test_comp_ensemble_label_shift_on_a_long_tailed_competition(tmp_path, imbalanced_competition, monkeypatch):
     """comp sample's long tail (8x) with its balanced hold-out: --label-shift auto finds the shift, scores better on
     the hold-out, and its ledger CV forecasts that score."""

@@ -41,6 +41,7 @@ def folded(tmp_path_factory, competition):
         yield cwd
 
 
+@pytest.mark.slow
 def test_synth_cli_per_fold_files_resume_and_refusals(folded, monkeypatch):
     monkeypatch.chdir(folded)
     run = CliRunner().invoke
@@ -119,6 +120,7 @@ def test_generator_resumes_to_the_same_weights(tmp_path):
     assert info_c.step == 1 and any("time budget" in s and "step 1/4" in s for s in lines), lines
 
 
+@pytest.mark.slow
 def test_gan_trains_on_real_images_resumes_to_the_same_weights_and_makes_images_of_its_size(tmp_path, competition):
     from comp.data.cache import load_images
     from comp.techniques import synth_models

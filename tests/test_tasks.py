@@ -79,6 +79,7 @@ def test_ordinal_head_is_one_regression_output_read_as_grades(name):
     assert loss(at, torch.tensor([[0, .5, .5, 0, 0], [0, 0, 0, 1.0, 0]])).item() == pytest.approx(0.125 / 2)
 
 
+@pytest.mark.slow
 def test_ordinal_thresholds_do_not_rise_on_labels_they_cannot_know():
     """Leak suite, ordinal cut points: on grades independent of the predictions, cut points fitted and scored on
     the same OOF look better than none; cross-fitted (what comp ensemble reports), they do not (means over 8 draws:

@@ -131,6 +131,7 @@ def test_memorising_teacher_cannot_raise_the_students_cv(leaky):
     assert not _same_weights(_weights(workdir, "dT", 0), _weights(workdir, "pT", 0))  # the teacher did matter
 
 
+@pytest.mark.slow
 def test_pseudo_cli_files_and_errors(workdir):
     run = CliRunner().invoke
     make_folds(load_config(workdir / "comp.yaml"), n_splits=2, **QUIET)
@@ -203,6 +204,7 @@ def test_teacher_config_errors(workdir):
         load_config(workdir / "comp.yaml", exp="s", overrides=["train.distill_alpha=1.5"])
 
 
+@pytest.mark.slow
 def test_retrained_teacher_does_not_make_pseudo_training_refuse(workdir):
     """Leak suite, a check dropped on purpose: the student's training no longer re-checks the teacher's fold safety
     against the teacher's *current* OOF. Before issue 17 it did, and refused here (retraining the teacher on other

@@ -50,6 +50,7 @@ def check_fold_files(workdir, exp, fold, epochs, classes):
     return meta, oof
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", LOSSES)
 def test_short_run_per_loss_writes_the_files_and_beats_chance(folded, competition, loss):
     cfg = tiny_cfg(folded, f"l_{loss.replace('+', '_')}", f"train.loss={loss}")
@@ -64,6 +65,7 @@ def test_short_run_per_loss_writes_the_files_and_beats_chance(folded, competitio
     assert res["cv_macro_f1"] is None  # folds 1 and 2 are not trained yet
 
 
+@pytest.mark.slow
 def test_all_folds_assemble_oof_then_skip_finished_folds(folded, competition):
     cfg = tiny_cfg(folded, "all", "train.epochs=1")
     msgs = []
@@ -91,6 +93,7 @@ def test_all_folds_assemble_oof_then_skip_finished_folds(folded, competition):
     assert again["cv_macro_f1"] == pytest.approx(res["cv_macro_f1"])
 
 
+@pytest.mark.slow
 def test_changed_config_is_refused_unless_overwrite(folded):
     train_folds(tiny_cfg(folded, "cfgx", "train.epochs=1"), [0], echo=quiet)
     changed = tiny_cfg(folded, "cfgx", "train.epochs=1", "train.lr=0.01")
@@ -112,6 +115,7 @@ def test_changed_config_is_refused_unless_overwrite(folded):
                     echo=quiet)
 
 
+@pytest.mark.slow
 def test_fold_epochs_train_the_later_folds_longer_and_change_only_for_folds_not_started(folded):
     train_folds(tiny_cfg(folded, "fe", "train.epochs=1"), [0], echo=quiet)
     msgs = []
@@ -126,6 +130,7 @@ def test_fold_epochs_train_the_later_folds_longer_and_change_only_for_folds_not_
         tiny_cfg(folded, "fe", "train.fold_epochs={1: 0}")
 
 
+@pytest.mark.slow
 def test_interrupted_fold_needs_resume_or_overwrite(folded):
     cfg = tiny_cfg(folded, "intr", "train.stop_after_epochs=1")
     res = train_folds(cfg, [0], echo=quiet)
@@ -136,6 +141,7 @@ def test_interrupted_fold_needs_resume_or_overwrite(folded):
         train_folds(tiny_cfg(folded, "intr"), [0], resume=True, overwrite=True, echo=quiet)
 
 
+@pytest.mark.slow
 def test_options_together_class_weights_balanced_sampler_accum_clip_ema_freeze(folded):
     cfg = tiny_cfg(
         folded, "opts", "train.class_weights=effective_num", "train.sampler=balanced", "train.accum_steps=2",
@@ -157,6 +163,7 @@ def test_options_together_class_weights_balanced_sampler_accum_clip_ema_freeze(f
     assert json.loads((fd / "model.json").read_text())["ema"] in (True, False)
 
 
+@pytest.mark.slow
 def test_freeze_epochs_trains_only_the_head_first(folded):
     cfg = tiny_cfg(folded, "frz", "model.freeze_epochs=1", "train.stop_after_epochs=1")
     train_folds(cfg, [0], echo=quiet)
@@ -199,6 +206,7 @@ def test_unknown_fold_and_stale_folds_file(folded):
         train_folds(tiny_cfg(folded, "stale"), [0], echo=quiet)
 
 
+@pytest.mark.slow
 def test_cli_train_and_lr_find(folded):
     sets = [a for s in TINY for a in ("--set", s)]
     r = CliRunner().invoke(cli, ["train", "--exp", "cli", "--fold", "1", *sets, "--set", "train.epochs=1"])
@@ -218,6 +226,7 @@ def test_cli_train_and_lr_find(folded):
     assert (folded / "runs" / "cli" / "lr_find.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_train_fold_api_and_tensorboard_tracker(folded):
     cfg = tiny_cfg(folded, "tb", "train.epochs=1", "train.trackers=[tensorboard]", "train.scheduler=plateau")
     summary = train_fold(cfg, 2, echo=quiet)
@@ -250,6 +259,7 @@ def test_exactly_once_drops_gather_padding_and_refuses_lost_rows():
         exactly_once(np.array([0, 1, 2, 7]), 3, world_size=2)  # a row out of range is no padding
 
 
+@pytest.mark.slow
 def test_fixed_epoch_cv_picks_each_folds_epoch_from_the_other_folds(tmp_path, folded):
     """Leak suite, best epoch: each fold's best epoch is chosen on the rows that make its OOF (standard, slightly
     optimistic, and before issue 17 never measured: no per-epoch validation probabilities were kept). Now every

@@ -25,6 +25,7 @@ def folded(workdir):
     return workdir
 
 
+@pytest.mark.slow
 def test_fold_2_state_holds_one_model_and_one_optimizer(folded):
     res = train_folds(tiny_cfg(folded, "one", "train.epochs=1", "train.keep_state=true"), [0, 1, 2], echo=quiet)
     state = folded / "runs" / "one" / "fold_2" / "state"
@@ -36,6 +37,7 @@ def test_fold_2_state_holds_one_model_and_one_optimizer(folded):
     assert sizes[0] > 0 and max(sizes) < 1.05 * min(sizes), sizes
 
 
+@pytest.mark.slow
 def test_a_finished_fold_is_released_and_its_state_removed(folded, monkeypatch):
     refs, alive_at_start = [], []
     real = comp.train.fold.create_model
@@ -59,6 +61,7 @@ def test_a_finished_fold_is_released_and_its_state_removed(folded, monkeypatch):
     assert any("written per epoch, removed" in m for m in msgs)
 
 
+@pytest.mark.slow
 def test_a_state_of_another_fold_or_config_is_refused_and_clean_sizes_and_removes(folded):
     train_folds(tiny_cfg(folded, "fp", "train.stop_after_epochs=1"), [0], echo=quiet)
     run = folded / "runs" / "fp"

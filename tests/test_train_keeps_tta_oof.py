@@ -2,12 +2,14 @@
 
 import json
 
+import pytest
 from train_utils import make_folds_file, quiet, tiny_cfg
 
 from comp.infer.predict import predict
 from comp.train.session import train_folds
 
 
+@pytest.mark.slow
 def test_rerun_keeps_predict_oof_and_retrain_forgets_its_views(workdir):
     make_folds_file(workdir)
     cfg = tiny_cfg(workdir, "keep", "train.epochs=1")

@@ -68,6 +68,7 @@ def test_resume_after_interruptions_equals_uninterrupted_run_and_runs_are_determ
     assert_same(outputs(folded, "again"), full)
 
 
+@pytest.mark.slow
 def test_resume_rewrites_outputs_lost_after_the_state_commit(folded):
     """A kill right after the state was committed but before model/oof/metrics were published."""
     train_folds(tiny_cfg(folded, "lost", "train.stop_after_epochs=1"), [0], echo=quiet)
@@ -82,6 +83,7 @@ def test_resume_rewrites_outputs_lost_after_the_state_commit(folded):
         assert (fd / "oof.csv").read_text() == ref
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_fold_and_keeps_the_last_good_state(folded, monkeypatch):
     real = comp.tasks.losses.create_loss  # SingleLabel.loss imports it when a fold is set up
     steps_per_epoch = 13  # 400 training images / batch 32
@@ -119,6 +121,7 @@ class _Loss(torch.nn.Module):
         return self.fn(logits, target)
 
 
+@pytest.mark.slow
 def test_overwrite_restarts_a_finished_fold(folded):
     train_folds(tiny_cfg(folded, "ow", "train.epochs=1"), [0], echo=quiet)
     fd = folded / "runs" / "ow" / "fold_0"
