@@ -27,7 +27,7 @@ import hashlib
 import json
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -272,6 +272,23 @@ def _chosen_on(config: dict) -> list[int]:
 def search_folds(rd: Path) -> list[int]:
     """The folds a run's config was chosen on by a search (runs/E/config.yaml search.folds), else []."""
     return _chosen_on(_run_config(rd))
+
+
+def untouched_rows(chosen: dict[str, Sequence[int]], fold: np.ndarray, echo: Callable[[str], None]) -> np.ndarray:
+    """The OOF rows an ensemble's CV scores: those of folds no member's search chose on (``chosen``: experiment ->
+    the folds its search chose on; ``fold``: each OOF row's fold). Every row when none did, or when the searches
+    chose on every fold: the CV is then selected in-sample, and said so."""
+    picked = sorted({int(k) for ks in chosen.values() for k in ks})
+    if not picked:
+        return np.arange(len(fold))
+    keep = np.flatnonzero(~np.isin(fold, picked))
+    who = ", ".join(f"{e} (folds {list(ks)})" for e, ks in chosen.items() if ks)
+    if not len(keep):
+        echo(f"CV selected in-sample: {who} chosen by a search on every fold; no untouched fold is left")
+        return np.arange(len(fold))
+    echo(f"CV over the folds no search saw ({sorted(set(fold[keep].tolist()))}, {len(keep)} rows): {who} chosen "
+         f"by a search; the all-folds figure is optimistic")
+    return keep
 
 
 def run_cv(rd: Path):

@@ -2,6 +2,7 @@
 sample's three layouts, detection, folds, metrics against scikit-learn, honest thresholds, training to a scored
 submission, and the OOF under two processes."""
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from comp.data.competition import DataError
 from comp.data.init import detect, init_competition
 from comp.data.sample_multilabel import make_multilabel_sample
 from comp.infer.multilabel import Rule, cv_thresholds
-from comp.metrics import MULTILABEL_METRICS
+from comp.metrics import MULTILABEL_METRICS, multilabel_metric
 from comp.tasks import task_of
 from comp.tasks.labels import multi_hot, multilabel_folds, split_labels
 from comp.tasks.multilabel_losses import create_multilabel_loss, pos_weight, rarest_label_weights
@@ -326,3 +327,37 @@ def test_blend_weights_and_thresholds_nested():
     assert r.applied and r.cv > r.plain and r.in_sample >= r.cv
     assert fit.cv == r.cv and fit.held.shape == y.shape
     assert fit.member_score["good"] > fit.member_score["noise"]
+
+
+def test_ensemble_cv_leaves_out_the_folds_a_search_chose_on(layouts, tmp_path, monkeypatch):
+    """The biggest chance to leak: a member whose OOF is perfect on fold 0, the fold its search chose it on
+    (runs/E/config.yaml search.folds), and noise elsewhere. comp ensemble's multi-label CV scores only the folds
+    no search saw (as the single-label one does), so it stays at the noise level; the all-folds figure is in the
+    ledger, labelled optimistic."""
+    from comp.infer.multilabel import ensemble_multilabel
+
+    monkeypatch.chdir(tmp_path)
+    init_competition(layouts["hpa"], tmp_path / "comp.yaml", echo=lambda s: None)
+    cfg = load_config(tmp_path / "comp.yaml")
+    train, test = _csv(layouts["hpa"] / "train.csv"), _csv(layouts["hpa"] / "sample_submission.csv")
+    classes = sorted({c for v in train["Target"] for c in v.split()}, key=int)
+    y = multi_hot(train["Target"].tolist(), classes, " ")
+    rng = np.random.default_rng(0)
+    fold = np.arange(len(train)) % 2
+    probs = np.where(fold[:, None] == 0, y, rng.random(y.shape))  # perfect where the search chose, noise elsewhere
+    run = tmp_path / "runs" / "e"
+    run.mkdir(parents=True)
+    pd.DataFrame({"Id": train["Id"], "Target": train["Target"], **{c: probs[:, j] for j, c in enumerate(classes)},
+                  "fold": fold}).to_csv(run / "oof.csv", index=False)
+    pd.DataFrame({"Id": test["Id"], **{c: rng.random(len(test)) for c in classes}}).to_csv(run / "test.csv",
+                                                                                          index=False)
+    said = []
+    before = ensemble_multilabel(cfg, ["e"], None, "before", False, echo=said.append)["cv_score"]
+    # no search recorded: every row is scored, fold 0's perfect rows with them
+    (run / "config.yaml").write_text("search:\n  folds: [0]\n")
+    res = ensemble_multilabel(cfg, ["e"], None, "after", False, echo=said.append)
+    noise = multilabel_metric("macro_f1").from_labels(y[fold == 1], (probs[fold == 1] >= 0.5).astype(int), [])
+    assert res["cv_score"] < before - 0.1 and res["cv_score"] <= noise + 0.1, (res["cv_score"], before, noise)
+    assert any("CV over the folds no search saw ([1]" in s for s in said)
+    opts = json.loads(_csv(tmp_path / "submissions" / "ledger.csv").iloc[-1]["options"])
+    assert opts["search_folds"] == {"e": [0]} and opts["cv_all_folds_optimistic"] > res["cv_score"] + 0.2

@@ -50,7 +50,7 @@ from comp.infer.predict import USES, output_name
 from comp.infer.score import SubmissionError, check_submission, check_wide
 from comp.infer.shift import Shift, estimate_shift
 from comp.metrics import grade_values
-from comp.runs import run_dir, search_folds
+from comp.runs import run_dir, search_folds, untouched_rows
 from comp.tasks import competition_metric
 from comp.tasks.blend import EPS, METHODS, blend, rank
 from comp.tasks.blend import greedy_weights as greedy_search
@@ -477,24 +477,8 @@ def _load_inputs(cfg: Config, exps: list[str], use: str, echo: Callable[[str], N
         test_probs.append(mb.test.loc[test_ids, classes].to_numpy())
     return _Inputs(members=members, classes=classes, y=y, oof_probs=oof_probs, test_probs=test_probs,
                    metric=metric, sample=sample, id_col=id_col, shape=shape, label_col=label_col,
-                   scored=_untouched_rows(members, ids, echo))
-
-
-def _untouched_rows(members: list[Member], ids: pd.Index, echo: Callable[[str], None]) -> np.ndarray:
-    """The OOF rows the CV scores: those of folds no member's search chose on (every row when none did, or when
-    the searches chose on every fold: the CV is then selected in-sample, and said so)."""
-    chosen = sorted({k for mb in members for k in mb.chosen_on})
-    if not chosen:
-        return np.arange(len(ids))
-    fold = members[0].folds.loc[ids].to_numpy()
-    keep = np.flatnonzero(~np.isin(fold, chosen))
-    who = ", ".join(f"{mb.exp} (folds {list(mb.chosen_on)})" for mb in members if mb.chosen_on)
-    if not len(keep):
-        echo(f"CV selected in-sample: {who} chosen by a search on every fold; no untouched fold is left")
-        return np.arange(len(ids))
-    echo(f"CV over the folds no search saw ({sorted(set(fold[keep].tolist()))}, {len(keep)} rows): {who} chosen "
-         f"by a search; the all-folds figure is optimistic")
-    return keep
+                   scored=untouched_rows({mb.exp: mb.chosen_on for mb in members}, first.folds.loc[ids].to_numpy(),
+                                         echo))
 
 
 def _fit_weights(inp: _Inputs, exps: list[str], fixed: np.ndarray | None, method: str, bias_folds: int, seed: int,

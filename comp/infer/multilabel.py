@@ -33,7 +33,7 @@ from comp.infer import ledger
 from comp.infer.multilabel_score import check_multilabel_submission
 from comp.infer.predict import USES, output_name
 from comp.metrics import MULTILABEL_METRICS, multilabel_metric
-from comp.runs import run_dir
+from comp.runs import run_dir, search_folds, untouched_rows
 from comp.tasks.blend import greedy_weights as greedy_search
 from comp.tasks.blend import mean_blend
 from comp.tasks.labels import hot_strings, multi_hot, sort_classes
@@ -106,6 +106,8 @@ class MLInputs:
     shape: str  # label or wide
     label_col: str | None
     sep: str  # how a label cell joins names
+    scored: np.ndarray | None = None  # the OOF rows the CV scores (those no member's search chose on; None: all)
+    chosen: dict = field(default_factory=dict)  # experiment -> the folds a search chose it on (when any did)
 
 
 def _read_member(cfg: Config, exp: str, use: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -136,8 +138,9 @@ def _sample_shape(cfg: Config, classes: list[str]) -> tuple[pd.DataFrame, str, s
                     f"class ({classes[:8]}); class names must match the column names exactly")
 
 
-def load_inputs(cfg: Config, exps: list[str], use: str) -> MLInputs:
-    """Every member's OOF and test probabilities on the same classes and rows, the OOF truth and the sample."""
+def load_inputs(cfg: Config, exps: list[str], use: str, echo: Callable[[str], None] = print) -> MLInputs:
+    """Every member's OOF and test probabilities on the same classes and rows, the OOF truth, the sample, and the
+    rows the CV may score (comp.runs.untouched_rows: not those of folds a member's search chose on)."""
     d = cfg.data
     frames = [_read_member(cfg, e, use) for e in exps]
     oof0 = frames[0][0]
@@ -163,7 +166,10 @@ def load_inputs(cfg: Config, exps: list[str], use: str) -> MLInputs:
         tests.append(test.loc[test_ids, classes].to_numpy(np.float64))
     y = multi_hot(oof0[d.label_col], classes, d.label_sep, "OOF").astype(np.int64)
     sep = " " if d.label_cols else d.label_sep
-    return MLInputs(exps, classes, y, oofs, tests, test_ids, sample, id_col, shape, label_col, sep)
+    chosen = {e: search_folds(run_dir(e)) for e in exps}
+    chosen = {e: ks for e, ks in chosen.items() if ks}
+    scored = untouched_rows(chosen, pd.to_numeric(oof0["fold"], errors="coerce").to_numpy(), echo)
+    return MLInputs(exps, classes, y, oofs, tests, test_ids, sample, id_col, shape, label_col, sep, scored, chosen)
 
 
 # ---------------------------------------------------------------- the blend, honestly
@@ -176,8 +182,10 @@ class MLFit:
     cv_plain: float  # data.metric at 0.5 with weights fit per part (nested)
     cv: float  # the submission's honest figure
     report: ThresholdReport | None
-    held: np.ndarray  # (N, C) the held-out decisions behind ``cv`` (each part's, fit on the others)
+    held: np.ndarray  # the held-out decisions behind ``cv`` (each part's, fit on the others), of the rows ``rows``
     member_score: dict = field(default_factory=dict)
+    rows: np.ndarray | None = None  # the OOF rows ``cv`` scores (those no member's search chose on)
+    all_folds: float | None = None  # data.metric of the blend at 0.5 on every OOF row (optimistic after a search)
 
 
 def _objective(metric_name: str, rule: Rule):
@@ -190,34 +198,38 @@ def _objective(metric_name: str, rule: Rule):
 
 def fit_blend(inp: MLInputs, metric_name: str, rule: Rule, fixed: np.ndarray | None, tune: bool, n_splits: int,
               seed: int) -> MLFit:
-    """Weights and thresholds fit on the OOF, and their nested figure: for each part of the OOF, the weights and
-    then the thresholds are fit on the other parts alone and decide the part (module docstring)."""
+    """Weights and thresholds fit on the OOF, and their nested figure: for each part of the OOF rows the CV may
+    score (``inp.scored``), the weights and then the thresholds are fit on the other parts alone and decide the
+    part (module docstring)."""
     m = MULTILABEL_METRICS[metric_name]
-    y, n_c = inp.y, len(inp.classes)
+    n_c = len(inp.classes)
+    rows = inp.scored if inp.scored is not None else np.arange(len(inp.y))
     objective = _objective(metric_name, rule)
-    member = {e: float(objective(p, y)) for e, p in zip(inp.exps, inp.oof)}
+    member = {e: float(objective(p, inp.y)) for e, p in zip(inp.exps, inp.oof)}
     fit_w = fixed is None and len(inp.exps) > 1
-    w = greedy_weights(inp.oof, y, objective) if fit_w else (fixed if fixed is not None else np.ones(1))
+    w = greedy_weights(inp.oof, inp.y, objective) if fit_w else (fixed if fixed is not None else np.ones(1))
     oof = mean_blend(inp.oof, w)
     tune = tune and not m.uses_proba
-    held_p, held_t = np.zeros_like(oof), np.zeros_like(y)
+    y, probs = inp.y[rows], [p[rows] for p in inp.oof]  # the nested loop sees only the rows it scores
+    held_p, held_t = np.zeros_like(oof[rows]), np.zeros_like(y)
     for part in parts_of(y, n_splits, seed):
         rest = np.setdiff1d(np.arange(len(y)), part)
-        wp = greedy_weights([p[rest] for p in inp.oof], y[rest], objective) if fit_w else w
-        held_p[part] = mean_blend([p[part] for p in inp.oof], wp)
+        wp = greedy_weights([p[rest] for p in probs], y[rest], objective) if fit_w else w
+        held_p[part] = mean_blend([p[part] for p in probs], wp)
         if tune:
-            thr = fit_thresholds(mean_blend([p[rest] for p in inp.oof], wp), y[rest], metric_name, rule)
+            thr = fit_thresholds(mean_blend([p[rest] for p in probs], wp), y[rest], metric_name, rule)
             held_t[part] = rule(held_p[part], thr)
     plain_bits = rule(held_p, np.full(n_c, 0.5))
     cv_plain = float(m(y, held_p, []) if m.uses_proba else m.from_labels(y, plain_bits, []))
     report = None
     if tune:
-        thr = fit_thresholds(oof, y, metric_name, rule)  # what the test gets: fit on every OOF row
+        thr = fit_thresholds(oof, inp.y, metric_name, rule)  # what the test gets: fit on every OOF row
         cv = float(m.from_labels(y, held_t, []))
-        report = ThresholdReport(cv_plain, float(m.from_labels(y, rule(oof, thr), [])), cv, thr, bool(cv > cv_plain))
+        report = ThresholdReport(cv_plain, float(m.from_labels(inp.y, rule(oof, thr), [])), cv, thr,
+                                 bool(cv > cv_plain))
     applied = report is not None and report.applied
     return MLFit(w, oof, cv_plain, float(report.cv if applied else cv_plain), report,
-                 held_t if applied else plain_bits, member)
+                 held_t if applied else plain_bits, member, rows, float(objective(oof, inp.y)))
 
 
 def submission_frame(inp: MLInputs, test_probs: np.ndarray, bits: np.ndarray) -> pd.DataFrame:
@@ -242,7 +254,7 @@ def ensemble_multilabel(cfg: Config, exps: Sequence[str], fixed: np.ndarray | No
     if out_path.exists() and not overwrite:
         raise OutputExists(f"{out_path} already exists; choose another --name or pass --overwrite to replace it")
     metric = multilabel_metric(cfg.data.metric)
-    inp = load_inputs(cfg, list(exps), use)
+    inp = load_inputs(cfg, list(exps), use, echo)
     rule = Rule(np.full(len(inp.classes), 0.5), cfg.infer.at_least_one, cfg.infer.top_k)
     fit = fit_blend(inp, metric.name, rule, fixed, tune_thresholds, n_splits, cfg.folds.seed)
     applied = fit.report is not None and fit.report.applied
@@ -253,7 +265,7 @@ def ensemble_multilabel(cfg: Config, exps: Sequence[str], fixed: np.ndarray | No
     header = [str(c) for c in inp.sample.columns]
     check_multilabel_submission(sub, inp.test_ids, inp.id_col, inp.shape, inp.classes, inp.sep, header)
     write_csv(out_path, sub)
-    cv_f1 = float(multilabel_metric("macro_f1").from_labels(inp.y, fit.held, []))
+    cv_f1 = float(multilabel_metric("macro_f1").from_labels(inp.y[fit.rows], fit.held, []))
     options = _ledger_options(inp, fit, rule, use, metric.name)
     row = ledger.append(name, list(exps), fit.weights, cv_f1, options, SUBMISSIONS_DIR / "ledger.csv",
                         metric=metric.name, cv_score=fit.cv, shape=inp.shape)
@@ -267,6 +279,9 @@ def _ledger_options(inp: MLInputs, fit: MLFit, rule: Rule, use: str, metric: str
     options = {"task": "multilabel", "use": use, "cv_from": "folds", "weights_cv": round(fit.cv_plain, 5),
                f"members_oof_{metric}": {k: round(v, 5) for k, v in fit.member_score.items()},
                "at_least_one": rule.at_least_one, "top_k": rule.top_k}
+    if inp.chosen:  # members chosen by a search: the CV is over the folds none of them was chosen on
+        options.update(search_folds=inp.chosen, cv_selected_in_sample=len(fit.rows) == len(inp.y),
+                       cv_all_folds_optimistic=round(fit.all_folds, 5))
     r = fit.report
     if r is not None:
         options["thresholds"] = dict(plain=round(r.plain, 5), in_sample=round(r.in_sample, 5), cv=round(r.cv, 5),
