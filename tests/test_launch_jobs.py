@@ -79,6 +79,9 @@ def test_an_old_error_line_does_not_block_the_retry_of_a_killed_attempt(job_dir)
     t.start()
     out = run_job(_spec(job_dir.parents[2]))
     t.join()
+    import ray
+
+    assert not ray.is_initialized(), "a direct run_job started a Ray of its own (ray.get_gpu_ids outside a task)"
     assert seen["sid"] == seen["pid"], "the training process leads its own session (start_new_session)"
     assert out["state"] == "done" and out["attempts"] == 2, out
     log = (job_dir / "train.log").read_text()

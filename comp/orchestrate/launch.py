@@ -186,9 +186,9 @@ def run_job(spec: dict) -> dict:
     workdir, exp, fold = Path(spec["workdir"]), spec["exp"], spec["fold"]
     fd = workdir / runs.fold_dir(exp, fold)
     job = Job(exp, fold, host=socket.gethostname(), log=str(fd / "train.log"))
-    try:
-        job.gpu = ",".join(str(g) for g in ray.get_gpu_ids())
-    except Exception:  # noqa: BLE001 - outside a Ray task (direct calls)
+    try:  # outside a Ray task (a direct call) ray.get_gpu_ids() would start a Ray of its own, never stopped
+        job.gpu = ",".join(str(g) for g in ray.get_gpu_ids()) if ray.is_initialized() else ""
+    except Exception:  # noqa: BLE001
         job.gpu = ""
     t0 = time.time()
     if (fd / "done.json").exists():
